@@ -1,0 +1,81 @@
+//! Projection and prediction heads: small MLPs put on top of an encoder.
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::ModuleT, Tensor};
+
+/// Shape of an MLP head. The defaults are SimCLR's 2-layer projection head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadConfig {
+    /// Hidden width of every layer but the last.
+    pub hidden_dim: i64,
+    /// Output width.
+    pub out_dim: i64,
+    /// Number of linear layers (>= 1).
+    pub layers: usize,
+    /// Batch norm after each hidden linear layer.
+    pub batch_norm: bool,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            hidden_dim: 512,
+            out_dim: 128,
+            layers: 2,
+            batch_norm: true,
+        }
+    }
+}
+
+/// `Linear -> [BN] -> ReLU` repeated, then a final `Linear`.
+#[derive(Debug)]
+pub struct MlpHead {
+    hidden: Vec<(nn::Linear, Option<nn::BatchNorm>)>,
+    last: nn::Linear,
+}
+
+impl MlpHead {
+    /// Builds the head under `p` (variables `layers.{i}.weight`, ...).
+    pub fn new(p: &nn::Path, in_dim: i64, cfg: &HeadConfig) -> Self {
+        let mut hidden = Vec::new();
+        let mut dim = in_dim;
+        for i in 0..cfg.layers.saturating_sub(1) {
+            let lp = p / "layers" / i;
+            let lin = nn::linear(&lp / "linear", dim, cfg.hidden_dim, Default::default());
+            let bn = cfg
+                .batch_norm
+                .then(|| nn::batch_norm1d(&lp / "bn", cfg.hidden_dim, Default::default()));
+            hidden.push((lin, bn));
+            dim = cfg.hidden_dim;
+        }
+        let last = nn::linear(p / "out", dim, cfg.out_dim, Default::default());
+        Self { hidden, last }
+    }
+}
+
+impl ModuleT for MlpHead {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut h = xs.shallow_clone();
+        for (lin, bn) in &self.hidden {
+            h = h.apply(lin);
+            if let Some(bn) = bn {
+                h = h.apply_t(bn, train);
+            }
+            h = h.relu();
+        }
+        h.apply(&self.last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_shapes() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let head = MlpHead::new(&vs.root(), 16, &HeadConfig { hidden_dim: 32, out_dim: 8, layers: 3, batch_norm: true });
+        let out = head.forward_t(&Tensor::randn([4, 16], (tch::Kind::Float, tch::Device::Cpu)), true);
+        assert_eq!(out.size(), vec![4, 8]);
+    }
+}

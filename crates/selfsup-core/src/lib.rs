@@ -1,0 +1,22 @@
+//! `selfsup-core`: the modality-free heart of selfsup.
+//!
+//! An unlabelled sample becomes views ([`view`]); a [`method`] turns views into
+//! embeddings and a [`target`]; a loss ([`loss`]) compares them; the [`trainer`]
+//! optimises, schedules, checkpoints and watches for collapse ([`monitor`]);
+//! [`eval`] measures what the representation is worth.
+pub mod device;
+pub mod distributed;
+pub mod ema;
+pub mod encoder;
+pub mod error;
+pub mod head;
+pub mod loss;
+pub mod method;
+pub mod optim;
+pub mod schedule;
+pub mod source;
+pub mod target;
+pub mod tensor_io;
+pub mod view;
+
+pub use error::{Error, Result};

@@ -1,0 +1,164 @@
+//! InfoNCE (van den Oord et al. 2018, arXiv:1807.03748) and its NT-Xent form
+//! (SimCLR, Chen et al. 2020, arXiv:2002.05709).
+//!
+//! Embeddings are l2-normalised, compared by cosine similarity divided by a
+//! temperature, and each anchor's positive is classified against negatives
+//! with softmax cross-entropy.
+//!
+//! Across processes each rank computes the loss for its own anchors against
+//! the keys of the *global* batch, gathered with gradient through the
+//! [`Collective`] ("local loss + gather with grad"): with one process this is
+//! exactly the textbook loss.
+//!
+//! ```
+//! use selfsup_core::{distributed::SingleProcess, loss::{InfoNce, InfoNceConfig}};
+//! let loss = InfoNce::new(InfoNceConfig { temperature: 0.5 });
+//! let z1 = tch::Tensor::randn([8, 16], (tch::Kind::Float, tch::Device::Cpu));
+//! let z2 = &z1 + 0.01;
+//! let l = loss.nt_xent(&z1, &z2, &SingleProcess);
+//! assert!(l.double_value(&[]) < 2.0);
+//! ```
+use crate::distributed::Collective;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// InfoNCE settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfoNceConfig {
+    /// Softmax temperature (SimCLR: 0.5 for small batches, 0.1 for large ones).
+    pub temperature: f64,
+}
+
+impl Default for InfoNceConfig {
+    fn default() -> Self {
+        Self { temperature: 0.5 }
+    }
+}
+
+/// The InfoNCE loss.
+#[derive(Debug, Clone)]
+pub struct InfoNce {
+    cfg: InfoNceConfig,
+}
+
+impl InfoNce {
+    /// A loss with the given settings.
+    pub fn new(cfg: InfoNceConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &InfoNceConfig {
+        &self.cfg
+    }
+
+    /// NT-Xent: `z1[i]` and `z2[i]` are two views of sample `i`; every other
+    /// embedding of both views in the global batch is a negative (2B - 2 per
+    /// anchor). Averaged over the 2n local anchors; symmetric by construction.
+    pub fn nt_xent(&self, z1: &Tensor, z2: &Tensor, comm: &dyn Collective) -> Tensor {
+        let n = z1.size()[0];
+        let a = normalize(z1);
+        let b = normalize(z2);
+        let ga = comm.all_gather_with_grad(&a);
+        let gb = comm.all_gather_with_grad(&b);
+        let global = ga.size()[0];
+        let keys = Tensor::cat(&[&ga, &gb], 0);
+        let anchors = Tensor::cat(&[&a, &b], 0);
+        let logits = anchors.matmul(&keys.tr()) / self.cfg.temperature;
+        let idx = Tensor::arange(n, (Kind::Int64, z1.device())) + (comm.rank() as i64 * n);
+        let self_idx = Tensor::cat(&[&idx, &(&idx + global)], 0);
+        let pos_idx = Tensor::cat(&[&(&idx + global), &idx], 0);
+        let self_mask = self_idx.one_hot(2 * global).to_kind(Kind::Bool);
+        let logits = logits.masked_fill(&self_mask, f64::from(f32::MIN) / 2.0);
+        logits.cross_entropy_for_logits(&pos_idx)
+    }
+
+    /// Cross-view InfoNCE: the positive of `a[i]` is `b[i]`, its negatives the
+    /// other rows of `b` in the global batch (MoCo v3, CLIP, GRACE's inter-view
+    /// term). With `symmetric`, the `b -> a` direction is averaged in (CLIP).
+    pub fn cross_view(&self, a: &Tensor, b: &Tensor, symmetric: bool, comm: &dyn Collective) -> Tensor {
+        let n = a.size()[0];
+        let a = normalize(a);
+        let b = normalize(b);
+        let labels = Tensor::arange(n, (Kind::Int64, a.device())) + (comm.rank() as i64 * n);
+        let gb = comm.all_gather_with_grad(&b);
+        let ab = (a.matmul(&gb.tr()) / self.cfg.temperature).cross_entropy_for_logits(&labels);
+        if !symmetric {
+            return ab;
+        }
+        let ga = comm.all_gather_with_grad(&a);
+        let ba = (b.matmul(&ga.tr()) / self.cfg.temperature).cross_entropy_for_logits(&labels);
+        (ab + ba) / 2.0
+    }
+}
+
+fn normalize(z: &Tensor) -> Tensor {
+    let z = z.to_kind(Kind::Float);
+    let norm = z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
+    z / norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::SingleProcess;
+
+    // Reference numbers from PyTorch 2.11.0:
+    //   z = F.normalize(torch.cat([z1, z2]), dim=1); sim = z @ z.T / t
+    //   sim.fill_diagonal_(float('-inf'))
+    //   target = torch.cat([torch.arange(n, 2*n), torch.arange(0, n)])
+    //   F.cross_entropy(sim, target)            -> nt_xent
+    //   a, b = F.normalize(z1, dim=1), F.normalize(z2, dim=1); l = a @ b.T / t
+    //   F.cross_entropy(l, y); (F.cross_entropy(l, y) + F.cross_entropy(l.T, y)) / 2
+    fn fixture() -> (Tensor, Tensor) {
+        let z1 = Tensor::from_slice(&[1.0f32, 0.0, 0.5, 0.2, 1.0, -0.3, -0.5, 0.3, 1.0, 0.4, -0.8, 0.1]).reshape([4, 3]);
+        let z2 = Tensor::from_slice(&[0.9f32, 0.1, 0.4, 0.0, 1.2, -0.1, -0.3, 0.5, 0.8, 0.5, -0.6, -0.2]).reshape([4, 3]);
+        (z1, z2)
+    }
+
+    fn value(t: &Tensor) -> f64 {
+        t.double_value(&[])
+    }
+
+    #[test]
+    fn nt_xent_matches_pytorch() {
+        let (z1, z2) = fixture();
+        let l05 = InfoNce::new(InfoNceConfig { temperature: 0.5 }).nt_xent(&z1, &z2, &SingleProcess);
+        let l01 = InfoNce::new(InfoNceConfig { temperature: 0.1 }).nt_xent(&z1, &z2, &SingleProcess);
+        assert!((value(&l05) - 0.675_144_433_975_219_7).abs() < 1e-5, "{}", value(&l05));
+        assert!((value(&l01) - 0.006_899_291_183_799_505).abs() < 1e-6, "{}", value(&l01));
+    }
+
+    #[test]
+    fn nt_xent_is_symmetric_in_the_views() {
+        let (z1, z2) = fixture();
+        let loss = InfoNce::new(InfoNceConfig::default());
+        let d = value(&loss.nt_xent(&z1, &z2, &SingleProcess)) - value(&loss.nt_xent(&z2, &z1, &SingleProcess));
+        assert!(d.abs() < 1e-6);
+    }
+
+    #[test]
+    fn cross_view_matches_pytorch() {
+        let (z1, z2) = fixture();
+        let loss = InfoNce::new(InfoNceConfig { temperature: 0.5 });
+        let one = value(&loss.cross_view(&z1, &z2, false, &SingleProcess));
+        let sym = value(&loss.cross_view(&z1, &z2, true, &SingleProcess));
+        assert!((one - 0.387_130_081_653_594_97).abs() < 1e-5, "{one}");
+        assert!((sym - 0.388_019_233_942_031_86).abs() < 1e-5, "{sym}");
+    }
+
+    #[test]
+    fn gradients_flow_and_pull_positives_together() {
+        let (z1, z2) = fixture();
+        let z1 = z1.set_requires_grad(true);
+        let loss = InfoNce::new(InfoNceConfig::default()).nt_xent(&z1, &z2, &SingleProcess);
+        loss.backward();
+        let g = z1.grad();
+        assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        // A step against the gradient lowers the loss.
+        let z1b = (&z1 - g * 0.5).detach();
+        let after = InfoNce::new(InfoNceConfig::default()).nt_xent(&z1b, &z2, &SingleProcess);
+        assert!(value(&after) < value(&loss));
+    }
+}

@@ -1,0 +1,74 @@
+//! AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101): Adam with decoupled
+//! weight decay, matching `torch.optim.AdamW`.
+use super::{Buffers, OptimConfig, Optimizer, Params};
+use crate::Result;
+use std::collections::BTreeMap;
+use tch::Tensor;
+
+/// AdamW.
+#[derive(Debug)]
+pub struct AdamW {
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    exclude_bias_and_norm: bool,
+    steps: i64,
+    m: Buffers,
+    v: Buffers,
+    device: tch::Device,
+}
+
+impl AdamW {
+    /// A new optimiser for `params`.
+    pub fn new(cfg: &OptimConfig, params: &Params) -> Self {
+        Self {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            exclude_bias_and_norm: cfg.exclude_bias_and_norm,
+            steps: 0,
+            m: Buffers::new("exp_avg", params),
+            v: Buffers::new("exp_avg_sq", params),
+            device: params.tensors.first().map_or(tch::Device::Cpu, |t| t.device()),
+        }
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, params: &Params, lr: f64) {
+        self.steps += 1;
+        let (b1, b2) = self.betas;
+        let c1 = 1.0 - b1.powi(self.steps as i32);
+        let c2 = 1.0 - b2.powi(self.steps as i32);
+        tch::no_grad(|| {
+            for (i, (p, g)) in params.tensors.iter().zip(params.grads()).enumerate() {
+                let mut p = p.shallow_clone();
+                let decay = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));
+                if decay && self.weight_decay != 0.0 {
+                    let _ = p.f_mul_scalar_(1.0 - lr * self.weight_decay);
+                }
+                let m = self.m.get(i, &p);
+                let _ = m.f_mul_scalar_(b1);
+                let _ = m.f_add_(&(&g * (1.0 - b1)));
+                let m_hat = &*m / c1;
+                let v = self.v.get(i, &p);
+                let _ = v.f_mul_scalar_(b2);
+                let _ = v.f_add_(&(g.square() * (1.0 - b2)));
+                let denom = (&*v / c2).sqrt() + self.eps;
+                let _ = p.f_sub_(&(m_hat / denom * lr));
+            }
+        })
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut s = self.m.state();
+        s.extend(self.v.state());
+        s.push(("adamw.steps".into(), Tensor::from(self.steps)));
+        s
+    }
+    fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.m.load(state, self.device)?;
+        self.v.load(state, self.device)?;
+        self.steps = state.get("adamw.steps").map_or(0, |t| t.int64_value(&[]));
+        Ok(())
+    }
+}
