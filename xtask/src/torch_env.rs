@@ -1,0 +1,117 @@
+//! libtorch 2.11.0 for tch 0.24: the user's `LIBTORCH` if set, otherwise a
+//! cached venv with PyPI's `torch==2.11.0` (its CUDA build also runs on CPUs).
+use crate::paths::cache_dir;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const TORCH_VERSION: &str = "2.11.0";
+
+/// How binaries find libtorch, at build and at run time.
+pub enum TorchEnv {
+    /// A libtorch the user unpacked and pointed `LIBTORCH` at.
+    User { libtorch: PathBuf },
+    /// The venv selfsup manages.
+    Venv { venv: PathBuf, torch_dir: PathBuf },
+}
+
+impl TorchEnv {
+    fn lib_dir(&self) -> PathBuf {
+        match self {
+            Self::User { libtorch } => libtorch.join("lib"),
+            Self::Venv { torch_dir, .. } => torch_dir.join("lib"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::User { libtorch } => format!("{} (from LIBTORCH)", libtorch.display()),
+            Self::Venv { torch_dir, .. } => format!("{} (torch=={TORCH_VERSION} venv)", torch_dir.display()),
+        }
+    }
+
+    /// The same settings as shell exports, for building by hand.
+    pub fn shell_exports(&self) -> String {
+        let lib = self.lib_dir();
+        match self {
+            Self::User { libtorch } => format!(
+                "export LIBTORCH={} LD_LIBRARY_PATH={}:$LD_LIBRARY_PATH",
+                libtorch.display(),
+                lib.display()
+            ),
+            Self::Venv { venv, .. } => format!(
+                "export LIBTORCH_USE_PYTORCH=1 PATH={}:$PATH LD_LIBRARY_PATH={}:$LD_LIBRARY_PATH",
+                venv.join("bin").display(),
+                lib.display()
+            ),
+        }
+    }
+
+    /// Sets the build and run-time environment on `cmd`.
+    pub fn apply(&self, cmd: &mut Command) {
+        let prepend = |var: &str, dir: &Path| {
+            let mut paths = vec![dir.to_path_buf()];
+            if let Some(old) = std::env::var_os(var) {
+                paths.extend(std::env::split_paths(&old));
+            }
+            std::env::join_paths(paths).unwrap_or_default()
+        };
+        cmd.env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &self.lib_dir()));
+        match self {
+            Self::User { libtorch } => {
+                cmd.env("LIBTORCH", libtorch);
+            }
+            Self::Venv { venv, .. } => {
+                cmd.env("LIBTORCH_USE_PYTORCH", "1");
+                cmd.env_remove("LIBTORCH");
+                cmd.env("PATH", prepend("PATH", &venv.join("bin")));
+            }
+        }
+    }
+}
+
+/// Finds or installs libtorch. Idempotent and quick when already installed.
+pub fn ensure() -> Result<TorchEnv> {
+    if let Some(dir) = std::env::var_os("LIBTORCH") {
+        let libtorch = PathBuf::from(dir);
+        if !libtorch.join("lib").is_dir() || !libtorch.join("include").is_dir() {
+            bail!(
+                "LIBTORCH={} has no lib/ and include/: point it at an unpacked libtorch {TORCH_VERSION}, or unset it to let xtask install one",
+                libtorch.display()
+            );
+        }
+        return Ok(TorchEnv::User { libtorch });
+    }
+    let venv = cache_dir().join(format!("libtorch-{TORCH_VERSION}"));
+    let python = venv.join("bin/python");
+    if let Some(torch_dir) = torch_dir(&python) {
+        return Ok(TorchEnv::Venv { venv, torch_dir });
+    }
+    eprintln!("xtask: installing torch=={TORCH_VERSION} into {} (one time, ~5 GB, a few minutes)", venv.display());
+    std::fs::create_dir_all(cache_dir()).with_context(|| format!("creating {}", cache_dir().display()))?;
+    let system_python = std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into());
+    crate::run(Command::new(&system_python).args(["-m", "venv"]).arg(&venv))
+        .context("creating the libtorch venv needs python3 with the venv module (Debian: apt-get install python3-venv)")?;
+    crate::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).arg(format!("torch=={TORCH_VERSION}")))?;
+    let torch_dir = torch_dir(&python).context("torch was installed but cannot be imported")?;
+    Ok(TorchEnv::Venv { venv, torch_dir })
+}
+
+/// `torch/` inside the venv when `import torch` gives the right version.
+fn torch_dir(python: &Path) -> Option<PathBuf> {
+    if !python.exists() {
+        return None;
+    }
+    let out = Command::new(python)
+        .args(["-c", "import torch, os; print(torch.__version__); print(os.path.dirname(torch.__file__))"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let version = lines.next()?;
+    let dir = lines.next()?;
+    (version.split('+').next() == Some(TORCH_VERSION)).then(|| PathBuf::from(dir))
+}
