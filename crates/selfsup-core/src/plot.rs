@@ -31,7 +31,7 @@ pub enum SeriesStyle {
     Line,
     /// Noisy per-step values: the raw points as a light line plus a trailing
     /// moving average (window: a tenth of the points, between 1 and 100) in
-    /// full colour.
+    /// full colour. Lines of more than 2000 points are drawn strided.
     Smoothed,
     /// A reference level (e.g. a baseline), dashed; a single point becomes a
     /// horizontal line across the whole chart.
@@ -63,6 +63,8 @@ pub struct Panel {
 const WIDTH: u32 = 960;
 const PANEL_HEIGHT: u32 = 300;
 const TITLE_HEIGHT: u32 = 40;
+/// Points drawn per line at most; longer series are strided.
+const MAX_DRAWN_POINTS: usize = 2000;
 /// Colours that read well on white, in drawing order.
 const COLOURS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -147,16 +149,13 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> DrawR
                     chart.draw_series(std::iter::once(Circle::new(pts[0], 3, colour.filled())))?;
                 }
                 chart
-                    .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))?
+                    .draw_series(LineSeries::new(thin(pts), colour.stroke_width(2)))?
                     .label(series.name.as_str())
                     .legend(legend);
             }
             SeriesStyle::Smoothed => {
                 let window = (pts.len() / 10).clamp(1, 100);
-                chart.draw_series(LineSeries::new(
-                    pts.iter().copied(),
-                    colour.mix(0.25).stroke_width(1),
-                ))?;
+                chart.draw_series(LineSeries::new(thin(pts), colour.mix(0.25).stroke_width(1)))?;
                 if pts.len() == 1 {
                     chart.draw_series(std::iter::once(Circle::new(pts[0], 3, colour.filled())))?;
                 }
@@ -167,7 +166,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> DrawR
                 };
                 chart
                     .draw_series(LineSeries::new(
-                        moving_average(pts, window),
+                        thin(&moving_average(pts, window)),
                         colour.stroke_width(2),
                     ))?
                     .label(name)
@@ -220,6 +219,19 @@ fn span(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
         return (lo - half, hi + half);
     }
     (lo - pad * width, hi + pad * width)
+}
+
+/// At most about [`MAX_DRAWN_POINTS`] of `pts`, evenly strided, always
+/// keeping the last one (keeps the SVG small for long runs).
+fn thin(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let stride = pts.len().div_ceil(MAX_DRAWN_POINTS).max(1);
+    let mut out: Vec<(f64, f64)> = pts.iter().copied().step_by(stride).collect();
+    if let (Some(&last), Some(&kept)) = (pts.last(), out.last()) {
+        if last != kept {
+            out.push(last);
+        }
+    }
+    out
 }
 
 /// Trailing moving average over `window` points (fewer at the start).
@@ -360,6 +372,28 @@ mod tests {
         let path = dir.path().join("missing").join("curves.svg");
         let e = plot_curves(&path, "t", &[]).unwrap_err();
         assert!(matches!(e, Error::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn long_runs_keep_the_svg_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.svg");
+        let loss: Vec<(f64, f64)> = (0..200_000)
+            .map(|i| (i as f64, 1.0 + (i % 17) as f64))
+            .collect();
+        let panel = Panel {
+            title: "loss".into(),
+            x_label: "step".into(),
+            series: vec![series("loss", loss, SeriesStyle::Smoothed)],
+        };
+        plot_curves(&path, "long", &[panel]).unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(bytes < 200_000, "{bytes} bytes");
+        let pts: Vec<(f64, f64)> = (0..4001).map(|i| (i as f64, 0.0)).collect();
+        let t = thin(&pts);
+        assert!(t.len() <= MAX_DRAWN_POINTS + 1 && t.len() > MAX_DRAWN_POINTS / 2);
+        assert_eq!(t.last(), pts.last());
+        assert_eq!(thin(&pts[..5]), pts[..5].to_vec());
     }
 
     #[test]

@@ -590,7 +590,7 @@ mod tests {
             let z2 = batch.views[1].apply(&self.enc).apply_t(&self.head, true);
             let mut loss = self.loss.nt_xent(&z1, &z2, ctx.comm);
             if self.poison_at == Some(ctx.step) {
-                loss = loss * f64::NAN;
+                loss *= f64::NAN;
             }
             Ok(LossOut { loss, terms: vec![] })
         }

@@ -131,7 +131,7 @@ pub fn linear_probe_top1(
                 opt.set_lr(lr);
                 let mut loss = linear.forward(&x).cross_entropy_for_logits(&y);
                 if cfg.weight_decay > 0.0 {
-                    loss = loss + linear.ws.square().sum(Kind::Float) * (0.5 * cfg.weight_decay);
+                    loss += linear.ws.square().sum(Kind::Float) * (0.5 * cfg.weight_decay);
                 }
                 opt.backward_step(&loss);
                 start += len;
