@@ -224,6 +224,41 @@ mod tests {
         assert!(converges(OptimKind::Lars, 20.0) < 5e-2);
     }
 
+    /// Three steps on a fixed least-squares problem, compared with torch.optim
+    /// (PyTorch 2.11.0, weight decay on every parameter):
+    ///   w = [[0.5, -1.0], [2.0, 0.1]]; b = [0.3, -0.2]
+    ///   x = [[1.0, 2.0], [-0.5, 0.25], [0.3, -1.2]]; loss = ((x @ w.T + b) ** 2).sum()
+    ///   SGD(lr=0.05, momentum=0.9, weight_decay=0.01) / AdamW(lr=0.05, weight_decay=0.01)
+    fn three_steps(kind: OptimKind) -> (Vec<f32>, Vec<f32>) {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().var_copy("w", &Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.1]).reshape([2, 2]));
+        let b = vs.root().var_copy("b", &Tensor::from_slice(&[0.3f32, -0.2]));
+        let x = Tensor::from_slice(&[1.0f32, 2.0, -0.5, 0.25, 0.3, -1.2]).reshape([3, 2]);
+        let cfg = OptimConfig { kind, lr: 0.05, weight_decay: 0.01, exclude_bias_and_norm: false, ..Default::default() };
+        let mut params = Params::of(&vs);
+        let mut opt = cfg.build(&params);
+        for _ in 0..3 {
+            params.zero_grad();
+            (x.matmul(&w.tr()) + &b).square().sum(Kind::Float).backward();
+            opt.step(&params, 0.05);
+        }
+        (Vec::try_from(w.flatten(0, -1)).unwrap(), Vec::try_from(&b).unwrap())
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> bool {
+        a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
+    }
+
+    #[test]
+    fn sgd_and_adamw_match_torch_optim() {
+        let (w, b) = three_steps(OptimKind::Sgd);
+        assert!(close(&w, &[0.5376001, 0.43826225, 0.90016586, -0.8042516]), "{w:?}");
+        assert!(close(&b, &[-0.0061135022, -0.44695127]), "{b:?}");
+        let (w, b) = three_steps(OptimKind::AdamW);
+        assert!(close(&w, &[0.64733005, -0.84903777, 1.8475471, -0.049031023]), "{w:?}");
+        assert!(close(&b, &[0.15275413, -0.34672016]), "{b:?}");
+    }
+
     #[test]
     fn clipping_caps_the_global_norm() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
