@@ -4,7 +4,7 @@
 //! 1. augmentation throughput: the criterion bench of selfsup-vision against
 //!    `benchmarks/torchvision_augment.py` (same two-view pipeline);
 //! 2. end-to-end SimCLR training (skipped with `--quick`): `selfsup pretrain`
-//!    with `configs/vision/simclr-bench.toml` against
+//!    with `configs/vision/simclr-cpu.toml` against
 //!    `benchmarks/lightly_simclr.py` (same encoder, batch, augmentations, epochs).
 use crate::paths::{cache_dir, target_dir, workspace_root};
 use crate::{fetch, run, torch_env};
@@ -100,7 +100,7 @@ pub fn bench(quick: bool) -> Result<()> {
         let mut cmd = Command::new(bin);
         cmd.arg("pretrain")
             .arg("--config")
-            .arg(workspace_root().join("configs/vision/simclr-bench.toml"))
+            .arg(workspace_root().join("configs/vision/simclr-cpu.toml"))
             .arg("--data")
             .arg(&data)
             .arg("--run-dir")

@@ -1,0 +1,187 @@
+//! `selfsup`: pre-train, evaluate and export self-supervised encoders.
+//!
+//! ```text
+//! selfsup pretrain --config configs/vision/simclr-cpu.toml --data ~/.cache/selfsup/datasets/fashion-mnist
+//! selfsup eval knn --checkpoint runs/simclr-cpu/checkpoint.safetensors --data DIR
+//! selfsup export --checkpoint runs/simclr-cpu/checkpoint.safetensors --out DIR
+//! ```
+mod progress;
+mod restore;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use selfsup_vision::pretrain::{pretrain, RunOptions, VisionRunConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "selfsup", version, about = "Self-supervised pre-training on libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Pre-train from a TOML run config, evaluate, export.
+    Pretrain {
+        #[arg(long)]
+        config: PathBuf,
+        /// Dataset folder (overrides [data] path).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Run folder for checkpoints, metrics, curves, export (default: runs/<config name>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue from the run folder's last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// cpu, cuda or auto.
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Stop early as if interrupted after this many steps (testing resume).
+        #[arg(long, hide = true)]
+        stop_after: Option<u64>,
+    },
+    /// Evaluate a checkpoint's frozen encoder on the test split.
+    Eval {
+        protocol: Protocol,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Export a checkpoint's encoder as safetensors + config.json.
+    Export {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Protocol {
+    Knn,
+    Linear,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn read_config(path: &Path) -> Result<VisionRunConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    Ok(VisionRunConfig::from_toml(&text, path)?)
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Peak resident memory of this process in MB (Linux; None elsewhere).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Pretrain {
+            config,
+            data,
+            run_dir,
+            resume,
+            epochs,
+            device,
+            batch_size,
+            threads,
+            stop_after,
+        } => {
+            let mut cfg = read_config(&config)?;
+            if let Some(e) = epochs {
+                cfg.trainer.epochs = e;
+            }
+            if let Some(d) = device {
+                cfg.run.device = d.parse()?;
+            }
+            if let Some(b) = batch_size {
+                cfg.run.batch_size = b;
+            }
+            if let Some(t) = threads {
+                cfg.run.threads = Some(t);
+            }
+            let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+            let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(name));
+            let stop = Arc::new(AtomicBool::new(false));
+            let handler_flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if handler_flag.swap(true, Ordering::SeqCst) {
+                    eprintln!("\nsecond interrupt: exiting without a checkpoint");
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)");
+            })
+            .context("installing the Ctrl-C handler")?;
+            let mut observer = progress::Bars::new(stop.clone(), stop_after);
+            let summary = pretrain(
+                &cfg,
+                RunOptions {
+                    data_dir: data,
+                    run_dir: run_dir.clone(),
+                    resume,
+                    observer: &mut observer,
+                    stop,
+                    git_commit: git_commit(),
+                },
+            );
+            observer.finish();
+            let summary = summary?;
+            let mut json = serde_json::to_value(&summary)?;
+            json["peak_rss_mb"] = serde_json::json!(peak_rss_mb());
+            let path = run_dir.join("summary.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
+            progress::print_summary(&summary, peak_rss_mb());
+            Ok(())
+        }
+        Cmd::Eval {
+            protocol,
+            checkpoint,
+            data,
+            device,
+        } => {
+            let loaded = restore::load(&checkpoint, device.as_deref())?;
+            let (name, acc) = match protocol {
+                Protocol::Knn => ("kNN top-1", loaded.knn(data)?),
+                Protocol::Linear => ("linear probe top-1", loaded.linear(data)?),
+            };
+            println!("{name} on the test split: {:.2}%", acc * 100.0);
+            Ok(())
+        }
+        Cmd::Export { checkpoint, out } => {
+            let loaded = restore::load(&checkpoint, Some("cpu"))?;
+            loaded.export(&out)?;
+            println!("exported the encoder to {}", out.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Progress bars and the end-of-run summary.
+use indicatif::{ProgressBar, ProgressStyle};
+use selfsup_core::trainer::{EpochReport, Observer, StepReport};
+use selfsup_vision::pretrain::RunSummary;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Draws one bar over the whole run: epoch, step, loss, images/s, ETA.
+pub struct Bars {
+    bar: Option<ProgressBar>,
+    stop: Arc<AtomicBool>,
+    stop_after: Option<u64>,
+    smoothed_rate: f64,
+}
+
+impl Bars {
+    pub fn new(stop: Arc<AtomicBool>, stop_after: Option<u64>) -> Self {
+        Self {
+            bar: None,
+            stop,
+            stop_after,
+            smoothed_rate: 0.0,
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Bars {
+    fn on_start(&mut self, start_step: u64, total_steps: u64) {
+        let bar = ProgressBar::new(total_steps);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_position(start_step);
+        bar.reset_eta();
+        self.bar = Some(bar);
+    }
+
+    fn on_step(&mut self, r: &StepReport) {
+        self.smoothed_rate = if self.smoothed_rate == 0.0 { r.samples_per_s } else { 0.9 * self.smoothed_rate + 0.1 * r.samples_per_s };
+        if let Some(b) = &self.bar {
+            b.set_prefix(format!("epoch {}/{}", r.epoch + 1, r.epochs));
+            b.set_message(format!("loss {:.4} lr {:.3e} {:.0} img/s", r.loss, r.lr, self.smoothed_rate));
+            b.set_position(r.step + 1);
+        }
+        if self.stop_after.is_some_and(|s| r.step + 1 >= s) {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn on_epoch(&mut self, r: &EpochReport) {
+        let metrics: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {:.2}%", v * 100.0)).collect();
+        let collapse = r
+            .collapse
+            .as_ref()
+            .map(|c| format!(" | std ratio {:.2}, rank ratio {:.2}", c.std_ratio, c.rank_ratio))
+            .unwrap_or_default();
+        let line = format!(
+            "epoch {:>3}: loss {:.4}, {:.0} img/s, {}{collapse}",
+            r.epoch + 1,
+            r.mean_loss,
+            r.samples_per_s,
+            metrics.join(", ")
+        );
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+        for w in &r.warnings {
+            tracing::warn!("{w}");
+            let msg = format!("WARNING {w}");
+            match &self.bar {
+                Some(b) => b.println(msg),
+                None => eprintln!("{msg}"),
+            }
+        }
+    }
+}
+
+/// The summary a user reads at the end of `pretrain`.
+pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
+    println!();
+    println!("selfsup {} on {} ({} train / {} test images, {})", s.method, s.dataset, s.train_images, s.test_images, s.device);
+    println!("  epochs {}, steps {}, batch {}, final loss {:.4}", s.epochs, s.steps, s.batch_size, s.final_loss);
+    println!(
+        "  training {:.1} s ({:.0} images/s), whole run {:.1} s, peak memory {}",
+        s.train_seconds,
+        s.train_images_per_s,
+        s.wall_seconds,
+        peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
+    );
+    println!("  kNN top-1 (k=200, test split, final epoch): {:.2}%", s.knn_top1 * 100.0);
+    if let Some(l) = s.linear_top1 {
+        println!("  linear probe top-1 (test split):           {:.2}%", l * 100.0);
+    }
+    println!("  raw-pixel kNN baseline:                     {:.2}%", s.raw_knn_top1 * 100.0);
+    let gain = (s.knn_top1 - s.raw_knn_top1) * 100.0;
+    println!("  pre-training bought {gain:+.2} points of kNN accuracy over raw pixels");
+    if s.collapse_warnings.is_empty() {
+        println!("  collapse monitors: no warning");
+    } else {
+        println!("  collapse monitors: {} warning(s):", s.collapse_warnings.len());
+        for w in &s.collapse_warnings {
+            println!("    - {w}");
+        }
+    }
+    println!("  run folder: {} (metrics.jsonl, curves.svg, checkpoint.safetensors)", s.run_dir.display());
+    println!("  exported encoder: {}", s.export_dir.display());
+}

@@ -1,0 +1,420 @@
+//! IDX files (the MNIST / Fashion-MNIST format), plain or gzipped.
+//!
+//! An IDX file is a big-endian header — magic number `0x000008DD` (`08` = u8
+//! data, `DD` = number of dimensions), then one u32 per dimension — followed
+//! by the data. Images are `0x00000803` (N, H, W), labels `0x00000801` (N).
+//! Gzip is recognised by its magic bytes `1f 8b`, not by the file name.
+use super::{ImageDataset, Split};
+use crate::{Error, Result};
+use flate2::read::MultiGzDecoder;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Magic number of an IDX file of u8 images (N, H, W).
+pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Magic number of an IDX file of u8 labels (N).
+pub const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// The ten Fashion-MNIST classes, by label.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// Reads a whole file, decompressing it when it starts with the gzip magic
+/// bytes `1f 8b`.
+pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if raw.len() < 2 || raw[..2] != [0x1f, 0x8b] {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut dec = MultiGzDecoder::new(raw.as_slice());
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(Error::Gzip {
+                    path: path.to_path_buf(),
+                    decoded: out.len(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Parses the header of an IDX u8 file with `ndims` dimensions and checks that
+/// the data that follows has exactly the length the dimensions imply.
+/// Returns the dimensions.
+fn parse_idx(path: &Path, bytes: &[u8], expected: u32, kind: &'static str) -> Result<Vec<usize>> {
+    if bytes.len() < 4 {
+        return Err(Error::bad_length(
+            path,
+            format!(
+                "{} bytes is too short for an IDX magic number (4 bytes)",
+                bytes.len()
+            ),
+        ));
+    }
+    let magic = be_u32(bytes);
+    if magic != expected {
+        return Err(Error::IdxMagic {
+            path: path.to_path_buf(),
+            found: magic,
+            expected,
+            kind,
+        });
+    }
+    let ndims = (expected & 0xff) as usize;
+    let header = 4 + 4 * ndims;
+    if bytes.len() < header {
+        return Err(Error::bad_length(
+            path,
+            format!(
+                "{} bytes is too short for the {header}-byte IDX header of {ndims} dimension(s)",
+                bytes.len()
+            ),
+        ));
+    }
+    let dims: Vec<usize> = (0..ndims)
+        .map(|d| be_u32(&bytes[4 + 4 * d..]) as usize)
+        .collect();
+    let item: usize = dims[1..].iter().product();
+    let shown = dims
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" x ");
+    let want = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::bad_length(path, format!("header dimensions {shown} overflow")))?;
+    let have = bytes.len() - header;
+    if have != want {
+        let detail = if have < want && item > 0 {
+            format!(
+                "; item {} (byte offset {}) is the first incomplete one",
+                have / item,
+                header + (have / item) * item
+            )
+        } else if have > want {
+            format!(
+                "; {} trailing bytes from byte offset {}",
+                have - want,
+                header + want
+            )
+        } else {
+            String::new()
+        };
+        return Err(Error::bad_length(
+            path,
+            format!(
+                "header declares {shown} = {want} bytes of {kind} after the {header}-byte header, \
+                 but the file holds {have}{detail}"
+            ),
+        ));
+    }
+    Ok(dims)
+}
+
+/// Reads an IDX images file and its IDX labels file into one dataset named
+/// `name`. Class names are the label values (`"0"`, `"1"`, ...) up to the
+/// largest label.
+pub fn read_idx_pair(images: &Path, labels: &Path, name: &str) -> Result<ImageDataset> {
+    let img_bytes = read_maybe_gzip(images)?;
+    let dims = parse_idx(images, &img_bytes, IMAGES_MAGIC, "images")?;
+    let (n, h, w) = (dims[0], dims[1], dims[2]);
+    if n == 0 || h == 0 || w == 0 {
+        return Err(Error::Empty {
+            path: images.to_path_buf(),
+            what: format!("holds no image ({n} x {h} x {w})"),
+        });
+    }
+    let lab_bytes = read_maybe_gzip(labels)?;
+    let ldims = parse_idx(labels, &lab_bytes, LABELS_MAGIC, "labels")?;
+    if ldims[0] != n {
+        return Err(Error::CountMismatch {
+            images: images.to_path_buf(),
+            n_images: n,
+            labels: labels.to_path_buf(),
+            n_labels: ldims[0],
+        });
+    }
+    let label_vec: Vec<i64> = lab_bytes[8..].iter().map(|&l| l as i64).collect();
+    let max = label_vec.iter().copied().max().unwrap_or(0);
+    let classes = (0..=max).map(|c| c.to_string()).collect();
+    let mut pixels = img_bytes;
+    pixels.drain(..16);
+    Ok(ImageDataset {
+        name: name.to_string(),
+        height: h,
+        width: w,
+        channels: 1,
+        pixels,
+        labels: Some(label_vec),
+        classes,
+    })
+}
+
+/// `dir/base` or `dir/base.gz`, whichever exists (the plain file first).
+fn find_file(dir: &Path, base: &str, dataset: &str) -> Result<PathBuf> {
+    let plain = dir.join(base);
+    if plain.is_file() {
+        return Ok(plain);
+    }
+    let gz = dir.join(format!("{base}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    Err(Error::missing_dataset(
+        dir,
+        format!("no {base} or {base}.gz in this folder"),
+        dataset,
+    ))
+}
+
+/// Reads one split of Fashion-MNIST from `dir`, which holds
+/// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`, with the ten class
+/// names. Labels must be below 10.
+pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<ImageDataset> {
+    const NAME: &str = "fashion-mnist";
+    if !dir.is_dir() {
+        return Err(Error::missing_dataset(dir, "no such dataset folder", NAME));
+    }
+    let prefix = match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    };
+    let images = find_file(dir, &format!("{prefix}-images-idx3-ubyte"), NAME)?;
+    let labels = find_file(dir, &format!("{prefix}-labels-idx1-ubyte"), NAME)?;
+    let mut ds = read_idx_pair(&images, &labels, &format!("{NAME}/{}", split.as_str()))?;
+    let n_classes = FASHION_MNIST_CLASSES.len();
+    if let Some(labels_vec) = &ds.labels {
+        if let Some((i, &l)) = labels_vec
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= n_classes)
+        {
+            return Err(Error::BadLabel {
+                path: labels,
+                record: i,
+                offset: 8 + i,
+                label: l as u32,
+                classes: n_classes,
+            });
+        }
+    }
+    ds.classes = FASHION_MNIST_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    Ok(ds)
+}
+
+/// Builders of IDX files, for tests and fixtures.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    /// IDX bytes of `n` images of `h x w` with pixel `(i*7 + p) % 256`.
+    pub fn images(n: usize, h: usize, w: usize) -> Vec<u8> {
+        let mut b = IMAGES_MAGIC.to_be_bytes().to_vec();
+        for d in [n, h, w] {
+            b.extend_from_slice(&(d as u32).to_be_bytes());
+        }
+        b.extend((0..n * h * w).map(|p| ((p / (h * w)) * 7 + p % (h * w)) as u8));
+        b
+    }
+
+    /// IDX bytes of the labels `0, 1, .., n-1` modulo 10.
+    pub fn labels(n: usize) -> Vec<u8> {
+        let mut b = LABELS_MAGIC.to_be_bytes().to_vec();
+        b.extend_from_slice(&(n as u32).to_be_bytes());
+        b.extend((0..n).map(|i| (i % 10) as u8));
+        b
+    }
+
+    pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::*;
+    use super::*;
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn plain_and_gzip_round_trip() {
+        let t = tempfile::tempdir().unwrap();
+        let ip = write(t.path(), "i", &images(5, 3, 4));
+        let lp = write(t.path(), "l", &labels(5));
+        // Gzipped files without a .gz extension: detection is by magic bytes.
+        let igz = write(t.path(), "i2", &gzip(&images(5, 3, 4)));
+        let lgz = write(t.path(), "l2.gz", &gzip(&labels(5)));
+        let a = read_idx_pair(&ip, &lp, "a").unwrap();
+        let b = read_idx_pair(&igz, &lgz, "b").unwrap();
+        assert_eq!((a.len(), a.height, a.width, a.channels), (5, 3, 4, 1));
+        assert_eq!(a.pixels, b.pixels);
+        assert_eq!(a.labels, Some(vec![0, 1, 2, 3, 4]));
+        assert_eq!(a.image(1)[0], 7);
+        assert_eq!(a.classes.len(), 5);
+    }
+
+    #[test]
+    fn fashion_mnist_layout() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "t10k-images-idx3-ubyte.gz",
+            &gzip(&images(4, 28, 28)),
+        );
+        write(t.path(), "t10k-labels-idx1-ubyte", &labels(4));
+        let d = read_fashion_mnist(t.path(), Split::Test).unwrap();
+        assert_eq!(d.len(), 4);
+        assert_eq!(d.classes[9], "Ankle boot");
+        assert_eq!(d.name, "fashion-mnist/test");
+        let e = read_fashion_mnist(t.path(), Split::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train-images-idx3-ubyte") && e.contains("cargo xtask fetch fashion-mnist"),
+            "{e}"
+        );
+        let e = read_fashion_mnist(&t.path().join("nope"), Split::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nope") && e.contains("cargo xtask fetch fashion-mnist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_magic_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        // Labels given where images are expected.
+        let lp = write(t.path(), "labels", &labels(3));
+        let e = read_idx_pair(&lp, &lp, "x").unwrap_err();
+        assert!(matches!(e, Error::IdxMagic { found: 0x801, .. }), "{e}");
+        let s = e.to_string();
+        assert!(
+            s.contains("labels") && s.contains("0x00000801") && s.contains("0x00000803"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn truncated_gzip_names_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let gz = gzip(&images(50, 28, 28));
+        for cut in [gz.len() - 4, gz.len() / 2, 12] {
+            let ip = write(t.path(), "cut-images.gz", &gz[..cut]);
+            let lp = write(t.path(), "l", &labels(50));
+            let e = read_idx_pair(&ip, &lp, "x").unwrap_err();
+            let s = e.to_string();
+            assert!(matches!(e, Error::Gzip { .. }), "cut {cut}: {s}");
+            assert!(s.contains("cut-images.gz") && s.contains("gzip"), "{s}");
+        }
+        // Corrupt (not truncated) stream.
+        let mut bad = gz.clone();
+        for b in &mut bad[20..40] {
+            *b ^= 0x5a;
+        }
+        let ip = write(t.path(), "corrupt.gz", &bad);
+        let e = read_maybe_gzip(&ip).unwrap_err().to_string();
+        assert!(e.contains("corrupt.gz"), "{e}");
+    }
+
+    #[test]
+    fn count_mismatch() {
+        let t = tempfile::tempdir().unwrap();
+        let ip = write(t.path(), "imgs", &images(4, 2, 2));
+        let lp = write(t.path(), "labs", &labels(3));
+        let e = read_idx_pair(&ip, &lp, "x").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::CountMismatch {
+                    n_images: 4,
+                    n_labels: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let s = e.to_string();
+        assert!(s.contains("imgs") && s.contains("labs"), "{s}");
+    }
+
+    #[test]
+    fn header_longer_than_data() {
+        let t = tempfile::tempdir().unwrap();
+        let mut b = images(4, 3, 3);
+        b.truncate(b.len() - 10); // image 2 is incomplete
+        let ip = write(t.path(), "short", &b);
+        let lp = write(t.path(), "l", &labels(4));
+        let e = read_idx_pair(&ip, &lp, "x").unwrap_err();
+        let s = e.to_string();
+        assert!(matches!(e, Error::BadLength { .. }), "{s}");
+        assert!(
+            s.contains("short") && s.contains("item 2") && s.contains("byte offset 34"),
+            "{s}"
+        );
+        // Trailing bytes are an error too.
+        let mut b = images(2, 3, 3);
+        b.push(0);
+        let ip = write(t.path(), "long", &b);
+        let s = read_idx_pair(&ip, &lp, "x").unwrap_err().to_string();
+        assert!(s.contains("long") && s.contains("trailing"), "{s}");
+        // A header cut short.
+        let ip = write(t.path(), "tiny", &images(1, 1, 1)[..9]);
+        let s = read_idx_pair(&ip, &lp, "x").unwrap_err().to_string();
+        assert!(s.contains("tiny") && s.contains("too short"), "{s}");
+    }
+
+    #[test]
+    fn fashion_label_out_of_range() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "train-images-idx3-ubyte", &images(3, 2, 2));
+        let mut l = labels(3);
+        l[8 + 1] = 12;
+        write(t.path(), "train-labels-idx1-ubyte", &l);
+        let s = read_fashion_mnist(t.path(), Split::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("train-labels-idx1-ubyte")
+                && s.contains("record 1")
+                && s.contains("label 12"),
+            "{s}"
+        );
+    }
+}

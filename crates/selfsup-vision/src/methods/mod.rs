@@ -1,0 +1,18 @@
+//! Vision methods, one per file, chosen by the `[method]` table of a run config.
+pub mod simclr;
+
+use serde::{Deserialize, Serialize};
+pub use simclr::{SimClr, SimClrConfig};
+
+/// Which method, with its settings (`[method]` with `name = "simclr"`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MethodConfig {
+    Simclr(SimClrConfig),
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        Self::Simclr(SimClrConfig::default())
+    }
+}

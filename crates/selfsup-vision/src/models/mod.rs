@@ -1,0 +1,616 @@
+//! Image encoders: a small CNN for quick CPU runs and ResNet-18/50 whose
+//! variables carry exactly torchvision's names (`conv1.weight`,
+//! `layer1.0.bn1.running_mean`, `layer2.0.downsample.0.weight`, ...), so an
+//! exported encoder loads into `torchvision.models.resnet18()` with
+//! `strict=True` (see [`crate::export`]).
+//!
+//! Every encoder ends at the global average pool: it has no `fc` and returns
+//! `[batch, out_dim]` features.
+//!
+//! The `[model]` table of a run config selects one:
+//!
+//! ```toml
+//! [model]
+//! arch = "resnet18"   # or "resnet50", "small_cnn"
+//! stem = "cifar"      # or "imagenet" (the default, torchvision's own)
+//! ```
+//!
+//! ```toml
+//! [model]
+//! arch = "small_cnn"
+//! channels = [32, 64, 128, 256]   # the default
+//! ```
+//!
+//! The number of input channels is not part of the table: it follows from the
+//! data (1 for Fashion-MNIST, 3 for CIFAR) and is passed to [`build_encoder`].
+//! With 1 input channel `conv1.weight` is `[64, 1, k, k]`, so the torchvision
+//! model that loads it must have its `conv1` replaced by a one-channel
+//! convolution (`export/config.json` spells out how).
+pub mod resnet;
+pub mod small_cnn;
+
+pub use resnet::{resnet18, resnet50, BlockKind, ResNet};
+pub use small_cnn::{small_cnn, SmallCnn};
+
+use selfsup_core::encoder::Encoder;
+use selfsup_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, init::FanInOut, init::NonLinearity, init::NormalOrUniform, Init};
+
+/// The first layers of a ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stem {
+    /// torchvision's: 7x7 stride-2 `conv1` (padding 3), then a 3x3 stride-2
+    /// max-pool (padding 1). Divides the resolution by 4 before `layer1`.
+    #[default]
+    Imagenet,
+    /// The usual variant for 32x32 images (solo-learn, lightly): 3x3 stride-1
+    /// `conv1` (padding 1) and no max-pool. In torchvision: replace `conv1` by
+    /// `Conv2d(in_channels, 64, 3, 1, 1, bias=False)` and `maxpool` by
+    /// `Identity()`.
+    Cifar,
+}
+
+impl Stem {
+    /// The name used in configs and `config.json` (`"imagenet"` / `"cifar"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stem::Imagenet => "imagenet",
+            Stem::Cifar => "cifar",
+        }
+    }
+}
+
+/// Default channels of [`EncoderConfig::SmallCnn`]: 32-64-128-256.
+pub const SMALL_CNN_CHANNELS: [i64; 4] = [32, 64, 128, 256];
+
+fn default_small_cnn_channels() -> Vec<i64> {
+    SMALL_CNN_CHANNELS.to_vec()
+}
+
+/// The `[model]` table: which encoder to build. Tagged by `arch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EncoderConfig {
+    /// `arch = "small_cnn"`: one block (3x3 conv, batch norm, ReLU) per entry
+    /// of `channels`, a 2x2 max-pool after every block but the last, then the
+    /// global average pool; `out_dim` is the last entry.
+    SmallCnn {
+        /// Output channels of each block (default 32-64-128-256).
+        #[serde(default = "default_small_cnn_channels")]
+        channels: Vec<i64>,
+    },
+    /// `arch = "resnet18"`: BasicBlock, [2, 2, 2, 2], `out_dim` 512.
+    Resnet18 {
+        /// `"imagenet"` (default) or `"cifar"`.
+        #[serde(default)]
+        stem: Stem,
+    },
+    /// `arch = "resnet50"`: Bottleneck (stride on the 3x3 conv, torchvision's
+    /// "v1.5"), [3, 4, 6, 3], `out_dim` 2048.
+    Resnet50 {
+        /// `"imagenet"` (default) or `"cifar"`.
+        #[serde(default)]
+        stem: Stem,
+    },
+}
+
+impl Default for EncoderConfig {
+    /// The small CNN with its default channels (fast enough for a CPU run).
+    fn default() -> Self {
+        EncoderConfig::SmallCnn {
+            channels: default_small_cnn_channels(),
+        }
+    }
+}
+
+impl EncoderConfig {
+    /// The `arch` value: `"small_cnn"`, `"resnet18"` or `"resnet50"`.
+    pub fn arch(&self) -> &'static str {
+        match self {
+            EncoderConfig::SmallCnn { .. } => "small_cnn",
+            EncoderConfig::Resnet18 { .. } => "resnet18",
+            EncoderConfig::Resnet50 { .. } => "resnet50",
+        }
+    }
+
+    /// The ResNet stem, `None` for the small CNN.
+    pub fn stem(&self) -> Option<Stem> {
+        match self {
+            EncoderConfig::SmallCnn { .. } => None,
+            EncoderConfig::Resnet18 { stem } | EncoderConfig::Resnet50 { stem } => Some(*stem),
+        }
+    }
+
+    /// Width of the features the encoder returns.
+    pub fn out_dim(&self) -> i64 {
+        match self {
+            EncoderConfig::SmallCnn { channels } => channels.last().copied().unwrap_or(0),
+            EncoderConfig::Resnet18 { .. } => 512,
+            EncoderConfig::Resnet50 { .. } => 2048,
+        }
+    }
+
+    /// Checks what serde cannot: the small CNN needs at least one block and
+    /// positive channel counts.
+    pub fn validate(&self) -> Result<()> {
+        if let EncoderConfig::SmallCnn { channels } = self {
+            if channels.is_empty() {
+                return Err(Error::Config(
+                    "model.channels: the small CNN needs at least one block".into(),
+                ));
+            }
+            if let Some(c) = channels.iter().find(|&&c| c <= 0) {
+                return Err(Error::Config(format!(
+                    "model.channels: channel counts must be positive, got {c}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the encoder `cfg` describes under `p`, for images with `in_channels`
+/// channels. The variables are created on `p`'s device, initialised like
+/// torchvision (Kaiming-normal fan-out convolutions, batch norm weight 1 and
+/// bias 0, momentum 0.1).
+///
+/// # Panics
+/// If `cfg` fails [`EncoderConfig::validate`] or `in_channels < 1`; callers
+/// that read configs from users validate first.
+pub fn build_encoder(p: &nn::Path, cfg: &EncoderConfig, in_channels: i64) -> Box<dyn Encoder> {
+    if let Err(e) = cfg.validate() {
+        panic!("build_encoder: {e}");
+    }
+    assert!(
+        in_channels >= 1,
+        "build_encoder: in_channels must be at least 1, got {in_channels}"
+    );
+    match cfg {
+        EncoderConfig::SmallCnn { channels } => Box::new(small_cnn(p, channels, in_channels)),
+        EncoderConfig::Resnet18 { stem } => Box::new(resnet18(p, *stem, in_channels)),
+        EncoderConfig::Resnet50 { stem } => Box::new(resnet50(p, *stem, in_channels)),
+    }
+}
+
+/// torchvision's convolution init: `kaiming_normal_(mode="fan_out", nonlinearity="relu")`.
+const CONV_INIT: Init = Init::Kaiming {
+    dist: NormalOrUniform::Normal,
+    fan: FanInOut::FanOut,
+    non_linearity: NonLinearity::ReLU,
+};
+
+/// A bias-free `k`x`k` convolution with torchvision's init (leaf `weight`).
+pub(crate) fn conv(
+    p: nn::Path,
+    c_in: i64,
+    c_out: i64,
+    k: i64,
+    stride: i64,
+    padding: i64,
+) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding,
+        bias: false,
+        ws_init: CONV_INIT,
+        ..Default::default()
+    };
+    nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
+/// PyTorch's `BatchNorm2d(c)`: eps 1e-5, momentum 0.1, weight 1, bias 0
+/// (leaves `weight`, `bias`, `running_mean`, `running_var`).
+pub(crate) fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
+    let cfg = nn::BatchNormConfig {
+        eps: 1e-5,
+        momentum: 0.1,
+        ws_init: Init::Const(1.),
+        bs_init: Init::Const(0.),
+        ..Default::default()
+    };
+    nn::batch_norm2d(p, c, cfg)
+}
+
+/// Global average pool to `[batch, channels]`, as torchvision's
+/// `AdaptiveAvgPool2d((1, 1))` + `flatten(1)`.
+pub(crate) fn global_avg_pool(xs: &tch::Tensor) -> tch::Tensor {
+    xs.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tch::{Device, Kind, Tensor};
+
+    /// torchvision 0.26 `resnet18().state_dict()` keys without `fc.*`, in
+    /// torchvision's order: 120 = 100 parameters and running statistics + 20
+    /// `num_batches_tracked` (the full state dict has 122 with `fc.weight` and
+    /// `fc.bias`; 102 is the full count without `num_batches_tracked`).
+    /// Printed by
+    /// ```python
+    /// import torchvision
+    /// sd = torchvision.models.resnet18().state_dict()
+    /// keys = [k for k in sd if not k.startswith("fc.")]; print(len(keys), keys)
+    /// ```
+    pub(crate) const TORCHVISION_RESNET18_KEYS: [&str; 120] = [
+        "conv1.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+        "layer1.0.conv1.weight",
+        "layer1.0.bn1.weight",
+        "layer1.0.bn1.bias",
+        "layer1.0.bn1.running_mean",
+        "layer1.0.bn1.running_var",
+        "layer1.0.bn1.num_batches_tracked",
+        "layer1.0.conv2.weight",
+        "layer1.0.bn2.weight",
+        "layer1.0.bn2.bias",
+        "layer1.0.bn2.running_mean",
+        "layer1.0.bn2.running_var",
+        "layer1.0.bn2.num_batches_tracked",
+        "layer1.1.conv1.weight",
+        "layer1.1.bn1.weight",
+        "layer1.1.bn1.bias",
+        "layer1.1.bn1.running_mean",
+        "layer1.1.bn1.running_var",
+        "layer1.1.bn1.num_batches_tracked",
+        "layer1.1.conv2.weight",
+        "layer1.1.bn2.weight",
+        "layer1.1.bn2.bias",
+        "layer1.1.bn2.running_mean",
+        "layer1.1.bn2.running_var",
+        "layer1.1.bn2.num_batches_tracked",
+        "layer2.0.conv1.weight",
+        "layer2.0.bn1.weight",
+        "layer2.0.bn1.bias",
+        "layer2.0.bn1.running_mean",
+        "layer2.0.bn1.running_var",
+        "layer2.0.bn1.num_batches_tracked",
+        "layer2.0.conv2.weight",
+        "layer2.0.bn2.weight",
+        "layer2.0.bn2.bias",
+        "layer2.0.bn2.running_mean",
+        "layer2.0.bn2.running_var",
+        "layer2.0.bn2.num_batches_tracked",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.weight",
+        "layer2.0.downsample.1.bias",
+        "layer2.0.downsample.1.running_mean",
+        "layer2.0.downsample.1.running_var",
+        "layer2.0.downsample.1.num_batches_tracked",
+        "layer2.1.conv1.weight",
+        "layer2.1.bn1.weight",
+        "layer2.1.bn1.bias",
+        "layer2.1.bn1.running_mean",
+        "layer2.1.bn1.running_var",
+        "layer2.1.bn1.num_batches_tracked",
+        "layer2.1.conv2.weight",
+        "layer2.1.bn2.weight",
+        "layer2.1.bn2.bias",
+        "layer2.1.bn2.running_mean",
+        "layer2.1.bn2.running_var",
+        "layer2.1.bn2.num_batches_tracked",
+        "layer3.0.conv1.weight",
+        "layer3.0.bn1.weight",
+        "layer3.0.bn1.bias",
+        "layer3.0.bn1.running_mean",
+        "layer3.0.bn1.running_var",
+        "layer3.0.bn1.num_batches_tracked",
+        "layer3.0.conv2.weight",
+        "layer3.0.bn2.weight",
+        "layer3.0.bn2.bias",
+        "layer3.0.bn2.running_mean",
+        "layer3.0.bn2.running_var",
+        "layer3.0.bn2.num_batches_tracked",
+        "layer3.0.downsample.0.weight",
+        "layer3.0.downsample.1.weight",
+        "layer3.0.downsample.1.bias",
+        "layer3.0.downsample.1.running_mean",
+        "layer3.0.downsample.1.running_var",
+        "layer3.0.downsample.1.num_batches_tracked",
+        "layer3.1.conv1.weight",
+        "layer3.1.bn1.weight",
+        "layer3.1.bn1.bias",
+        "layer3.1.bn1.running_mean",
+        "layer3.1.bn1.running_var",
+        "layer3.1.bn1.num_batches_tracked",
+        "layer3.1.conv2.weight",
+        "layer3.1.bn2.weight",
+        "layer3.1.bn2.bias",
+        "layer3.1.bn2.running_mean",
+        "layer3.1.bn2.running_var",
+        "layer3.1.bn2.num_batches_tracked",
+        "layer4.0.conv1.weight",
+        "layer4.0.bn1.weight",
+        "layer4.0.bn1.bias",
+        "layer4.0.bn1.running_mean",
+        "layer4.0.bn1.running_var",
+        "layer4.0.bn1.num_batches_tracked",
+        "layer4.0.conv2.weight",
+        "layer4.0.bn2.weight",
+        "layer4.0.bn2.bias",
+        "layer4.0.bn2.running_mean",
+        "layer4.0.bn2.running_var",
+        "layer4.0.bn2.num_batches_tracked",
+        "layer4.0.downsample.0.weight",
+        "layer4.0.downsample.1.weight",
+        "layer4.0.downsample.1.bias",
+        "layer4.0.downsample.1.running_mean",
+        "layer4.0.downsample.1.running_var",
+        "layer4.0.downsample.1.num_batches_tracked",
+        "layer4.1.conv1.weight",
+        "layer4.1.bn1.weight",
+        "layer4.1.bn1.bias",
+        "layer4.1.bn1.running_mean",
+        "layer4.1.bn1.running_var",
+        "layer4.1.bn1.num_batches_tracked",
+        "layer4.1.conv2.weight",
+        "layer4.1.bn2.weight",
+        "layer4.1.bn2.bias",
+        "layer4.1.bn2.running_mean",
+        "layer4.1.bn2.running_var",
+        "layer4.1.bn2.num_batches_tracked",
+    ];
+
+    /// Variable names and shapes under `prefix.`, prefix stripped.
+    pub(crate) fn names_and_shapes(vs: &nn::VarStore, prefix: &str) -> BTreeMap<String, Vec<i64>> {
+        vs.variables()
+            .into_iter()
+            .filter_map(|(n, t)| {
+                n.strip_prefix(&format!("{prefix}."))
+                    .map(|s| (s.to_string(), t.size()))
+            })
+            .collect()
+    }
+
+    fn forward_shape(cfg: &EncoderConfig, in_channels: i64, hw: i64, batch: i64) -> Vec<i64> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let enc = build_encoder(&(vs.root() / "encoder"), cfg, in_channels);
+        assert_eq!(enc.out_dim(), cfg.out_dim());
+        let xs = Tensor::randn([batch, in_channels, hw, hw], (Kind::Float, Device::Cpu));
+        let train = enc.forward_t(&xs, true).size();
+        let eval = enc.forward_t(&xs, false).size();
+        assert_eq!(train, eval);
+        eval
+    }
+
+    #[test]
+    fn small_cnn_shapes_for_grey_and_colour() {
+        let cfg = EncoderConfig::default();
+        for (c, hw) in [(1, 28), (3, 28), (1, 32), (3, 32)] {
+            assert_eq!(forward_shape(&cfg, c, hw, 3), vec![3, 256], "{c}x{hw}x{hw}");
+        }
+        let narrow = EncoderConfig::SmallCnn {
+            channels: vec![8, 16],
+        };
+        assert_eq!(forward_shape(&narrow, 1, 28, 2), vec![2, 16]);
+    }
+
+    #[test]
+    fn resnet18_shapes_for_both_stems() {
+        for stem in [Stem::Imagenet, Stem::Cifar] {
+            let cfg = EncoderConfig::Resnet18 { stem };
+            for (c, hw) in [(1, 28), (3, 28), (1, 32), (3, 32)] {
+                assert_eq!(
+                    forward_shape(&cfg, c, hw, 2),
+                    vec![2, 512],
+                    "{stem:?} {c}x{hw}x{hw}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resnet50_shapes_tiny() {
+        assert_eq!(
+            forward_shape(&EncoderConfig::Resnet50 { stem: Stem::Cifar }, 3, 32, 2),
+            vec![2, 2048]
+        );
+        assert_eq!(
+            forward_shape(
+                &EncoderConfig::Resnet50 {
+                    stem: Stem::Imagenet
+                },
+                1,
+                28,
+                2
+            ),
+            vec![2, 2048]
+        );
+    }
+
+    #[test]
+    fn resnet18_names_are_torchvision_state_dict_keys() {
+        let expected_vars: Vec<String> = TORCHVISION_RESNET18_KEYS
+            .iter()
+            .filter(|k| !k.ends_with("num_batches_tracked"))
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(expected_vars.len(), 100);
+        for stem in [Stem::Imagenet, Stem::Cifar] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _enc = build_encoder(
+                &(vs.root() / "encoder"),
+                &EncoderConfig::Resnet18 { stem },
+                3,
+            );
+            let got: Vec<String> = names_and_shapes(&vs, "encoder").into_keys().collect();
+            let mut want = expected_vars.clone();
+            want.sort();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn resnet18_shapes_match_torchvision() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _enc = build_encoder(
+            &vs.root(),
+            &EncoderConfig::Resnet18 {
+                stem: Stem::Imagenet,
+            },
+            3,
+        );
+        let shapes = names_and_shapes_root(&vs);
+        assert_eq!(shapes["conv1.weight"], vec![64, 3, 7, 7]);
+        assert_eq!(shapes["layer2.0.conv1.weight"], vec![128, 64, 3, 3]);
+        assert_eq!(shapes["layer2.0.downsample.0.weight"], vec![128, 64, 1, 1]);
+        assert_eq!(shapes["layer4.1.bn2.running_var"], vec![512]);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _enc = build_encoder(
+            &vs.root(),
+            &EncoderConfig::Resnet18 { stem: Stem::Cifar },
+            1,
+        );
+        assert_eq!(
+            names_and_shapes_root(&vs)["conv1.weight"],
+            vec![64, 1, 3, 3]
+        );
+    }
+
+    fn names_and_shapes_root(vs: &nn::VarStore) -> BTreeMap<String, Vec<i64>> {
+        vs.variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.size()))
+            .collect()
+    }
+
+    #[test]
+    fn resnet50_names_and_shapes_match_torchvision() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _enc = build_encoder(
+            &vs.root(),
+            &EncoderConfig::Resnet50 {
+                stem: Stem::Imagenet,
+            },
+            3,
+        );
+        let shapes = names_and_shapes_root(&vs);
+        // torchvision: 318 state-dict keys without fc, 53 of them num_batches_tracked.
+        assert_eq!(shapes.len(), 318 - 53);
+        assert_eq!(shapes["layer1.0.conv1.weight"], vec![64, 64, 1, 1]);
+        assert_eq!(shapes["layer1.0.conv3.weight"], vec![256, 64, 1, 1]);
+        assert_eq!(shapes["layer1.0.downsample.0.weight"], vec![256, 64, 1, 1]);
+        assert_eq!(shapes["layer2.0.conv2.weight"], vec![128, 128, 3, 3]);
+        assert_eq!(shapes["layer3.5.bn3.running_mean"], vec![1024]);
+        assert_eq!(shapes["layer4.2.conv3.weight"], vec![2048, 512, 1, 1]);
+        assert!(!shapes.contains_key("layer1.1.downsample.0.weight"));
+        assert!(!shapes.keys().any(|k| k.starts_with("fc.")));
+    }
+
+    #[test]
+    fn init_matches_torchvision() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _enc = build_encoder(
+            &vs.root(),
+            &EncoderConfig::Resnet18 {
+                stem: Stem::Imagenet,
+            },
+            3,
+        );
+        let vars = vs.variables();
+        assert!(vars["bn1.weight"].equal(&Tensor::ones([64], (Kind::Float, Device::Cpu))));
+        assert!(vars["layer3.1.bn2.bias"].equal(&Tensor::zeros([256], (Kind::Float, Device::Cpu))));
+        // Kaiming normal, fan_out: std = sqrt(2 / (out * k * k)).
+        let w = &vars["layer4.0.conv2.weight"];
+        let std = w.std(true).double_value(&[]);
+        let want = (2.0 / (512.0 * 9.0f64)).sqrt();
+        assert!((std / want - 1.0).abs() < 0.02, "std {std} vs {want}");
+        assert!(w.mean(Kind::Float).double_value(&[]).abs() < 0.01 * want * 10.0);
+    }
+
+    #[test]
+    fn batch_norm_momentum_is_pytorch_default() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let bn = batch_norm(vs.root() / "bn", 2);
+        let xs = Tensor::from_slice(&[1f32, 3., 5., 7.]).reshape([2, 2, 1, 1]);
+        let _ = nn::ModuleT::forward_t(&bn, &xs, true);
+        // Batch means are [3, 5]; running_mean = 0.9 * 0 + 0.1 * mean.
+        let rm = Vec::<f32>::try_from(&bn.running_mean).unwrap();
+        assert!(
+            (rm[0] - 0.3).abs() < 1e-6 && (rm[1] - 0.5).abs() < 1e-6,
+            "{rm:?}"
+        );
+    }
+
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Wrapper {
+        #[serde(default)]
+        model: EncoderConfig,
+    }
+
+    #[test]
+    fn toml_tables_parse_and_round_trip() {
+        let w: Wrapper =
+            toml::from_str("[model]\narch = \"resnet18\"\nstem = \"cifar\"\n").unwrap();
+        assert_eq!(w.model, EncoderConfig::Resnet18 { stem: Stem::Cifar });
+        let w: Wrapper = toml::from_str("[model]\narch = \"resnet50\"\n").unwrap();
+        assert_eq!(
+            w.model,
+            EncoderConfig::Resnet50 {
+                stem: Stem::Imagenet
+            }
+        );
+        let w: Wrapper =
+            toml::from_str("[model]\narch = \"small_cnn\"\nchannels = [8, 16]\n").unwrap();
+        assert_eq!(
+            w.model,
+            EncoderConfig::SmallCnn {
+                channels: vec![8, 16]
+            }
+        );
+        let w: Wrapper = toml::from_str("").unwrap();
+        assert_eq!(w.model, EncoderConfig::default());
+        for cfg in [
+            EncoderConfig::default(),
+            EncoderConfig::Resnet18 { stem: Stem::Cifar },
+            EncoderConfig::Resnet50 {
+                stem: Stem::Imagenet,
+            },
+        ] {
+            let text = toml::to_string_pretty(&Wrapper { model: cfg.clone() }).unwrap();
+            assert!(
+                text.contains(&format!("arch = \"{}\"", cfg.arch())),
+                "{text}"
+            );
+            assert_eq!(
+                toml::from_str::<Wrapper>(&text).unwrap().model,
+                cfg,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_mistakes_are_named() {
+        let err = toml::from_str::<Wrapper>("[model]\narch = \"resnet18\"\nchannels = [8]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels"), "{err}");
+        let err = toml::from_str::<Wrapper>("[model]\narch = \"resnet34\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resnet34"), "{err}");
+        let err = toml::from_str::<Wrapper>("[model]\narch = \"resnet18\"\nstem = \"tiny\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tiny"), "{err}");
+        let bad = EncoderConfig::SmallCnn { channels: vec![] };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at least one block"));
+        let bad = EncoderConfig::SmallCnn {
+            channels: vec![8, 0],
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! The vision pre-training workflow: data -> views -> method -> trainer ->
+//! evaluation -> export. The `selfsup` binary and the examples call this; it
+//! reads no argv or environment and draws nothing.
+use crate::augment::{AugmentConfig, Augmenter};
+use crate::data::{self, ImageDataset, Normalize, Split};
+use crate::export::export_encoder;
+use crate::loader::ViewLoader;
+use crate::methods::{MethodConfig, SimClr};
+use crate::models::EncoderConfig;
+use selfsup_core::device::{describe, DeviceChoice};
+use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
+use selfsup_core::method::Method;
+use selfsup_core::trainer::{EpochEval, EpochEvaluator, Observer, TrainSummary, Trainer, TrainerConfig};
+use selfsup_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::Tensor;
+
+/// Which on-disk format the data folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
+    #[default]
+    FashionMnist,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+    /// CIFAR-100 binary files.
+    Cifar100,
+}
+
+/// `[data]`: where the images come from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub format: DataFormat,
+    /// Folder of the dataset; `--data` overrides it.
+    pub path: Option<PathBuf>,
+    /// Pre-train on the first N training images only (all when absent).
+    pub train_images: Option<usize>,
+}
+
+/// `[eval]`: how the representation is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub knn: KnnConfig,
+    pub linear: LinearProbeConfig,
+    /// Run kNN on the test split after every epoch (else only at the end).
+    pub knn_every_epoch: bool,
+    /// Images whose two views feed the collapse monitors every epoch.
+    pub monitor_images: usize,
+    /// Also train the linear probe at the end.
+    pub linear_probe: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            knn: KnnConfig::default(),
+            linear: LinearProbeConfig::default(),
+            knn_every_epoch: true,
+            monitor_images: 1024,
+            linear_probe: true,
+        }
+    }
+}
+
+/// `[run]`: device, batch, threads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub device: DeviceChoice,
+    /// Images per batch (per process).
+    pub batch_size: usize,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    pub threads: Option<usize>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::Auto,
+            batch_size: 256,
+            threads: None,
+        }
+    }
+}
+
+/// A whole vision run, as one TOML file (see `configs/vision/`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisionRunConfig {
+    pub run: RunConfig,
+    pub data: DataConfig,
+    pub model: EncoderConfig,
+    pub method: MethodConfig,
+    pub augment: AugmentConfig,
+    pub trainer: TrainerConfig,
+    pub eval: EvalConfig,
+}
+
+impl VisionRunConfig {
+    /// Parses a config; unknown keys are errors that name the key.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(format!("{}: {e}", origin.display())))
+    }
+
+    /// The resolved config as TOML (saved beside every checkpoint).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# unserialisable config: {e}"))
+    }
+}
+
+/// What a run produced (also written as `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub method: String,
+    pub dataset: String,
+    pub device: String,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub steps: u64,
+    pub final_loss: f64,
+    pub train_seconds: f64,
+    pub train_images_per_s: f64,
+    pub wall_seconds: f64,
+    pub knn_top1: f64,
+    pub linear_top1: Option<f64>,
+    pub raw_knn_top1: f64,
+    pub collapse_warnings: Vec<String>,
+    pub run_dir: PathBuf,
+    pub export_dir: PathBuf,
+    pub curves: PathBuf,
+    #[serde(skip)]
+    pub train: Option<TrainSummary>,
+}
+
+impl DataFormat {
+    /// Colour channels of the images.
+    pub fn channels(self) -> i64 {
+        match self {
+            Self::FashionMnist => 1,
+            Self::Cifar10 | Self::Cifar100 => 3,
+        }
+    }
+}
+
+fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset> {
+    let ds = match cfg.format {
+        DataFormat::FashionMnist => data::idx::read_fashion_mnist(dir, split),
+        DataFormat::Cifar10 => data::cifar::read_cifar10(dir, split),
+        DataFormat::Cifar100 => data::cifar::read_cifar100(dir, split),
+    };
+    ds.map_err(Error::from)
+}
+
+/// Builds the method a config asks for.
+pub fn build_method(cfg: &VisionRunConfig, device: tch::Device, in_channels: i64) -> Box<dyn VisionMethod> {
+    match &cfg.method {
+        MethodConfig::Simclr(m) => Box::new(SimClr::new(device, &cfg.model, in_channels, m)),
+    }
+}
+
+/// A method whose encoder can be exported.
+pub trait VisionMethod: Method {
+    /// Variable prefix of the encoder inside the method's var store.
+    fn encoder_prefix(&self) -> &'static str;
+}
+
+impl VisionMethod for SimClr {
+    fn encoder_prefix(&self) -> &'static str {
+        SimClr::ENCODER_PREFIX
+    }
+}
+
+/// Encoder features of `xs` in chunks, on the method's device, returned on the CPU.
+pub fn features<M: Method + ?Sized>(method: &M, xs: &Tensor, chunk: i64) -> Tensor {
+    let device = method.var_store().device();
+    let n = xs.size()[0];
+    tch::no_grad(|| {
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(chunk as usize)
+            .map(|s| method.embed(&xs.narrow(0, s, chunk.min(n - s)).to_device(device)).to_device(tch::Device::Cpu))
+            .collect();
+        Tensor::cat(&parts, 0)
+    })
+}
+
+/// The labelled images evaluation uses: the (pre-training) train split as the
+/// kNN memory bank / probe training set, the test split to score.
+pub struct EvalData {
+    pub train_x: Tensor,
+    pub train_y: Tensor,
+    pub test_x: Tensor,
+    pub test_y: Tensor,
+    pub classes: i64,
+}
+
+impl EvalData {
+    /// Normalised, un-augmented tensors of both splits.
+    pub fn new(train: &ImageDataset, test: &ImageDataset, norm: &Normalize) -> Result<Self> {
+        let labels = |d: &ImageDataset| {
+            d.labels_tensor()
+                .ok_or_else(|| Error::Config(format!("{}: evaluation needs labels and this split has none", d.name)))
+        };
+        Ok(Self {
+            train_x: train.to_tensor(&(0..train.len()).collect::<Vec<_>>(), norm),
+            train_y: labels(train)?,
+            test_x: test.to_tensor(&(0..test.len()).collect::<Vec<_>>(), norm),
+            test_y: labels(test)?,
+            classes: train.classes.len().max(1) as i64,
+        })
+    }
+
+    /// Loads both splits as a run config describes them.
+    pub fn load(cfg: &VisionRunConfig, data_dir: &Path) -> Result<Self> {
+        let (train, test) = load_splits(&cfg.data, data_dir)?;
+        Self::new(&train, &test, &Normalize::for_channels(train.channels))
+    }
+
+    /// Weighted kNN top-1 of the method's frozen encoder.
+    pub fn knn<M: Method + ?Sized>(&self, method: &M, cfg: &KnnConfig) -> Result<f64> {
+        let tr = features(method, &self.train_x, 512);
+        let te = features(method, &self.test_x, 512);
+        knn_top1(&tr, &self.train_y, &te, &self.test_y, self.classes, cfg)
+    }
+
+    /// Linear-probe top-1 of the method's frozen encoder.
+    pub fn linear<M: Method + ?Sized>(&self, method: &M, cfg: &LinearProbeConfig) -> Result<f64> {
+        let tr = features(method, &self.train_x, 512);
+        let te = features(method, &self.test_x, 512);
+        linear_probe_top1(&tr, &self.train_y, &te, &self.test_y, self.classes, cfg)
+    }
+
+    /// The same kNN on raw pixels: what pre-training has to beat.
+    pub fn raw_knn(&self, cfg: &KnnConfig) -> Result<f64> {
+        let flat = |x: &Tensor| x.flatten(1, -1);
+        knn_top1(&flat(&self.train_x), &self.train_y, &flat(&self.test_x), &self.test_y, self.classes, cfg)
+    }
+}
+
+/// Train split (cut to `train_images`) and test split.
+pub fn load_splits(cfg: &DataConfig, dir: &Path) -> Result<(ImageDataset, ImageDataset)> {
+    let mut train = load_split(cfg, dir, Split::Train)?;
+    if let Some(n) = cfg.train_images {
+        if n < train.len() {
+            train = train.subset(&(0..n).collect::<Vec<_>>());
+        }
+    }
+    Ok((train, load_split(cfg, dir, Split::Test)?))
+}
+
+/// Exports a method's encoder with its config into `dir`.
+pub fn export(cfg: &VisionRunConfig, method: &dyn VisionMethod, in_channels: i64, dir: &Path, extra: serde_json::Value) -> Result<()> {
+    let mut info = serde_json::json!({
+        "method": method.name(),
+        "in_channels": in_channels,
+        "model": cfg.model,
+        "normalize": Normalize::for_channels(in_channels as usize),
+    });
+    if let (Some(dst), serde_json::Value::Object(src)) = (info.as_object_mut(), extra) {
+        dst.extend(src);
+    }
+    export_encoder(method.var_store(), method.encoder_prefix(), dir, &info)?;
+    Ok(())
+}
+
+/// Per-epoch kNN on the test split and views for the collapse monitors.
+struct VisionEvaluator {
+    data: EvalData,
+    monitor_views: Option<(Tensor, Tensor)>,
+    knn: KnnConfig,
+    every_epoch: bool,
+    raw_knn: f64,
+}
+
+impl<M: Method + ?Sized> EpochEvaluator<M> for VisionEvaluator {
+    fn evaluate(&mut self, method: &M, _epoch: usize) -> Result<EpochEval> {
+        let mut metrics = vec![("baseline: raw-pixel kNN".to_string(), self.raw_knn)];
+        if self.every_epoch {
+            metrics.push(("kNN top-1".into(), self.data.knn(method, &self.knn)?));
+        }
+        let views = self.monitor_views.as_ref().map(|(a, b)| {
+            let device = method.var_store().device();
+            tch::no_grad(|| {
+                (
+                    method.project(&a.to_device(device)).to_device(tch::Device::Cpu),
+                    method.project(&b.to_device(device)).to_device(tch::Device::Cpu),
+                )
+            })
+        });
+        Ok(EpochEval { metrics, views })
+    }
+}
+
+/// Everything `pretrain` needs besides the config.
+pub struct RunOptions<'a> {
+    pub data_dir: Option<PathBuf>,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    pub observer: &'a mut dyn Observer,
+    pub stop: Arc<AtomicBool>,
+    pub git_commit: Option<String>,
+}
+
+/// Pre-trains, evaluates and exports; writes `summary.json` into the run folder.
+pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummary> {
+    let wall = Instant::now();
+    let device = cfg.run.device.resolve()?;
+    if let Some(t) = cfg.run.threads {
+        tch::set_num_threads(t as i32);
+    }
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .or_else(|| cfg.data.path.clone())
+        .ok_or_else(|| Error::Config("no dataset folder: give --data DIR or [data] path".into()))?;
+    let (train, test) = load_splits(&cfg.data, &data_dir)?;
+    let norm = Normalize::for_channels(train.channels);
+    let in_channels = train.channels as i64;
+    let data = EvalData::new(&train, &test, &norm)?;
+    let train = Arc::new(train);
+
+    let augmenter = Augmenter::new(cfg.augment.clone(), train.channels, train.height, norm.clone())?;
+    let loader = ViewLoader::new(train.clone(), augmenter, cfg.run.batch_size, cfg.trainer.seed);
+    tch::manual_seed(cfg.trainer.seed as i64);
+    let mut method = build_method(cfg, device, in_channels);
+
+    let raw_knn = data.raw_knn(&cfg.eval.knn)?;
+    let monitor_n = cfg.eval.monitor_images.min(train.len());
+    let monitor_views = (monitor_n > 1).then(|| {
+        let idx: Vec<usize> = (0..monitor_n).collect();
+        let v = loader.views_of(&idx, cfg.trainer.seed ^ 0x5EED);
+        (v[0].shallow_clone(), v[1].shallow_clone())
+    });
+    let mut evaluator = VisionEvaluator {
+        data,
+        monitor_views,
+        knn: cfg.eval.knn.clone(),
+        every_epoch: cfg.eval.knn_every_epoch,
+        raw_knn,
+    };
+
+    let trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
+        .with_stop_flag(opts.stop.clone())
+        .with_provenance(cfg.to_toml(), opts.git_commit.clone());
+    std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
+    let config_path = opts.run_dir.join("config.toml");
+    selfsup_core::tensor_io::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    let summary = trainer.fit(method.as_mut(), &loader, &mut evaluator, opts.observer, opts.resume)?;
+
+    // Final evaluation on frozen features.
+    let data = &evaluator.data;
+    let knn = data.knn(method.as_ref(), &cfg.eval.knn)?;
+    let linear = if cfg.eval.linear_probe {
+        Some(data.linear(method.as_ref(), &cfg.eval.linear)?)
+    } else {
+        None
+    };
+    let export_dir = opts.run_dir.join("export");
+    let extra = serde_json::json!({"dataset": train.name, "image_size": train.height, "knn_top1": knn, "linear_top1": linear});
+    export(cfg, method.as_ref(), in_channels, &export_dir, extra)?;
+
+    let out = RunSummary {
+        method: method.name().to_string(),
+        dataset: train.name.clone(),
+        device: describe(device),
+        train_images: train.len(),
+        test_images: evaluator.data.test_y.size()[0] as usize,
+        batch_size: cfg.run.batch_size,
+        epochs: cfg.trainer.epochs,
+        steps: summary.steps,
+        final_loss: summary.final_loss,
+        train_seconds: summary.train_seconds,
+        train_images_per_s: summary.samples_per_s,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        knn_top1: knn,
+        linear_top1: linear,
+        raw_knn_top1: raw_knn,
+        collapse_warnings: summary.warnings.clone(),
+        run_dir: opts.run_dir.clone(),
+        export_dir,
+        curves: opts.run_dir.join(selfsup_core::trainer::PLOT_FILE),
+        train: Some(summary),
+    };
+    Ok(out)
+}
