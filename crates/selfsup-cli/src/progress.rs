@@ -23,6 +23,14 @@ impl Bars {
         }
     }
 
+    /// A line above the bar; printed plainly when the bar is hidden (not a terminal).
+    fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+
     pub fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
@@ -41,6 +49,9 @@ impl Observer for Bars {
         bar.set_position(start_step);
         bar.reset_eta();
         self.bar = Some(bar);
+        if start_step > 0 {
+            self.println(&format!("resuming at step {start_step} of {total_steps}"));
+        }
     }
 
     fn on_step(&mut self, r: &StepReport) {
@@ -69,17 +80,10 @@ impl Observer for Bars {
             r.samples_per_s,
             metrics.join(", ")
         );
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
+        self.println(&line);
         for w in &r.warnings {
             tracing::warn!("{w}");
-            let msg = format!("WARNING {w}");
-            match &self.bar {
-                Some(b) => b.println(msg),
-                None => eprintln!("{msg}"),
-            }
+            self.println(&format!("WARNING {w}"));
         }
     }
 }

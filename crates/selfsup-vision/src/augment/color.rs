@@ -187,48 +187,47 @@ pub fn adjust_hue(img: &mut [f32], c: usize, shift: f32) {
     if c != 3 || shift == 0.0 {
         return;
     }
+    // Branch-free per pixel (selects, no table lookups): random images would
+    // otherwise mispredict on every pixel.
+    let shift6 = shift * 6.0;
+    #[inline(always)]
+    fn wrap6(x: f32) -> f32 {
+        let x = if x < 0.0 { x + 6.0 } else { x };
+        if x >= 6.0 {
+            x - 6.0
+        } else {
+            x
+        }
+    }
     for p in img.chunks_exact_mut(3) {
         let (r, g, b) = (p[0], p[1], p[2]);
         let max = r.max(g).max(b);
         let min = r.min(g).min(b);
         let delta = max - min;
-        if delta <= 0.0 {
-            continue; // grey: hue is undefined and stays grey
-        }
-        // Hue in sixths of a turn, in [0, 6).
+        // A grey pixel (delta = 0) comes back unchanged whatever its hue.
+        let inv = if delta > 0.0 { 1.0 / delta } else { 0.0 };
+        // Hue in sixths of a turn, shifted, wrapped into [0, 6).
+        let from_r = (g - b) * inv;
+        let from_g = (b - r) * inv + 2.0;
+        let from_b = (r - g) * inv + 4.0;
         let h6 = if max == r {
-            let h = (g - b) / delta;
-            if h < 0.0 {
-                h + 6.0
-            } else {
-                h
-            }
+            from_r
         } else if max == g {
-            (b - r) / delta + 2.0
+            from_g
         } else {
-            (r - g) / delta + 4.0
+            from_b
         };
-        let mut h6 = h6 + shift * 6.0;
-        h6 -= (h6 / 6.0).floor() * 6.0;
-        if h6 >= 6.0 {
-            h6 -= 6.0;
-        }
-        // Back to RGB with the same value (max) and chroma (delta).
-        let sector = h6 as u32; // 0..=5
-        let f = h6 - sector as f32;
-        let rising = min + delta * f;
-        let falling = max - delta * f;
-        let (nr, ng, nb) = match sector {
-            0 => (max, rising, min),
-            1 => (falling, max, min),
-            2 => (min, max, rising),
-            3 => (min, falling, max),
-            4 => (rising, min, max),
-            _ => (max, min, falling),
+        let h6 = wrap6(h6 + shift6);
+        // HSV -> RGB with the same value (max) and chroma (delta):
+        // channel = max - delta * clamp(min(k, 4 - k), 0, 1), k = (n + h6) mod 6
+        // with n = 5, 3, 1 for red, green, blue.
+        let channel = |n: f32| {
+            let k = wrap6(n + h6);
+            max - delta * k.min(4.0 - k).clamp(0.0, 1.0)
         };
-        p[0] = nr;
-        p[1] = ng;
-        p[2] = nb;
+        p[0] = channel(5.0);
+        p[1] = channel(3.0);
+        p[2] = channel(1.0);
     }
 }
 

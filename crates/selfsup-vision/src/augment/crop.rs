@@ -124,36 +124,86 @@ fn tap(out: usize, scale: f32, len: usize) -> (usize, usize, f32) {
     (i0, i1, s - i0 as f32)
 }
 
+/// Precomputed horizontal sampling of one output column: byte offsets of the
+/// two source pixels within a row and their weights.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct XTap {
+    a: usize,
+    b: usize,
+    wa: f32,
+    wb: f32,
+}
+
 fn crop_resize_c<const C: usize>(
     src: &[u8],
     w: usize,
     crop: CropBox,
-    mirror: bool,
     out_h: usize,
-    out_w: usize,
     dst: &mut [f32],
+    taps: &[XTap],
 ) {
     const INV: f32 = 1.0 / 255.0;
+    let out_w = taps.len();
     let sy = crop.height as f32 / out_h as f32;
-    let sx = crop.width as f32 / out_w as f32;
     let stride = w * C;
     for (oy, drow) in dst.chunks_exact_mut(out_w * C).enumerate() {
         let (y0, y1, fy) = tap(oy, sy, crop.height);
         let r0 = &src[(crop.top + y0) * stride..][..stride];
         let r1 = &src[(crop.top + y1) * stride..][..stride];
         let (wy0, wy1) = ((1.0 - fy) * INV, fy * INV);
-        for (ox, px) in drow.chunks_exact_mut(C).enumerate() {
-            let xo = if mirror { out_w - 1 - ox } else { ox };
-            let (x0, x1, fx) = tap(xo, sx, crop.width);
-            let (a, b) = ((crop.left + x0) * C, (crop.left + x1) * C);
-            let (w00, w01, w10, w11) = (wy0 * (1.0 - fx), wy0 * fx, wy1 * (1.0 - fx), wy1 * fx);
+        for (px, t) in drow.chunks_exact_mut(C).zip(taps) {
             for ch in 0..C {
-                px[ch] = w00 * r0[a + ch] as f32
-                    + w01 * r0[b + ch] as f32
-                    + w10 * r1[a + ch] as f32
-                    + w11 * r1[b + ch] as f32;
+                let top = t.wa * r0[t.a + ch] as f32 + t.wb * r0[t.b + ch] as f32;
+                let bottom = t.wa * r1[t.a + ch] as f32 + t.wb * r1[t.b + ch] as f32;
+                px[ch] = wy0 * top + wy1 * bottom;
             }
         }
+    }
+}
+
+/// [`crop_resize`] with a reusable buffer for the column taps.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn crop_resize_with(
+    src: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    crop: CropBox,
+    mirror: bool,
+    out_h: usize,
+    out_w: usize,
+    dst: &mut [f32],
+    taps: &mut Vec<XTap>,
+) {
+    assert_eq!(src.len(), h * w * c, "source is not {h}x{w}x{c}");
+    assert_eq!(
+        dst.len(),
+        out_h * out_w * c,
+        "destination is not {out_h}x{out_w}x{c}"
+    );
+    assert!(
+        crop.height > 0
+            && crop.width > 0
+            && crop.top + crop.height <= h
+            && crop.left + crop.width <= w,
+        "crop {crop:?} outside a {h}x{w} image"
+    );
+    let sx = crop.width as f32 / out_w as f32;
+    taps.clear();
+    taps.extend((0..out_w).map(|ox| {
+        let xo = if mirror { out_w - 1 - ox } else { ox };
+        let (x0, x1, fx) = tap(xo, sx, crop.width);
+        XTap {
+            a: (crop.left + x0) * c,
+            b: (crop.left + x1) * c,
+            wa: 1.0 - fx,
+            wb: fx,
+        }
+    }));
+    match c {
+        1 => crop_resize_c::<1>(src, w, crop, out_h, dst, taps),
+        3 => crop_resize_c::<3>(src, w, crop, out_h, dst, taps),
+        _ => panic!("images must have 1 or 3 channels, not {c}"),
     }
 }
 
@@ -175,24 +225,8 @@ pub fn crop_resize(
     out_w: usize,
     dst: &mut [f32],
 ) {
-    assert_eq!(src.len(), h * w * c, "source is not {h}x{w}x{c}");
-    assert_eq!(
-        dst.len(),
-        out_h * out_w * c,
-        "destination is not {out_h}x{out_w}x{c}"
-    );
-    assert!(
-        crop.height > 0
-            && crop.width > 0
-            && crop.top + crop.height <= h
-            && crop.left + crop.width <= w,
-        "crop {crop:?} outside a {h}x{w} image"
-    );
-    match c {
-        1 => crop_resize_c::<1>(src, w, crop, mirror, out_h, out_w, dst),
-        3 => crop_resize_c::<3>(src, w, crop, mirror, out_h, out_w, dst),
-        _ => panic!("images must have 1 or 3 channels, not {c}"),
-    }
+    let mut taps = Vec::with_capacity(out_w);
+    crop_resize_with(src, h, w, c, crop, mirror, out_h, out_w, dst, &mut taps);
 }
 
 /// Bilinear resize of a whole HWC byte image to `out_h x out_w` floats in `[0, 1]`.

@@ -107,6 +107,7 @@ impl AugmentConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
     work: Vec<f32>,
+    taps: Vec<crop::XTap>,
     blur: blur::BlurScratch,
 }
 
@@ -217,7 +218,6 @@ impl Augmenter {
     /// # Panics
     /// When `img` is not `h * w * channels()` bytes or `out` is not
     /// `view_len()` floats.
-    #[allow(clippy::too_many_arguments)]
     pub fn augment_into(
         &self,
         img: &[u8],
@@ -241,7 +241,7 @@ impl Augmenter {
 
         let work = &mut scratch.work;
         work.resize(s * s * c, 0.0);
-        crop::crop_resize(img, h, w, c, crop, mirror, s, s, work);
+        crop::crop_resize_with(img, h, w, c, crop, mirror, s, s, work, &mut scratch.taps);
         if let Some(j) = jitter {
             j.apply(work, c);
         }

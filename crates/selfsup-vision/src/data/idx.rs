@@ -417,4 +417,25 @@ mod tests {
             "{s}"
         );
     }
+
+    /// Reads the real Fashion-MNIST when `SELFSUP_FASHION_MNIST` names its
+    /// folder (e.g. `~/.cache/selfsup/datasets/fashion-mnist`); skipped otherwise.
+    #[test]
+    fn real_fashion_mnist_when_available() {
+        let Some(dir) = std::env::var_os("SELFSUP_FASHION_MNIST") else {
+            return;
+        };
+        let train = read_fashion_mnist(Path::new(&dir), Split::Train).unwrap();
+        let test = read_fashion_mnist(Path::new(&dir), Split::Test).unwrap();
+        assert_eq!((train.len(), test.len()), (60000, 10000));
+        assert_eq!((train.height, train.width, train.channels), (28, 28, 1));
+        let mean =
+            train.pixels.iter().map(|&p| p as f64).sum::<f64>() / train.pixels.len() as f64 / 255.0;
+        assert!((mean - 0.2860).abs() < 1e-3, "mean {mean}");
+        let mut counts = [0usize; 10];
+        for &l in train.labels.as_ref().unwrap() {
+            counts[l as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c == 6000), "{counts:?}");
+    }
 }

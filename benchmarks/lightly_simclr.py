@@ -1,0 +1,147 @@
+"""SimCLR with lightly, configured like selfsup's `configs/vision/simclr-cpu.toml`.
+
+The peer run of `cargo xtask bench`; by hand:
+
+    ~/.cache/selfsup/bench-venv/bin/python benchmarks/lightly_simclr.py \
+        --data ~/.cache/selfsup/datasets/fashion-mnist --threads 2 --epochs 6 --train-images 20000 --batch 256
+
+Same as selfsup's preset: the first N training images; the 4-block CNN
+(3x3 conv without bias + BN + ReLU, 32-64-128-256 channels, 2x2 max-pool after the first
+three blocks, global average pool); lightly's SimCLRProjectionHead 256-512-128;
+lightly's NTXentLoss (temperature 0.5); lightly's SimCLRTransform at 28 px with
+colour-jitter strength 0.5 (brightness/contrast/saturation 0.4, hue 0.1),
+min crop scale, no blur; SGD lr 0.06 * batch / 256, momentum 0.9, weight decay
+5e-4 (not on biases and norms), cosine decay per step. After training: weighted
+kNN (k=200, T=0.1) of the encoder's features on the 10k test split, and the
+raw-pixel kNN by the same code. Prints one JSON line at the end.
+"""
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+
+import lightly
+import numpy as np
+import torch
+import torch.nn as nn
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from PIL import Image
+
+import fmnist
+
+MEAN, STD = 0.2860, 0.3530
+
+
+def encoder(channels=(32, 64, 128, 256)):
+    layers, c_in = [], 1
+    for i, c in enumerate(channels):
+        layers += [nn.Conv2d(c_in, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        if i < len(channels) - 1:
+            layers.append(nn.MaxPool2d(2))
+        c_in = c
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __init__(self, images, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        views = self.transform(Image.fromarray(self.images[i], mode="L"))
+        return views[0], views[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: threads - 1, at least 1)")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--train-images", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=0.06)
+    ap.add_argument("--temperature", type=float, default=0.5)
+    ap.add_argument("--min-scale", type=float, default=0.08)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    workers = args.workers if args.workers is not None else max(1, args.threads - 1)
+
+    train_x, train_y = fmnist.load(args.data, "train")
+    test_x, test_y = fmnist.load(args.data, "t10k")
+    train_x, train_y = train_x[: args.train_images], train_y[: args.train_images]
+
+    transform = SimCLRTransform(
+        input_size=28, cj_prob=0.8, cj_strength=0.5, min_scale=args.min_scale, random_gray_scale=0.2,
+        gaussian_blur=0.0, hf_prob=0.5, vf_prob=0.0, rr_prob=0.0, normalize={"mean": [MEAN], "std": [STD]},
+    )
+    loader = torch.utils.data.DataLoader(
+        Pairs(train_x, transform), batch_size=args.batch, shuffle=True, drop_last=True,
+        num_workers=workers, persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    backbone = encoder()
+    head = SimCLRProjectionHead(256, 512, 128)
+    model = nn.Sequential(backbone, head)
+    criterion = NTXentLoss(temperature=args.temperature)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    lr = args.lr * args.batch / 256
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9
+    )
+    total = args.epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+    epoch_seconds, losses = [], []
+    model.train()
+    for epoch in range(args.epochs):
+        start, running = time.perf_counter(), 0.0
+        for x0, x1 in loader:
+            z0, z1 = model(x0), model(x1)
+            loss = criterion(z0, z1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+        epoch_seconds.append(time.perf_counter() - start)
+        losses.append(running / len(loader))
+        print(f"epoch {epoch + 1}: loss {losses[-1]:.4f}, {len(loader) * args.batch / epoch_seconds[-1]:.0f} img/s",
+              file=sys.stderr, flush=True)
+
+    def tensor(x):
+        return ((torch.from_numpy(x).float() / 255.0 - MEAN) / STD).unsqueeze(1)
+
+    model.eval()
+    with torch.no_grad():
+        tr = torch.cat([backbone(b) for b in tensor(train_x).split(512)])
+        te = torch.cat([backbone(b) for b in tensor(test_x).split(512)])
+    ty, sy = torch.from_numpy(train_y), torch.from_numpy(test_y)
+    knn = fmnist.knn_top1(tr, ty, te, sy)
+    raw = fmnist.knn_top1(tensor(train_x).flatten(1), ty, tensor(test_x).flatten(1), sy)
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({
+        "impl": "lightly", "lightly_version": lightly.__version__, "torch_version": torch.__version__,
+        "images_per_s": len(loader) * args.batch * args.epochs / sum(epoch_seconds),
+        "epoch_seconds": epoch_seconds, "epoch_losses": losses,
+        "peak_rss_mb": self_mb, "peak_rss_workers_mb": children_mb,
+        "knn_top1": knn, "raw_knn_top1": raw, "epochs": args.epochs, "batch": args.batch,
+        "train_images": len(train_x), "threads": args.threads, "workers": workers,
+    }))
+
+
+if __name__ == "__main__":
+    main()
