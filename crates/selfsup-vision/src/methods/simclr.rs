@@ -1,8 +1,9 @@
 //! SimCLR (Chen et al. 2020, arXiv:2002.05709): two augmented views of each
 //! image, an encoder and an MLP projection head, NT-Xent over the batch.
 //!
-//! Both views go through the encoder in one pass (batch norm sees all 2N
-//! images, as in the paper's global BN), then the loss from core.
+//! Each view goes through the encoder on its own (batch norm statistics per
+//! view, as lightly and solo-learn do; `joint_forward` runs both as one
+//! batch instead), then the NT-Xent loss from core.
 use crate::models::{build_encoder, EncoderConfig};
 use selfsup_core::encoder::Encoder;
 use selfsup_core::head::{HeadConfig, MlpHead};
@@ -21,6 +22,10 @@ pub struct SimClrConfig {
     pub head: HeadConfig,
     /// NT-Xent temperature.
     pub loss: InfoNceConfig,
+    /// Run both views through the encoder as one batch (batch norm sees 2N
+    /// images) instead of one pass per view (batch norm per view, as lightly
+    /// and solo-learn do).
+    pub joint_forward: bool,
 }
 
 impl Default for SimClrConfig {
@@ -28,6 +33,7 @@ impl Default for SimClrConfig {
         Self {
             head: HeadConfig::default(),
             loss: InfoNceConfig { temperature: 0.5 },
+            joint_forward: false,
         }
     }
 }
@@ -38,6 +44,7 @@ pub struct SimClr {
     encoder: Box<dyn Encoder>,
     head: MlpHead,
     loss: InfoNce,
+    joint_forward: bool,
 }
 
 impl SimClr {
@@ -51,6 +58,7 @@ impl SimClr {
             encoder: enc,
             head,
             loss: InfoNce::new(cfg.loss.clone()),
+            joint_forward: cfg.joint_forward,
         }
     }
 
@@ -72,10 +80,14 @@ impl Method for SimClr {
         if batch.views.len() != 2 {
             return Err(Error::Config(format!("SimCLR needs exactly 2 views per image, got {}", batch.views.len())));
         }
-        let n = batch.len();
-        let both = Tensor::cat(&batch.views, 0);
-        let z = self.encoder.forward_t(&both, true).apply_t(&self.head, true);
-        let (z1, z2) = (z.narrow(0, 0, n), z.narrow(0, n, n));
+        let project = |x: &Tensor| self.encoder.forward_t(x, true).apply_t(&self.head, true);
+        let (z1, z2) = if self.joint_forward {
+            let n = batch.len();
+            let z = project(&Tensor::cat(&batch.views, 0));
+            (z.narrow(0, 0, n), z.narrow(0, n, n))
+        } else {
+            (project(&batch.views[0]), project(&batch.views[1]))
+        };
         let loss = self.loss.nt_xent(&z1, &z2, ctx.comm);
         let pos_cos = tch::no_grad(|| Tensor::cosine_similarity(&z1, &z2, 1, 1e-8).mean(Kind::Float).double_value(&[]));
         Ok(LossOut {
