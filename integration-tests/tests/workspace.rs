@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 #[test]
@@ -35,7 +38,11 @@ fn every_shipped_config_parses_and_validates() {
             n += 1;
         }
     }
-    assert!(n >= 2, "expected the cpu and gpu presets in {}", dir.display());
+    assert!(
+        n >= 2,
+        "expected the cpu and gpu presets in {}",
+        dir.display()
+    );
 }
 
 /// 128 grey 28x28 images of 8 distinct patterns (one bright square each) on noise.
@@ -48,7 +55,9 @@ fn tiny_dataset() -> ImageDataset {
         let (oy, ox) = ((c / 4) * 12 + 2, (c % 4) * 6 + 1);
         for y in 0..28 {
             for x in 0..28 {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let noise = ((state >> 33) % 50) as u8;
                 let inside = (oy..oy + 12).contains(&y) && (ox..ox + 6).contains(&x);
                 pixels.push(if inside { 200 + noise } else { noise });
@@ -56,7 +65,16 @@ fn tiny_dataset() -> ImageDataset {
         }
         labels.push(c as i64);
     }
-    ImageDataset::new("tiny", 28, 28, 1, pixels, Some(labels), (0..8).map(|c| c.to_string()).collect()).unwrap()
+    ImageDataset::new(
+        "tiny",
+        28,
+        28,
+        1,
+        pixels,
+        Some(labels),
+        (0..8).map(|c| c.to_string()).collect(),
+    )
+    .unwrap()
 }
 
 fn trains_without_collapse(method_cfg: MethodConfig) {
@@ -65,7 +83,9 @@ fn trains_without_collapse(method_cfg: MethodConfig) {
     let aug = Augmenter::new(AugmentConfig::default(), 1, 28, norm.clone()).unwrap();
     let loader = ViewLoader::try_new(data.clone(), aug, 32, 1).unwrap();
     let cfg = VisionRunConfig {
-        model: EncoderConfig::SmallCnn { channels: vec![8, 16, 16, 32] },
+        model: EncoderConfig::SmallCnn {
+            channels: vec![8, 16, 16, 32],
+        },
         method: method_cfg,
         ..Default::default()
     };
@@ -73,23 +93,39 @@ fn trains_without_collapse(method_cfg: MethodConfig) {
     let trainer_cfg = TrainerConfig {
         epochs: 8,
         seed: 1,
-        optimizer: OptimConfig { lr: 0.3, ..Default::default() },
-        schedule: LrSchedule { warmup_epochs: 0.0, final_lr_ratio: 0.1 },
+        optimizer: OptimConfig {
+            lr: 0.3,
+            ..Default::default()
+        },
+        schedule: LrSchedule {
+            warmup_epochs: 0.0,
+            final_lr_ratio: 0.1,
+        },
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let trainer = Trainer::new(trainer_cfg, dir.path(), tch::Device::Cpu);
-    let s = trainer.fit(method.as_mut(), &loader, &mut NoEval, &mut Silent, false).unwrap();
+    let s = trainer
+        .fit(method.as_mut(), &loader, &mut NoEval, &mut Silent, false)
+        .unwrap();
     assert_eq!(s.steps, 32);
     let first = s.epochs[0].mean_loss;
     let last = s.epochs.last().unwrap().mean_loss;
-    assert!(last < first - 0.1, "{}: loss did not fall: {first} -> {last}", method.name());
+    assert!(
+        last < first - 0.1,
+        "{}: loss did not fall: {first} -> {last}",
+        method.name()
+    );
 
     let views = loader.views_of(&(0..128).collect::<Vec<_>>(), 99);
     let (za, zb) = tch::no_grad(|| (method.project(&views[0]), method.project(&views[1])));
     let stats = collapse_stats(&za, Some(&zb));
     let warnings = selfsup_core::monitor::CollapseThresholds::default().warnings(&stats);
-    assert!(warnings.is_empty(), "{}: {warnings:?} ({stats:?})", method.name());
+    assert!(
+        warnings.is_empty(),
+        "{}: {warnings:?} ({stats:?})",
+        method.name()
+    );
 }
 
 #[test]

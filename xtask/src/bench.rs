@@ -32,14 +32,29 @@ pub fn python_with_torchvision() -> Option<PathBuf> {
 
 fn ensure_bench_venv() -> Result<PathBuf> {
     let py = bench_venv().join("bin/python");
-    let check = Command::new(&py).args(["-c", "import torchvision, lightly"]).stderr(std::process::Stdio::null()).status();
+    let check = Command::new(&py)
+        .args(["-c", "import torchvision, lightly"])
+        .stderr(std::process::Stdio::null())
+        .status();
     if check.map(|s| s.success()).unwrap_or(false) {
         return Ok(py);
     }
-    eprintln!("xtask: creating the benchmark venv {} (torch, torchvision, lightly)", bench_venv().display());
-    run(Command::new("python3").args(["-m", "venv"]).arg(bench_venv()))?;
+    eprintln!(
+        "xtask: creating the benchmark venv {} (torch, torchvision, lightly)",
+        bench_venv().display()
+    );
+    run(Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(bench_venv()))?;
     run(Command::new(&py)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(workspace_root().join("benchmarks/requirements.txt")))?;
     Ok(py)
 }
@@ -47,21 +62,95 @@ fn ensure_bench_venv() -> Result<PathBuf> {
 /// Runs `cmd` and returns the last line of its stdout parsed as JSON.
 fn json_of(cmd: &mut Command) -> Result<Value> {
     let shown = format!("{cmd:?}");
-    let out = cmd.stderr(std::process::Stdio::inherit()).output().with_context(|| format!("starting {shown}"))?;
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {
         bail!("{shown} failed ({})", out.status);
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().rev().find(|l| l.trim_start().starts_with('{')).with_context(|| format!("{shown} printed no JSON line"))?;
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| format!("{shown} printed no JSON line"))?;
     serde_json::from_str(last).with_context(|| format!("{shown}: bad JSON {last}"))
 }
 
 /// Images/s of a criterion benchmark from its estimates (mean time per iteration).
 fn criterion_images_per_s(group: &str, id: &str, images: f64) -> Result<f64> {
     let path = target_dir().join(format!("criterion/{group}/{id}/new/estimates.json"));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
-    let ns = v["mean"]["point_estimate"].as_f64().context("no mean estimate")?;
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let ns = v["mean"]["point_estimate"]
+        .as_f64()
+        .context("no mean estimate")?;
     Ok(images / (ns * 1e-9))
+}
+
+/// The settings of selfsup's CPU preset that the lightly script must share,
+/// read from the preset itself so the two never drift apart.
+struct PeerSettings {
+    epochs: i64,
+    train_images: i64,
+    batch: i64,
+    lr: f64,
+    temperature: f64,
+    min_scale: f64,
+}
+
+impl PeerSettings {
+    fn from_config(path: &std::path::Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: toml::Value =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let get = |keys: &[&str]| -> Option<toml::Value> {
+            let mut cur = &v;
+            for k in keys {
+                cur = cur.get(k)?;
+            }
+            Some(cur.clone())
+        };
+        let num = |keys: &[&str], default: f64| -> f64 {
+            match get(keys) {
+                Some(toml::Value::Float(f)) => f,
+                Some(toml::Value::Integer(i)) => i as f64,
+                _ => default,
+            }
+        };
+        let min_scale = get(&["augment", "crop", "scale"])
+            .and_then(|s| s.as_array().and_then(|a| a.first().cloned()))
+            .and_then(|f| f.as_float())
+            .unwrap_or(0.08);
+        Ok(Self {
+            epochs: num(&["trainer", "epochs"], 10.0) as i64,
+            train_images: num(&["data", "train_images"], 60000.0) as i64,
+            batch: num(&["run", "batch_size"], 256.0) as i64,
+            lr: num(&["trainer", "optimizer", "lr"], 0.06),
+            temperature: num(&["method", "loss", "temperature"], 0.5),
+            min_scale,
+        })
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--epochs".into(),
+            self.epochs.to_string(),
+            "--train-images".into(),
+            self.train_images.to_string(),
+            "--batch".into(),
+            self.batch.to_string(),
+            "--lr".into(),
+            self.lr.to_string(),
+            "--temperature".into(),
+            self.temperature.to_string(),
+            "--min-scale".into(),
+            self.min_scale.to_string(),
+        ]
+    }
 }
 
 pub fn bench(quick: bool) -> Result<()> {
@@ -82,16 +171,47 @@ pub fn bench(quick: bool) -> Result<()> {
     let ours_28 = criterion_images_per_s("simclr_two_views", "28x28x1", 256.0)?;
     let ours_32 = criterion_images_per_s("simclr_two_views", "32x32x3", 256.0)?;
     let script = workspace_root().join("benchmarks/torchvision_augment.py");
-    let tv_28 = json_of(Command::new(&py).arg(&script).args(["--threads", threads, "--size", "28", "--channels", "1", "--data"]).arg(&data))?;
-    let tv_32 = json_of(Command::new(&py).arg(&script).args(["--threads", threads, "--size", "32", "--channels", "3"]))?;
+    let tv_28 = json_of(
+        Command::new(&py)
+            .arg(&script)
+            .args([
+                "--threads",
+                threads,
+                "--size",
+                "28",
+                "--channels",
+                "1",
+                "--data",
+            ])
+            .arg(&data),
+    )?;
+    let tv_32 = json_of(Command::new(&py).arg(&script).args([
+        "--threads",
+        threads,
+        "--size",
+        "32",
+        "--channels",
+        "3",
+    ]))?;
     let ratio = |ours: f64, tv: &Value| ours / tv["images_per_s"].as_f64().unwrap_or(f64::NAN);
     println!("\naugmentation, two views per image, {threads} threads:");
-    println!("  28x28x1: selfsup {ours_28:.0} img/s, torchvision {:.0} img/s, ratio {:.2}x", tv_28["images_per_s"].as_f64().unwrap_or(f64::NAN), ratio(ours_28, &tv_28));
-    println!("  32x32x3: selfsup {ours_32:.0} img/s, torchvision {:.0} img/s, ratio {:.2}x", tv_32["images_per_s"].as_f64().unwrap_or(f64::NAN), ratio(ours_32, &tv_32));
-    report.insert("augment".into(), serde_json::json!({
-        "selfsup_28x28x1": ours_28, "torchvision_28x28x1": tv_28,
-        "selfsup_32x32x3": ours_32, "torchvision_32x32x3": tv_32,
-    }));
+    println!(
+        "  28x28x1: selfsup {ours_28:.0} img/s, torchvision {:.0} img/s, ratio {:.2}x",
+        tv_28["images_per_s"].as_f64().unwrap_or(f64::NAN),
+        ratio(ours_28, &tv_28)
+    );
+    println!(
+        "  32x32x3: selfsup {ours_32:.0} img/s, torchvision {:.0} img/s, ratio {:.2}x",
+        tv_32["images_per_s"].as_f64().unwrap_or(f64::NAN),
+        ratio(ours_32, &tv_32)
+    );
+    report.insert(
+        "augment".into(),
+        serde_json::json!({
+            "selfsup_28x28x1": ours_28, "torchvision_28x28x1": tv_28,
+            "selfsup_32x32x3": ours_32, "torchvision_32x32x3": tv_32,
+        }),
+    );
 
     // 2. End-to-end SimCLR against lightly.
     if !quick {
@@ -108,20 +228,50 @@ pub fn bench(quick: bool) -> Result<()> {
             .args(["--threads", threads]);
         env.apply(&mut cmd);
         run(&mut cmd)?;
-        let ours: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
+        let ours: Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
+        let peer =
+            PeerSettings::from_config(&workspace_root().join("configs/vision/simclr-cpu.toml"))?;
         let lightly = json_of(
             Command::new(&py)
                 .arg(workspace_root().join("benchmarks/lightly_simclr.py"))
-                .args(["--threads", threads, "--epochs", "6", "--train-images", "20000", "--batch", "256", "--data"])
-                .arg(&data),
+                .args(["--threads", threads, "--data"])
+                .arg(&data)
+                .args(peer.args()),
         )?;
         let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-        println!("\nSimCLR, small CNN, batch 256, 6 epochs x 20000 Fashion-MNIST images, {threads} threads:");
-        println!("  {:<10} {:>10} {:>12} {:>10} {:>10}", "", "images/s", "peak RSS MB", "kNN top-1", "raw kNN");
-        println!("  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}", "selfsup", f(&ours, "train_images_per_s"), f(&ours, "peak_rss_mb"), f(&ours, "knn_top1"), f(&ours, "raw_knn_top1"));
-        println!("  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}", "lightly", f(&lightly, "images_per_s"), f(&lightly, "peak_rss_mb"), f(&lightly, "knn_top1"), f(&lightly, "raw_knn_top1"));
-        println!("  throughput ratio selfsup/lightly: {:.2}x", f(&ours, "train_images_per_s") / f(&lightly, "images_per_s"));
-        report.insert("simclr_vs_lightly".into(), serde_json::json!({"selfsup": ours, "lightly": lightly}));
+        println!(
+            "\nSimCLR, small CNN, batch {}, {} epochs x {} Fashion-MNIST images, temperature {}, {threads} threads:",
+            peer.batch, peer.epochs, peer.train_images, peer.temperature
+        );
+        println!(
+            "  {:<10} {:>10} {:>12} {:>10} {:>10}",
+            "", "images/s", "peak RSS MB", "kNN top-1", "raw kNN"
+        );
+        println!(
+            "  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}",
+            "selfsup",
+            f(&ours, "train_images_per_s"),
+            f(&ours, "peak_rss_mb"),
+            f(&ours, "knn_top1"),
+            f(&ours, "raw_knn_top1")
+        );
+        println!(
+            "  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}",
+            "lightly",
+            f(&lightly, "images_per_s"),
+            f(&lightly, "peak_rss_mb"),
+            f(&lightly, "knn_top1"),
+            f(&lightly, "raw_knn_top1")
+        );
+        println!(
+            "  throughput ratio selfsup/lightly: {:.2}x",
+            f(&ours, "train_images_per_s") / f(&lightly, "images_per_s")
+        );
+        report.insert(
+            "simclr_vs_lightly".into(),
+            serde_json::json!({"selfsup": ours, "lightly": lightly}),
+        );
     }
     let path = out_dir.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(report))?)?;

@@ -49,14 +49,30 @@ fn load_manifest(name: &str) -> Result<Manifest> {
     let path = dir.join(format!("{name}.toml"));
     if !path.exists() {
         let known: Vec<String> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".toml").map(String::from))
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .into_string()
+                    .ok()?
+                    .strip_suffix(".toml")
+                    .map(String::from)
+            })
             .collect();
-        bail!("unknown dataset '{name}': no {} (known: {})", path.display(), known.join(", "));
+        bail!(
+            "unknown dataset '{name}': no {} (known: {})",
+            path.display(),
+            known.join(", ")
+        );
     }
     let text = std::fs::read_to_string(&path)?;
-    let m: Manifest = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let m: Manifest =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if m.name != name {
-        bail!("{}: name is '{}', expected '{name}'", path.display(), m.name);
+        bail!(
+            "{}: name is '{}', expected '{name}'",
+            path.display(),
+            m.name
+        );
     }
     Ok(m)
 }
@@ -88,10 +104,15 @@ pub fn fetch(name: &str, force: bool) -> Result<PathBuf> {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
-    eprintln!("xtask: fetching {name} ({} {} {})", m.source.registry, m.source.package, m.source.version);
+    eprintln!(
+        "xtask: fetching {name} ({} {} {})",
+        m.source.registry, m.source.package, m.source.version
+    );
     let package_file = match m.source.registry.as_str() {
         "debian" => debian_download(&m.source, &work)?,
-        other => bail!("datasets/{name}.toml: registry '{other}' is not supported (supported: debian)"),
+        other => {
+            bail!("datasets/{name}.toml: registry '{other}' is not supported (supported: debian)")
+        }
     };
     let sum = sha256_file(&package_file)?;
     if sum != m.source.sha256 {
@@ -102,16 +123,31 @@ pub fn fetch(name: &str, force: bool) -> Result<PathBuf> {
         );
     }
     let unpacked = work.join("unpacked");
-    crate::run(Command::new("dpkg").arg("-x").arg(&package_file).arg(&unpacked))?;
+    crate::run(
+        Command::new("dpkg")
+            .arg("-x")
+            .arg(&package_file)
+            .arg(&unpacked),
+    )?;
     // Verify everything before anything reaches the dataset folder.
     for f in &m.files {
         let src = unpacked.join(&f.inner);
         if !src.exists() {
-            bail!("{}: {} is not inside {}", name, f.inner, package_file.display());
+            bail!(
+                "{}: {} is not inside {}",
+                name,
+                f.inner,
+                package_file.display()
+            );
         }
         let sum = sha256_file(&src)?;
         if sum != f.sha256 {
-            bail!("checksum mismatch for {} in {}: expected {}, got {sum}", f.inner, package_file.display(), f.sha256);
+            bail!(
+                "checksum mismatch for {} in {}: expected {}, got {sum}",
+                f.inner,
+                package_file.display(),
+                f.sha256
+            );
         }
     }
     std::fs::create_dir_all(&dir)?;
@@ -124,11 +160,20 @@ pub fn fetch(name: &str, force: bool) -> Result<PathBuf> {
 
 fn debian_download(src: &Source, work: &Path) -> Result<PathBuf> {
     let spec = format!("{}={}", src.package, src.version);
-    let download = || Command::new("apt-get").args(["download", "-q", &spec]).current_dir(work).status();
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "-q", &spec])
+            .current_dir(work)
+            .status()
+    };
     let ok = download().map(|s| s.success()).unwrap_or(false);
     if !ok {
         eprintln!("xtask: apt-get download failed; refreshing package lists (apt-get update) and retrying");
-        let updated = Command::new("apt-get").args(["update", "-q"]).status().map(|s| s.success()).unwrap_or(false);
+        let updated = Command::new("apt-get")
+            .args(["update", "-q"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !updated || !download().map(|s| s.success()).unwrap_or(false) {
             bail!("could not download Debian package {spec} (needs apt-get and, for `apt-get update`, root)");
         }

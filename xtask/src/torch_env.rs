@@ -26,7 +26,9 @@ impl TorchEnv {
     pub fn describe(&self) -> String {
         match self {
             Self::User { libtorch } => format!("{} (from LIBTORCH)", libtorch.display()),
-            Self::Venv { torch_dir, .. } => format!("{} (torch=={TORCH_VERSION} venv)", torch_dir.display()),
+            Self::Venv { torch_dir, .. } => {
+                format!("{} (torch=={TORCH_VERSION} venv)", torch_dir.display())
+            }
         }
     }
 
@@ -56,7 +58,10 @@ impl TorchEnv {
             }
             std::env::join_paths(paths).unwrap_or_default()
         };
-        cmd.env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &self.lib_dir()));
+        cmd.env(
+            "LD_LIBRARY_PATH",
+            prepend("LD_LIBRARY_PATH", &self.lib_dir()),
+        );
         match self {
             Self::User { libtorch } => {
                 cmd.env("LIBTORCH", libtorch);
@@ -87,12 +92,27 @@ pub fn ensure() -> Result<TorchEnv> {
     if let Some(torch_dir) = torch_dir(&python) {
         return Ok(TorchEnv::Venv { venv, torch_dir });
     }
-    eprintln!("xtask: installing torch=={TORCH_VERSION} into {} (one time, ~5 GB, a few minutes)", venv.display());
-    std::fs::create_dir_all(cache_dir()).with_context(|| format!("creating {}", cache_dir().display()))?;
-    let system_python = std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into());
+    eprintln!(
+        "xtask: installing torch=={TORCH_VERSION} into {} (one time, ~5 GB, a few minutes)",
+        venv.display()
+    );
+    std::fs::create_dir_all(cache_dir())
+        .with_context(|| format!("creating {}", cache_dir().display()))?;
+    let system_python =
+        std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into());
     crate::run(Command::new(&system_python).args(["-m", "venv"]).arg(&venv))
         .context("creating the libtorch venv needs python3 with the venv module (Debian: apt-get install python3-venv)")?;
-    crate::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).arg(format!("torch=={TORCH_VERSION}")))?;
+    crate::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!("torch=={TORCH_VERSION}")),
+    )?;
     let torch_dir = torch_dir(&python).context("torch was installed but cannot be imported")?;
     Ok(TorchEnv::Venv { venv, torch_dir })
 }
@@ -103,7 +123,10 @@ fn torch_dir(python: &Path) -> Option<PathBuf> {
         return None;
     }
     let out = Command::new(python)
-        .args(["-c", "import torch, os; print(torch.__version__); print(os.path.dirname(torch.__file__))"])
+        .args([
+            "-c",
+            "import torch, os; print(torch.__version__); print(os.path.dirname(torch.__file__))",
+        ])
         .output()
         .ok()?;
     if !out.status.success() {

@@ -16,7 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "selfsup", version, about = "Self-supervised pre-training on libtorch")]
+#[command(
+    name = "selfsup",
+    version,
+    about = "Self-supervised pre-training on libtorch"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -77,7 +81,9 @@ enum Protocol {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
@@ -87,13 +93,19 @@ fn main() {
 }
 
 fn read_config(path: &Path) -> Result<VisionRunConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
     Ok(VisionRunConfig::from_toml(&text, path)?)
 }
 
 fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Peak resident memory of this process in MB (Linux; None elsewhere).
@@ -130,7 +142,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(t) = threads {
                 cfg.run.threads = Some(t);
             }
-            let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+            let name = config
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "run".into());
             let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(name));
             let stop = Arc::new(AtomicBool::new(false));
             let handler_flag = stop.clone();
@@ -159,7 +174,8 @@ fn run(cli: Cli) -> Result<()> {
             let mut json = serde_json::to_value(&summary)?;
             json["peak_rss_mb"] = serde_json::json!(peak_rss_mb());
             let path = run_dir.join("summary.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+                .with_context(|| format!("writing {}", path.display()))?;
             progress::print_summary(&summary, peak_rss_mb());
             Ok(())
         }

@@ -55,10 +55,17 @@ impl Observer for Bars {
     }
 
     fn on_step(&mut self, r: &StepReport) {
-        self.smoothed_rate = if self.smoothed_rate == 0.0 { r.samples_per_s } else { 0.9 * self.smoothed_rate + 0.1 * r.samples_per_s };
+        self.smoothed_rate = if self.smoothed_rate == 0.0 {
+            r.samples_per_s
+        } else {
+            0.9 * self.smoothed_rate + 0.1 * r.samples_per_s
+        };
         if let Some(b) = &self.bar {
             b.set_prefix(format!("epoch {}/{}", r.epoch + 1, r.epochs));
-            b.set_message(format!("loss {:.4} lr {:.3e} {:.0} img/s", r.loss, r.lr, self.smoothed_rate));
+            b.set_message(format!(
+                "loss {:.4} lr {:.3e} {:.0} img/s",
+                r.loss, r.lr, self.smoothed_rate
+            ));
             b.set_position(r.step + 1);
         }
         if self.stop_after.is_some_and(|s| r.step + 1 >= s) {
@@ -67,11 +74,20 @@ impl Observer for Bars {
     }
 
     fn on_epoch(&mut self, r: &EpochReport) {
-        let metrics: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {:.2}%", v * 100.0)).collect();
+        let metrics: Vec<String> = r
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2}%", v * 100.0))
+            .collect();
         let collapse = r
             .collapse
             .as_ref()
-            .map(|c| format!(" | std ratio {:.2}, rank ratio {:.2}", c.std_ratio, c.rank_ratio))
+            .map(|c| {
+                format!(
+                    " | std ratio {:.2}, rank ratio {:.2}",
+                    c.std_ratio, c.rank_ratio
+                )
+            })
             .unwrap_or_default();
         let line = format!(
             "epoch {:>3}: loss {:.4}, {:.0} img/s, {}{collapse}",
@@ -91,8 +107,14 @@ impl Observer for Bars {
 /// The summary a user reads at the end of `pretrain`.
 pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
     println!();
-    println!("selfsup {} on {} ({} train / {} test images, {})", s.method, s.dataset, s.train_images, s.test_images, s.device);
-    println!("  epochs {}, steps {}, batch {}, final loss {:.4}", s.epochs, s.steps, s.batch_size, s.final_loss);
+    println!(
+        "selfsup {} on {} ({} train / {} test images, {})",
+        s.method, s.dataset, s.train_images, s.test_images, s.device
+    );
+    println!(
+        "  epochs {}, steps {}, batch {}, final loss {:.4}",
+        s.epochs, s.steps, s.batch_size, s.final_loss
+    );
     println!(
         "  training {:.1} s ({:.0} images/s), whole run {:.1} s, peak memory {}",
         s.train_seconds,
@@ -100,21 +122,36 @@ pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
         s.wall_seconds,
         peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
     );
-    println!("  kNN top-1 (k=200, test split, final epoch): {:.2}%", s.knn_top1 * 100.0);
+    println!(
+        "  kNN top-1 (k=200, test split, final epoch): {:.2}%",
+        s.knn_top1 * 100.0
+    );
     if let Some(l) = s.linear_top1 {
-        println!("  linear probe top-1 (test split):           {:.2}%", l * 100.0);
+        println!(
+            "  linear probe top-1 (test split):           {:.2}%",
+            l * 100.0
+        );
     }
-    println!("  raw-pixel kNN baseline:                     {:.2}%", s.raw_knn_top1 * 100.0);
+    println!(
+        "  raw-pixel kNN baseline:                     {:.2}%",
+        s.raw_knn_top1 * 100.0
+    );
     let gain = (s.knn_top1 - s.raw_knn_top1) * 100.0;
     println!("  pre-training bought {gain:+.2} points of kNN accuracy over raw pixels");
     if s.collapse_warnings.is_empty() {
         println!("  collapse monitors: no warning");
     } else {
-        println!("  collapse monitors: {} warning(s):", s.collapse_warnings.len());
+        println!(
+            "  collapse monitors: {} warning(s):",
+            s.collapse_warnings.len()
+        );
         for w in &s.collapse_warnings {
             println!("    - {w}");
         }
     }
-    println!("  run folder: {} (metrics.jsonl, curves.svg, checkpoint.safetensors)", s.run_dir.display());
+    println!(
+        "  run folder: {} (metrics.jsonl, curves.svg, checkpoint.safetensors)",
+        s.run_dir.display()
+    );
     println!("  exported encoder: {}", s.export_dir.display());
 }

@@ -13,7 +13,8 @@ pub struct Loaded {
 
 pub fn load(path: &Path, device: Option<&str>) -> Result<Loaded> {
     let meta = checkpoint::read_meta(path)?;
-    let cfg = VisionRunConfig::from_toml(&meta.config, path).with_context(|| format!("the config stored in {}", path.display()))?;
+    let cfg = VisionRunConfig::from_toml(&meta.config, path)
+        .with_context(|| format!("the config stored in {}", path.display()))?;
     let device = match device {
         Some(d) => d.parse::<DeviceChoice>()?,
         None => cfg.run.device,
@@ -33,15 +34,25 @@ impl Loaded {
     }
 
     pub fn knn(&self, dir: Option<PathBuf>) -> Result<f64> {
-        Ok(self.data(dir)?.knn(self.method.as_ref(), &self.cfg.eval.knn)?)
+        Ok(self
+            .data(dir)?
+            .knn(self.method.as_ref(), &self.cfg.eval.knn)?)
     }
 
     pub fn linear(&self, dir: Option<PathBuf>) -> Result<f64> {
-        Ok(self.data(dir)?.linear(self.method.as_ref(), &self.cfg.eval.linear)?)
+        Ok(self
+            .data(dir)?
+            .linear(self.method.as_ref(), &self.cfg.eval.linear)?)
     }
 
     pub fn export(&self, out: &Path) -> Result<()> {
-        export(&self.cfg, self.method.as_ref(), self.cfg.data.format.channels(), out, serde_json::json!({}))?;
+        export(
+            &self.cfg,
+            self.method.as_ref(),
+            self.cfg.data.format.channels(),
+            out,
+            serde_json::json!({}),
+        )?;
         Ok(())
     }
 }

@@ -12,7 +12,9 @@ const CLASSES: usize = 4;
 fn write_fixture(dir: &Path, train: usize, test: usize) {
     let mut state = 12345u64;
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
     for (split, n) in [("train", train), ("t10k", test)] {
@@ -34,7 +36,10 @@ fn write_fixture(dir: &Path, train: usize, test: usize) {
             }
             labels.push(c as u8);
         }
-        for (name, bytes) in [(format!("{split}-images-idx3-ubyte.gz"), images), (format!("{split}-labels-idx1-ubyte.gz"), labels)] {
+        for (name, bytes) in [
+            (format!("{split}-images-idx3-ubyte.gz"), images),
+            (format!("{split}-labels-idx1-ubyte.gz"), labels),
+        ] {
             let f = std::fs::File::create(dir.join(name)).unwrap();
             let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
             gz.write_all(&bytes).unwrap();
@@ -88,17 +93,33 @@ impl Fixture {
         self.dir.path().join(p)
     }
     fn selfsup(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_selfsup")).args(args).current_dir(self.dir.path()).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_selfsup"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
     }
     fn pretrain(&self, run: &str, extra: &[&str]) -> Output {
-        let mut args = vec!["pretrain", "--config", "run.toml", "--data", "data", "--run-dir", run];
+        let mut args = vec![
+            "pretrain",
+            "--config",
+            "run.toml",
+            "--data",
+            "data",
+            "--run-dir",
+            run,
+        ];
         args.extend_from_slice(extra);
         self.selfsup(&args)
     }
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn step_losses(run_dir: &Path) -> Vec<(u64, f64)> {
@@ -116,14 +137,30 @@ fn pretrain_interrupt_resume_eval_export() {
     let fx = Fixture::new();
     let out = fx.pretrain("full", &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.path("full/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.path("full/summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["steps"], 18);
-    for f in ["checkpoint.safetensors", "metrics.jsonl", "curves.svg", "config.toml", "export/model.safetensors", "export/config.json"] {
+    for f in [
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "curves.svg",
+        "config.toml",
+        "export/model.safetensors",
+        "export/config.json",
+    ] {
         assert!(fx.path("full").join(f).exists(), "missing {f}");
     }
     let knn = summary["knn_top1"].as_f64().unwrap();
-    assert!(knn > 0.5, "kNN on a 4-class toy set should beat chance by far: {knn}");
-    assert!(text(&out).contains("raw-pixel kNN baseline"), "{}", text(&out));
+    assert!(
+        knn > 0.5,
+        "kNN on a 4-class toy set should beat chance by far: {knn}"
+    );
+    assert!(
+        text(&out).contains("raw-pixel kNN baseline"),
+        "{}",
+        text(&out)
+    );
 
     // Interrupted after step 5 (mid-epoch), then resumed: the same losses as the uninterrupted run.
     let out = fx.pretrain("part", &["--stop-after", "5"]);
@@ -134,38 +171,80 @@ fn pretrain_interrupt_resume_eval_export() {
     let (a, b) = (step_losses(&fx.path("full")), step_losses(&fx.path("part")));
     assert_eq!(a.len(), b.len());
     for ((s, la), (_, lb)) in a.iter().zip(&b) {
-        assert!((la - lb).abs() <= 1e-5 * la.abs().max(1.0), "step {s}: {la} vs {lb}");
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs().max(1.0),
+            "step {s}: {la} vs {lb}"
+        );
     }
 
     // eval and export from the checkpoint alone.
-    let out = fx.selfsup(&["eval", "knn", "--checkpoint", "full/checkpoint.safetensors", "--data", "data"]);
+    let out = fx.selfsup(&[
+        "eval",
+        "knn",
+        "--checkpoint",
+        "full/checkpoint.safetensors",
+        "--data",
+        "data",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("kNN top-1"), "{}", text(&out));
-    let out = fx.selfsup(&["export", "--checkpoint", "full/checkpoint.safetensors", "--out", "exported"]);
+    let out = fx.selfsup(&[
+        "export",
+        "--checkpoint",
+        "full/checkpoint.safetensors",
+        "--out",
+        "exported",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let a = selfsup_core::tensor_io::load(&fx.path("exported/model.safetensors")).unwrap();
     let b = selfsup_core::tensor_io::load(&fx.path("full/export/model.safetensors")).unwrap();
-    assert_eq!(a.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
     for (k, t) in &a.tensors {
-        assert!(t.equal(&b.tensors[k]), "{k} differs between the run's export and `selfsup export`");
+        assert!(
+            t.equal(&b.tensors[k]),
+            "{k} differs between the run's export and `selfsup export`"
+        );
     }
 }
 
 #[test]
 fn unknown_config_key_is_refused_with_its_name() {
     let fx = Fixture::new();
-    std::fs::write(fx.path("run.toml"), CONFIG.replace("threads = 1", "threads = 1\nbatchsize = 4")).unwrap();
+    std::fs::write(
+        fx.path("run.toml"),
+        CONFIG.replace("threads = 1", "threads = 1\nbatchsize = 4"),
+    )
+    .unwrap();
     let out = fx.pretrain("r", &[]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("batchsize") && text(&out).contains("run.toml"), "{}", text(&out));
+    assert!(
+        text(&out).contains("batchsize") && text(&out).contains("run.toml"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn missing_dataset_says_how_to_fetch_it() {
     let fx = Fixture::new();
-    let out = fx.selfsup(&["pretrain", "--config", "run.toml", "--data", "nowhere", "--run-dir", "r"]);
+    let out = fx.selfsup(&[
+        "pretrain",
+        "--config",
+        "run.toml",
+        "--data",
+        "nowhere",
+        "--run-dir",
+        "r",
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("nowhere") && text(&out).contains("cargo xtask fetch"), "{}", text(&out));
+    assert!(
+        text(&out).contains("nowhere") && text(&out).contains("cargo xtask fetch"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -176,7 +255,11 @@ fn corrupt_dataset_names_the_file_and_leaves_no_run() {
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let out = fx.pretrain("r", &[]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("train-images-idx3-ubyte.gz"), "{}", text(&out));
+    assert!(
+        text(&out).contains("train-images-idx3-ubyte.gz"),
+        "{}",
+        text(&out)
+    );
     assert!(!fx.path("r/checkpoint.safetensors").exists());
 }
 
@@ -186,8 +269,16 @@ fn checkpoint_of_another_model_is_refused() {
     let out = fx.pretrain("a", &["--epochs", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     // Same run folder, wider encoder: --resume must refuse the checkpoint.
-    std::fs::write(fx.path("run.toml"), CONFIG.replace("[8, 16, 16, 32]", "[8, 16, 16, 64]")).unwrap();
+    std::fs::write(
+        fx.path("run.toml"),
+        CONFIG.replace("[8, 16, 16, 32]", "[8, 16, 16, 64]"),
+    )
+    .unwrap();
     let out = fx.pretrain("a", &["--resume"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("checkpoint.safetensors") && text(&out).contains("shape mismatch"), "{}", text(&out));
+    assert!(
+        text(&out).contains("checkpoint.safetensors") && text(&out).contains("shape mismatch"),
+        "{}",
+        text(&out)
+    );
 }

@@ -35,11 +35,29 @@ pub struct CheckpointMeta {
 }
 
 /// Writes a checkpoint of `vs` and `optimizer` to `path` atomically.
-pub fn save(path: &Path, vs: &nn::VarStore, optimizer: &dyn Optimizer, meta: &CheckpointMeta) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("{MODEL}{n}"), t)).collect();
-    tensors.extend(optimizer.state().into_iter().map(|(n, t)| (format!("{OPTIM}{n}"), t)));
+pub fn save(
+    path: &Path,
+    vs: &nn::VarStore,
+    optimizer: &dyn Optimizer,
+    meta: &CheckpointMeta,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (format!("{MODEL}{n}"), t))
+        .collect();
+    tensors.extend(
+        optimizer
+            .state()
+            .into_iter()
+            .map(|(n, t)| (format!("{OPTIM}{n}"), t)),
+    );
     let meta_json = serde_json::to_string(meta).map_err(|e| Error::Config(e.to_string()))?;
-    tensor_io::save(path, &tensors, Some(HashMap::from([(META_KEY.to_string(), meta_json)])))
+    tensor_io::save(
+        path,
+        &tensors,
+        Some(HashMap::from([(META_KEY.to_string(), meta_json)])),
+    )
 }
 
 /// Reads only the metadata of a checkpoint.
@@ -60,13 +78,21 @@ fn meta_of(path: &Path, metadata: &HashMap<String, String>) -> Result<Checkpoint
 
 /// Restores `vs` and `optimizer` from `path`. A checkpoint of another method or
 /// another model is refused, naming the variables that do not fit.
-pub fn restore(path: &Path, vs: &nn::VarStore, optimizer: &mut dyn Optimizer, method: &str) -> Result<CheckpointMeta> {
+pub fn restore(
+    path: &Path,
+    vs: &nn::VarStore,
+    optimizer: &mut dyn Optimizer,
+    method: &str,
+) -> Result<CheckpointMeta> {
     let loaded = tensor_io::load(path)?;
     let meta = meta_of(path, &loaded.metadata)?;
     if meta.method != method {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
-            reason: format!("written by method '{}', this run is '{method}'", meta.method),
+            reason: format!(
+                "written by method '{}', this run is '{method}'",
+                meta.method
+            ),
         });
     }
     let mut model = BTreeMap::new();
@@ -82,10 +108,12 @@ pub fn restore(path: &Path, vs: &nn::VarStore, optimizer: &mut dyn Optimizer, me
         path: path.to_path_buf(),
         reason,
     })?;
-    optimizer.load_state(&optim).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    optimizer
+        .load_state(&optim)
+        .map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     Ok(meta)
 }
 
@@ -112,7 +140,10 @@ pub fn restore_model(path: &Path, vs: &nn::VarStore, method: &str) -> Result<Che
 }
 
 /// Copies `tensors` into the variables of `vs`; every name and shape must match.
-pub fn copy_into(vs: &nn::VarStore, tensors: &BTreeMap<String, Tensor>) -> std::result::Result<(), String> {
+pub fn copy_into(
+    vs: &nn::VarStore,
+    tensors: &BTreeMap<String, Tensor>,
+) -> std::result::Result<(), String> {
     let vars = vs.variables();
     let missing: Vec<&String> = vars.keys().filter(|k| !tensors.contains_key(*k)).collect();
     let unexpected: Vec<&String> = tensors.keys().filter(|k| !vars.contains_key(*k)).collect();
@@ -120,7 +151,8 @@ pub fn copy_into(vs: &nn::VarStore, tensors: &BTreeMap<String, Tensor>) -> std::
         .iter()
         .filter_map(|(k, v)| {
             let t = tensors.get(k)?;
-            (t.size() != v.size()).then(|| format!("{k}: model {:?}, file {:?}", v.size(), t.size()))
+            (t.size() != v.size())
+                .then(|| format!("{k}: model {:?}, file {:?}", v.size(), t.size()))
         })
         .collect();
     if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
@@ -191,7 +223,10 @@ mod tests {
         let mut params = Params::of(&vs);
         let mut opt = OptimConfig::default().build(&params);
         params.zero_grad();
-        Tensor::ones([4, 3], (Kind::Float, tch::Device::Cpu)).apply(&lin).sum(Kind::Float).backward();
+        Tensor::ones([4, 3], (Kind::Float, tch::Device::Cpu))
+            .apply(&lin)
+            .sum(Kind::Float)
+            .backward();
         opt.step(&params, 0.1);
         save(&path, &vs, opt.as_ref(), &meta()).unwrap();
 
@@ -224,9 +259,16 @@ mod tests {
         let other = nn::VarStore::new(tch::Device::Cpu);
         let _ = model(&other, 5);
         let mut opt2 = OptimConfig::default().build(&Params::of(&other));
-        let err = restore(&path, &other, opt2.as_mut(), "test").unwrap_err().to_string();
-        assert!(err.contains("shape mismatch") && err.contains("fc.weight"), "{err}");
-        let err = restore(&path, &other, opt2.as_mut(), "byol").unwrap_err().to_string();
+        let err = restore(&path, &other, opt2.as_mut(), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shape mismatch") && err.contains("fc.weight"),
+            "{err}"
+        );
+        let err = restore(&path, &other, opt2.as_mut(), "byol")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("method 'test'"), "{err}");
     }
 }

@@ -40,12 +40,15 @@ static CUDA_LOADED: OnceLock<bool> = OnceLock::new();
 /// Loads libtorch's CUDA library into the process, once. Returns whether it is loaded.
 pub fn load_cuda_library() -> bool {
     *CUDA_LOADED.get_or_init(|| {
-        [c"libtorch_cuda.so", c"libtorch_cuda.dylib"].iter().any(|name| {
-            // SAFETY: dlopen with a valid NUL-terminated name; the handle is kept
-            // for the life of the process on purpose (never dlclose'd).
-            let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-            !handle.is_null()
-        })
+        [c"libtorch_cuda.so", c"libtorch_cuda.dylib"]
+            .iter()
+            .any(|name| {
+                // SAFETY: dlopen with a valid NUL-terminated name; the handle is kept
+                // for the life of the process on purpose (never dlclose'd).
+                let handle =
+                    unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+                !handle.is_null()
+            })
     })
 }
 

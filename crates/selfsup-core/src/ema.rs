@@ -13,7 +13,10 @@ pub struct EmaConfig {
 
 impl Default for EmaConfig {
     fn default() -> Self {
-        Self { base: 0.996, end: 1.0 }
+        Self {
+            base: 0.996,
+            end: 1.0,
+        }
     }
 }
 
@@ -26,7 +29,11 @@ impl EmaConfig {
 
 /// `teacher <- m * teacher + (1 - m) * student`, pairwise, without gradient.
 pub fn ema_update(teacher: &[Tensor], student: &[Tensor], m: f64) {
-    assert_eq!(teacher.len(), student.len(), "EMA pairs must match one to one");
+    assert_eq!(
+        teacher.len(),
+        student.len(),
+        "EMA pairs must match one to one"
+    );
     tch::no_grad(|| {
         for (t, s) in teacher.iter().zip(student) {
             let mut t = t.shallow_clone();

@@ -74,8 +74,20 @@ mod tests {
     #[test]
     fn head_shapes() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let head = MlpHead::new(&vs.root(), 16, &HeadConfig { hidden_dim: 32, out_dim: 8, layers: 3, batch_norm: true });
-        let out = head.forward_t(&Tensor::randn([4, 16], (tch::Kind::Float, tch::Device::Cpu)), true);
+        let head = MlpHead::new(
+            &vs.root(),
+            16,
+            &HeadConfig {
+                hidden_dim: 32,
+                out_dim: 8,
+                layers: 3,
+                batch_norm: true,
+            },
+        );
+        let out = head.forward_t(
+            &Tensor::randn([4, 16], (tch::Kind::Float, tch::Device::Cpu)),
+            true,
+        );
         assert_eq!(out.size(), vec![4, 8]);
     }
 }

@@ -21,8 +21,8 @@ pub mod plot;
 pub mod schedule;
 pub mod source;
 pub mod target;
-pub mod trainer;
 pub mod tensor_io;
+pub mod trainer;
 pub mod view;
 
 pub use error::{Error, Result};

@@ -30,7 +30,11 @@ impl MetricsLog {
                 .lines()
                 .map_while(std::result::Result::ok)
                 .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-                .filter(|v| v.get("step").and_then(Value::as_u64).is_some_and(|s| s < step))
+                .filter(|v| {
+                    v.get("step")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|s| s < step)
+                })
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(Error::io(path, e)),
@@ -46,7 +50,9 @@ impl MetricsLog {
     /// Appends one record.
     pub fn append(&mut self, v: &Value) -> Result<()> {
         serde_json::to_writer(&mut self.out, v).map_err(|e| Error::io(&self.path, e.into()))?;
-        self.out.write_all(b"\n").map_err(|e| Error::io(&self.path, e))
+        self.out
+            .write_all(b"\n")
+            .map_err(|e| Error::io(&self.path, e))
     }
 
     /// Flushes to disk.

@@ -27,7 +27,12 @@ impl LrSchedule {
         if step < warmup {
             return peak * (step + 1) as f64 / warmup as f64;
         }
-        cosine(step - warmup, total.saturating_sub(warmup), peak, peak * self.final_lr_ratio)
+        cosine(
+            step - warmup,
+            total.saturating_sub(warmup),
+            peak,
+            peak * self.final_lr_ratio,
+        )
     }
 }
 
@@ -46,7 +51,10 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine() {
-        let s = LrSchedule { warmup_epochs: 1.0, final_lr_ratio: 0.1 };
+        let s = LrSchedule {
+            warmup_epochs: 1.0,
+            final_lr_ratio: 0.1,
+        };
         assert!((s.lr(1.0, 0, 100, 10) - 0.1).abs() < 1e-12);
         assert!((s.lr(1.0, 9, 100, 10) - 1.0).abs() < 1e-12);
         assert!((s.lr(1.0, 10, 100, 10) - 1.0).abs() < 1e-12);

@@ -44,7 +44,10 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 /// Writes `path` through a temporary file in the same folder and a rename, so a
 /// reader (or a crash) never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
@@ -64,8 +67,12 @@ pub fn to_safetensors_bytes(
     let mut raw: BTreeMap<&str, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for (name, t) in tensors {
         let t = t.detach().to_device(tch::Device::Cpu).contiguous();
-        let dtype = dtype_of(t.kind())
-            .ok_or_else(|| Error::Config(format!("tensor {name}: kind {:?} cannot be saved", t.kind())))?;
+        let dtype = dtype_of(t.kind()).ok_or_else(|| {
+            Error::Config(format!(
+                "tensor {name}: kind {:?} cannot be saved",
+                t.kind()
+            ))
+        })?;
         let numel = t.numel();
         let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
         t.copy_data_u8(&mut bytes, numel);
@@ -86,7 +93,11 @@ pub fn to_safetensors_bytes(
 }
 
 /// Writes named tensors and metadata to `path` atomically.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let bytes = to_safetensors_bytes(tensors, metadata)?;
     write_atomic(path, &bytes)
 }
@@ -111,7 +122,12 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| bad(format!("tensor {name}: unsupported dtype {:?}", view.dtype())))?;
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            bad(format!(
+                "tensor {name}: unsupported dtype {:?}",
+                view.dtype()
+            ))
+        })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         tensors.insert(name, Tensor::from_data_size(view.data(), &shape, kind));
     }
@@ -132,7 +148,15 @@ mod tests {
         let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0]).reshape([2, 2]);
         let b = Tensor::from_slice(&[7i64, 9]);
         let meta = HashMap::from([("k".to_string(), "v".to_string())]);
-        save(&path, &[("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())], Some(meta)).unwrap();
+        save(
+            &path,
+            &[
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            Some(meta),
+        )
+        .unwrap();
         let loaded = load(&path).unwrap();
         assert_eq!(loaded.metadata["k"], "v");
         assert!(loaded.tensors["a"].equal(&a));
@@ -144,7 +168,15 @@ mod tests {
     fn truncated_file_is_a_named_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.safetensors");
-        save(&path, &[("a".into(), Tensor::ones([8], (Kind::Float, tch::Device::Cpu)))], None).unwrap();
+        save(
+            &path,
+            &[(
+                "a".into(),
+                Tensor::ones([8], (Kind::Float, tch::Device::Cpu)),
+            )],
+            None,
+        )
+        .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         let err = load(&path).unwrap_err().to_string();

@@ -220,10 +220,16 @@ impl Trainer {
             if !ckpt_path.exists() {
                 return Err(Error::Checkpoint {
                     path: ckpt_path,
-                    reason: "--resume was given but there is no checkpoint in the run folder".into(),
+                    reason: "--resume was given but there is no checkpoint in the run folder"
+                        .into(),
                 });
             }
-            let meta = checkpoint::restore(&ckpt_path, method.var_store(), optimizer.as_mut(), method.name())?;
+            let meta = checkpoint::restore(
+                &ckpt_path,
+                method.var_store(),
+                optimizer.as_mut(),
+                method.name(),
+            )?;
             if meta.steps_per_epoch != bpe {
                 return Err(Error::Checkpoint {
                     path: ckpt_path,
@@ -236,7 +242,8 @@ impl Trainer {
             let (log, kept) = MetricsLog::resume(&metrics_path, meta.step)?;
             (meta.step, log, kept)
         } else {
-            let mut tensors: Vec<Tensor> = params.tensors.iter().map(Tensor::shallow_clone).collect();
+            let mut tensors: Vec<Tensor> =
+                params.tensors.iter().map(Tensor::shallow_clone).collect();
             self.comm.broadcast_(&mut tensors, 0);
             (0, MetricsLog::create(&metrics_path)?, Vec::new())
         };
@@ -251,7 +258,11 @@ impl Trainer {
         let mut step = start;
         let first_epoch = (start / bpe) as usize;
         for epoch in first_epoch..self.cfg.epochs {
-            let skip = if epoch == first_epoch { (start % bpe) as usize } else { 0 };
+            let skip = if epoch == first_epoch {
+                (start % bpe) as usize
+            } else {
+                0
+            };
             let mut epoch_loss = 0.0;
             let mut epoch_steps = 0usize;
             let epoch_start = Instant::now();
@@ -276,7 +287,11 @@ impl Trainer {
                     } else {
                         "none (no checkpoint written yet)".into()
                     };
-                    return Err(Error::NonFiniteLoss { step, value: loss, last_good });
+                    return Err(Error::NonFiniteLoss {
+                        step,
+                        value: loss,
+                        last_good,
+                    });
                 }
                 out.loss.backward();
                 let mut grads = params.grads();
@@ -289,7 +304,8 @@ impl Trainer {
                 trained_samples += n;
                 let dt = recent.elapsed().as_secs_f64();
                 recent = Instant::now();
-                let terms: Vec<(String, f64)> = out.terms.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                let terms: Vec<(String, f64)> =
+                    out.terms.iter().map(|(k, v)| (k.to_string(), *v)).collect();
                 let report = StepReport {
                     step,
                     total_steps: total,
@@ -325,18 +341,27 @@ impl Trainer {
                     loss,
                 };
                 let interrupted = self.stop.load(Ordering::SeqCst);
-                if !epoch_end && (interrupted || (self.cfg.checkpoint_every > 0 && step % self.cfg.checkpoint_every == 0)) {
+                if !epoch_end
+                    && (interrupted
+                        || (self.cfg.checkpoint_every > 0 && step % self.cfg.checkpoint_every == 0))
+                {
                     log.flush()?;
                     self.save(method, optimizer.as_ref(), &meta())?;
                 }
                 if interrupted && !epoch_end {
-                    return Err(Error::Interrupted { step, checkpoint: ckpt_path });
+                    return Err(Error::Interrupted {
+                        step,
+                        checkpoint: ckpt_path,
+                    });
                 }
             }
             let secs = epoch_start.elapsed().as_secs_f64();
             train_seconds += secs;
             let eval_out = tch::no_grad(|| eval.evaluate(method, epoch))?;
-            let collapse = eval_out.views.as_ref().map(|(a, b)| collapse_stats(a, Some(b)));
+            let collapse = eval_out
+                .views
+                .as_ref()
+                .map(|(a, b)| collapse_stats(a, Some(b)));
             let epoch_warnings: Vec<String> = collapse
                 .as_ref()
                 .map(|c| self.cfg.collapse.warnings(c))
@@ -350,13 +375,16 @@ impl Trainer {
                 step,
                 mean_loss: epoch_loss / epoch_steps.max(1) as f64,
                 train_seconds: secs,
-                samples_per_s: (epoch_steps * data.batch_size() * self.comm.world_size()) as f64 / secs.max(1e-9),
+                samples_per_s: (epoch_steps * data.batch_size() * self.comm.world_size()) as f64
+                    / secs.max(1e-9),
                 metrics: eval_out.metrics,
                 collapse,
                 warnings: epoch_warnings,
             };
             let mut rec = json!({"kind": "epoch"});
-            if let (Value::Object(dst), Ok(Value::Object(src))) = (&mut rec, serde_json::to_value(&report)) {
+            if let (Value::Object(dst), Ok(Value::Object(src))) =
+                (&mut rec, serde_json::to_value(&report))
+            {
                 dst.extend(src);
             }
             log.append(&rec)?;
@@ -378,7 +406,10 @@ impl Trainer {
                 curves.plot(&self.run_dir.join(PLOT_FILE), method.name())?;
             }
             if self.stop.load(Ordering::SeqCst) && epoch + 1 < self.cfg.epochs {
-                return Err(Error::Interrupted { step, checkpoint: ckpt_path });
+                return Err(Error::Interrupted {
+                    step,
+                    checkpoint: ckpt_path,
+                });
             }
         }
         Ok(TrainSummary {
@@ -393,7 +424,12 @@ impl Trainer {
         })
     }
 
-    fn save<M: Method + ?Sized>(&self, method: &M, optimizer: &dyn crate::optim::Optimizer, meta: &CheckpointMeta) -> Result<()> {
+    fn save<M: Method + ?Sized>(
+        &self,
+        method: &M,
+        optimizer: &dyn crate::optim::Optimizer,
+        meta: &CheckpointMeta,
+    ) -> Result<()> {
         if self.comm.rank() != 0 {
             return Ok(());
         }
@@ -436,11 +472,20 @@ impl Curves {
     fn push(&mut self, epoch: usize, metrics: &[(String, f64)], collapse: Option<&CollapseStats>) {
         let x = (epoch + 1) as f64;
         for (k, v) in metrics {
-            self.epoch_metrics.entry(k.clone()).or_default().push((x, *v));
+            self.epoch_metrics
+                .entry(k.clone())
+                .or_default()
+                .push((x, *v));
         }
         if let Some(c) = collapse {
-            self.epoch_metrics.entry("collapse:std_ratio".into()).or_default().push((x, c.std_ratio));
-            self.epoch_metrics.entry("collapse:rank_ratio".into()).or_default().push((x, c.rank_ratio));
+            self.epoch_metrics
+                .entry("collapse:std_ratio".into())
+                .or_default()
+                .push((x, c.std_ratio));
+            self.epoch_metrics
+                .entry("collapse:rank_ratio".into())
+                .or_default()
+                .push((x, c.rank_ratio));
         }
     }
 
@@ -452,7 +497,11 @@ impl Curves {
                 .map(|(k, pts)| Series {
                     name: k.trim_start_matches("collapse:").to_string(),
                     points: pts.clone(),
-                    style: if k.starts_with("baseline") { SeriesStyle::Reference } else { SeriesStyle::Line },
+                    style: if k.starts_with("baseline") {
+                        SeriesStyle::Reference
+                    } else {
+                        SeriesStyle::Line
+                    },
                 })
                 .collect()
         };
@@ -514,7 +563,12 @@ mod tests {
             let mut rng = ChaCha8Rng::seed_from_u64(99);
             let dim = 16;
             let points = (0..64 * dim).map(|_| rng.gen_range(-3.0..3.0)).collect();
-            Self { points, dim, batch: 16, seed }
+            Self {
+                points,
+                dim,
+                batch: 16,
+                seed,
+            }
         }
     }
 
@@ -525,19 +579,26 @@ mod tests {
         fn batch_size(&self) -> usize {
             self.batch
         }
-        fn epoch(&self, epoch: usize, start: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
+        fn epoch(
+            &self,
+            epoch: usize,
+            start: usize,
+        ) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
             let mut order: Vec<usize> = (0..64).collect();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed + epoch as u64));
             Box::new((start..self.batches_per_epoch()).map(move |b| {
                 let mut views = Vec::new();
                 for v in 0..2u64 {
-                    let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ ((epoch * 1000 + b) as u64 * 10 + v));
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(self.seed ^ ((epoch * 1000 + b) as u64 * 10 + v));
                     let data: Vec<f32> = order[b * self.batch..(b + 1) * self.batch]
                         .iter()
                         .flat_map(|&i| self.points[i * self.dim..(i + 1) * self.dim].to_vec())
                         .map(|x| x + rng.gen_range(-0.5..0.5))
                         .collect();
-                    views.push(Tensor::from_slice(&data).reshape([self.batch as i64, self.dim as i64]));
+                    views.push(
+                        Tensor::from_slice(&data).reshape([self.batch as i64, self.dim as i64]),
+                    );
                 }
                 Ok(Batch { views })
             }))
@@ -558,7 +619,16 @@ mod tests {
         fn new(seed: u64) -> Self {
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let enc = nn::linear(vs.root() / "enc", 16, 8, Default::default());
-            let head = MlpHead::new(&(vs.root() / "head"), 8, &HeadConfig { hidden_dim: 16, out_dim: 8, layers: 2, batch_norm: true });
+            let head = MlpHead::new(
+                &(vs.root() / "head"),
+                8,
+                &HeadConfig {
+                    hidden_dim: 16,
+                    out_dim: 8,
+                    layers: 2,
+                    batch_norm: true,
+                },
+            );
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -571,7 +641,13 @@ mod tests {
                     v.copy_(&Tensor::from_slice(&vals).reshape(v.size()));
                 }
             });
-            Self { vs, enc, head, loss: InfoNce::new(InfoNceConfig { temperature: 0.5 }), poison_at: None }
+            Self {
+                vs,
+                enc,
+                head,
+                loss: InfoNce::new(InfoNceConfig { temperature: 0.5 }),
+                poison_at: None,
+            }
         }
     }
 
@@ -592,7 +668,10 @@ mod tests {
             if self.poison_at == Some(ctx.step) {
                 loss *= f64::NAN;
             }
-            Ok(LossOut { loss, terms: vec![] })
+            Ok(LossOut {
+                loss,
+                terms: vec![],
+            })
         }
         fn embed(&self, xs: &Tensor) -> Tensor {
             xs.apply(&self.enc)
@@ -606,7 +685,10 @@ mod tests {
         TrainerConfig {
             epochs,
             seed: 3,
-            optimizer: OptimConfig { lr: 0.5, ..Default::default() },
+            optimizer: OptimConfig {
+                lr: 0.5,
+                ..Default::default()
+            },
             checkpoint_every: 3,
             ..Default::default()
         }
@@ -643,7 +725,9 @@ mod tests {
     fn interrupted_run_resumes_with_identical_losses() {
         let full = tempfile::tempdir().unwrap();
         let mut m = ToyMethod::new(0);
-        Trainer::new(config(3), full.path(), tch::Device::Cpu).fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false).unwrap();
+        Trainer::new(config(3), full.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false)
+            .unwrap();
         let reference = step_losses(full.path());
 
         // Same run, interrupted after step 5 (mid-epoch), then resumed by a fresh process-like state.
@@ -660,17 +744,28 @@ mod tests {
         let mut m = ToyMethod::new(0);
         let err = Trainer::new(config(3), part.path(), tch::Device::Cpu)
             .with_stop_flag(stop.clone())
-            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut StopAt(stop, 5), false)
+            .fit(
+                &mut m,
+                &Toy::new(3),
+                &mut NoEval,
+                &mut StopAt(stop, 5),
+                false,
+            )
             .unwrap_err();
         assert!(matches!(err, Error::Interrupted { step: 5, .. }), "{err}");
         let mut m = ToyMethod::new(42); // different init: everything must come from the checkpoint
-        let s = Trainer::new(config(3), part.path(), tch::Device::Cpu).fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, true).unwrap();
+        let s = Trainer::new(config(3), part.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, true)
+            .unwrap();
         assert_eq!(s.resumed_from, Some(5));
         let resumed = step_losses(part.path());
         assert_eq!(resumed.len(), reference.len());
         for ((s1, l1), (s2, l2)) in reference.iter().zip(&resumed) {
             assert_eq!(s1, s2);
-            assert!((l1 - l2).abs() <= 1e-6 * l1.abs().max(1.0), "step {s1}: {l1} vs {l2}");
+            assert!(
+                (l1 - l2).abs() <= 1e-6 * l1.abs().max(1.0),
+                "step {s1}: {l1} vs {l2}"
+            );
         }
     }
 
@@ -707,12 +802,17 @@ mod tests {
         impl EpochEvaluator<ToyMethod> for Collapsed {
             fn evaluate(&mut self, _: &ToyMethod, _: usize) -> Result<EpochEval> {
                 let z = Tensor::ones([64, 8], (Kind::Float, tch::Device::Cpu));
-                Ok(EpochEval { metrics: vec![], views: Some((z.shallow_clone(), z)) })
+                Ok(EpochEval {
+                    metrics: vec![],
+                    views: Some((z.shallow_clone(), z)),
+                })
             }
         }
         let dir = tempfile::tempdir().unwrap();
         let mut m = ToyMethod::new(0);
-        let s = Trainer::new(config(1), dir.path(), tch::Device::Cpu).fit(&mut m, &Toy::new(3), &mut Collapsed, &mut Silent, false).unwrap();
+        let s = Trainer::new(config(1), dir.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut Collapsed, &mut Silent, false)
+            .unwrap();
         assert!(!s.warnings.is_empty());
         assert!(s.warnings[0].contains("collapse"), "{:?}", s.warnings);
     }

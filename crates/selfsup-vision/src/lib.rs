@@ -1,9 +1,9 @@
-pub mod models;
-pub mod export;
-pub mod error;
-pub mod data;
 pub mod augment;
+pub mod data;
+pub mod error;
+pub mod export;
 pub mod loader;
+pub mod models;
 
 pub use error::{Error, Result};
 pub mod methods;

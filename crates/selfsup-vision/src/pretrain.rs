@@ -10,7 +10,9 @@ use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
 use selfsup_core::method::Method;
-use selfsup_core::trainer::{EpochEval, EpochEvaluator, Observer, TrainSummary, Trainer, TrainerConfig};
+use selfsup_core::trainer::{
+    EpochEval, EpochEvaluator, Observer, TrainSummary, Trainer, TrainerConfig,
+};
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -161,7 +163,11 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
 }
 
 /// Builds the method a config asks for.
-pub fn build_method(cfg: &VisionRunConfig, device: tch::Device, in_channels: i64) -> Box<dyn VisionMethod> {
+pub fn build_method(
+    cfg: &VisionRunConfig,
+    device: tch::Device,
+    in_channels: i64,
+) -> Box<dyn VisionMethod> {
     match &cfg.method {
         MethodConfig::Simclr(m) => Box::new(SimClr::new(device, &cfg.model, in_channels, m)),
     }
@@ -186,7 +192,11 @@ pub fn features<M: Method + ?Sized>(method: &M, xs: &Tensor, chunk: i64) -> Tens
     tch::no_grad(|| {
         let parts: Vec<Tensor> = (0..n)
             .step_by(chunk as usize)
-            .map(|s| method.embed(&xs.narrow(0, s, chunk.min(n - s)).to_device(device)).to_device(tch::Device::Cpu))
+            .map(|s| {
+                method
+                    .embed(&xs.narrow(0, s, chunk.min(n - s)).to_device(device))
+                    .to_device(tch::Device::Cpu)
+            })
             .collect();
         Tensor::cat(&parts, 0)
     })
@@ -206,8 +216,12 @@ impl EvalData {
     /// Normalised, un-augmented tensors of both splits.
     pub fn new(train: &ImageDataset, test: &ImageDataset, norm: &Normalize) -> Result<Self> {
         let labels = |d: &ImageDataset| {
-            d.labels_tensor()
-                .ok_or_else(|| Error::Config(format!("{}: evaluation needs labels and this split has none", d.name)))
+            d.labels_tensor().ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: evaluation needs labels and this split has none",
+                    d.name
+                ))
+            })
         };
         Ok(Self {
             train_x: train.to_tensor(&(0..train.len()).collect::<Vec<_>>(), norm),
@@ -241,7 +255,14 @@ impl EvalData {
     /// The same kNN on raw pixels: what pre-training has to beat.
     pub fn raw_knn(&self, cfg: &KnnConfig) -> Result<f64> {
         let flat = |x: &Tensor| x.flatten(1, -1);
-        knn_top1(&flat(&self.train_x), &self.train_y, &flat(&self.test_x), &self.test_y, self.classes, cfg)
+        knn_top1(
+            &flat(&self.train_x),
+            &self.train_y,
+            &flat(&self.test_x),
+            &self.test_y,
+            self.classes,
+            cfg,
+        )
     }
 }
 
@@ -257,7 +278,13 @@ pub fn load_splits(cfg: &DataConfig, dir: &Path) -> Result<(ImageDataset, ImageD
 }
 
 /// Exports a method's encoder with its config into `dir`.
-pub fn export(cfg: &VisionRunConfig, method: &dyn VisionMethod, in_channels: i64, dir: &Path, extra: serde_json::Value) -> Result<()> {
+pub fn export(
+    cfg: &VisionRunConfig,
+    method: &dyn VisionMethod,
+    in_channels: i64,
+    dir: &Path,
+    extra: serde_json::Value,
+) -> Result<()> {
     let mut info = serde_json::json!({
         "method": method.name(),
         "in_channels": in_channels,
@@ -290,8 +317,12 @@ impl<M: Method + ?Sized> EpochEvaluator<M> for VisionEvaluator {
             let device = method.var_store().device();
             tch::no_grad(|| {
                 (
-                    method.project(&a.to_device(device)).to_device(tch::Device::Cpu),
-                    method.project(&b.to_device(device)).to_device(tch::Device::Cpu),
+                    method
+                        .project(&a.to_device(device))
+                        .to_device(tch::Device::Cpu),
+                    method
+                        .project(&b.to_device(device))
+                        .to_device(tch::Device::Cpu),
                 )
             })
         });
@@ -327,8 +358,18 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     let data = EvalData::new(&train, &test, &norm)?;
     let train = Arc::new(train);
 
-    let augmenter = Augmenter::new(cfg.augment.clone(), train.channels, train.height, norm.clone())?;
-    let loader = ViewLoader::new(train.clone(), augmenter, cfg.run.batch_size, cfg.trainer.seed);
+    let augmenter = Augmenter::new(
+        cfg.augment.clone(),
+        train.channels,
+        train.height,
+        norm.clone(),
+    )?;
+    let loader = ViewLoader::new(
+        train.clone(),
+        augmenter,
+        cfg.run.batch_size,
+        cfg.trainer.seed,
+    );
     tch::manual_seed(cfg.trainer.seed as i64);
     let mut method = build_method(cfg, device, in_channels);
 
@@ -353,7 +394,13 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
     let config_path = opts.run_dir.join("config.toml");
     selfsup_core::tensor_io::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
-    let summary = trainer.fit(method.as_mut(), &loader, &mut evaluator, opts.observer, opts.resume)?;
+    let summary = trainer.fit(
+        method.as_mut(),
+        &loader,
+        &mut evaluator,
+        opts.observer,
+        opts.resume,
+    )?;
 
     // Final evaluation on frozen features.
     let data = &evaluator.data;

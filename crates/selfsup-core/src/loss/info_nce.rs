@@ -77,7 +77,13 @@ impl InfoNce {
     /// Cross-view InfoNCE: the positive of `a[i]` is `b[i]`, its negatives the
     /// other rows of `b` in the global batch (MoCo v3, CLIP, GRACE's inter-view
     /// term). With `symmetric`, the `b -> a` direction is averaged in (CLIP).
-    pub fn cross_view(&self, a: &Tensor, b: &Tensor, symmetric: bool, comm: &dyn Collective) -> Tensor {
+    pub fn cross_view(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        symmetric: bool,
+        comm: &dyn Collective,
+    ) -> Tensor {
         let n = a.size()[0];
         let a = normalize(a);
         let b = normalize(b);
@@ -112,8 +118,14 @@ mod tests {
     //   a, b = F.normalize(z1, dim=1), F.normalize(z2, dim=1); l = a @ b.T / t
     //   F.cross_entropy(l, y); (F.cross_entropy(l, y) + F.cross_entropy(l.T, y)) / 2
     fn fixture() -> (Tensor, Tensor) {
-        let z1 = Tensor::from_slice(&[1.0f32, 0.0, 0.5, 0.2, 1.0, -0.3, -0.5, 0.3, 1.0, 0.4, -0.8, 0.1]).reshape([4, 3]);
-        let z2 = Tensor::from_slice(&[0.9f32, 0.1, 0.4, 0.0, 1.2, -0.1, -0.3, 0.5, 0.8, 0.5, -0.6, -0.2]).reshape([4, 3]);
+        let z1 = Tensor::from_slice(&[
+            1.0f32, 0.0, 0.5, 0.2, 1.0, -0.3, -0.5, 0.3, 1.0, 0.4, -0.8, 0.1,
+        ])
+        .reshape([4, 3]);
+        let z2 = Tensor::from_slice(&[
+            0.9f32, 0.1, 0.4, 0.0, 1.2, -0.1, -0.3, 0.5, 0.8, 0.5, -0.6, -0.2,
+        ])
+        .reshape([4, 3]);
         (z1, z2)
     }
 
@@ -124,17 +136,28 @@ mod tests {
     #[test]
     fn nt_xent_matches_pytorch() {
         let (z1, z2) = fixture();
-        let l05 = InfoNce::new(InfoNceConfig { temperature: 0.5 }).nt_xent(&z1, &z2, &SingleProcess);
-        let l01 = InfoNce::new(InfoNceConfig { temperature: 0.1 }).nt_xent(&z1, &z2, &SingleProcess);
-        assert!((value(&l05) - 0.675_144_433_975_219_7).abs() < 1e-5, "{}", value(&l05));
-        assert!((value(&l01) - 0.006_899_291_183_799_505).abs() < 1e-6, "{}", value(&l01));
+        let l05 =
+            InfoNce::new(InfoNceConfig { temperature: 0.5 }).nt_xent(&z1, &z2, &SingleProcess);
+        let l01 =
+            InfoNce::new(InfoNceConfig { temperature: 0.1 }).nt_xent(&z1, &z2, &SingleProcess);
+        assert!(
+            (value(&l05) - 0.675_144_433_975_219_7).abs() < 1e-5,
+            "{}",
+            value(&l05)
+        );
+        assert!(
+            (value(&l01) - 0.006_899_291_183_799_505).abs() < 1e-6,
+            "{}",
+            value(&l01)
+        );
     }
 
     #[test]
     fn nt_xent_is_symmetric_in_the_views() {
         let (z1, z2) = fixture();
         let loss = InfoNce::new(InfoNceConfig::default());
-        let d = value(&loss.nt_xent(&z1, &z2, &SingleProcess)) - value(&loss.nt_xent(&z2, &z1, &SingleProcess));
+        let d = value(&loss.nt_xent(&z1, &z2, &SingleProcess))
+            - value(&loss.nt_xent(&z2, &z1, &SingleProcess));
         assert!(d.abs() < 1e-6);
     }
 

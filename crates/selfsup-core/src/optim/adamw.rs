@@ -29,7 +29,10 @@ impl AdamW {
             steps: 0,
             m: Buffers::new("exp_avg", params),
             v: Buffers::new("exp_avg_sq", params),
-            device: params.tensors.first().map_or(tch::Device::Cpu, |t| t.device()),
+            device: params
+                .tensors
+                .first()
+                .map_or(tch::Device::Cpu, |t| t.device()),
         }
     }
 }

@@ -27,7 +27,10 @@ impl Lars {
             eta: cfg.trust_coefficient,
             exclude_bias_and_norm: cfg.exclude_bias_and_norm,
             bufs: Buffers::new("momentum", params),
-            device: params.tensors.first().map_or(tch::Device::Cpu, |t| t.device()),
+            device: params
+                .tensors
+                .first()
+                .map_or(tch::Device::Cpu, |t| t.device()),
         }
     }
 }
@@ -38,10 +41,17 @@ impl Optimizer for Lars {
             for (i, (p, g)) in params.tensors.iter().zip(params.grads()).enumerate() {
                 let adapt = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));
                 let g = if adapt {
-                    let g = if self.weight_decay != 0.0 { g + p * self.weight_decay } else { g };
+                    let g = if self.weight_decay != 0.0 {
+                        g + p * self.weight_decay
+                    } else {
+                        g
+                    };
                     let w_norm = p.norm().to_kind(Kind::Float);
                     let g_norm = g.norm().to_kind(Kind::Float);
-                    let ratio = (&w_norm * self.eta / g_norm.clamp_min(1e-12)).where_self(&(w_norm.gt(0.0).logical_and(&g_norm.gt(0.0))), &Tensor::ones_like(&w_norm));
+                    let ratio = (&w_norm * self.eta / g_norm.clamp_min(1e-12)).where_self(
+                        &(w_norm.gt(0.0).logical_and(&g_norm.gt(0.0))),
+                        &Tensor::ones_like(&w_norm),
+                    );
                     g * ratio
                 } else {
                     g

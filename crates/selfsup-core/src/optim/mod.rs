@@ -88,7 +88,11 @@ pub struct Params {
 impl Params {
     /// Every variable of `vs` that requires grad.
     pub fn of(vs: &nn::VarStore) -> Self {
-        let sorted: BTreeMap<String, Tensor> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let sorted: BTreeMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         let (names, tensors) = sorted.into_iter().unzip();
         Self { names, tensors }
     }
@@ -124,12 +128,23 @@ impl Params {
     /// scales every gradient down to it. Returns the norm before clipping.
     pub fn clip_grad_norm(&self, max_norm: Option<f64>) -> f64 {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = self.tensors.iter().map(|t| t.grad()).filter(|g| g.defined()).collect();
+            let grads: Vec<Tensor> = self
+                .tensors
+                .iter()
+                .map(|t| t.grad())
+                .filter(|g| g.defined())
+                .collect();
             if grads.is_empty() {
                 return 0.0;
             }
-            let sq: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float)).collect();
-            let norm = Tensor::stack(&sq, 0).sum(Kind::Float).sqrt().double_value(&[]);
+            let sq: Vec<Tensor> = grads
+                .iter()
+                .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+                .collect();
+            let norm = Tensor::stack(&sq, 0)
+                .sum(Kind::Float)
+                .sqrt()
+                .double_value(&[]);
             if let Some(max) = max_norm {
                 if norm > max && norm.is_finite() {
                     let scale = max / (norm + 1e-6);
@@ -179,18 +194,37 @@ impl Buffers {
         self.names
             .iter()
             .zip(&self.bufs)
-            .filter_map(|(n, b)| b.as_ref().map(|b| (format!("{}.{n}", self.prefix), b.shallow_clone())))
+            .filter_map(|(n, b)| {
+                b.as_ref()
+                    .map(|b| (format!("{}.{n}", self.prefix), b.shallow_clone()))
+            })
             .collect()
     }
 
-    pub(crate) fn load(&mut self, state: &BTreeMap<String, Tensor>, device: tch::Device) -> Result<()> {
+    pub(crate) fn load(
+        &mut self,
+        state: &BTreeMap<String, Tensor>,
+        device: tch::Device,
+    ) -> Result<()> {
         for (name, buf) in self.names.iter().zip(self.bufs.iter_mut()) {
-            *buf = state.get(&format!("{}.{name}", self.prefix)).map(|t| t.to_device(device));
+            *buf = state
+                .get(&format!("{}.{name}", self.prefix))
+                .map(|t| t.to_device(device));
         }
-        let known: std::collections::BTreeSet<String> = self.names.iter().map(|n| format!("{}.{n}", self.prefix)).collect();
-        let stray: Vec<&String> = state.keys().filter(|k| k.starts_with(&format!("{}.", self.prefix)) && !known.contains(*k)).take(5).collect();
+        let known: std::collections::BTreeSet<String> = self
+            .names
+            .iter()
+            .map(|n| format!("{}.{n}", self.prefix))
+            .collect();
+        let stray: Vec<&String> = state
+            .keys()
+            .filter(|k| k.starts_with(&format!("{}.", self.prefix)) && !known.contains(*k))
+            .take(5)
+            .collect();
         if !stray.is_empty() {
-            return Err(Error::Config(format!("optimiser state for unknown parameters: {stray:?}")));
+            return Err(Error::Config(format!(
+                "optimiser state for unknown parameters: {stray:?}"
+            )));
         }
         Ok(())
     }
@@ -204,8 +238,16 @@ mod tests {
     fn converges(kind: OptimKind, lr: f64) -> f64 {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let w = vs.root().var("w", &[4, 3], nn::Init::Const(0.0));
-        let target = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0, 2.0, 1.0, -0.5, 0.25, 1.5, -3.0]).reshape([4, 3]);
-        let cfg = OptimConfig { kind, lr, weight_decay: 0.0, ..Default::default() };
+        let target = Tensor::from_slice(&[
+            1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0, 2.0, 1.0, -0.5, 0.25, 1.5, -3.0,
+        ])
+        .reshape([4, 3]);
+        let cfg = OptimConfig {
+            kind,
+            lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
         let mut params = Params::of(&vs);
         let mut opt = cfg.build(&params);
         for _ in 0..300 {
@@ -231,18 +273,35 @@ mod tests {
     ///   SGD(lr=0.05, momentum=0.9, weight_decay=0.01) / AdamW(lr=0.05, weight_decay=0.01)
     fn three_steps(kind: OptimKind) -> (Vec<f32>, Vec<f32>) {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let w = vs.root().var_copy("w", &Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.1]).reshape([2, 2]));
-        let b = vs.root().var_copy("b", &Tensor::from_slice(&[0.3f32, -0.2]));
+        let w = vs.root().var_copy(
+            "w",
+            &Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.1]).reshape([2, 2]),
+        );
+        let b = vs
+            .root()
+            .var_copy("b", &Tensor::from_slice(&[0.3f32, -0.2]));
         let x = Tensor::from_slice(&[1.0f32, 2.0, -0.5, 0.25, 0.3, -1.2]).reshape([3, 2]);
-        let cfg = OptimConfig { kind, lr: 0.05, weight_decay: 0.01, exclude_bias_and_norm: false, ..Default::default() };
+        let cfg = OptimConfig {
+            kind,
+            lr: 0.05,
+            weight_decay: 0.01,
+            exclude_bias_and_norm: false,
+            ..Default::default()
+        };
         let mut params = Params::of(&vs);
         let mut opt = cfg.build(&params);
         for _ in 0..3 {
             params.zero_grad();
-            (x.matmul(&w.tr()) + &b).square().sum(Kind::Float).backward();
+            (x.matmul(&w.tr()) + &b)
+                .square()
+                .sum(Kind::Float)
+                .backward();
             opt.step(&params, 0.05);
         }
-        (Vec::try_from(w.flatten(0, -1)).unwrap(), Vec::try_from(&b).unwrap())
+        (
+            Vec::try_from(w.flatten(0, -1)).unwrap(),
+            Vec::try_from(&b).unwrap(),
+        )
     }
 
     fn close(a: &[f32], b: &[f32]) -> bool {
@@ -252,10 +311,16 @@ mod tests {
     #[test]
     fn sgd_and_adamw_match_torch_optim() {
         let (w, b) = three_steps(OptimKind::Sgd);
-        assert!(close(&w, &[0.5376001, 0.43826225, 0.90016586, -0.8042516]), "{w:?}");
-        assert!(close(&b, &[-0.0061135022, -0.44695127]), "{b:?}");
+        assert!(
+            close(&w, &[0.5376001, 0.43826225, 0.90016586, -0.8042516]),
+            "{w:?}"
+        );
+        assert!(close(&b, &[-0.006_113_5, -0.446_951_27]), "{b:?}");
         let (w, b) = three_steps(OptimKind::AdamW);
-        assert!(close(&w, &[0.64733005, -0.84903777, 1.8475471, -0.049031023]), "{w:?}");
+        assert!(
+            close(&w, &[0.647_330_05, -0.849_037_8, 1.847_547, -0.049_031_02]),
+            "{w:?}"
+        );
         assert!(close(&b, &[0.15275413, -0.34672016]), "{b:?}");
     }
 

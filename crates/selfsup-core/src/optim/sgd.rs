@@ -23,7 +23,10 @@ impl Sgd {
             weight_decay: cfg.weight_decay,
             exclude_bias_and_norm: cfg.exclude_bias_and_norm,
             bufs: Buffers::new("momentum", params),
-            device: params.tensors.first().map_or(tch::Device::Cpu, |t| t.device()),
+            device: params
+                .tensors
+                .first()
+                .map_or(tch::Device::Cpu, |t| t.device()),
         }
     }
 }
@@ -33,7 +36,11 @@ impl Optimizer for Sgd {
         tch::no_grad(|| {
             for (i, (p, g)) in params.tensors.iter().zip(params.grads()).enumerate() {
                 let decay = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));
-                let g = if decay && self.weight_decay != 0.0 { g + p * self.weight_decay } else { g };
+                let g = if decay && self.weight_decay != 0.0 {
+                    g + p * self.weight_decay
+                } else {
+                    g
+                };
                 let buf = self.bufs.get(i, p);
                 let _ = buf.f_mul_scalar_(self.momentum);
                 let _ = buf.f_add_(&g);

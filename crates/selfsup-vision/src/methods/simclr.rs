@@ -49,7 +49,12 @@ pub struct SimClr {
 
 impl SimClr {
     /// Builds the encoder and head on `device`.
-    pub fn new(device: tch::Device, encoder: &EncoderConfig, in_channels: i64, cfg: &SimClrConfig) -> Self {
+    pub fn new(
+        device: tch::Device,
+        encoder: &EncoderConfig,
+        in_channels: i64,
+        cfg: &SimClrConfig,
+    ) -> Self {
         let vs = nn::VarStore::new(device);
         let enc = build_encoder(&(vs.root() / "encoder"), encoder, in_channels);
         let head = MlpHead::new(&(vs.root() / "head"), enc.out_dim(), &cfg.head);
@@ -78,7 +83,10 @@ impl Method for SimClr {
     }
     fn step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<LossOut> {
         if batch.views.len() != 2 {
-            return Err(Error::Config(format!("SimCLR needs exactly 2 views per image, got {}", batch.views.len())));
+            return Err(Error::Config(format!(
+                "SimCLR needs exactly 2 views per image, got {}",
+                batch.views.len()
+            )));
         }
         let project = |x: &Tensor| self.encoder.forward_t(x, true).apply_t(&self.head, true);
         let (z1, z2) = if self.joint_forward {
@@ -89,7 +97,11 @@ impl Method for SimClr {
             (project(&batch.views[0]), project(&batch.views[1]))
         };
         let loss = self.loss.nt_xent(&z1, &z2, ctx.comm);
-        let pos_cos = tch::no_grad(|| Tensor::cosine_similarity(&z1, &z2, 1, 1e-8).mean(Kind::Float).double_value(&[]));
+        let pos_cos = tch::no_grad(|| {
+            Tensor::cosine_similarity(&z1, &z2, 1, 1e-8)
+                .mean(Kind::Float)
+                .double_value(&[])
+        });
         Ok(LossOut {
             loss,
             terms: vec![("positive_cosine", pos_cos)],
