@@ -135,6 +135,7 @@ pub struct RunSummary {
     pub knn_top1: f64,
     pub linear_top1: Option<f64>,
     pub raw_knn_top1: f64,
+    pub raw_linear_top1: Option<f64>,
     pub collapse_warnings: Vec<String>,
     pub run_dir: PathBuf,
     pub export_dir: PathBuf,
@@ -250,6 +251,12 @@ impl EvalData {
         let tr = features(method, &self.train_x, 512);
         let te = features(method, &self.test_x, 512);
         linear_probe_top1(&tr, &self.train_y, &te, &self.test_y, self.classes, cfg)
+    }
+
+    /// The same linear probe on raw pixels.
+    pub fn raw_linear(&self, cfg: &LinearProbeConfig) -> Result<f64> {
+        let flat = |x: &Tensor| x.flatten(1, -1);
+        linear_probe_top1(&flat(&self.train_x), &self.train_y, &flat(&self.test_x), &self.test_y, self.classes, cfg)
     }
 
     /// The same kNN on raw pixels: what pre-training has to beat.
@@ -405,10 +412,13 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     // Final evaluation on frozen features.
     let data = &evaluator.data;
     let knn = data.knn(method.as_ref(), &cfg.eval.knn)?;
-    let linear = if cfg.eval.linear_probe {
-        Some(data.linear(method.as_ref(), &cfg.eval.linear)?)
+    let (linear, raw_linear) = if cfg.eval.linear_probe {
+        (
+            Some(data.linear(method.as_ref(), &cfg.eval.linear)?),
+            Some(data.raw_linear(&cfg.eval.linear)?),
+        )
     } else {
-        None
+        (None, None)
     };
     let export_dir = opts.run_dir.join("export");
     let extra = serde_json::json!({"dataset": train.name, "image_size": train.height, "knn_top1": knn, "linear_top1": linear});
@@ -430,6 +440,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         knn_top1: knn,
         linear_top1: linear,
         raw_knn_top1: raw_knn,
+        raw_linear_top1: raw_linear,
         collapse_warnings: summary.warnings.clone(),
         run_dir: opts.run_dir.clone(),
         export_dir,
