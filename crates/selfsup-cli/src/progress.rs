@@ -136,8 +136,18 @@ pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
         "  raw-pixel kNN baseline:                     {:.2}%",
         s.raw_knn_top1 * 100.0
     );
+    if let Some(l) = s.raw_linear_top1 {
+        println!(
+            "  raw-pixel linear probe baseline:            {:.2}%",
+            l * 100.0
+        );
+    }
     let gain = (s.knn_top1 - s.raw_knn_top1) * 100.0;
-    println!("  pre-training bought {gain:+.2} points of kNN accuracy over raw pixels");
+    print!("  pre-training bought {gain:+.2} points of kNN accuracy over raw pixels");
+    match (s.linear_top1, s.raw_linear_top1) {
+        (Some(l), Some(r)) => println!(", {:+.2} points of linear-probe accuracy", (l - r) * 100.0),
+        _ => println!(),
+    }
     if s.collapse_warnings.is_empty() {
         println!("  collapse monitors: no warning");
     } else {

@@ -34,15 +34,13 @@ impl Loaded {
     }
 
     pub fn knn(&self, dir: Option<PathBuf>) -> Result<f64> {
-        Ok(self
-            .data(dir)?
-            .knn(self.method.as_ref(), &self.cfg.eval.knn)?)
+        let data = self.data(dir)?;
+        Ok(data.knn(&data.features(self.method.as_ref()), &self.cfg.eval.knn)?)
     }
 
     pub fn linear(&self, dir: Option<PathBuf>) -> Result<f64> {
-        Ok(self
-            .data(dir)?
-            .linear(self.method.as_ref(), &self.cfg.eval.linear)?)
+        let data = self.data(dir)?;
+        Ok(data.linear(&data.features(self.method.as_ref()), &self.cfg.eval.linear)?)
     }
 
     pub fn export(&self, out: &Path) -> Result<()> {

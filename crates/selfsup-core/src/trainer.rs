@@ -331,15 +331,7 @@ impl Trainer {
                 step += 1;
 
                 let epoch_end = step % bpe == 0;
-                let meta = || CheckpointMeta {
-                    step,
-                    steps_per_epoch: bpe,
-                    seed: self.cfg.seed,
-                    method: method.name().to_string(),
-                    config: self.resolved_config.clone(),
-                    git_commit: self.git_commit.clone(),
-                    loss,
-                };
+                let meta = || self.meta(method.name(), step, bpe, loss);
                 let interrupted = self.stop.load(Ordering::SeqCst);
                 if !epoch_end
                     && (interrupted
@@ -392,15 +384,7 @@ impl Trainer {
             curves.push_epoch(&report);
             obs.on_epoch(&report);
             epochs_done.push(report);
-            let meta = CheckpointMeta {
-                step,
-                steps_per_epoch: bpe,
-                seed: self.cfg.seed,
-                method: method.name().to_string(),
-                config: self.resolved_config.clone(),
-                git_commit: self.git_commit.clone(),
-                loss: last_loss,
-            };
+            let meta = self.meta(method.name(), step, bpe, last_loss);
             self.save(method, optimizer.as_ref(), &meta)?;
             if self.comm.rank() == 0 {
                 curves.plot(&self.run_dir.join(PLOT_FILE), method.name())?;
@@ -422,6 +406,18 @@ impl Trainer {
             warnings,
             checkpoint: ckpt_path,
         })
+    }
+
+    fn meta(&self, method: &str, step: u64, steps_per_epoch: u64, loss: f64) -> CheckpointMeta {
+        CheckpointMeta {
+            step,
+            steps_per_epoch,
+            seed: self.cfg.seed,
+            method: method.to_string(),
+            config: self.resolved_config.clone(),
+            git_commit: self.git_commit.clone(),
+            loss,
+        }
     }
 
     fn save<M: Method + ?Sized>(

@@ -239,38 +239,51 @@ impl EvalData {
         Self::new(&train, &test, &Normalize::for_channels(train.channels))
     }
 
-    /// Weighted kNN top-1 of the method's frozen encoder.
-    pub fn knn<M: Method + ?Sized>(&self, method: &M, cfg: &KnnConfig) -> Result<f64> {
-        let tr = features(method, &self.train_x, 512);
-        let te = features(method, &self.test_x, 512);
-        knn_top1(&tr, &self.train_y, &te, &self.test_y, self.classes, cfg)
+    /// Frozen encoder features of both splits (computed once, used by every protocol).
+    pub fn features<M: Method + ?Sized>(&self, method: &M) -> Features {
+        Features {
+            train: features(method, &self.train_x, 512),
+            test: features(method, &self.test_x, 512),
+        }
     }
 
-    /// Linear-probe top-1 of the method's frozen encoder.
-    pub fn linear<M: Method + ?Sized>(&self, method: &M, cfg: &LinearProbeConfig) -> Result<f64> {
-        let tr = features(method, &self.train_x, 512);
-        let te = features(method, &self.test_x, 512);
-        linear_probe_top1(&tr, &self.train_y, &te, &self.test_y, self.classes, cfg)
+    /// The raw pixels as features: the baseline pre-training has to beat.
+    pub fn raw_features(&self) -> Features {
+        Features {
+            train: self.train_x.flatten(1, -1),
+            test: self.test_x.flatten(1, -1),
+        }
     }
 
-    /// The same linear probe on raw pixels.
-    pub fn raw_linear(&self, cfg: &LinearProbeConfig) -> Result<f64> {
-        let flat = |x: &Tensor| x.flatten(1, -1);
-        linear_probe_top1(&flat(&self.train_x), &self.train_y, &flat(&self.test_x), &self.test_y, self.classes, cfg)
-    }
-
-    /// The same kNN on raw pixels: what pre-training has to beat.
-    pub fn raw_knn(&self, cfg: &KnnConfig) -> Result<f64> {
-        let flat = |x: &Tensor| x.flatten(1, -1);
+    /// Weighted kNN top-1 on the test split.
+    pub fn knn(&self, f: &Features, cfg: &KnnConfig) -> Result<f64> {
         knn_top1(
-            &flat(&self.train_x),
+            &f.train,
             &self.train_y,
-            &flat(&self.test_x),
+            &f.test,
             &self.test_y,
             self.classes,
             cfg,
         )
     }
+
+    /// Linear-probe top-1 on the test split.
+    pub fn linear(&self, f: &Features, cfg: &LinearProbeConfig) -> Result<f64> {
+        linear_probe_top1(
+            &f.train,
+            &self.train_y,
+            &f.test,
+            &self.test_y,
+            self.classes,
+            cfg,
+        )
+    }
+}
+
+/// Features of the train and test splits under one representation.
+pub struct Features {
+    pub train: Tensor,
+    pub test: Tensor,
 }
 
 /// Train split (cut to `train_images`) and test split.
@@ -318,7 +331,8 @@ impl<M: Method + ?Sized> EpochEvaluator<M> for VisionEvaluator {
     fn evaluate(&mut self, method: &M, _epoch: usize) -> Result<EpochEval> {
         let mut metrics = vec![("baseline: raw-pixel kNN".to_string(), self.raw_knn)];
         if self.every_epoch {
-            metrics.push(("kNN top-1".into(), self.data.knn(method, &self.knn)?));
+            let f = self.data.features(method);
+            metrics.push(("kNN top-1".into(), self.data.knn(&f, &self.knn)?));
         }
         let views = self.monitor_views.as_ref().map(|(a, b)| {
             let device = method.var_store().device();
@@ -380,7 +394,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     tch::manual_seed(cfg.trainer.seed as i64);
     let mut method = build_method(cfg, device, in_channels);
 
-    let raw_knn = data.raw_knn(&cfg.eval.knn)?;
+    let raw_knn = data.knn(&data.raw_features(), &cfg.eval.knn)?;
     let monitor_n = cfg.eval.monitor_images.min(train.len());
     let monitor_views = (monitor_n > 1).then(|| {
         let idx: Vec<usize> = (0..monitor_n).collect();
@@ -411,11 +425,12 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
 
     // Final evaluation on frozen features.
     let data = &evaluator.data;
-    let knn = data.knn(method.as_ref(), &cfg.eval.knn)?;
+    let feats = data.features(method.as_ref());
+    let knn = data.knn(&feats, &cfg.eval.knn)?;
     let (linear, raw_linear) = if cfg.eval.linear_probe {
         (
-            Some(data.linear(method.as_ref(), &cfg.eval.linear)?),
-            Some(data.raw_linear(&cfg.eval.linear)?),
+            Some(data.linear(&feats, &cfg.eval.linear)?),
+            Some(data.linear(&data.raw_features(), &cfg.eval.linear)?),
         )
     } else {
         (None, None)
