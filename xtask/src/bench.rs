@@ -43,19 +43,11 @@ fn ensure_bench_venv() -> Result<PathBuf> {
         "xtask: creating the benchmark venv {} (torch, torchvision, lightly)",
         bench_venv().display()
     );
-    run(Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(bench_venv()))?;
-    run(Command::new(&py)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(workspace_root().join("benchmarks/requirements.txt")))?;
+    let requirements = workspace_root().join("benchmarks/requirements.txt");
+    torch_env::create_venv(
+        &bench_venv(),
+        &["-r".into(), requirements.display().to_string()],
+    )?;
     Ok(py)
 }
 

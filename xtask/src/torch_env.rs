@@ -98,21 +98,7 @@ pub fn ensure() -> Result<TorchEnv> {
     );
     std::fs::create_dir_all(cache_dir())
         .with_context(|| format!("creating {}", cache_dir().display()))?;
-    let system_python =
-        std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into());
-    crate::run(Command::new(&system_python).args(["-m", "venv"]).arg(&venv))
-        .context("creating the libtorch venv needs python3 with the venv module (Debian: apt-get install python3-venv)")?;
-    crate::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg(format!("torch=={TORCH_VERSION}")),
-    )?;
+    create_venv(&venv, &[format!("torch=={TORCH_VERSION}")])?;
     let torch_dir = torch_dir(&python).context("torch was installed but cannot be imported")?;
     Ok(TorchEnv::Venv { venv, torch_dir })
 }
@@ -137,4 +123,25 @@ fn torch_dir(python: &Path) -> Option<PathBuf> {
     let version = lines.next()?;
     let dir = lines.next()?;
     (version.split('+').next() == Some(TORCH_VERSION)).then(|| PathBuf::from(dir))
+}
+
+/// Creates a venv at `venv` (with `$SELFSUP_PYTHON_BOOTSTRAP`, else `python3`)
+/// and pip-installs `install_args` into it.
+pub fn create_venv(venv: &Path, install_args: &[String]) -> Result<()> {
+    let system_python =
+        std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into());
+    crate::run(Command::new(&system_python).args(["-m", "venv"]).arg(venv)).context(
+        "creating a venv needs python3 with the venv module (Debian: apt-get install python3-venv)",
+    )?;
+    crate::run(
+        Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(install_args),
+    )
 }
