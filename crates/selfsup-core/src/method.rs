@@ -45,6 +45,8 @@ pub struct StepCtx<'a> {
     pub total_steps: u64,
     /// Current epoch (0-based).
     pub epoch: usize,
+    /// Optimisation steps per epoch.
+    pub steps_per_epoch: u64,
     /// The processes of the run; ask it for global-batch embeddings.
     pub comm: &'a dyn Collective,
 }
@@ -57,6 +59,11 @@ impl StepCtx<'_> {
         } else {
             self.step as f64 / self.total_steps as f64
         }
+    }
+
+    /// Epochs done so far, fractional (`step / steps_per_epoch`).
+    pub fn epoch_f(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch.max(1) as f64
     }
 }
 

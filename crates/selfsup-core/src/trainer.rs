@@ -274,6 +274,7 @@ impl Trainer {
                     step,
                     total_steps: total,
                     epoch,
+                    steps_per_epoch: bpe,
                     comm: self.comm.as_ref(),
                 };
                 let lr = self.cfg.schedule.lr(peak_lr, step, total, warmup);

@@ -97,9 +97,25 @@ impl InfoNce {
         let ba = (b.matmul(&ga.tr()) / self.cfg.temperature).cross_entropy_for_logits(&labels);
         (ab + ba) / 2.0
     }
+
+    /// InfoNCE against a queue of negatives (MoCo, He et al. 2019,
+    /// arXiv:1911.05722): the positive of `q[i]` is `k[i]` (the momentum
+    /// encoder's key, no gradient), its negatives every row of `queue`
+    /// (`[K, d]`, keys of earlier batches). Logits `[n, 1 + K]`, label 0.
+    pub fn with_queue(&self, q: &Tensor, k: &Tensor, queue: &Tensor) -> Tensor {
+        let q = normalize(q);
+        let k = normalize(&k.detach());
+        let queue = normalize(&queue.detach());
+        let pos = (&q * &k).sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+        let neg = q.matmul(&queue.tr());
+        let logits = Tensor::cat(&[pos, neg], 1) / self.cfg.temperature;
+        let labels = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
+        logits.cross_entropy_for_logits(&labels)
+    }
 }
 
-fn normalize(z: &Tensor) -> Tensor {
+/// Rows scaled to unit l2 norm (in f32).
+pub fn normalize(z: &Tensor) -> Tensor {
     let z = z.to_kind(Kind::Float);
     let norm = z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
     z / norm
@@ -169,6 +185,24 @@ mod tests {
         let sym = value(&loss.cross_view(&z1, &z2, true, &SingleProcess));
         assert!((one - 0.387_130_081_653_594_97).abs() < 1e-5, "{one}");
         assert!((sym - 0.388_019_233_942_031_86).abs() < 1e-5, "{sym}");
+    }
+
+    // PyTorch 2.11.0 (z1, z2 above; T = 0.2):
+    //   queue = torch.tensor([0.3,-0.2,0.9, -1.0,0.4,0.1, 0.2,0.2,-0.7]).reshape(3,3)
+    //   q, k, qu = F.normalize(z1, dim=1), F.normalize(z2, dim=1), F.normalize(queue, dim=1)
+    //   logits = torch.cat([(q*k).sum(1, keepdim=True), q @ qu.T], 1) / 0.2
+    //   F.cross_entropy(logits, torch.zeros(4, dtype=torch.long))  -> 0.17841827869415283
+    #[test]
+    fn queue_matches_pytorch() {
+        let (z1, z2) = fixture();
+        let queue = Tensor::from_slice(&[0.3f32, -0.2, 0.9, -1.0, 0.4, 0.1, 0.2, 0.2, -0.7])
+            .reshape([3, 3]);
+        let l = InfoNce::new(InfoNceConfig { temperature: 0.2 }).with_queue(&z1, &z2, &queue);
+        assert!(
+            (value(&l) - 0.178_418_278_694_152_83).abs() < 1e-5,
+            "{}",
+            value(&l)
+        );
     }
 
     #[test]

@@ -1,4 +1,16 @@
 //! Losses shared by several methods and modalities: one loss, one type.
+pub mod barlow_twins;
+pub mod dino;
 pub mod info_nce;
+pub mod negative_cosine;
+pub mod swav;
+#[cfg(test)]
+pub(crate) mod test_fixture;
+pub mod vicreg;
 
+pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig, BarlowTwinsOut};
+pub use dino::{DinoLoss, DinoLossConfig};
 pub use info_nce::{InfoNce, InfoNceConfig};
+pub use negative_cosine::NegativeCosine;
+pub use swav::{SwavLoss, SwavLossConfig};
+pub use vicreg::{VicReg, VicRegConfig, VicRegOut};

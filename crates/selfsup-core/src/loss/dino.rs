@@ -1,0 +1,177 @@
+//! The DINO loss (Caron et al. 2021, arXiv:2104.14294): cross-entropy between
+//! the teacher's centred, sharpened distribution over `K` dimensions on each
+//! global view and the student's distribution on every *other* view.
+//!
+//! `loss = mean_{(t, s), s != t} mean_i -softmax((T_t - c) / tau_t)_i . log_softmax(S_s / tau_s)_i`
+//!
+//! The center `c` is hidden state: the method keeps it and moves it with
+//! [`DinoLoss::updated_center`] in its after-step hook. The teacher
+//! temperature warms up linearly ([`DinoLossConfig::teacher_temp_at`]).
+use crate::distributed::Collective;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// DINO loss settings (the paper's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DinoLossConfig {
+    /// Student softmax temperature.
+    pub student_temp: f64,
+    /// Teacher temperature after the warm-up (sharpening).
+    pub teacher_temp: f64,
+    /// Teacher temperature at the start of the warm-up.
+    pub warmup_teacher_temp: f64,
+    /// Epochs of the linear teacher-temperature warm-up (fractional allowed).
+    pub warmup_teacher_temp_epochs: f64,
+    /// Momentum of the center's moving average.
+    pub center_momentum: f64,
+}
+
+impl Default for DinoLossConfig {
+    fn default() -> Self {
+        Self {
+            student_temp: 0.1,
+            teacher_temp: 0.04,
+            warmup_teacher_temp: 0.04,
+            warmup_teacher_temp_epochs: 0.0,
+            center_momentum: 0.9,
+        }
+    }
+}
+
+impl DinoLossConfig {
+    /// The teacher temperature at (fractional) epoch `epoch`.
+    pub fn teacher_temp_at(&self, epoch: f64) -> f64 {
+        if self.warmup_teacher_temp_epochs <= 0.0 || epoch >= self.warmup_teacher_temp_epochs {
+            return self.teacher_temp;
+        }
+        let f = epoch / self.warmup_teacher_temp_epochs;
+        self.warmup_teacher_temp + f * (self.teacher_temp - self.warmup_teacher_temp)
+    }
+}
+
+/// The DINO loss.
+#[derive(Debug, Clone)]
+pub struct DinoLoss {
+    cfg: DinoLossConfig,
+}
+
+impl DinoLoss {
+    /// A loss with the given settings.
+    pub fn new(cfg: DinoLossConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DinoLossConfig {
+        &self.cfg
+    }
+
+    /// The loss of the student's outputs on every view (`[n, K]` each, global
+    /// views first) against the teacher's outputs on the global views
+    /// (no gradient), with the current `center` (`[1, K]`).
+    pub fn loss(
+        &self,
+        student: &[Tensor],
+        teacher: &[Tensor],
+        center: &Tensor,
+        teacher_temp: f64,
+    ) -> Tensor {
+        let targets: Vec<Tensor> = teacher
+            .iter()
+            .map(|t| {
+                ((t.to_kind(Kind::Float).detach() - center) / teacher_temp).softmax(-1, Kind::Float)
+            })
+            .collect();
+        let logps: Vec<Tensor> = student
+            .iter()
+            .map(|s| (s.to_kind(Kind::Float) / self.cfg.student_temp).log_softmax(-1, Kind::Float))
+            .collect();
+        let mut total: Option<Tensor> = None;
+        let mut pairs = 0;
+        for (it, q) in targets.iter().enumerate() {
+            for (is, lp) in logps.iter().enumerate() {
+                if is == it {
+                    continue;
+                }
+                let ce = (-(q * lp).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float))
+                    .mean(Kind::Float);
+                total = Some(match total {
+                    Some(t) => t + ce,
+                    None => ce,
+                });
+                pairs += 1;
+            }
+        }
+        total.expect("DINO needs at least two views") / pairs as f64
+    }
+
+    /// `c <- m c + (1 - m) mean(teacher outputs over the global batch)`.
+    pub fn updated_center(
+        &self,
+        center: &Tensor,
+        teacher: &[Tensor],
+        comm: &dyn Collective,
+    ) -> Tensor {
+        tch::no_grad(|| {
+            let all = Tensor::cat(teacher, 0).to_kind(Kind::Float);
+            let mut sum = all.sum_dim_intlist([0i64].as_slice(), true, Kind::Float);
+            let mut count = Tensor::from(all.size()[0] as f32).to_device(all.device());
+            let mut pair = [sum.shallow_clone(), count.shallow_clone()];
+            comm.all_reduce_mean_(&mut pair);
+            [sum, count] = pair;
+            let mean = sum / count;
+            center * self.cfg.center_momentum + mean * (1.0 - self.cfg.center_momentum)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributed::SingleProcess;
+    use crate::loss::test_fixture::{table, CENTER, STUDENT, TEACHER};
+
+    // PyTorch 2.11.0 (tensors in test_fixture.rs; 2 teacher global views, 3 student views):
+    //   total = sum over iq, v != iq of
+    //     torch.sum(-F.softmax((t[iq] - center) / 0.04, -1) * F.log_softmax(s[v] / 0.1, -1), -1).mean()
+    //   total / 4                                            -> 7.701250076293945
+    //   center * 0.9 + torch.cat(t).mean(0, keepdim=True) * 0.1
+    //     -> [-0.18606942892074585, 0.04074537754058838, 0.05734827369451523, 0.05438336730003357, 0.03949378430843353]
+    #[test]
+    fn matches_pytorch() {
+        let teacher: Vec<Tensor> = (0..2).map(|i| table(&TEACHER, i)).collect();
+        let student: Vec<Tensor> = (0..3).map(|i| table(&STUDENT, i)).collect();
+        let center = Tensor::from_slice(&CENTER).reshape([1, 5]);
+        let loss = DinoLoss::new(DinoLossConfig::default());
+        let l = loss
+            .loss(&student, &teacher, &center, 0.04)
+            .double_value(&[]);
+        assert!((l - 7.701_250_076_293_945).abs() < 1e-4, "{l}");
+        let c = loss.updated_center(&center, &teacher, &SingleProcess);
+        let want = [
+            -0.186_069_43f32,
+            0.040_745_377,
+            0.057_348_274,
+            0.054_383_367,
+            0.039_493_784,
+        ];
+        let got: Vec<f32> = Vec::try_from(c.flatten(0, -1)).unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn teacher_temperature_warms_up_linearly() {
+        let cfg = DinoLossConfig {
+            warmup_teacher_temp: 0.04,
+            teacher_temp: 0.07,
+            warmup_teacher_temp_epochs: 30.0,
+            ..Default::default()
+        };
+        assert!((cfg.teacher_temp_at(0.0) - 0.04).abs() < 1e-12);
+        assert!((cfg.teacher_temp_at(15.0) - 0.055).abs() < 1e-12);
+        assert!((cfg.teacher_temp_at(40.0) - 0.07).abs() < 1e-12);
+    }
+}
