@@ -1,14 +1,19 @@
 //! Tests across crates: every shipped config parses and validates; every
 //! vision method trains a few steps on a tiny fixture with a falling loss and
 //! embeddings the collapse monitors call healthy.
-use selfsup_core::monitor::collapse_stats;
+use selfsup_core::head::HeadConfig;
+use selfsup_core::loss::InfoNceConfig;
+use selfsup_core::monitor::{collapse_stats, CollapseStats};
 use selfsup_core::optim::OptimConfig;
 use selfsup_core::schedule::LrSchedule;
 use selfsup_core::trainer::{NoEval, Silent, Trainer, TrainerConfig};
-use selfsup_vision::augment::{AugmentConfig, Augmenter};
+use selfsup_vision::augment::{AugmentConfig, Augmenter, LocalCrops};
 use selfsup_vision::data::{ImageDataset, Normalize};
 use selfsup_vision::loader::ViewLoader;
-use selfsup_vision::methods::MethodConfig;
+use selfsup_vision::methods::{
+    BarlowTwinsMethodConfig, ByolConfig, DataFacts, DinoConfig, DinoHeadConfig, MethodConfig,
+    MocoV2Config, MocoV3Config, SimSiamConfig, SwavConfig, VicRegMethodConfig,
+};
 use selfsup_vision::models::EncoderConfig;
 use selfsup_vision::pretrain::{build_method, VisionRunConfig};
 use std::path::PathBuf;
@@ -77,26 +82,83 @@ fn tiny_dataset() -> ImageDataset {
     .unwrap()
 }
 
-fn trains_without_collapse(method_cfg: MethodConfig) {
+/// How a method is trained on the tiny fixture.
+struct Case {
+    method: MethodConfig,
+    augment: AugmentConfig,
+    optimizer: OptimConfig,
+    epochs: usize,
+}
+
+impl Case {
+    fn new(method: MethodConfig) -> Self {
+        Self {
+            method,
+            augment: AugmentConfig::default(),
+            optimizer: OptimConfig {
+                lr: 0.3,
+                ..Default::default()
+            },
+            epochs: 8,
+        }
+    }
+    fn multi_crop(mut self) -> Self {
+        self.augment.local_crops = LocalCrops {
+            count: 2,
+            size: 12,
+            ..Default::default()
+        };
+        self
+    }
+}
+
+/// A head small enough for the fixture.
+fn head(layers: usize, out_dim: i64, last_batch_norm: bool) -> HeadConfig {
+    HeadConfig {
+        hidden_dim: 64,
+        out_dim,
+        layers,
+        batch_norm: true,
+        last_batch_norm,
+    }
+}
+
+/// Trains `case` on the tiny fixture; returns the method's name, the mean
+/// loss of the first and last epochs and the collapse warnings on fixed views.
+fn train(case: Case) -> (String, f64, f64, Vec<String>) {
+    let (name, losses, warnings, stats) = train_full(case);
+    eprintln!("{name}: epoch losses {losses:?}; {stats:?}");
+    (name, losses[0], *losses.last().unwrap(), warnings)
+}
+
+/// [`train`] with every epoch's mean loss and the monitor statistics.
+fn train_full(case: Case) -> (String, Vec<f64>, Vec<String>, CollapseStats) {
     let data = Arc::new(tiny_dataset());
     let norm = Normalize::for_channels(1);
-    let aug = Augmenter::new(AugmentConfig::default(), 1, 28, norm.clone()).unwrap();
+    let aug = Augmenter::new(case.augment.clone(), 1, 28, norm.clone()).unwrap();
     let loader = ViewLoader::try_new(data.clone(), aug, 32, 1).unwrap();
     let cfg = VisionRunConfig {
         model: EncoderConfig::SmallCnn {
             channels: vec![8, 16, 16, 32],
         },
-        method: method_cfg,
+        method: case.method,
+        augment: case.augment,
         ..Default::default()
     };
-    let mut method = build_method(&cfg, tch::Device::Cpu, 1);
+    let facts = DataFacts {
+        images: 128,
+        side: 28,
+        channels: 1,
+        batch_size: 32,
+    };
+    cfg.method
+        .validate(&cfg.model, &cfg.augment, &facts)
+        .unwrap();
+    let mut method = build_method(&cfg, tch::Device::Cpu, 1).unwrap();
     let trainer_cfg = TrainerConfig {
-        epochs: 8,
+        epochs: case.epochs,
         seed: 1,
-        optimizer: OptimConfig {
-            lr: 0.3,
-            ..Default::default()
-        },
+        optimizer: case.optimizer,
         schedule: LrSchedule {
             warmup_epochs: 0.0,
             final_lr_ratio: 0.1,
@@ -108,27 +170,237 @@ fn trains_without_collapse(method_cfg: MethodConfig) {
     let s = trainer
         .fit(method.as_mut(), &loader, &mut NoEval, &mut Silent, false)
         .unwrap();
-    assert_eq!(s.steps, 32);
-    let first = s.epochs[0].mean_loss;
-    let last = s.epochs.last().unwrap().mean_loss;
-    assert!(
-        last < first - 0.1,
-        "{}: loss did not fall: {first} -> {last}",
-        method.name()
-    );
-
+    assert_eq!(s.steps, 4 * case.epochs as u64);
+    let losses: Vec<f64> = s.epochs.iter().map(|e| e.mean_loss).collect();
     let views = loader.views_of(&(0..128).collect::<Vec<_>>(), 99);
     let (za, zb) = tch::no_grad(|| (method.project(&views[0]), method.project(&views[1])));
     let stats = collapse_stats(&za, Some(&zb));
     let warnings = selfsup_core::monitor::CollapseThresholds::default().warnings(&stats);
+    (method.name().to_string(), losses, warnings, stats)
+}
+
+/// Training lowers the loss by at least `min_drop` (relative) and the
+/// monitors find the embeddings healthy.
+fn trains_without_collapse(case: Case, min_drop: f64) {
+    let (name, first, last, warnings) = train(case);
     assert!(
-        warnings.is_empty(),
-        "{}: {warnings:?} ({stats:?})",
-        method.name()
+        last < first - min_drop * first.abs(),
+        "{name}: loss did not fall: {first} -> {last}"
     );
+    assert!(warnings.is_empty(), "{name}: {warnings:?}");
 }
 
 #[test]
 fn simclr_trains_and_does_not_collapse() {
-    trains_without_collapse(MethodConfig::Simclr(Default::default()));
+    trains_without_collapse(Case::new(MethodConfig::Simclr(Default::default())), 0.02);
+}
+
+#[test]
+fn moco_v2_trains_and_does_not_collapse() {
+    let m = MocoV2Config {
+        projector: head(2, 32, false),
+        queue_size: 64,
+        symmetric: true,
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::MocoV2(m)), 0.02);
+}
+
+#[test]
+fn moco_v3_trains_and_does_not_collapse() {
+    let m = MocoV3Config {
+        projector: head(3, 32, true),
+        predictor: head(2, 32, false),
+        loss: InfoNceConfig { temperature: 0.2 },
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::MocoV3(m)), 0.02);
+}
+
+#[test]
+fn byol_trains_and_does_not_collapse() {
+    let m = ByolConfig {
+        projector: head(2, 32, false),
+        predictor: head(2, 32, false),
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::Byol(m)), 0.02);
+}
+
+#[test]
+fn simsiam_trains_and_does_not_collapse() {
+    let m = SimSiamConfig {
+        projector: head(3, 32, true),
+        predictor: HeadConfig {
+            hidden_dim: 16,
+            ..head(2, 32, false)
+        },
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::Simsiam(m)), 0.02);
+}
+
+#[test]
+fn dino_trains_and_does_not_collapse() {
+    let m = DinoConfig {
+        head: DinoHeadConfig {
+            layers: 3,
+            hidden_dim: 64,
+            bottleneck_dim: 32,
+            out_dim: 128,
+        },
+        freeze_last_layer_epochs: 1.0,
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::Dino(m)).multi_crop(), 0.02);
+}
+
+#[test]
+fn barlow_twins_trains_and_does_not_collapse() {
+    let m = BarlowTwinsMethodConfig {
+        projector: head(3, 64, false),
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::BarlowTwins(m)), 0.02);
+}
+
+#[test]
+fn vicreg_trains_and_does_not_collapse() {
+    let m = VicRegMethodConfig {
+        projector: head(3, 64, false),
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::Vicreg(m)), 0.02);
+}
+
+#[test]
+fn swav_trains_and_does_not_collapse() {
+    let m = SwavConfig {
+        projector: head(2, 32, false),
+        prototypes: 16,
+        freeze_prototypes_steps: 4,
+        ..Default::default()
+    };
+    trains_without_collapse(Case::new(MethodConfig::Swav(m)).multi_crop(), 0.02);
+}
+
+/// The paper's ablation: SimSiam without its stop-gradient collapses, and
+/// the monitors must say so.
+#[test]
+fn simsiam_without_stop_gradient_is_flagged() {
+    let m = SimSiamConfig {
+        projector: head(3, 32, true),
+        predictor: HeadConfig {
+            hidden_dim: 16,
+            ..head(2, 32, false)
+        },
+        stop_gradient: false,
+        ..Default::default()
+    };
+    let mut case = Case::new(MethodConfig::Simsiam(m));
+    case.epochs = 20;
+    let (name, _, last, warnings) = train(case);
+    assert!(
+        !warnings.is_empty(),
+        "{name}: collapse not flagged (final loss {last})"
+    );
+}
+
+/// BYOL without its predictor collapses (Grill et al., table 5b); flagged.
+#[test]
+fn byol_without_predictor_is_flagged() {
+    let m = ByolConfig {
+        projector: head(2, 32, false),
+        use_predictor: false,
+        ..Default::default()
+    };
+    let mut case = Case::new(MethodConfig::Byol(m));
+    case.epochs = 20;
+    let (name, _, last, warnings) = train(case);
+    assert!(
+        !warnings.is_empty(),
+        "{name}: collapse not flagged (final loss {last})"
+    );
+}
+
+#[test]
+fn incompatible_configs_are_refused_before_training() {
+    let facts = DataFacts {
+        images: 1000,
+        side: 28,
+        channels: 1,
+        batch_size: 256,
+    };
+    let model = EncoderConfig::default();
+    let big_queue = MethodConfig::MocoV2(MocoV2Config {
+        queue_size: 4096,
+        ..Default::default()
+    });
+    let e = big_queue
+        .validate(&model, &AugmentConfig::default(), &facts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("queue_size") && e.contains("1000"), "{e}");
+    let mut local = AugmentConfig::default();
+    local.local_crops = LocalCrops {
+        count: 2,
+        size: 40,
+        ..Default::default()
+    };
+    let e = MethodConfig::Dino(DinoConfig::default())
+        .validate(&model, &local, &facts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("local_crops.size"), "{e}");
+    local.local_crops.size = 12;
+    let e = MethodConfig::Byol(ByolConfig::default())
+        .validate(&model, &local, &facts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("multi-crop"), "{e}");
+}
+
+#[test]
+fn zz_explore() {
+    let which = std::env::var("EXPLORE").unwrap_or_default();
+    let lr: f64 = std::env::var("LR").map(|v| v.parse().unwrap()).unwrap_or(0.3);
+    let ep: usize = std::env::var("EP").map(|v| v.parse().unwrap()).unwrap_or(20);
+    let ema: f64 = std::env::var("EMA").map(|v| v.parse().unwrap()).unwrap_or(0.996);
+    let method = match which.as_str() {
+        "simsiam" => MethodConfig::Simsiam(SimSiamConfig {
+            projector: head(3, 32, true),
+            predictor: HeadConfig { hidden_dim: 16, ..head(2, 32, false) },
+            stop_gradient: false,
+            ..Default::default()
+        }),
+        "byol" => MethodConfig::Byol(ByolConfig {
+            projector: head(2, 32, false),
+            use_predictor: false,
+            ema: selfsup_core::ema::EmaConfig { base: ema, end: 1.0 },
+            ..Default::default()
+        }),
+        "dino" => MethodConfig::Dino(DinoConfig {
+            head: DinoHeadConfig { layers: 3, hidden_dim: 64, bottleneck_dim: 32, out_dim: 128 },
+            ema: selfsup_core::ema::EmaConfig { base: ema, end: 1.0 },
+            ..Default::default()
+        }),
+        "moco" => MethodConfig::MocoV2(MocoV2Config {
+            projector: head(2, 32, false),
+            queue_size: 32,
+            loss: InfoNceConfig { temperature: 0.5 },
+            symmetric: true,
+            ema: selfsup_core::ema::EmaConfig { base: ema, end: ema },
+            ..Default::default()
+        }),
+        _ => return,
+    };
+    let mut case = Case::new(method);
+    if which == "dino" { case = case.multi_crop(); }
+    case.optimizer.lr = lr;
+    if std::env::var("OPT").is_ok_and(|o| o == "adamw") {
+        case.optimizer.kind = selfsup_core::optim::OptimKind::AdamW;
+        case.optimizer.weight_decay = 0.04;
+    }
+    case.epochs = ep;
+    let _ = train(case);
 }

@@ -76,6 +76,32 @@ impl EmaTeacher {
         teacher_prefix: &str,
         cfg: EmaConfig,
     ) -> Result<Self> {
+        Self::with_prefixes(vs, &[(student_prefix, teacher_prefix)], cfg)
+    }
+
+    /// Like [`EmaTeacher::new`] for several `(student, teacher)` prefix pairs
+    /// (an encoder and its projector, say), followed with one momentum.
+    pub fn with_prefixes(
+        vs: &nn::VarStore,
+        prefixes: &[(&str, &str)],
+        cfg: EmaConfig,
+    ) -> Result<Self> {
+        let mut pairs = Vec::new();
+        for (s, t) in prefixes {
+            pairs.extend(Self::pair(vs, s, t)?);
+        }
+        Ok(Self {
+            pairs,
+            cfg,
+            last_momentum: f64::NAN,
+        })
+    }
+
+    fn pair(
+        vs: &nn::VarStore,
+        student_prefix: &str,
+        teacher_prefix: &str,
+    ) -> Result<Vec<(Tensor, Tensor)>> {
         let vars = vs.variables();
         let under = |prefix: &str| -> BTreeMap<String, Tensor> {
             let p = format!("{prefix}.");
@@ -119,11 +145,7 @@ impl EmaTeacher {
                 t.shallow_clone().copy_(s);
             }
         });
-        Ok(Self {
-            pairs,
-            cfg,
-            last_momentum: f64::NAN,
-        })
+        Ok(pairs)
     }
 
     /// `teacher <- m * teacher + (1 - m) * student` with the momentum of the

@@ -14,6 +14,9 @@ pub struct HeadConfig {
     pub layers: usize,
     /// Batch norm after each hidden linear layer.
     pub batch_norm: bool,
+    /// Batch norm without affine parameters after the output layer too
+    /// (SimSiam's and MoCo v3's projectors).
+    pub last_batch_norm: bool,
 }
 
 impl Default for HeadConfig {
@@ -23,6 +26,7 @@ impl Default for HeadConfig {
             out_dim: 128,
             layers: 2,
             batch_norm: true,
+            last_batch_norm: false,
         }
     }
 }
@@ -32,6 +36,7 @@ impl Default for HeadConfig {
 pub struct MlpHead {
     hidden: Vec<(nn::Linear, Option<nn::BatchNorm>)>,
     last: nn::Linear,
+    last_bn: Option<nn::BatchNorm>,
 }
 
 impl MlpHead {
@@ -49,7 +54,18 @@ impl MlpHead {
             dim = cfg.hidden_dim;
         }
         let last = nn::linear(p / "out", dim, cfg.out_dim, Default::default());
-        Self { hidden, last }
+        let last_bn = cfg.last_batch_norm.then(|| {
+            let bn = nn::BatchNormConfig {
+                affine: false,
+                ..Default::default()
+            };
+            nn::batch_norm1d(p / "out_bn", cfg.out_dim, bn)
+        });
+        Self {
+            hidden,
+            last,
+            last_bn,
+        }
     }
 }
 
@@ -63,7 +79,11 @@ impl ModuleT for MlpHead {
             }
             h = h.relu();
         }
-        h.apply(&self.last)
+        let out = h.apply(&self.last);
+        match &self.last_bn {
+            Some(bn) => out.apply_t(bn, train),
+            None => out,
+        }
     }
 }
 
@@ -82,6 +102,7 @@ mod tests {
                 out_dim: 8,
                 layers: 3,
                 batch_norm: true,
+                last_batch_norm: true,
             },
         );
         let out = head.forward_t(

@@ -4,6 +4,7 @@
 //! embeddings and a [`target`]; a loss ([`loss`]) compares them; the [`trainer`]
 //! optimises, schedules, checkpoints and watches for collapse ([`monitor`]);
 //! [`eval`] measures what the representation is worth.
+pub mod autocast;
 pub mod checkpoint;
 pub mod device;
 pub mod distributed;

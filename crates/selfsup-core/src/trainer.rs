@@ -38,7 +38,8 @@ pub struct TrainerConfig {
     pub grad_clip: Option<f64>,
     /// Also checkpoint every N steps inside an epoch (0: at epoch ends only).
     pub checkpoint_every: u64,
-    /// Mixed precision (autocast) on CUDA; ignored on the CPU.
+    /// Mixed precision on CUDA: autocast in bfloat16 (no loss scaling
+    /// needed); ignored on the CPU.
     pub mixed_precision: bool,
     /// Collapse warning thresholds.
     pub collapse: CollapseThresholds,
@@ -256,6 +257,9 @@ impl Trainer {
         let mut train_seconds = 0.0;
         let mut trained_samples = 0usize;
         let mut step = start;
+        if self.cfg.mixed_precision && self.device.is_cuda() {
+            crate::autocast::set_cuda_autocast_dtype(crate::autocast::AutocastDtype::BFloat16)?;
+        }
         let first_epoch = (start / bpe) as usize;
         for epoch in first_epoch..self.cfg.epochs {
             let skip = if epoch == first_epoch {
@@ -624,6 +628,7 @@ mod tests {
                     out_dim: 8,
                     layers: 2,
                     batch_norm: true,
+                    last_batch_norm: false,
                 },
             );
             let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -59,14 +59,18 @@ impl Shared {
         stop: Option<&AtomicBool>,
     ) -> Option<Batch> {
         let (aug, data) = (&self.aug, &*self.data);
-        let (nv, vl, b) = (aug.views_per_image(), aug.view_len(), indices.len());
-        let s = aug.out_size() as i64;
-        let shape = [b as i64, aug.channels() as i64, s, s];
+        let (b, c) = (indices.len(), aug.channels());
+        let sizes = aug.view_sizes();
+        let globals = aug.config().views;
         // The views are written straight into the tensors' storage.
-        let mut tensors: Vec<OwnedF32> = (0..nv).map(|_| OwnedF32::zeros(&shape)).collect();
-        let mut slots: Vec<Vec<&mut [f32]>> = (0..b).map(|_| Vec::with_capacity(nv)).collect();
-        for buf in tensors.iter_mut().map(OwnedF32::as_mut_slice) {
-            for (slot, chunk) in slots.iter_mut().zip(buf.chunks_exact_mut(vl)) {
+        let mut tensors: Vec<OwnedF32> = sizes
+            .iter()
+            .map(|&s| OwnedF32::zeros(&[b as i64, c as i64, s as i64, s as i64]))
+            .collect();
+        let mut slots: Vec<Vec<&mut [f32]>> =
+            (0..b).map(|_| Vec::with_capacity(sizes.len())).collect();
+        for (buf, &s) in tensors.iter_mut().map(OwnedF32::as_mut_slice).zip(&sizes) {
+            for (slot, chunk) in slots.iter_mut().zip(buf.chunks_exact_mut(c * s * s)) {
                 slot.push(chunk);
             }
         }
@@ -81,8 +85,8 @@ impl Shared {
                 }
                 let mut rng = sample_rng(key, first_pos + j as u64);
                 let img = data.image(idx);
-                for v in views.iter_mut() {
-                    aug.augment_into(img, h, w, &mut rng, v, scratch);
+                for (i, v) in views.iter_mut().enumerate() {
+                    aug.augment_view_into(img, h, w, &mut rng, i >= globals, v, scratch);
                 }
             });
         if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
@@ -216,7 +220,8 @@ impl ViewLoader {
 
     /// The views of the images `indices` (in that order), augmented with
     /// generators drawn from `seed` alone: the fixed inputs of the collapse
-    /// monitors. Returns `views_per_image` tensors of shape `[n, C, S, S]`.
+    /// monitors. Returns `views_per_image` tensors of shape `[n, C, S, S]`
+    /// (`S` the side of each view: full-size views first, then local crops).
     pub fn views_of(&self, indices: &[usize], seed: u64) -> Vec<Tensor> {
         let key = mix(seed ^ FIXED_VIEWS_SALT);
         match self.shared.build(indices, key, 0, None) {

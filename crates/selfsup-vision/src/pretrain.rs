@@ -5,7 +5,9 @@ use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
-use crate::methods::{MethodConfig, SimClr};
+use crate::methods::{
+    BarlowTwins, Byol, DataFacts, Dino, MethodConfig, MocoV2, MocoV3, SimClr, SimSiam, Swav, VicReg,
+};
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
@@ -163,28 +165,43 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
     ds.map_err(Error::from)
 }
 
-/// Builds the method a config asks for.
+/// Builds the method a config asks for (after [`MethodConfig::validate`]).
 pub fn build_method(
     cfg: &VisionRunConfig,
     device: tch::Device,
     in_channels: i64,
-) -> Box<dyn VisionMethod> {
-    match &cfg.method {
-        MethodConfig::Simclr(m) => Box::new(SimClr::new(device, &cfg.model, in_channels, m)),
-    }
+) -> Result<Box<dyn VisionMethod>> {
+    let (m, c) = (&cfg.model, in_channels);
+    Ok(match &cfg.method {
+        MethodConfig::Simclr(x) => Box::new(SimClr::new(device, m, c, x)),
+        MethodConfig::MocoV2(x) => Box::new(MocoV2::new(device, m, c, x)?),
+        MethodConfig::MocoV3(x) => Box::new(MocoV3::new(device, m, c, x)?),
+        MethodConfig::Byol(x) => Box::new(Byol::new(device, m, c, x)?),
+        MethodConfig::Simsiam(x) => Box::new(SimSiam::new(device, m, c, x)),
+        MethodConfig::Dino(x) => Box::new(Dino::new(device, m, c, x)?),
+        MethodConfig::BarlowTwins(x) => Box::new(BarlowTwins::new(device, m, c, x)),
+        MethodConfig::Vicreg(x) => Box::new(VicReg::new(device, m, c, x)),
+        MethodConfig::Swav(x) => Box::new(Swav::new(device, m, c, x)),
+    })
 }
 
 /// A method whose encoder can be exported.
 pub trait VisionMethod: Method {
     /// Variable prefix of the encoder inside the method's var store.
-    fn encoder_prefix(&self) -> &'static str;
-}
-
-impl VisionMethod for SimClr {
     fn encoder_prefix(&self) -> &'static str {
-        SimClr::ENCODER_PREFIX
+        "encoder"
     }
 }
+
+impl VisionMethod for SimClr {}
+impl VisionMethod for MocoV2 {}
+impl VisionMethod for MocoV3 {}
+impl VisionMethod for Byol {}
+impl VisionMethod for SimSiam {}
+impl VisionMethod for Dino {}
+impl VisionMethod for BarlowTwins {}
+impl VisionMethod for VicReg {}
+impl VisionMethod for Swav {}
 
 /// Encoder features of `xs` in chunks, on the method's device, returned on the CPU.
 pub fn features<M: Method + ?Sized>(method: &M, xs: &Tensor, chunk: i64) -> Tensor {
@@ -377,6 +394,16 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     let norm = Normalize::for_channels(train.channels);
     let in_channels = train.channels as i64;
     let data = EvalData::new(&train, &test, &norm)?;
+    cfg.method.validate(
+        &cfg.model,
+        &cfg.augment,
+        &DataFacts {
+            images: train.len(),
+            side: train.height,
+            channels: train.channels,
+            batch_size: cfg.run.batch_size,
+        },
+    )?;
     let train = Arc::new(train);
 
     let augmenter = Augmenter::new(
@@ -392,7 +419,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         cfg.trainer.seed,
     );
     tch::manual_seed(cfg.trainer.seed as i64);
-    let mut method = build_method(cfg, device, in_channels);
+    let mut method = build_method(cfg, device, in_channels)?;
 
     let raw_knn = data.knn(&data.raw_features(), &cfg.eval.knn)?;
     let monitor_n = cfg.eval.monitor_images.min(train.len());

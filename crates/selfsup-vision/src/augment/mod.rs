@@ -72,6 +72,43 @@ pub struct AugmentConfig {
     pub blur: GaussianBlur,
     /// Solarisation.
     pub solarize: Solarize,
+    /// Extra small crops per image (multi-crop: DINO, SwAV), after the
+    /// `views` full-size ones.
+    pub local_crops: LocalCrops,
+}
+
+/// Multi-crop (Caron et al. 2020): `count` extra low-resolution views of
+/// small regions, through the same pipeline otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalCrops {
+    /// Local views per image (0: multi-crop off).
+    pub count: usize,
+    /// Side of the local views in pixels (DINO: 96 for 224; 0 picks 3/7 of the global side).
+    pub size: usize,
+    /// Area range of the local crops (DINO: `[0.05, 0.4]`).
+    pub scale: (f64, f64),
+}
+
+impl Default for LocalCrops {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            size: 0,
+            scale: (0.05, 0.4),
+        }
+    }
+}
+
+impl LocalCrops {
+    /// The side of the local views for global views of side `global`.
+    pub fn side_for(&self, global: usize) -> usize {
+        if self.size == 0 {
+            ((global * 3) as f64 / 7.0).round().max(1.0) as usize
+        } else {
+            self.size
+        }
+    }
 }
 
 impl Default for AugmentConfig {
@@ -84,6 +121,7 @@ impl Default for AugmentConfig {
             grayscale: RandomGrayscale::default(),
             blur: GaussianBlur::default(),
             solarize: Solarize::default(),
+            local_crops: LocalCrops::default(),
         }
     }
 }
@@ -99,7 +137,16 @@ impl AugmentConfig {
         self.color_jitter.validate()?;
         self.grayscale.validate()?;
         self.blur.validate()?;
-        self.solarize.validate()
+        self.solarize.validate()?;
+        if self.local_crops.count > 0 {
+            RandomResizedCrop {
+                scale: self.local_crops.scale,
+                ratio: self.crop.ratio,
+            }
+            .validate()
+            .map_err(|e| Error::Config(format!("augment.local_crops: {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +176,10 @@ pub struct Augmenter {
     scale: Vec<f32>,
     shift: Vec<f32>,
     blur_kernel: usize,
+    /// Multi-crop: side, crop and blur kernel of the local views.
+    local_size: usize,
+    local_crop: RandomResizedCrop,
+    local_blur_kernel: usize,
 }
 
 impl Augmenter {
@@ -160,6 +211,17 @@ impl Augmenter {
             .map(|(m, s)| m / s)
             .collect();
         let blur_kernel = cfg.blur.kernel_for(out_size);
+        let local_size = cfg.local_crops.side_for(out_size);
+        if cfg.local_crops.count > 0 && local_size > out_size {
+            return Err(Error::Config(format!(
+                "augment.local_crops.size {local_size} does not fit the {out_size}x{out_size} views: local crops must be at most as large as the global ones"
+            )));
+        }
+        let local_crop = RandomResizedCrop {
+            scale: cfg.local_crops.scale,
+            ratio: cfg.crop.ratio,
+        };
+        let local_blur_kernel = cfg.blur.kernel_for(local_size);
         Ok(Self {
             cfg,
             channels: in_channels,
@@ -169,6 +231,9 @@ impl Augmenter {
             scale,
             shift,
             blur_kernel,
+            local_size,
+            local_crop,
+            local_blur_kernel,
         })
     }
 
@@ -199,9 +264,18 @@ impl Augmenter {
     pub fn view_len(&self) -> usize {
         self.channels * self.out_size * self.out_size
     }
-    /// Views per image.
+    /// Views per image: the full-size ones, then the local crops.
     pub fn views_per_image(&self) -> usize {
-        self.cfg.views
+        self.cfg.views + self.cfg.local_crops.count
+    }
+    /// Side of every view of an image, in order (full-size views first).
+    pub fn view_sizes(&self) -> Vec<usize> {
+        let mut v = vec![self.out_size; self.cfg.views];
+        v.extend(std::iter::repeat_n(
+            self.local_size,
+            self.cfg.local_crops.count,
+        ));
+        v
     }
     /// Smallest and largest value a normalised view can hold, per channel.
     pub fn value_range(&self) -> Vec<(f32, f32)> {
@@ -227,12 +301,33 @@ impl Augmenter {
         out: &mut [f32],
         scratch: &mut Scratch,
     ) {
-        let (c, s) = (self.channels, self.out_size);
+        self.augment_view_into(img, h, w, rng, false, out, scratch);
+    }
+
+    /// Like [`Augmenter::augment_into`], for a local (multi-crop) view when
+    /// `local`: `C * L * L` floats, `L` the local side.
+    #[allow(clippy::too_many_arguments)]
+    pub fn augment_view_into(
+        &self,
+        img: &[u8],
+        h: usize,
+        w: usize,
+        rng: &mut ChaCha8Rng,
+        local: bool,
+        out: &mut [f32],
+        scratch: &mut Scratch,
+    ) {
+        let (crop_cfg, s, kernel) = if local {
+            (&self.local_crop, self.local_size, self.local_blur_kernel)
+        } else {
+            (&self.cfg.crop, self.out_size, self.blur_kernel)
+        };
+        let c = self.channels;
         assert_eq!(img.len(), h * w * c, "image is not {h}x{w}x{c}");
-        assert_eq!(out.len(), self.view_len(), "view buffer is not {c}x{s}x{s}");
+        assert_eq!(out.len(), c * s * s, "view buffer is not {c}x{s}x{s}");
         // Every draw first, in a fixed order.
         let cfg = &self.cfg;
-        let crop = cfg.crop.sample(h, w, rng);
+        let crop = crop_cfg.sample(h, w, rng);
         let mirror = cfg.flip.sample(rng);
         let jitter = cfg.color_jitter.sample(rng);
         let gray = cfg.grayscale.sample(rng);
@@ -249,7 +344,7 @@ impl Augmenter {
             color::to_grayscale(work, c);
         }
         if let Some(sigma) = sigma {
-            blur::gaussian_blur(work, s, s, c, self.blur_kernel, sigma, &mut scratch.blur);
+            blur::gaussian_blur(work, s, s, c, kernel, sigma, &mut scratch.blur);
         }
         if sol {
             solarize::solarize(work, cfg.solarize.threshold as f32);
@@ -284,7 +379,7 @@ impl ViewGenerator<[u8]> for Augmenter {
     type View = Vec<f32>;
 
     fn num_views(&self) -> usize {
-        self.cfg.views
+        self.views_per_image()
     }
 
     /// `num_views()` views of an `input_size` HWC image.
@@ -294,10 +389,13 @@ impl ViewGenerator<[u8]> for Augmenter {
     fn views(&self, sample: &[u8], rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
         let (h, w) = self.input;
         let mut scratch = Scratch::default();
-        (0..self.cfg.views)
-            .map(|_| {
-                let mut v = vec![0.0; self.view_len()];
-                self.augment_into(sample, h, w, rng, &mut v, &mut scratch);
+        self.view_sizes()
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut v = vec![0.0; self.channels * s * s];
+                let local = i >= self.cfg.views;
+                self.augment_view_into(sample, h, w, rng, local, &mut v, &mut scratch);
                 v
             })
             .collect()
@@ -407,6 +505,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn multi_crop_views() {
+        let cfg = AugmentConfig {
+            local_crops: LocalCrops {
+                count: 3,
+                size: 12,
+                ..Default::default()
+            },
+            ..strong()
+        };
+        let aug = Augmenter::new(cfg.clone(), 1, 28, Normalize::for_channels(1)).unwrap();
+        assert_eq!(aug.view_sizes(), vec![28, 28, 12, 12, 12]);
+        let img = random_image(28, 28, 1, 4);
+        let views = aug.views(&img, &mut ChaCha8Rng::seed_from_u64(1));
+        let lens: Vec<usize> = views.iter().map(Vec::len).collect();
+        assert_eq!(lens, vec![784, 784, 144, 144, 144]);
+        assert_ne!(views[2], views[3]);
+        // A local side larger than the image is refused, naming the key.
+        let too_big = AugmentConfig {
+            local_crops: LocalCrops {
+                count: 2,
+                size: 40,
+                ..Default::default()
+            },
+            ..cfg
+        };
+        let e = Augmenter::new(too_big, 1, 28, Normalize::for_channels(1)).unwrap_err();
+        assert!(e.to_string().contains("local_crops.size"), "{e}");
+        assert_eq!(LocalCrops::default().side_for(224), 96);
     }
 
     #[test]
