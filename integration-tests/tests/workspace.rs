@@ -88,6 +88,7 @@ struct Case {
     augment: AugmentConfig,
     optimizer: OptimConfig,
     epochs: usize,
+    warmup_epochs: f64,
 }
 
 impl Case {
@@ -100,6 +101,7 @@ impl Case {
                 ..Default::default()
             },
             epochs: 8,
+            warmup_epochs: 0.0,
         }
     }
     fn multi_crop(mut self) -> Self {
@@ -160,7 +162,7 @@ fn train_full(case: Case) -> (String, Vec<f64>, Vec<String>, CollapseStats) {
         seed: 1,
         optimizer: case.optimizer,
         schedule: LrSchedule {
-            warmup_epochs: 0.0,
+            warmup_epochs: case.warmup_epochs,
             final_lr_ratio: 0.1,
         },
         ..Default::default()
@@ -248,6 +250,7 @@ fn dino_trains_and_does_not_collapse() {
             hidden_dim: 64,
             bottleneck_dim: 32,
             out_dim: 128,
+            batch_norm: true,
         },
         freeze_last_layer_epochs: 1.0,
         ..Default::default()
@@ -380,8 +383,14 @@ fn zz_explore() {
             ..Default::default()
         }),
         "dino" => MethodConfig::Dino(DinoConfig {
-            head: DinoHeadConfig { layers: 3, hidden_dim: 64, bottleneck_dim: 32, out_dim: 128 },
+            head: DinoHeadConfig { layers: 3, hidden_dim: 64, bottleneck_dim: 32, out_dim: std::env::var("K").map(|v| v.parse().unwrap()).unwrap_or(128), batch_norm: std::env::var("BN").is_ok() },
             ema: selfsup_core::ema::EmaConfig { base: ema, end: 1.0 },
+            loss: selfsup_core::loss::DinoLossConfig {
+                teacher_temp: std::env::var("TT").map(|v| v.parse().unwrap()).unwrap_or(0.04),
+                warmup_teacher_temp: std::env::var("TT").map(|v| v.parse().unwrap()).unwrap_or(0.04),
+                ..Default::default()
+            },
+            freeze_last_layer_epochs: 0.0,
             ..Default::default()
         }),
         "moco" => MethodConfig::MocoV2(MocoV2Config {
@@ -395,12 +404,13 @@ fn zz_explore() {
         _ => return,
     };
     let mut case = Case::new(method);
-    if which == "dino" { case = case.multi_crop(); }
+    if which == "dino" && std::env::var("LOCAL").is_ok_and(|v| v == "1") { case = case.multi_crop(); }
     case.optimizer.lr = lr;
     if std::env::var("OPT").is_ok_and(|o| o == "adamw") {
         case.optimizer.kind = selfsup_core::optim::OptimKind::AdamW;
         case.optimizer.weight_decay = 0.04;
     }
     case.epochs = ep;
+    case.warmup_epochs = std::env::var("WARM").map(|v| v.parse().unwrap()).unwrap_or(0.0);
     let _ = train(case);
 }

@@ -270,3 +270,78 @@ pub fn bench(quick: bool) -> Result<()> {
     println!("\nwritten {}", path.display());
     Ok(())
 }
+
+/// Pre-trains every vision method on its CPU preset (the same encoder,
+/// batch, images and epochs) and prints one markdown table: final-epoch kNN
+/// and linear probe on the test split, wall time, training images/s, peak
+/// RSS, beside the raw-pixel baselines. Written to `target/bench/methods.md`.
+pub fn methods_table(which: &str) -> Result<()> {
+    let env = torch_env::ensure()?;
+    let data = fetch::fetch("fashion-mnist", false)?;
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut presets: Vec<String> = std::fs::read_dir(workspace_root().join("configs/vision"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix("-cpu.toml").map(str::to_string)
+        })
+        .collect();
+    presets.sort();
+    if which != "all" {
+        let wanted: Vec<&str> = which.split(',').map(str::trim).collect();
+        if let Some(bad) = wanted.iter().find(|w| !presets.iter().any(|p| p == *w)) {
+            anyhow::bail!("no preset configs/vision/{bad}-cpu.toml; available: {}", presets.join(", "));
+        }
+        presets.retain(|p| wanted.contains(&p.as_str()));
+    }
+    let bin = crate::build_cli(&env)?;
+    let mut rows = Vec::new();
+    for m in &presets {
+        let config = workspace_root().join(format!("configs/vision/{m}-cpu.toml"));
+        let run_dir = out_dir.join(format!("methods/{m}"));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let mut cmd = Command::new(&bin);
+        cmd.arg("pretrain")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(&run_dir);
+        env.apply(&mut cmd);
+        println!("\n== {m}");
+        run(&mut cmd)?;
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
+        rows.push((m.clone(), v));
+    }
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let pct = |x: f64| if x.is_finite() { format!("{:.2}", 100.0 * x) } else { "n/a".into() };
+    let mut md = String::from(
+        "| method | kNN top-1 % | linear top-1 % | wall s | train img/s | peak RSS MB | collapse warnings | command |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for (m, v) in &rows {
+        let warnings = v["collapse_warnings"].as_array().map_or(0, Vec::len);
+        md += &format!(
+            "| {m} | {} | {} | {:.0} | {:.0} | {:.0} | {warnings} | `selfsup pretrain --config configs/vision/{m}-cpu.toml --data <fashion-mnist>` |\n",
+            pct(f(v, "knn_top1")),
+            pct(f(v, "linear_top1")),
+            f(v, "wall_seconds"),
+            f(v, "train_images_per_s"),
+            f(v, "peak_rss_mb"),
+        );
+    }
+    if let Some((_, v)) = rows.first() {
+        md += &format!(
+            "| raw pixels (baseline) | {} | {} | | | | | same code, no encoder |\n",
+            pct(f(v, "raw_knn_top1")),
+            pct(f(v, "raw_linear_top1"))
+        );
+    }
+    println!("\n{md}");
+    let path = out_dir.join("methods.md");
+    std::fs::write(&path, &md)?;
+    println!("written {}", path.display());
+    Ok(())
+}

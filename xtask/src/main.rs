@@ -65,6 +65,10 @@ enum Cmd {
         /// Skip the (slow) end-to-end comparison with lightly.
         #[arg(long)]
         quick: bool,
+        /// Instead: run every `configs/vision/<method>-cpu.toml` (or the ones
+        /// named, comma-separated) and print one comparison table.
+        #[arg(long, num_args = 0..=1, default_missing_value = "all")]
+        methods: Option<String>,
     },
 }
 
@@ -91,7 +95,11 @@ fn main() -> Result<()> {
             resume,
         } => pretrain_vision(&method, &preset, epochs, device, run_dir, resume),
         Cmd::Test { args } => test(&args),
-        Cmd::Bench { quick } => bench::bench(quick),
+        Cmd::Bench {
+            methods: Some(which),
+            ..
+        } => bench::methods_table(&which),
+        Cmd::Bench { quick, .. } => bench::bench(quick),
     }
 }
 

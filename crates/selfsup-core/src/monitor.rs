@@ -227,6 +227,12 @@ fn uniformity(u: &Tensor) -> f64 {
 /// 4 of 128, steeply decaying spectra) while leaving healthy but
 /// anisotropic embeddings (offsets, ReLU, 1/k spectra) alone; `rankme < 1.5`
 /// catches a single direction in small dimensions where the ratio cannot.
+/// `uniformity > -0.5` flags embeddings crowded into a small cap of the
+/// sphere (the mean Gaussian potential `exp(-2 |u - v|^2)` above 0.6): spread
+/// embeddings sit near -2 to -4 (SimCLR on Fashion-MNIST: -2.7 to -3.2), a
+/// collapsed batch at 0. It catches collapse that batch norm at the end of a
+/// projector hides from the std and rank (SimSiam without stop-gradient,
+/// BYOL without predictor).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollapseThresholds {
@@ -238,6 +244,8 @@ pub struct CollapseThresholds {
     pub min_rank_ratio: f64,
     /// Warn of dimensional collapse below this absolute RankMe.
     pub min_rankme: f64,
+    /// Warn when [`CollapseStats::uniformity`] is above this (0 = one point).
+    pub max_uniformity: f64,
 }
 
 impl Default for CollapseThresholds {
@@ -247,6 +255,7 @@ impl Default for CollapseThresholds {
             min_std_ratio: 0.1,
             min_rank_ratio: 0.05,
             min_rankme: 1.5,
+            max_uniformity: -0.5,
         }
     }
 }
@@ -279,6 +288,12 @@ impl CollapseThresholds {
                 stats.rank_ratio,
                 self.min_rank_ratio,
                 self.min_rankme
+            ));
+        }
+        if stats.uniformity.is_finite() && stats.uniformity > self.max_uniformity {
+            out.push(format!(
+                "possible collapse: embeddings crowd together (uniformity {:.3}, warning above {}; spread embeddings sit near -2 to -4)",
+                stats.uniformity, self.max_uniformity
             ));
         }
         out
@@ -364,13 +379,19 @@ mod tests {
         let thresholds = CollapseThresholds::default();
         let spectrum = Tensor::arange_start(1, 129, (Kind::Float, Device::Cpu)).reciprocal();
         for z in [
-            g.randn(&[512, 128]) + 3.0,
+            g.randn(&[512, 128]) + 1.0,
             g.randn(&[512, 128]).relu(),
             g.randn(&[512, 128]) * spectrum,
         ] {
             let s = collapse_stats(&z, None);
             assert!(thresholds.warnings(&s).is_empty(), "{s:?}");
         }
+        // A shared offset carrying 90% of the energy: not collapsed (std and
+        // rank are fine) but crowded into a cap, which uniformity reports.
+        let s = collapse_stats(&(g.randn(&[512, 128]) + 3.0), None);
+        let w = thresholds.warnings(&s);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("crowd together"), "{w:?}");
     }
 
     #[test]
@@ -382,7 +403,8 @@ mod tests {
         assert!(s.rankme < 1.5, "{s:?}");
         assert!(s.uniformity > -1e-3, "{s:?}");
         let w = s.warnings(&CollapseThresholds::default());
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[2].contains("crowd together"), "{w:?}");
         assert!(w[0].contains("nearly identical"), "{w:?}");
         assert!(
             w[1].contains("effective rank 1.1 of 128 dims (RankMe"),
@@ -493,7 +515,7 @@ mod tests {
         let s = collapse_stats(&zero, None);
         assert_eq!(s.rankme, 0.0);
         assert_eq!(s.std_ratio, 0.0);
-        assert_eq!(CollapseThresholds::default().warnings(&s).len(), 2);
+        assert_eq!(CollapseThresholds::default().warnings(&s).len(), 3);
         let one = collapse_stats(&g.randn(&[1, 8]), None);
         assert!(one.std_ratio.is_nan() && one.uniformity.is_nan());
         assert!((one.rankme - 1.0).abs() < 1e-3);

@@ -29,6 +29,11 @@ pub struct DinoHeadConfig {
     pub bottleneck_dim: i64,
     /// Prototypes, `K` (65536).
     pub out_dim: i64,
+    /// Batch norm after each hidden layer (DINO's `use_bn_in_head`). Convnet
+    /// features are post-ReLU averages that share a large common component;
+    /// without it every sample starts at almost the same point on the sphere
+    /// and the teacher's centred output is flat from step 0.
+    pub batch_norm: bool,
 }
 
 impl Default for DinoHeadConfig {
@@ -38,6 +43,7 @@ impl Default for DinoHeadConfig {
             hidden_dim: 2048,
             bottleneck_dim: 256,
             out_dim: 65536,
+            batch_norm: false,
         }
     }
 }
@@ -45,6 +51,7 @@ impl Default for DinoHeadConfig {
 /// The head's layers (`mlp.{i}`, `last_layer.weight`).
 struct DinoHead {
     mlp: Vec<nn::Linear>,
+    bns: Vec<nn::BatchNorm>,
     last: Tensor,
 }
 
@@ -62,11 +69,18 @@ impl DinoHead {
             bs_init: Some(nn::Init::Const(0.0)),
             bias: true,
         };
-        let mlp = dims
+        let mlp: Vec<nn::Linear> = dims
             .windows(2)
             .enumerate()
             .map(|(i, d)| nn::linear(p / "mlp" / i, d[0], d[1], lin))
             .collect();
+        let bns = if cfg.batch_norm {
+            (0..mlp.len() - 1)
+                .map(|i| nn::batch_norm1d(p / "bn" / i, dims[i + 1], Default::default()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let last = (p / "last_layer").var(
             "weight",
             &[cfg.out_dim, cfg.bottleneck_dim],
@@ -75,25 +89,33 @@ impl DinoHead {
                 stdev: 0.02,
             },
         );
-        Self { mlp, last }
+        Self { mlp, bns, last }
     }
 
     /// Logits `[n, K]`; with `freeze_last` no gradient reaches the last layer.
-    fn forward(&self, xs: &Tensor, freeze_last: bool) -> Tensor {
-        let mut h = xs.shallow_clone();
-        let n = self.mlp.len();
-        for (i, l) in self.mlp.iter().enumerate() {
-            h = h.apply(l);
-            if i + 1 < n {
-                h = h.gelu("none");
-            }
-        }
+    fn forward(&self, xs: &Tensor, train: bool, freeze_last: bool) -> Tensor {
         let w = if freeze_last {
             self.last.detach()
         } else {
             self.last.shallow_clone()
         };
-        normalize(&h).matmul(&normalize(&w).tr())
+        normalize(&self.bottleneck(xs, train)).matmul(&normalize(&w).tr())
+    }
+
+    /// The bottleneck output, before l2 normalisation.
+    fn bottleneck(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut h = xs.shallow_clone();
+        let n = self.mlp.len();
+        for (i, l) in self.mlp.iter().enumerate() {
+            h = h.apply(l);
+            if i + 1 < n {
+                if let Some(bn) = self.bns.get(i) {
+                    h = h.apply_t(bn, train);
+                }
+                h = h.gelu("none");
+            }
+        }
+        h
     }
 }
 
@@ -191,14 +213,14 @@ impl Method for Dino {
         let student: Vec<Tensor> = batch
             .views
             .iter()
-            .map(|v| self.head.forward(&self.encoder.forward_t(v, true), freeze))
+            .map(|v| self.head.forward(&self.encoder.forward_t(v, true), true, freeze))
             .collect();
         let teacher: Vec<Tensor> = tch::no_grad(|| {
             batch.views[..2]
                 .iter()
                 .map(|v| {
                     self.t_head
-                        .forward(&self.t_encoder.forward_t(v, true), false)
+                        .forward(&self.t_encoder.forward_t(v, true), true, false)
                 })
                 .collect()
         });
@@ -236,7 +258,9 @@ impl Method for Dino {
     fn embed(&self, xs: &Tensor) -> Tensor {
         self.encoder.forward_t(xs, false)
     }
+    /// The head's bottleneck output: what the prototypes score (the
+    /// logits themselves have rank at most the bottleneck width).
     fn project(&self, xs: &Tensor) -> Tensor {
-        self.head.forward(&self.embed(xs), false)
+        self.head.bottleneck(&self.embed(xs), false)
     }
 }
