@@ -5,7 +5,7 @@ use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
-use crate::methods::{MethodConfig, SimClr};
+use crate::methods::{MethodConfig, Rotation, SimClr};
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
@@ -163,14 +163,40 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
     ds.map_err(Error::from)
 }
 
-/// Builds the method a config asks for.
+/// Builds the method a config asks for, for images of `in_channels`
+/// channels; fails when the method cannot train on such data (colorization
+/// on grey images) or its settings are inconsistent.
 pub fn build_method(
     cfg: &VisionRunConfig,
     device: tch::Device,
     in_channels: i64,
-) -> Box<dyn VisionMethod> {
-    match &cfg.method {
+) -> Result<Box<dyn VisionMethod>> {
+    Ok(match &cfg.method {
         MethodConfig::Simclr(m) => Box::new(SimClr::new(device, &cfg.model, in_channels, m)),
+        MethodConfig::Rotation(m) => Box::new(Rotation::new(device, &cfg.model, in_channels, m)?),
+    })
+}
+
+/// What an exported encoder takes: channels, their normalisation and, when
+/// the images are transformed before normalising, how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderInput {
+    /// Channels of the encoder's input.
+    pub channels: i64,
+    /// Per-channel mean/std applied to that input.
+    pub normalize: Normalize,
+    /// How the input is made from the images, when it is not the images themselves.
+    pub preprocess: Option<String>,
+}
+
+impl EncoderInput {
+    /// The images themselves, normalised with the default statistics.
+    pub fn images(channels: i64) -> Self {
+        Self {
+            channels,
+            normalize: Normalize::for_channels(channels as usize),
+            preprocess: None,
+        }
     }
 }
 
@@ -178,11 +204,22 @@ pub fn build_method(
 pub trait VisionMethod: Method {
     /// Variable prefix of the encoder inside the method's var store.
     fn encoder_prefix(&self) -> &'static str;
+    /// What the encoder takes when the method trains on `data_channels`-channel
+    /// images (default: those images).
+    fn encoder_input(&self, data_channels: i64) -> EncoderInput {
+        EncoderInput::images(data_channels)
+    }
 }
 
 impl VisionMethod for SimClr {
     fn encoder_prefix(&self) -> &'static str {
         SimClr::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Rotation {
+    fn encoder_prefix(&self) -> &'static str {
+        Rotation::ENCODER_PREFIX
     }
 }
 
@@ -297,7 +334,9 @@ pub fn load_splits(cfg: &DataConfig, dir: &Path) -> Result<(ImageDataset, ImageD
     Ok((train, load_split(cfg, dir, Split::Test)?))
 }
 
-/// Exports a method's encoder with its config into `dir`.
+/// Exports a method's encoder with its config into `dir`; `in_channels` are
+/// the channels of the training images (the encoder's own input may differ,
+/// see [`VisionMethod::encoder_input`]).
 pub fn export(
     cfg: &VisionRunConfig,
     method: &dyn VisionMethod,
@@ -305,12 +344,16 @@ pub fn export(
     dir: &Path,
     extra: serde_json::Value,
 ) -> Result<()> {
+    let input = method.encoder_input(in_channels);
     let mut info = serde_json::json!({
         "method": method.name(),
-        "in_channels": in_channels,
+        "in_channels": input.channels,
         "model": cfg.model,
-        "normalize": Normalize::for_channels(in_channels as usize),
+        "normalize": input.normalize,
     });
+    if let (Some(obj), Some(how)) = (info.as_object_mut(), input.preprocess) {
+        obj.insert("preprocess".into(), how.into());
+    }
     if let (Some(dst), serde_json::Value::Object(src)) = (info.as_object_mut(), extra) {
         dst.extend(src);
     }
@@ -392,14 +435,19 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         cfg.trainer.seed,
     );
     tch::manual_seed(cfg.trainer.seed as i64);
-    let mut method = build_method(cfg, device, in_channels);
+    let mut method = build_method(cfg, device, in_channels)?;
 
     let raw_knn = data.knn(&data.raw_features(), &cfg.eval.knn)?;
     let monitor_n = cfg.eval.monitor_images.min(train.len());
     let monitor_views = (monitor_n > 1).then(|| {
         let idx: Vec<usize> = (0..monitor_n).collect();
         let v = loader.views_of(&idx, cfg.trainer.seed ^ 0x5EED);
-        (v[0].shallow_clone(), v[1].shallow_clone())
+        // Single-view methods: the second view comes from another seed.
+        let second = match v.get(1) {
+            Some(b) => b.shallow_clone(),
+            None => loader.views_of(&idx, cfg.trainer.seed ^ 0x5EED ^ 1)[0].shallow_clone(),
+        };
+        (v[0].shallow_clone(), second)
     });
     let mut evaluator = VisionEvaluator {
         data,

@@ -1,6 +1,9 @@
 //! Vision methods, one per file, chosen by the `[method]` table of a run config.
+pub mod pretext;
+pub mod rotation;
 pub mod simclr;
 
+pub use rotation::{Rotation, RotationConfig};
 use serde::{Deserialize, Serialize};
 pub use simclr::{SimClr, SimClrConfig};
 
@@ -9,6 +12,8 @@ pub use simclr::{SimClr, SimClrConfig};
 #[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MethodConfig {
     Simclr(SimClrConfig),
+    /// Rotation prediction (Gidaris et al. 2018).
+    Rotation(RotationConfig),
 }
 
 impl Default for MethodConfig {
