@@ -1,8 +1,10 @@
 //! Vision methods, one per file, chosen by the `[method]` table of a run config.
+pub mod context;
 pub mod pretext;
 pub mod rotation;
 pub mod simclr;
 
+pub use context::{Context, ContextConfig};
 pub use rotation::{Rotation, RotationConfig};
 use serde::{Deserialize, Serialize};
 pub use simclr::{SimClr, SimClrConfig};
@@ -14,6 +16,8 @@ pub enum MethodConfig {
     Simclr(SimClrConfig),
     /// Rotation prediction (Gidaris et al. 2018).
     Rotation(RotationConfig),
+    /// Context prediction (Doersch et al. 2015).
+    Context(ContextConfig),
 }
 
 impl Default for MethodConfig {
