@@ -5,7 +5,7 @@ use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
-use crate::methods::{Context, MethodConfig, Rotation, SimClr};
+use crate::methods::{Context, Jigsaw, MethodConfig, Rotation, SimClr};
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
@@ -175,6 +175,7 @@ pub fn build_method(
         MethodConfig::Simclr(m) => Box::new(SimClr::new(device, &cfg.model, in_channels, m)),
         MethodConfig::Rotation(m) => Box::new(Rotation::new(device, &cfg.model, in_channels, m)?),
         MethodConfig::Context(m) => Box::new(Context::new(device, &cfg.model, in_channels, m)?),
+        MethodConfig::Jigsaw(m) => Box::new(Jigsaw::new(device, &cfg.model, in_channels, m)?),
     })
 }
 
@@ -221,6 +222,12 @@ impl VisionMethod for SimClr {
 impl VisionMethod for Rotation {
     fn encoder_prefix(&self) -> &'static str {
         Rotation::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Jigsaw {
+    fn encoder_prefix(&self) -> &'static str {
+        Jigsaw::ENCODER_PREFIX
     }
 }
 

@@ -1,10 +1,12 @@
 //! Vision methods, one per file, chosen by the `[method]` table of a run config.
 pub mod context;
+pub mod jigsaw;
 pub mod pretext;
 pub mod rotation;
 pub mod simclr;
 
 pub use context::{Context, ContextConfig};
+pub use jigsaw::{Jigsaw, JigsawConfig};
 pub use rotation::{Rotation, RotationConfig};
 use serde::{Deserialize, Serialize};
 pub use simclr::{SimClr, SimClrConfig};
@@ -18,6 +20,8 @@ pub enum MethodConfig {
     Rotation(RotationConfig),
     /// Context prediction (Doersch et al. 2015).
     Context(ContextConfig),
+    /// Jigsaw puzzles (Noroozi & Favaro 2016).
+    Jigsaw(JigsawConfig),
 }
 
 impl Default for MethodConfig {
