@@ -5,7 +5,7 @@ use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
-use crate::methods::{Context, Jigsaw, MethodConfig, Rotation, SimClr};
+use crate::methods::{Colorization, Context, Jigsaw, MethodConfig, Rotation, SimClr};
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
@@ -176,6 +176,13 @@ pub fn build_method(
         MethodConfig::Rotation(m) => Box::new(Rotation::new(device, &cfg.model, in_channels, m)?),
         MethodConfig::Context(m) => Box::new(Context::new(device, &cfg.model, in_channels, m)?),
         MethodConfig::Jigsaw(m) => Box::new(Jigsaw::new(device, &cfg.model, in_channels, m)?),
+        MethodConfig::Colorization(m) => Box::new(Colorization::new(
+            device,
+            &cfg.model,
+            in_channels,
+            &Normalize::for_channels(in_channels.max(0) as usize),
+            m,
+        )?),
     })
 }
 
@@ -228,6 +235,24 @@ impl VisionMethod for Rotation {
 impl VisionMethod for Jigsaw {
     fn encoder_prefix(&self) -> &'static str {
         Jigsaw::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Colorization {
+    fn encoder_prefix(&self) -> &'static str {
+        Colorization::ENCODER_PREFIX
+    }
+    /// The lightness channel: 1 channel whatever the data has.
+    fn encoder_input(&self, _data_channels: i64) -> EncoderInput {
+        EncoderInput {
+            channels: 1,
+            normalize: Colorization::lightness_normalize(),
+            preprocess: Some(
+                "the CIE L* (lightness, D65) channel of the sRGB image in [0, 1] as \
+                 skimage.color.rgb2lab computes it, divided by 100, then normalised with `normalize`"
+                    .into(),
+            ),
+        }
     }
 }
 

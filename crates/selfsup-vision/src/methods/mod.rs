@@ -1,10 +1,12 @@
 //! Vision methods, one per file, chosen by the `[method]` table of a run config.
+pub mod colorization;
 pub mod context;
 pub mod jigsaw;
 pub mod pretext;
 pub mod rotation;
 pub mod simclr;
 
+pub use colorization::{Colorization, ColorizationConfig};
 pub use context::{Context, ContextConfig};
 pub use jigsaw::{Jigsaw, JigsawConfig};
 pub use rotation::{Rotation, RotationConfig};
@@ -22,6 +24,8 @@ pub enum MethodConfig {
     Context(ContextConfig),
     /// Jigsaw puzzles (Noroozi & Favaro 2016).
     Jigsaw(JigsawConfig),
+    /// Colorization (Zhang et al. 2016); needs RGB data.
+    Colorization(ColorizationConfig),
 }
 
 impl Default for MethodConfig {
