@@ -551,3 +551,53 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     };
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::methods::{ColorizationConfig, RotationConfig};
+    use serde_json::json;
+
+    fn run_config(method: MethodConfig) -> VisionRunConfig {
+        VisionRunConfig {
+            model: EncoderConfig::SmallCnn {
+                channels: vec![8, 16],
+            },
+            method,
+            ..Default::default()
+        }
+    }
+
+    fn exported(cfg: &VisionRunConfig, data_channels: i64) -> serde_json::Value {
+        let method = build_method(cfg, tch::Device::Cpu, data_channels).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        export(cfg, method.as_ref(), data_channels, dir.path(), json!({})).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn colorization_exports_a_lightness_encoder() {
+        let cfg = run_config(MethodConfig::Colorization(ColorizationConfig::default()));
+        let info = exported(&cfg, 3);
+        assert_eq!(info["method"], "colorization");
+        assert_eq!(info["in_channels"], 1);
+        assert_eq!(info["normalize"]["mean"], json!([0.5]));
+        assert!(info["preprocess"].as_str().unwrap().contains("L*"));
+        let err = build_method(&cfg, tch::Device::Cpu, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("Fashion-MNIST"), "{err}");
+    }
+
+    #[test]
+    fn other_methods_export_the_data_channels() {
+        let cfg = run_config(MethodConfig::Rotation(RotationConfig::default()));
+        let info = exported(&cfg, 3);
+        assert_eq!(info["method"], "rotation");
+        assert_eq!(info["in_channels"], 3);
+        assert_eq!(info["normalize"]["mean"].as_array().unwrap().len(), 3);
+        assert!(info.get("preprocess").is_none());
+    }
+}

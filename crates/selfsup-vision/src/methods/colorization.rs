@@ -320,7 +320,9 @@ impl Colorization {
             .gather(1, &targets.unsqueeze(1), false)
             .squeeze_dim(1)
             .neg();
-        let w = weights.index_select(0, &targets.flatten(0, -1)).view_as(targets);
+        let w = weights
+            .index_select(0, &targets.flatten(0, -1))
+            .view_as(targets);
         (per_pixel * w).mean(Kind::Float)
     }
 
@@ -432,7 +434,10 @@ mod tests {
         ];
         let px: Vec<f32> = cases.iter().flat_map(|(p, _)| *p).collect();
         // [1, 3, 1, 9]: the pixels side by side.
-        let rgb = Tensor::from_slice(&px).view([1, 9, 3]).permute([0, 2, 1]).unsqueeze(2);
+        let rgb = Tensor::from_slice(&px)
+            .view([1, 9, 3])
+            .permute([0, 2, 1])
+            .unsqueeze(2);
         let lab = rgb_to_lab(&rgb);
         for (i, (p, want)) in cases.iter().enumerate() {
             for (c, w) in want.iter().enumerate() {
@@ -453,7 +458,10 @@ mod tests {
         let c = Vec::<i64>::try_from(ab_classes(&ab, 10.0, 23).flatten(0, -1)).unwrap();
         // (a_bin, b_bin): (0, 0), (11, 11) twice (grey is the centre bin),
         // (21, 12) and (22, 0) (clamped at both ends); 15 is a tie, rounded to even.
-        assert_eq!(c, vec![0, 11 * 23 + 11, 11 * 23 + 11, 21 * 23 + 12, 22 * 23]);
+        assert_eq!(
+            c,
+            vec![0, 11 * 23 + 11, 11 * 23 + 11, 21 * 23 + 12, 22 * 23]
+        );
     }
 
     #[test]
@@ -469,7 +477,10 @@ mod tests {
         .err()
         .unwrap()
         .to_string();
-        assert!(err.contains("Fashion-MNIST") && err.contains("RGB"), "{err}");
+        assert!(
+            err.contains("Fashion-MNIST") && err.contains("RGB"),
+            "{err}"
+        );
         assert!(err.contains("cifar10"), "{err}");
     }
 
@@ -518,7 +529,8 @@ mod tests {
         let qf = q as f64;
         let w = |p: f64| 1.0 / (0.5 * p + 0.5 / qf);
         let norm = 0.75 * w(0.75) + 0.25 * w(0.25);
-        let col = |j: i64| Vec::<f32>::try_from(logits.select(3, j).contiguous().view([-1])).unwrap();
+        let col =
+            |j: i64| Vec::<f32>::try_from(logits.select(3, j).contiguous().view([-1])).unwrap();
         let ce = |v: Vec<f32>, k: usize| {
             v.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln() - f64::from(v[k])
         };
@@ -543,7 +555,10 @@ mod tests {
         let top = Tensor::from_slice(&[0.9f32, 0.1, 0.1]).view([1, 3, 1, 1]);
         let bottom = Tensor::from_slice(&[0.1f32, 0.2, 0.9]).view([1, 3, 1, 1]);
         let rgb = Tensor::cat(
-            &[top.expand([n, 3, 8, 16], false), bottom.expand([n, 3, 8, 16], false)],
+            &[
+                top.expand([n, 3, 8, 16], false),
+                bottom.expand([n, 3, 8, 16], false),
+            ],
             2,
         ) * (Tensor::rand([n, 1, 16, 16], (Kind::Float, Device::Cpu)) * 0.3 + 0.7);
         let norm = Normalize::for_channels(3);
@@ -567,12 +582,19 @@ mod tests {
         let (first, last) = (losses[0], *losses.last().unwrap());
         assert!(last < 0.5 * first, "{losses:?}");
         // The histogram counted every target pixel: 30 steps x 16 images x 4 x 4.
-        assert_eq!(m.counts.sum(Kind::Float).double_value(&[]), (30 * 16 * 16) as f64);
+        assert_eq!(
+            m.counts.sum(Kind::Float).double_value(&[]),
+            (30 * 16 * 16) as f64
+        );
         let z = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu));
         let two = Batch {
             views: vec![z.shallow_clone(), z],
         };
-        assert!(m.step(&two, &ctx).unwrap_err().to_string().contains("views = 1"));
+        assert!(m
+            .step(&two, &ctx)
+            .unwrap_err()
+            .to_string()
+            .contains("views = 1"));
     }
 
     #[test]

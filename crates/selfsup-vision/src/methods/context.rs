@@ -229,7 +229,11 @@ mod tests {
             let i = i as i64;
             assert_eq!(corner(&centre, i), 1212, "centre patch starts at (12, 12)");
             let (dy, dx) = offsets[k as usize];
-            assert_eq!(corner(&neighbour, i), 1212 + dy * 1000 + dx * 10, "label {k}");
+            assert_eq!(
+                corner(&neighbour, i),
+                1212 + dy * 1000 + dx * 10,
+                "label {k}"
+            );
         }
         let mut seen = labels.clone();
         seen.sort();

@@ -187,7 +187,9 @@ impl PermutationSet {
                 // The nearest distance dominates, the sum (< 2^22) breaks ties.
                 let score = match selection {
                     PermutationSelection::Sum => u64::from(summed[k]),
-                    PermutationSelection::Min => (u64::from(nearest[k]) << 22) + u64::from(summed[k]),
+                    PermutationSelection::Min => {
+                        (u64::from(nearest[k]) << 22) + u64::from(summed[k])
+                    }
                 };
                 if best.1.is_none() || score > best.0 {
                     best = (score, Some(k));
@@ -279,16 +281,10 @@ impl Jigsaw {
     pub fn puzzles(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let side = square_side("jigsaw", x)?;
         let grid = TileGrid::new("jigsaw", side, self.cfg.tile_ratio, self.cfg.jitter)?;
-        let tiles: Vec<Tensor> = (0..TILES as i64)
-            .map(|k| grid.tile_of_cell(x, k))
-            .collect();
+        let tiles: Vec<Tensor> = (0..TILES as i64).map(|k| grid.tile_of_cell(x, k)).collect();
         let tiles = Tensor::stack(&tiles, 1);
         let n = x.size()[0];
-        let labels = Tensor::randint(
-            self.cfg.permutations as i64,
-            [n],
-            (Kind::Int64, x.device()),
-        );
+        let labels = Tensor::randint(self.cfg.permutations as i64, [n], (Kind::Int64, x.device()));
         let order = self
             .perms
             .to_device(x.device())
@@ -434,7 +430,11 @@ mod tests {
         let sum = PermutationSet::maximal_hamming(100, 0, Sum).unwrap();
         let min = PermutationSet::maximal_hamming(100, 0, Min).unwrap();
         assert_eq!(sum.min_hamming, 2);
-        assert!((sum.mean_hamming - 8.08).abs() < 0.005, "{}", sum.mean_hamming);
+        assert!(
+            (sum.mean_hamming - 8.08).abs() < 0.005,
+            "{}",
+            sum.mean_hamming
+        );
         assert_eq!(min.min_hamming, 6);
         assert!(PermutationSet::maximal_hamming(1, 0, Sum).is_err());
     }

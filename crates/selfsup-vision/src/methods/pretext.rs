@@ -250,7 +250,10 @@ pub(crate) mod tests {
             let left = t.select(3, 0).select(2, 0).select(1, 0).fmod(100.0);
             for (v, lo) in [(top, r0), (left, c0)] {
                 let (min, max) = (v.min().double_value(&[]), v.max().double_value(&[]));
-                assert!(min >= lo as f64 && max + 6.0 <= (lo + 9) as f64, "{k}: {min} {max}");
+                assert!(
+                    min >= lo as f64 && max + 6.0 <= (lo + 9) as f64,
+                    "{k}: {min} {max}"
+                );
                 // 64 images: every shift in -1..=1 shows up.
                 assert_eq!(max - min, 2.0, "tile {k}");
             }
@@ -278,7 +281,10 @@ pub(crate) mod tests {
         let err = prepare_tiles("jigsaw", tiles.shallow_clone(), None, &enc)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("tile_size") && err.contains("8 pixels"), "{err}");
+        assert!(
+            err.contains("tile_size") && err.contains("8 pixels"),
+            "{err}"
+        );
         let ok = prepare_tiles("jigsaw", tiles, Some(12), &enc).unwrap();
         assert_eq!(ok.size(), vec![2, 1, 12, 12]);
     }

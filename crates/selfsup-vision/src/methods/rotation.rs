@@ -63,7 +63,9 @@ impl Rotation {
         cfg.head.validate("rotation")?;
         let vs = nn::VarStore::new(device);
         let enc = build_encoder(&(vs.root() / "encoder"), encoder, in_channels);
-        let head = cfg.head.build(&(vs.root() / "head"), enc.out_dim(), ROTATIONS);
+        let head = cfg
+            .head
+            .build(&(vs.root() / "head"), enc.out_dim(), ROTATIONS);
         Ok(Self {
             vs,
             encoder: enc,
@@ -86,11 +88,8 @@ impl Rotation {
         Ok(match self.sampling {
             RotationSampling::All => (
                 Tensor::cat(&all, 0),
-                Tensor::arange(ROTATIONS, (Kind::Int64, device)).repeat_interleave_self_int(
-                    n,
-                    None,
-                    None,
-                ),
+                Tensor::arange(ROTATIONS, (Kind::Int64, device))
+                    .repeat_interleave_self_int(n, None, None),
             ),
             RotationSampling::Random => {
                 let labels = Tensor::randint(ROTATIONS, [n], (Kind::Int64, device));
@@ -170,7 +169,11 @@ mod tests {
         let x = Tensor::arange(3 * 2 * 5 * 5, (Kind::Float, Device::Cpu)).view([3, 2, 5, 5]);
         for sampling in [RotationSampling::All, RotationSampling::Random] {
             let (r, labels) = method(sampling).rotate(&x).unwrap();
-            let want_n = if sampling == RotationSampling::All { 12 } else { 3 };
+            let want_n = if sampling == RotationSampling::All {
+                12
+            } else {
+                3
+            };
             assert_eq!(r.size(), vec![want_n, 2, 5, 5]);
             let labels = Vec::<i64>::try_from(&labels).unwrap();
             for (i, &k) in labels.iter().enumerate() {
