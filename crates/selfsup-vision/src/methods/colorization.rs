@@ -88,7 +88,11 @@ impl ColorizationConfig {
             )));
         }
         let steps = AB_RANGE / self.bin_size;
-        if !(self.bin_size > 0.0) || (steps - steps.round()).abs() > 1e-9 || steps < 1.0 {
+        let whole = self.bin_size.is_finite()
+            && self.bin_size > 0.0
+            && steps >= 1.0
+            && (steps - steps.round()).abs() <= 1e-9;
+        if !whole {
             return Err(Error::Config(format!(
                 "colorization: bin_size must divide 110 (e.g. 10), got {}",
                 self.bin_size
