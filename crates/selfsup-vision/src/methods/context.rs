@@ -295,7 +295,6 @@ mod tests {
         let comm = SingleProcess;
         let mut opt = nn::Adam::default().build(m.var_store(), 3e-3).unwrap();
         let mut losses = Vec::new();
-        tch::manual_seed(3);
         for _ in 0..40 {
             let out = m.step(&batch, &ctx(&comm)).unwrap();
             opt.backward_step(&out.loss);
