@@ -291,7 +291,10 @@ pub fn methods_table(which: &str) -> Result<()> {
     if which != "all" {
         let wanted: Vec<&str> = which.split(',').map(str::trim).collect();
         if let Some(bad) = wanted.iter().find(|w| !presets.iter().any(|p| p == *w)) {
-            anyhow::bail!("no preset configs/vision/{bad}-cpu.toml; available: {}", presets.join(", "));
+            anyhow::bail!(
+                "no preset configs/vision/{bad}-cpu.toml; available: {}",
+                presets.join(", ")
+            );
         }
         presets.retain(|p| wanted.contains(&p.as_str()));
     }
@@ -317,7 +320,13 @@ pub fn methods_table(which: &str) -> Result<()> {
         rows.push((m.clone(), v));
     }
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-    let pct = |x: f64| if x.is_finite() { format!("{:.2}", 100.0 * x) } else { "n/a".into() };
+    let pct = |x: f64| {
+        if x.is_finite() {
+            format!("{:.2}", 100.0 * x)
+        } else {
+            "n/a".into()
+        }
+    };
     let mut md = String::from(
         "| method | kNN top-1 % | linear top-1 % | wall s | train img/s | peak RSS MB | collapse warnings | command |\n|---|---|---|---|---|---|---|---|\n",
     );

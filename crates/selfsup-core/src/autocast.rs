@@ -64,7 +64,10 @@ mod tests {
     #[test]
     fn sets_and_reads_back_the_cuda_autocast_dtype() {
         set_cuda_autocast_dtype(AutocastDtype::BFloat16).unwrap();
-        assert_eq!(cuda_autocast_dtype().unwrap(), AutocastDtype::BFloat16 as i8);
+        assert_eq!(
+            cuda_autocast_dtype().unwrap(),
+            AutocastDtype::BFloat16 as i8
+        );
         set_cuda_autocast_dtype(AutocastDtype::Float16).unwrap();
         assert_eq!(cuda_autocast_dtype().unwrap(), AutocastDtype::Float16 as i8);
         set_cuda_autocast_dtype(AutocastDtype::BFloat16).unwrap();

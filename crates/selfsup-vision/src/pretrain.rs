@@ -6,7 +6,8 @@ use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
 use crate::methods::{
-    BarlowTwins, Byol, DataFacts, Dino, MethodConfig, MocoV2, MocoV3, SimClr, SimSiam, Swav, VicReg,
+    BarlowTwins, Byol, Colorization, Context, DataFacts, Dino, Jigsaw, MethodConfig, MocoV2,
+    MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
 };
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
@@ -165,7 +166,9 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
     ds.map_err(Error::from)
 }
 
-/// Builds the method a config asks for (after [`MethodConfig::validate`]).
+/// Builds the method a config asks for, for images of `in_channels`
+/// channels; fails when the method cannot train on such data (colorization
+/// on grey images) or its settings are inconsistent.
 pub fn build_method(
     cfg: &VisionRunConfig,
     device: tch::Device,
@@ -182,7 +185,40 @@ pub fn build_method(
         MethodConfig::BarlowTwins(x) => Box::new(BarlowTwins::new(device, m, c, x)),
         MethodConfig::Vicreg(x) => Box::new(VicReg::new(device, m, c, x)),
         MethodConfig::Swav(x) => Box::new(Swav::new(device, m, c, x)),
+        MethodConfig::Rotation(x) => Box::new(Rotation::new(device, m, c, x)?),
+        MethodConfig::Context(x) => Box::new(Context::new(device, m, c, x)?),
+        MethodConfig::Jigsaw(x) => Box::new(Jigsaw::new(device, m, c, x)?),
+        MethodConfig::Colorization(x) => Box::new(Colorization::new(
+            device,
+            m,
+            c,
+            &Normalize::for_channels(in_channels.max(0) as usize),
+            x,
+        )?),
     })
+}
+
+/// What an exported encoder takes: channels, their normalisation and, when
+/// the images are transformed before normalising, how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderInput {
+    /// Channels of the encoder's input.
+    pub channels: i64,
+    /// Per-channel mean/std applied to that input.
+    pub normalize: Normalize,
+    /// How the input is made from the images, when it is not the images themselves.
+    pub preprocess: Option<String>,
+}
+
+impl EncoderInput {
+    /// The images themselves, normalised with the default statistics.
+    pub fn images(channels: i64) -> Self {
+        Self {
+            channels,
+            normalize: Normalize::for_channels(channels as usize),
+            preprocess: None,
+        }
+    }
 }
 
 /// A method whose encoder can be exported.
@@ -190,6 +226,11 @@ pub trait VisionMethod: Method {
     /// Variable prefix of the encoder inside the method's var store.
     fn encoder_prefix(&self) -> &'static str {
         "encoder"
+    }
+    /// What the encoder takes when the method trains on `data_channels`-channel
+    /// images (default: those images).
+    fn encoder_input(&self, data_channels: i64) -> EncoderInput {
+        EncoderInput::images(data_channels)
     }
 }
 
@@ -202,6 +243,42 @@ impl VisionMethod for Dino {}
 impl VisionMethod for BarlowTwins {}
 impl VisionMethod for VicReg {}
 impl VisionMethod for Swav {}
+
+impl VisionMethod for Rotation {
+    fn encoder_prefix(&self) -> &'static str {
+        Rotation::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Jigsaw {
+    fn encoder_prefix(&self) -> &'static str {
+        Jigsaw::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Colorization {
+    fn encoder_prefix(&self) -> &'static str {
+        Colorization::ENCODER_PREFIX
+    }
+    /// The lightness channel: 1 channel whatever the data has.
+    fn encoder_input(&self, _data_channels: i64) -> EncoderInput {
+        EncoderInput {
+            channels: 1,
+            normalize: Colorization::lightness_normalize(),
+            preprocess: Some(
+                "the CIE L* (lightness, D65) channel of the sRGB image in [0, 1] as \
+                 skimage.color.rgb2lab computes it, divided by 100, then normalised with `normalize`"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl VisionMethod for Context {
+    fn encoder_prefix(&self) -> &'static str {
+        Context::ENCODER_PREFIX
+    }
+}
 
 /// Encoder features of `xs` in chunks, on the method's device, returned on the CPU.
 pub fn features<M: Method + ?Sized>(method: &M, xs: &Tensor, chunk: i64) -> Tensor {
@@ -314,7 +391,9 @@ pub fn load_splits(cfg: &DataConfig, dir: &Path) -> Result<(ImageDataset, ImageD
     Ok((train, load_split(cfg, dir, Split::Test)?))
 }
 
-/// Exports a method's encoder with its config into `dir`.
+/// Exports a method's encoder with its config into `dir`; `in_channels` are
+/// the channels of the training images (the encoder's own input may differ,
+/// see [`VisionMethod::encoder_input`]).
 pub fn export(
     cfg: &VisionRunConfig,
     method: &dyn VisionMethod,
@@ -322,12 +401,16 @@ pub fn export(
     dir: &Path,
     extra: serde_json::Value,
 ) -> Result<()> {
+    let input = method.encoder_input(in_channels);
     let mut info = serde_json::json!({
         "method": method.name(),
-        "in_channels": in_channels,
+        "in_channels": input.channels,
         "model": cfg.model,
-        "normalize": Normalize::for_channels(in_channels as usize),
+        "normalize": input.normalize,
     });
+    if let (Some(obj), Some(how)) = (info.as_object_mut(), input.preprocess) {
+        obj.insert("preprocess".into(), how.into());
+    }
     if let (Some(dst), serde_json::Value::Object(src)) = (info.as_object_mut(), extra) {
         dst.extend(src);
     }
@@ -426,7 +509,12 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     let monitor_views = (monitor_n > 1).then(|| {
         let idx: Vec<usize> = (0..monitor_n).collect();
         let v = loader.views_of(&idx, cfg.trainer.seed ^ 0x5EED);
-        (v[0].shallow_clone(), v[1].shallow_clone())
+        // Single-view methods: the second view comes from another seed.
+        let second = match v.get(1) {
+            Some(b) => b.shallow_clone(),
+            None => loader.views_of(&idx, cfg.trainer.seed ^ 0x5EED ^ 1)[0].shallow_clone(),
+        };
+        (v[0].shallow_clone(), second)
     });
     let mut evaluator = VisionEvaluator {
         data,
@@ -490,4 +578,54 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         train: Some(summary),
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::methods::{ColorizationConfig, RotationConfig};
+    use serde_json::json;
+
+    fn run_config(method: MethodConfig) -> VisionRunConfig {
+        VisionRunConfig {
+            model: EncoderConfig::SmallCnn {
+                channels: vec![8, 16],
+            },
+            method,
+            ..Default::default()
+        }
+    }
+
+    fn exported(cfg: &VisionRunConfig, data_channels: i64) -> serde_json::Value {
+        let method = build_method(cfg, tch::Device::Cpu, data_channels).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        export(cfg, method.as_ref(), data_channels, dir.path(), json!({})).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn colorization_exports_a_lightness_encoder() {
+        let cfg = run_config(MethodConfig::Colorization(ColorizationConfig::default()));
+        let info = exported(&cfg, 3);
+        assert_eq!(info["method"], "colorization");
+        assert_eq!(info["in_channels"], 1);
+        assert_eq!(info["normalize"]["mean"], json!([0.5]));
+        assert!(info["preprocess"].as_str().unwrap().contains("L*"));
+        let err = build_method(&cfg, tch::Device::Cpu, 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("Fashion-MNIST"), "{err}");
+    }
+
+    #[test]
+    fn other_methods_export_the_data_channels() {
+        let cfg = run_config(MethodConfig::Rotation(RotationConfig::default()));
+        let info = exported(&cfg, 3);
+        assert_eq!(info["method"], "rotation");
+        assert_eq!(info["in_channels"], 3);
+        assert_eq!(info["normalize"]["mean"].as_array().unwrap().len(), 3);
+        assert!(info.get("preprocess").is_none());
+    }
 }

@@ -213,7 +213,10 @@ impl Method for Dino {
         let student: Vec<Tensor> = batch
             .views
             .iter()
-            .map(|v| self.head.forward(&self.encoder.forward_t(v, true), true, freeze))
+            .map(|v| {
+                self.head
+                    .forward(&self.encoder.forward_t(v, true), true, freeze)
+            })
             .collect();
         let teacher: Vec<Tensor> = tch::no_grad(|| {
             batch.views[..2]

@@ -6,6 +6,7 @@
 //! | self-distillation | [`byol`], [`simsiam`], [`dino`] |
 //! | redundancy reduction | [`barlow_twins`], [`vicreg`] |
 //! | clustering | [`swav`] |
+//! | hand-designed pretext tasks | [`rotation`], [`jigsaw`], [`colorization`], [`context`] |
 //!
 //! Shared pieces live once: losses in `selfsup_core::loss`, EMA teachers in
 //! `selfsup_core::ema`, heads in `selfsup_core::head`, the encoder +
@@ -13,9 +14,14 @@
 pub mod barlow_twins;
 pub mod branch;
 pub mod byol;
+pub mod colorization;
+pub mod context;
 pub mod dino;
+pub mod jigsaw;
 pub mod moco_v2;
 pub mod moco_v3;
+pub mod pretext;
+pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
 pub mod swav;
@@ -23,9 +29,13 @@ pub mod vicreg;
 
 pub use barlow_twins::{BarlowTwins, BarlowTwinsMethodConfig};
 pub use byol::{Byol, ByolConfig};
+pub use colorization::{Colorization, ColorizationConfig};
+pub use context::{Context, ContextConfig};
 pub use dino::{Dino, DinoConfig, DinoHeadConfig};
+pub use jigsaw::{Jigsaw, JigsawConfig};
 pub use moco_v2::{MocoV2, MocoV2Config};
 pub use moco_v3::{MocoV3, MocoV3Config};
+pub use rotation::{Rotation, RotationConfig};
 pub use simclr::{SimClr, SimClrConfig};
 pub use simsiam::{SimSiam, SimSiamConfig};
 pub use swav::{Swav, SwavConfig};
@@ -50,6 +60,14 @@ pub enum MethodConfig {
     BarlowTwins(BarlowTwinsMethodConfig),
     Vicreg(VicRegMethodConfig),
     Swav(SwavConfig),
+    /// Rotation prediction (Gidaris et al. 2018).
+    Rotation(RotationConfig),
+    /// Context prediction (Doersch et al. 2015).
+    Context(ContextConfig),
+    /// Jigsaw puzzles (Noroozi & Favaro 2016).
+    Jigsaw(JigsawConfig),
+    /// Colorization (Zhang et al. 2016); needs RGB data.
+    Colorization(ColorizationConfig),
 }
 
 impl Default for MethodConfig {
@@ -84,6 +102,10 @@ impl MethodConfig {
             Self::BarlowTwins(_) => "barlow_twins",
             Self::Vicreg(_) => "vicreg",
             Self::Swav(_) => "swav",
+            Self::Rotation(_) => "rotation",
+            Self::Context(_) => "context",
+            Self::Jigsaw(_) => "jigsaw",
+            Self::Colorization(_) => "colorization",
         }
     }
 
@@ -99,9 +121,14 @@ impl MethodConfig {
         model.validate()?;
         augment.validate()?;
         let multi_crop = matches!(self, Self::Dino(_) | Self::Swav(_));
-        if augment.views != 2 {
+        let pretext = matches!(
+            self,
+            Self::Rotation(_) | Self::Context(_) | Self::Jigsaw(_) | Self::Colorization(_)
+        );
+        let views = if pretext { 1 } else { 2 };
+        if augment.views != views {
             return Err(Error::Config(format!(
-                "{name} needs augment.views = 2 (two full-size views per image), got {}",
+                "{name} needs augment.views = {views} (full-size views per image), got {}",
                 augment.views
             )));
         }

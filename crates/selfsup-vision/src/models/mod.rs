@@ -132,6 +132,16 @@ impl EncoderConfig {
         }
     }
 
+    /// The smallest square input side the encoder maps to features: the
+    /// small CNN's unpadded 2x2 max-pools need `2^(blocks - 1)` pixels, the
+    /// ResNets' padded strides take any size.
+    pub fn min_input_size(&self) -> i64 {
+        match self {
+            EncoderConfig::SmallCnn { channels } => 1 << channels.len().saturating_sub(1),
+            EncoderConfig::Resnet18 { .. } | EncoderConfig::Resnet50 { .. } => 1,
+        }
+    }
+
     /// Checks what serde cannot: the small CNN needs at least one block and
     /// positive channel counts.
     pub fn validate(&self) -> Result<()> {
@@ -390,6 +400,11 @@ pub(crate) mod tests {
             channels: vec![8, 16],
         };
         assert_eq!(forward_shape(&narrow, 1, 28, 2), vec![2, 16]);
+        // The smallest input it takes: 8 pixels for 4 blocks, 2 for 2.
+        assert_eq!(cfg.min_input_size(), 8);
+        assert_eq!(forward_shape(&cfg, 1, 8, 2), vec![2, 256]);
+        assert_eq!(narrow.min_input_size(), 2);
+        assert_eq!(forward_shape(&narrow, 1, 2, 2), vec![2, 16]);
     }
 
     #[test]

@@ -1,0 +1,634 @@
+//! Colorization (Zhang, Isola & Efros 2016, "Colorful Image Colorization",
+//! arXiv:1603.08511): the encoder sees only the lightness of an image and
+//! predicts its colour, as a classification over quantised colours with
+//! class rebalancing.
+//!
+//! * **Colour space**: CIE L\*a\*b\* (D65 white, sRGB primaries, as
+//!   `skimage.color.rgb2lab`, which the paper's code uses). The encoder's
+//!   input is L\* / 100 normalised with mean 0.5 and std 0.5 (so in
+//!   `[-1, 1]`): one channel, and the export records `in_channels = 1` with
+//!   that recipe under `preprocess`. [`Method::embed`] takes the usual
+//!   normalised RGB images and converts them itself, so kNN and the linear
+//!   probe run unchanged.
+//! * **Target**: the ab channels average-pooled to `out_size` x `out_size`
+//!   (the paper predicts at a quarter of the input resolution: 8 for 32x32
+//!   CIFAR images) and quantised to the nearest point of a grid of step
+//!   `bin_size` (paper: 10) centred on 0 and reaching ±110, as the paper's
+//!   bin centres: 23 x 23 = 529 classes (grey is the centre bin). The paper
+//!   keeps only its 313 in-gamut bins and soft-encodes each pixel over its 5
+//!   nearest bins; here the target is the one nearest bin (bins that never
+//!   occur never receive a target).
+//! * **Rebalancing**: pixel `q` of class `c` weighs
+//!   `w_c ∝ 1 / ((1 - λ) p_c + λ / Q)` with `E_p[w] = 1` (paper: λ = 0.5),
+//!   where `p` is the empirical colour distribution. The paper measures `p`
+//!   on ImageNet beforehand and smooths it; here it is the running histogram
+//!   of every target seen so far (a non-trainable `ab_counts` variable, so it
+//!   is checkpointed), unsmoothed. `rebalance = 1` gives plain cross-entropy.
+//! * **Decoder**: the encoders here end at a global average pool, so the
+//!   colour map is decoded from the feature vector: a linear layer to a
+//!   `decoder_channels` x `out_size/2` x `out_size/2` map, ReLU, a 4x4
+//!   stride-2 transposed convolution to `out_size`, batch norm, ReLU and a
+//!   1x1 convolution to the 529 class logits.
+//!
+//! Needs 3-channel (RGB) data; grey data such as Fashion-MNIST has no colour
+//! to predict and is refused when the method is built. Trained from one
+//! augmented view per image (the preset turns colour jitter and random
+//! grayscale off: they would change the colours to predict).
+use super::pretext::{check_fraction, single_view};
+use crate::data::Normalize;
+use crate::models::{build_encoder, EncoderConfig};
+use selfsup_core::encoder::Encoder;
+use selfsup_core::method::{Batch, LossOut, Method, StepCtx};
+use selfsup_core::target::TargetKind;
+use selfsup_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor};
+
+/// Half-width of the ab range that is binned.
+pub const AB_RANGE: f64 = 110.0;
+
+/// Colorization settings (the `[method]` table with `name = "colorization"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColorizationConfig {
+    /// Side of the predicted colour map (even, at least 2).
+    pub out_size: i64,
+    /// Step of the ab grid (paper: 10); must divide 110.
+    pub bin_size: f64,
+    /// Rebalancing mix λ in `(0, 1]` (paper: 0.5; 1 = no rebalancing).
+    pub rebalance: f64,
+    /// Channels of the decoder's first map.
+    pub decoder_channels: i64,
+}
+
+impl Default for ColorizationConfig {
+    fn default() -> Self {
+        Self {
+            out_size: 8,
+            bin_size: 10.0,
+            rebalance: 0.5,
+            decoder_channels: 128,
+        }
+    }
+}
+
+impl ColorizationConfig {
+    /// Bins per ab axis: `2 * 110 / bin_size + 1`.
+    pub fn bins_per_axis(&self) -> i64 {
+        2 * (AB_RANGE / self.bin_size).round() as i64 + 1
+    }
+
+    /// Checks ranges; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.out_size < 2 || self.out_size % 2 != 0 {
+            return Err(Error::Config(format!(
+                "colorization: out_size must be even and at least 2, got {}",
+                self.out_size
+            )));
+        }
+        let steps = AB_RANGE / self.bin_size;
+        let whole = self.bin_size.is_finite()
+            && self.bin_size > 0.0
+            && steps >= 1.0
+            && (steps - steps.round()).abs() <= 1e-9;
+        if !whole {
+            return Err(Error::Config(format!(
+                "colorization: bin_size must divide 110 (e.g. 10), got {}",
+                self.bin_size
+            )));
+        }
+        check_fraction("colorization", "rebalance", self.rebalance, true)?;
+        if self.decoder_channels < 2 {
+            return Err(Error::Config(format!(
+                "colorization: decoder_channels must be at least 2, got {}",
+                self.decoder_channels
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// sRGB in `[0, 1]` `[B, 3, H, W]` to CIE L\*a\*b\* (D65) `[B, 3, H, W]`,
+/// computed as `skimage.color.rgb2lab`.
+pub fn rgb_to_lab(rgb: &Tensor) -> Tensor {
+    let linear = ((rgb + 0.055) / 1.055)
+        .pow_tensor_scalar(2.4)
+        .where_self(&rgb.gt(0.04045), &(rgb / 12.92));
+    let m = Tensor::from_slice(&[
+        0.412453f32,
+        0.357580,
+        0.180423,
+        0.212671,
+        0.715160,
+        0.072169,
+        0.019334,
+        0.119193,
+        0.950227,
+    ])
+    .view([3, 3])
+    .to_device(rgb.device());
+    let white = Tensor::from_slice(&[0.95047f32, 1.0, 1.08883])
+        .view([1, 3, 1, 1])
+        .to_device(rgb.device());
+    let xyz = Tensor::einsum("ij,bjhw->bihw", &[m, linear], None::<i64>) / white;
+    let eps = (6.0f64 / 29.0).powi(3);
+    let f = xyz.clamp_min(eps).pow_tensor_scalar(1.0 / 3.0).where_self(
+        &xyz.gt(eps),
+        &(&xyz / (3.0 * (6.0f64 / 29.0).powi(2)) + 4.0 / 29.0),
+    );
+    let (fx, fy, fz) = (f.narrow(1, 0, 1), f.narrow(1, 1, 1), f.narrow(1, 2, 1));
+    Tensor::cat(
+        &[&fy * 116.0 - 16.0, (&fx - &fy) * 500.0, (&fy - &fz) * 200.0],
+        1,
+    )
+}
+
+/// The ab class of every pixel of `ab` `[B, 2, h, w]`: `[B, h, w]` `Int64`,
+/// `a_bin * bins_per_axis + b_bin` where bin `i` is centred on
+/// `-110 + i * bin_size` (nearest centre; beyond ±110 clamped to the edge).
+pub fn ab_classes(ab: &Tensor, bin_size: f64, bins_per_axis: i64) -> Tensor {
+    let bins = ((ab + AB_RANGE) / bin_size)
+        .round()
+        .clamp(0.0, (bins_per_axis - 1) as f64)
+        .to_kind(Kind::Int64);
+    bins.select(1, 0) * bins_per_axis + bins.select(1, 1)
+}
+
+/// The colour decoder: feature vector to class logits at `out_size`.
+#[derive(Debug)]
+struct Decoder {
+    fc: nn::Linear,
+    up: nn::ConvTranspose2D,
+    bn: nn::BatchNorm,
+    out: nn::Conv2D,
+    channels: i64,
+    side: i64,
+}
+
+impl Decoder {
+    fn new(p: &nn::Path, in_dim: i64, channels: i64, out_size: i64, classes: i64) -> Self {
+        let side = out_size / 2;
+        let up_cfg = nn::ConvTransposeConfig {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        Self {
+            fc: nn::linear(p / "fc", in_dim, channels * side * side, Default::default()),
+            up: nn::conv_transpose2d(p / "up", channels, channels / 2, 4, up_cfg),
+            bn: nn::batch_norm2d(p / "bn", channels / 2, Default::default()),
+            out: nn::conv2d(p / "out", channels / 2, classes, 1, Default::default()),
+            channels,
+            side,
+        }
+    }
+}
+
+impl ModuleT for Decoder {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        xs.apply(&self.fc)
+            .view([-1, self.channels, self.side, self.side])
+            .relu()
+            .apply(&self.up)
+            .apply_t(&self.bn, train)
+            .relu()
+            .apply(&self.out)
+    }
+}
+
+/// The colorization method: encoder under `encoder.`, decoder under
+/// `decoder.`, the colour histogram in `ab_counts`.
+pub struct Colorization {
+    vs: nn::VarStore,
+    encoder: Box<dyn Encoder>,
+    decoder: Decoder,
+    counts: Tensor,
+    cfg: ColorizationConfig,
+    /// Per-channel mean and std of the data's normalisation, `[1, 3, 1, 1]`.
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl Colorization {
+    /// The normalisation of the encoder's input (L\* / 100).
+    pub fn lightness_normalize() -> Normalize {
+        Normalize {
+            mean: vec![0.5],
+            std: vec![0.5],
+        }
+    }
+
+    /// Builds the 1-channel encoder and the decoder on `device`, for
+    /// `in_channels`-channel data normalised with `norm`; refuses anything
+    /// but RGB data.
+    pub fn new(
+        device: tch::Device,
+        encoder: &EncoderConfig,
+        in_channels: i64,
+        norm: &Normalize,
+        cfg: &ColorizationConfig,
+    ) -> Result<Self> {
+        if in_channels != 3 {
+            return Err(Error::Config(format!(
+                "colorization predicts the colours of RGB images, and this data has {in_channels} \
+                 channel{}: grey images (Fashion-MNIST) have no colour to predict. Use 3-channel \
+                 data such as CIFAR-10 (`[data] format = \"cifar10\"`)",
+                if in_channels == 1 { "" } else { "s" }
+            )));
+        }
+        norm.validate(3)?;
+        cfg.validate()?;
+        let vs = nn::VarStore::new(device);
+        let enc = build_encoder(&(vs.root() / "encoder"), encoder, 1);
+        let q = cfg.bins_per_axis() * cfg.bins_per_axis();
+        let decoder = Decoder::new(
+            &(vs.root() / "decoder"),
+            enc.out_dim(),
+            cfg.decoder_channels,
+            cfg.out_size,
+            q,
+        );
+        let counts = vs.root().zeros_no_train("ab_counts", &[q]);
+        let stat = |v: &[f32]| Tensor::from_slice(v).view([1, 3, 1, 1]).to_device(device);
+        Ok(Self {
+            encoder: enc,
+            decoder,
+            counts,
+            cfg: cfg.clone(),
+            mean: stat(&norm.mean),
+            std: stat(&norm.std),
+            vs,
+        })
+    }
+
+    /// The variable prefix of the encoder (what gets exported).
+    pub const ENCODER_PREFIX: &'static str = "encoder";
+
+    /// Number of colour classes.
+    pub fn classes(&self) -> i64 {
+        self.counts.size()[0]
+    }
+
+    /// The encoder input (normalised L\* / 100, `[B, 1, H, W]`) and the ab
+    /// classes at `out_size` (`[B, out, out]`) of normalised RGB images.
+    pub fn inputs_and_targets(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        if x.dim() != 4 || x.size()[1] != 3 {
+            return Err(Error::Config(format!(
+                "colorization needs [batch, 3, H, W] RGB images, got shape {:?}",
+                x.size()
+            )));
+        }
+        let lab = tch::no_grad(|| rgb_to_lab(&self.to_rgb(x)));
+        let input = (lab.narrow(1, 0, 1) / 100.0 - 0.5) / 0.5;
+        let ab = lab
+            .narrow(1, 1, 2)
+            .adaptive_avg_pool2d([self.cfg.out_size, self.cfg.out_size]);
+        let k = self.cfg.bins_per_axis();
+        Ok((input, ab_classes(&ab, self.cfg.bin_size, k)))
+    }
+
+    fn to_rgb(&self, x: &Tensor) -> Tensor {
+        (x * &self.std.to_device(x.device()) + &self.mean.to_device(x.device())).clamp(0.0, 1.0)
+    }
+
+    /// Colour logits `[B, classes, out, out]` of encoder inputs.
+    pub fn logits(&self, input: &Tensor, train: bool) -> Tensor {
+        self.encoder
+            .forward_t(input, train)
+            .apply_t(&self.decoder, train)
+    }
+
+    /// Rebalancing weight of every class from the colour histogram so far:
+    /// `1 / ((1 - λ) p + λ / Q)`, scaled so that `E_p[w] = 1` (all 1 while
+    /// the histogram is empty).
+    pub fn class_weights(&self) -> Tensor {
+        let q = self.classes() as f64;
+        let lambda = self.cfg.rebalance;
+        let total = self.counts.sum(Kind::Float);
+        if total.double_value(&[]) <= 0.0 {
+            return self.counts.ones_like();
+        }
+        let p = &self.counts / total;
+        let w = ((&p * (1.0 - lambda)) + lambda / q).reciprocal();
+        let mean = (&p * &w).sum(Kind::Float);
+        w / mean.clamp_min(1e-12)
+    }
+
+    /// Rebalanced cross-entropy of `logits` against `targets`, with the
+    /// weights of the current histogram (the caller adds the targets first).
+    pub fn loss(&self, logits: &Tensor, targets: &Tensor) -> Tensor {
+        let weights = self.class_weights();
+        let per_pixel = logits
+            .log_softmax(1, Kind::Float)
+            .gather(1, &targets.unsqueeze(1), false)
+            .squeeze_dim(1)
+            .neg();
+        let w = weights
+            .index_select(0, &targets.flatten(0, -1))
+            .view_as(targets);
+        (per_pixel * w).mean(Kind::Float)
+    }
+
+    /// Adds the targets to the colour histogram.
+    pub fn count(&mut self, targets: &Tensor) {
+        tch::no_grad(|| {
+            let c = targets
+                .flatten(0, -1)
+                .bincount::<Tensor>(None, self.classes())
+                .to_kind(Kind::Float);
+            let _ = self.counts.g_add_(&c);
+        });
+    }
+}
+
+impl Method for Colorization {
+    fn name(&self) -> &'static str {
+        "colorization"
+    }
+    fn target(&self) -> TargetKind {
+        TargetKind::Pretext
+    }
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+    fn step(&mut self, batch: &Batch, _ctx: &StepCtx) -> Result<LossOut> {
+        let x = single_view("colorization", batch)?;
+        let (input, targets) = self.inputs_and_targets(x)?;
+        self.count(&targets);
+        let logits = self.logits(&input, true);
+        let loss = self.loss(&logits, &targets);
+        let accuracy = tch::no_grad(|| {
+            logits
+                .argmax(1, false)
+                .eq_tensor(&targets)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[])
+        });
+        Ok(LossOut {
+            loss,
+            terms: vec![("colour_bin_accuracy", accuracy)],
+        })
+    }
+    /// Features of normalised RGB images `[B, 3, H, W]` (converted to the
+    /// encoder's lightness input here); a 1-channel input is taken to be that
+    /// lightness input already.
+    fn embed(&self, xs: &Tensor) -> Tensor {
+        let input = if xs.size().get(1) == Some(&3) {
+            let lab = rgb_to_lab(&self.to_rgb(xs));
+            (lab.narrow(1, 0, 1) / 100.0 - 0.5) / 0.5
+        } else {
+            xs.shallow_clone()
+        };
+        self.encoder.forward_t(&input, false)
+    }
+    /// The encoder features: the decoder's colour map is no embedding.
+    fn project(&self, xs: &Tensor) -> Tensor {
+        self.embed(xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfsup_core::distributed::SingleProcess;
+    use tch::nn::OptimizerConfig;
+    use tch::Device;
+
+    fn small(cfg: &ColorizationConfig) -> Colorization {
+        let enc = EncoderConfig::SmallCnn {
+            channels: vec![8, 16],
+        };
+        let norm = Normalize::for_channels(3);
+        Colorization::new(Device::Cpu, &enc, 3, &norm, cfg).unwrap()
+    }
+
+    fn tiny() -> ColorizationConfig {
+        ColorizationConfig {
+            out_size: 4,
+            decoder_channels: 16,
+            ..Default::default()
+        }
+    }
+
+    /// Fixed pixels through `rgb_to_lab` against numpy, computed with
+    /// ```python
+    /// import numpy as np
+    /// lin = np.where(px > 0.04045, ((px + 0.055) / 1.055) ** 2.4, px / 12.92)
+    /// M = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+    ///               [0.019334, 0.119193, 0.950227]])
+    /// xyz = lin @ M.T / np.array([0.95047, 1.0, 1.08883])
+    /// f = np.where(xyz > (6/29)**3, np.cbrt(xyz), xyz / (3*(6/29)**2) + 4/29)
+    /// L, a, b = 116*f[:,1]-16, 500*(f[:,0]-f[:,1]), 200*(f[:,1]-f[:,2])
+    /// ```
+    /// (pure red is the textbook (53.24, 80.09, 67.20)).
+    #[test]
+    fn lab_matches_numpy_on_fixed_pixels() {
+        let cases: [([f32; 3], [f64; 3]); 9] = [
+            ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]),
+            ([1.0, 1.0, 1.0], [100.0, -0.0025, 0.0047]),
+            ([1.0, 0.0, 0.0], [53.2406, 80.0923, 67.2028]),
+            ([0.0, 1.0, 0.0], [87.7351, -86.183, 83.1797]),
+            ([0.0, 0.0, 1.0], [32.2957, 79.1856, -107.8573]),
+            ([0.5, 0.5, 0.5], [53.389, -0.0015, 0.0028]),
+            ([0.2, 0.4, 0.6], [42.008, -0.154, -32.8429]),
+            ([0.9, 0.1, 0.3], [49.4856, 73.2156, 27.0912]),
+            ([0.01, 0.02, 0.03], [1.3001, -0.3124, -1.1998]),
+        ];
+        let px: Vec<f32> = cases.iter().flat_map(|(p, _)| *p).collect();
+        // [1, 3, 1, 9]: the pixels side by side.
+        let rgb = Tensor::from_slice(&px)
+            .view([1, 9, 3])
+            .permute([0, 2, 1])
+            .unsqueeze(2);
+        let lab = rgb_to_lab(&rgb);
+        for (i, (p, want)) in cases.iter().enumerate() {
+            for (c, w) in want.iter().enumerate() {
+                let got = lab.double_value(&[0, c as i64, 0, i as i64]);
+                assert!((got - w).abs() < 2e-3, "{p:?} channel {c}: {got} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn ab_bins_are_the_grid_cells() {
+        let cfg = ColorizationConfig::default();
+        assert_eq!(cfg.bins_per_axis(), 23);
+        let ab = Tensor::from_slice(&[
+            -110.0f32, -0.5, 0.0, 104.9, 500.0, -110.0, 0.001, 4.9, 15.0, -500.0,
+        ])
+        .view([1, 2, 1, 5]);
+        let c = Vec::<i64>::try_from(ab_classes(&ab, 10.0, 23).flatten(0, -1)).unwrap();
+        // (a_bin, b_bin): (0, 0), (11, 11) twice (grey is the centre bin),
+        // (21, 12) and (22, 0) (clamped at both ends); 15 is a tie, rounded to even.
+        assert_eq!(
+            c,
+            vec![0, 11 * 23 + 11, 11 * 23 + 11, 21 * 23 + 12, 22 * 23]
+        );
+    }
+
+    #[test]
+    fn grey_data_is_refused_with_a_reason() {
+        let norm = Normalize::for_channels(1);
+        let err = Colorization::new(
+            Device::Cpu,
+            &EncoderConfig::default(),
+            1,
+            &norm,
+            &ColorizationConfig::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("Fashion-MNIST") && err.contains("RGB"),
+            "{err}"
+        );
+        assert!(err.contains("cifar10"), "{err}");
+    }
+
+    #[test]
+    fn encoder_sees_lightness_only() {
+        let m = small(&tiny());
+        let names: Vec<String> = m.vs.variables().into_keys().collect();
+        let conv0 = &m.vs.variables()["encoder.blocks.0.conv.weight"];
+        assert_eq!(conv0.size()[1], 1, "{names:?}");
+        // Same lightness, different colours: same input, different targets.
+        let norm = Normalize::for_channels(3);
+        let grey = Tensor::full([1, 3, 8, 8], 0.5, (Kind::Float, Device::Cpu));
+        let to_norm = |rgb: &Tensor| {
+            let mean = Tensor::from_slice(&norm.mean).view([1, 3, 1, 1]);
+            let std = Tensor::from_slice(&norm.std).view([1, 3, 1, 1]);
+            (rgb - mean) / std
+        };
+        let (input, t_grey) = m.inputs_and_targets(&to_norm(&grey)).unwrap();
+        assert_eq!(input.size(), vec![1, 1, 8, 8]);
+        let l = (input.double_value(&[0, 0, 0, 0]) * 0.5 + 0.5) * 100.0;
+        assert!((l - 53.389).abs() < 1e-2, "{l}");
+        assert_eq!(t_grey.size(), vec![1, 4, 4]);
+        assert_eq!(t_grey.int64_value(&[0, 0, 0]), 11 * 23 + 11);
+        let red = Tensor::from_slice(&[1.0f32, 0.0, 0.0])
+            .view([1, 3, 1, 1])
+            .expand([1, 3, 8, 8], false);
+        let (_, t_red) = m.inputs_and_targets(&to_norm(&red)).unwrap();
+        // a = 80.09, b = 67.20: centres 80 and 70, bins 19 and 18.
+        assert_eq!(t_red.int64_value(&[0, 3, 3]), 19 * 23 + 18);
+        // embed converts RGB itself, or takes the lightness input as is.
+        let a = tch::no_grad(|| m.embed(&to_norm(&grey)));
+        let b = tch::no_grad(|| m.embed(&input));
+        assert!(a.allclose(&b, 1e-5, 1e-6, false));
+    }
+
+    #[test]
+    fn loss_is_rebalanced_cross_entropy() {
+        let mut m = small(&tiny());
+        let q = m.classes();
+        // Histogram: class 0 three times, class 5 once.
+        m.count(&Tensor::from_slice(&[0i64, 0, 0, 5]).view([1, 2, 2]));
+        let logits = Tensor::randn([1, q, 1, 2], (Kind::Float, Device::Cpu));
+        let targets = Tensor::from_slice(&[0i64, 5]).view([1, 1, 2]);
+        let loss = m.loss(&logits, &targets).double_value(&[]);
+        // By hand: p0 = 3/4, p5 = 1/4, w = 1 / (0.5 p + 0.5 / Q), normalised by E_p[w].
+        let qf = q as f64;
+        let w = |p: f64| 1.0 / (0.5 * p + 0.5 / qf);
+        let norm = 0.75 * w(0.75) + 0.25 * w(0.25);
+        let col =
+            |j: i64| Vec::<f32>::try_from(logits.select(3, j).contiguous().view([-1])).unwrap();
+        let ce = |v: Vec<f32>, k: usize| {
+            v.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln() - f64::from(v[k])
+        };
+        let want = (w(0.75) / norm * ce(col(0), 0) + w(0.25) / norm * ce(col(1), 5)) / 2.0;
+        assert!((loss - want).abs() < 1e-4, "{loss} vs {want}");
+        // λ = 1: plain cross-entropy.
+        let plain = small(&ColorizationConfig {
+            rebalance: 1.0,
+            ..tiny()
+        });
+        let got = plain.loss(&logits, &targets).double_value(&[]);
+        let want = (ce(col(0), 0) + ce(col(1), 5)) / 2.0;
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_few_steps_lower_the_loss() {
+        // Colour follows structure: the top half is red, the bottom half blue,
+        // with brightness noise.
+        let mut m = small(&tiny());
+        let n = 16;
+        let top = Tensor::from_slice(&[0.9f32, 0.1, 0.1]).view([1, 3, 1, 1]);
+        let bottom = Tensor::from_slice(&[0.1f32, 0.2, 0.9]).view([1, 3, 1, 1]);
+        let rgb = Tensor::cat(
+            &[
+                top.expand([n, 3, 8, 16], false),
+                bottom.expand([n, 3, 8, 16], false),
+            ],
+            2,
+        ) * (Tensor::rand([n, 1, 16, 16], (Kind::Float, Device::Cpu)) * 0.3 + 0.7);
+        let norm = Normalize::for_channels(3);
+        let x = (rgb - Tensor::from_slice(&norm.mean).view([1, 3, 1, 1]))
+            / Tensor::from_slice(&norm.std).view([1, 3, 1, 1]);
+        let batch = Batch { views: vec![x] };
+        let comm = SingleProcess;
+        let ctx = StepCtx {
+            step: 0,
+            total_steps: 1,
+            epoch: 0,
+            steps_per_epoch: 1,
+            comm: &comm,
+        };
+        let mut opt = nn::Adam::default().build(m.var_store(), 1e-2).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..30 {
+            let out = m.step(&batch, &ctx).unwrap();
+            opt.backward_step(&out.loss);
+            losses.push(out.loss.double_value(&[]));
+        }
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(last < 0.5 * first, "{losses:?}");
+        // The histogram counted every target pixel: 30 steps x 16 images x 4 x 4.
+        assert_eq!(
+            m.counts.sum(Kind::Float).double_value(&[]),
+            (30 * 16 * 16) as f64
+        );
+        let z = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let two = Batch {
+            views: vec![z.shallow_clone(), z],
+        };
+        assert!(m
+            .step(&two, &ctx)
+            .unwrap_err()
+            .to_string()
+            .contains("views = 1"));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        for bad in [
+            ColorizationConfig {
+                out_size: 3,
+                ..tiny()
+            },
+            ColorizationConfig {
+                bin_size: 7.0,
+                ..tiny()
+            },
+            ColorizationConfig {
+                bin_size: 0.0,
+                ..tiny()
+            },
+            ColorizationConfig {
+                rebalance: 0.0,
+                ..tiny()
+            },
+            ColorizationConfig {
+                decoder_channels: 1,
+                ..tiny()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let err = toml::from_str::<ColorizationConfig>("space = \"yuv\"\n").unwrap_err();
+        assert!(err.to_string().contains("space"), "{err}");
+    }
+}
