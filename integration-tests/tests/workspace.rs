@@ -175,13 +175,13 @@ fn train_full(case: Case) -> (String, Vec<f64>, Vec<String>, CollapseStats) {
     let facts = DataFacts {
         images: 128,
         side: 28,
-        channels: 1,
+        channels,
         batch_size: 32,
     };
     cfg.method
         .validate(&cfg.model, &cfg.augment, &facts)
         .unwrap();
-    let mut method = build_method(&cfg, tch::Device::Cpu, 1).unwrap();
+    let mut method = build_method(&cfg, tch::Device::Cpu, channels as i64).unwrap();
     let trainer_cfg = TrainerConfig {
         epochs: case.epochs,
         seed: 1,
@@ -304,9 +304,11 @@ fn dino_trains_and_does_not_collapse() {
 
 #[test]
 fn barlow_twins_trains_and_does_not_collapse() {
+    // lambda ~ 1/d: the paper's 0.0051 is for an 8192-d projector; with 64
+    // dimensions the redundancy term needs more weight to act within 32 steps.
     let m = BarlowTwinsMethodConfig {
         projector: head(3, 64, false),
-        ..Default::default()
+        loss: selfsup_core::loss::BarlowTwinsConfig { lambda: 0.05 },
     };
     trains_without_collapse(Case::new(MethodConfig::BarlowTwins(m)), 0.02);
 }
@@ -345,7 +347,8 @@ fn simsiam_without_stop_gradient_is_flagged() {
         ..Default::default()
     };
     // SGD at lr 1.0 for 240 steps: the projector's batch norm hides the
-    // collapse from std and rank, uniformity sees it (about -0.14 here).
+    // collapse from std and rank, uniformity sees it (about -0.14 here, against
+    // -1.2 to -2.4 for the healthy methods on this fixture).
     let mut case = Case::new(MethodConfig::Simsiam(m));
     case.optimizer.lr = 1.0;
     case.epochs = 60;
@@ -362,10 +365,17 @@ fn byol_without_predictor_is_flagged() {
     let m = ByolConfig {
         projector: head(2, 32, false),
         use_predictor: false,
+        ema: EmaConfig {
+            base: 0.99,
+            end: 1.0,
+        },
         ..Default::default()
     };
+    // 240 steps at lr 1.0 with momentum 0.99 (the paper's 0.996 is for
+    // 100k+ steps): uniformity about -0.12.
     let mut case = Case::new(MethodConfig::Byol(m));
-    case.epochs = 20;
+    case.optimizer.lr = 1.0;
+    case.epochs = 60;
     let (name, _, last, warnings) = train(case);
     assert!(
         !warnings.is_empty(),
@@ -501,90 +511,4 @@ fn pretext_methods_refuse_two_views() {
         let err = m.step(&batch, &ctx).unwrap_err().to_string();
         assert!(err.contains("views = 1"), "{}: {err}", m.name());
     }
-}
-
-#[test]
-fn zz_explore() {
-    let which = std::env::var("EXPLORE").unwrap_or_default();
-    let lr: f64 = std::env::var("LR")
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0.3);
-    let ep: usize = std::env::var("EP")
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(20);
-    let ema: f64 = std::env::var("EMA")
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0.996);
-    let method = match which.as_str() {
-        "simsiam" => MethodConfig::Simsiam(SimSiamConfig {
-            projector: head(3, 32, true),
-            predictor: HeadConfig {
-                hidden_dim: 16,
-                ..head(2, 32, false)
-            },
-            stop_gradient: false,
-            ..Default::default()
-        }),
-        "byol" => MethodConfig::Byol(ByolConfig {
-            projector: head(2, 32, false),
-            use_predictor: false,
-            ema: selfsup_core::ema::EmaConfig {
-                base: ema,
-                end: 1.0,
-            },
-            ..Default::default()
-        }),
-        "dino" => MethodConfig::Dino(DinoConfig {
-            head: DinoHeadConfig {
-                layers: 3,
-                hidden_dim: 64,
-                bottleneck_dim: 32,
-                out_dim: std::env::var("K")
-                    .map(|v| v.parse().unwrap())
-                    .unwrap_or(128),
-                batch_norm: std::env::var("BN").is_ok(),
-            },
-            ema: selfsup_core::ema::EmaConfig {
-                base: ema,
-                end: 1.0,
-            },
-            loss: selfsup_core::loss::DinoLossConfig {
-                teacher_temp: std::env::var("TT")
-                    .map(|v| v.parse().unwrap())
-                    .unwrap_or(0.04),
-                warmup_teacher_temp: std::env::var("TT")
-                    .map(|v| v.parse().unwrap())
-                    .unwrap_or(0.04),
-                ..Default::default()
-            },
-            freeze_last_layer_epochs: 0.0,
-            ..Default::default()
-        }),
-        "moco" => MethodConfig::MocoV2(MocoV2Config {
-            projector: head(2, 32, false),
-            queue_size: 32,
-            loss: InfoNceConfig { temperature: 0.5 },
-            symmetric: true,
-            ema: selfsup_core::ema::EmaConfig {
-                base: ema,
-                end: ema,
-            },
-            ..Default::default()
-        }),
-        _ => return,
-    };
-    let mut case = Case::new(method);
-    if which == "dino" && std::env::var("LOCAL").is_ok_and(|v| v == "1") {
-        case = case.multi_crop();
-    }
-    case.optimizer.lr = lr;
-    if std::env::var("OPT").is_ok_and(|o| o == "adamw") {
-        case.optimizer.kind = selfsup_core::optim::OptimKind::AdamW;
-        case.optimizer.weight_decay = 0.04;
-    }
-    case.epochs = ep;
-    case.warmup_epochs = std::env::var("WARM")
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0.0);
-    let _ = train(case);
 }
