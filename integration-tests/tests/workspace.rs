@@ -89,7 +89,7 @@ fn trains_without_collapse(method_cfg: MethodConfig) {
         method: method_cfg,
         ..Default::default()
     };
-    let mut method = build_method(&cfg, tch::Device::Cpu, 1);
+    let mut method = build_method(&cfg, tch::Device::Cpu, 1).unwrap();
     let trainer_cfg = TrainerConfig {
         epochs: 8,
         seed: 1,

@@ -20,7 +20,7 @@ pub fn load(path: &Path, device: Option<&str>) -> Result<Loaded> {
         None => cfg.run.device,
     }
     .resolve()?;
-    let method = build_method(&cfg, device, cfg.data.format.channels());
+    let method = build_method(&cfg, device, cfg.data.format.channels())?;
     checkpoint::restore_model(path, method.var_store(), method.name())?;
     Ok(Loaded { cfg, method })
 }

@@ -5,7 +5,7 @@ use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
-use crate::methods::{MethodConfig, SimClr};
+use crate::methods::{Mae, MethodConfig, SimClr};
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
@@ -163,15 +163,18 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
     ds.map_err(Error::from)
 }
 
-/// Builds the method a config asks for.
+/// Builds the method a config asks for; errors when the method and the
+/// encoder do not go together (MAE needs a ViT) or a setting is invalid.
 pub fn build_method(
     cfg: &VisionRunConfig,
     device: tch::Device,
     in_channels: i64,
-) -> Box<dyn VisionMethod> {
-    match &cfg.method {
+) -> Result<Box<dyn VisionMethod>> {
+    cfg.model.validate()?;
+    Ok(match &cfg.method {
         MethodConfig::Simclr(m) => Box::new(SimClr::new(device, &cfg.model, in_channels, m)),
-    }
+        MethodConfig::Mae(m) => Box::new(Mae::new(device, &cfg.model, in_channels, m)?),
+    })
 }
 
 /// A method whose encoder can be exported.
@@ -183,6 +186,12 @@ pub trait VisionMethod: Method {
 impl VisionMethod for SimClr {
     fn encoder_prefix(&self) -> &'static str {
         SimClr::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Mae {
+    fn encoder_prefix(&self) -> &'static str {
+        Mae::ENCODER_PREFIX
     }
 }
 
@@ -392,7 +401,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         cfg.trainer.seed,
     );
     tch::manual_seed(cfg.trainer.seed as i64);
-    let mut method = build_method(cfg, device, in_channels);
+    let mut method = build_method(cfg, device, in_channels)?;
 
     let raw_knn = data.knn(&data.raw_features(), &cfg.eval.knn)?;
     let monitor_n = cfg.eval.monitor_images.min(train.len());
