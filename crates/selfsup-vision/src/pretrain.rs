@@ -5,7 +5,7 @@ use crate::augment::{AugmentConfig, Augmenter};
 use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
-use crate::methods::{Mae, MethodConfig, SimClr};
+use crate::methods::{Ijepa, Mae, MethodConfig, SimClr};
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
@@ -164,7 +164,7 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
 }
 
 /// Builds the method a config asks for; errors when the method and the
-/// encoder do not go together (MAE needs a ViT) or a setting is invalid.
+/// encoder do not go together (MAE and I-JEPA need a ViT) or a setting is invalid.
 pub fn build_method(
     cfg: &VisionRunConfig,
     device: tch::Device,
@@ -174,6 +174,7 @@ pub fn build_method(
     Ok(match &cfg.method {
         MethodConfig::Simclr(m) => Box::new(SimClr::new(device, &cfg.model, in_channels, m)),
         MethodConfig::Mae(m) => Box::new(Mae::new(device, &cfg.model, in_channels, m)?),
+        MethodConfig::Ijepa(m) => Box::new(Ijepa::new(device, &cfg.model, in_channels, m)?),
     })
 }
 
@@ -192,6 +193,12 @@ impl VisionMethod for SimClr {
 impl VisionMethod for Mae {
     fn encoder_prefix(&self) -> &'static str {
         Mae::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Ijepa {
+    fn encoder_prefix(&self) -> &'static str {
+        Ijepa::ENCODER_PREFIX
     }
 }
 

@@ -322,7 +322,7 @@ impl Method for Mae {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::methods::test_util::{structured_images, train_steps};
     use crate::models::VitOptions;

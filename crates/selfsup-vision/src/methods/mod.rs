@@ -1,7 +1,9 @@
 //! Vision methods, one per file, chosen by the `[method]` table of a run config.
+pub mod ijepa;
 pub mod mae;
 pub mod simclr;
 
+pub use ijepa::{Ijepa, IjepaConfig};
 pub use mae::{Mae, MaeConfig};
 use serde::{Deserialize, Serialize};
 pub use simclr::{SimClr, SimClrConfig};
@@ -12,6 +14,7 @@ pub use simclr::{SimClr, SimClrConfig};
 pub enum MethodConfig {
     Simclr(SimClrConfig),
     Mae(MaeConfig),
+    Ijepa(IjepaConfig),
 }
 
 impl Default for MethodConfig {
