@@ -124,7 +124,10 @@ fn guess_heads(embed_dim: i64) -> i64 {
     match embed_dim {
         d if d == VIT_TINY.0 => VIT_TINY.2,
         d if d == VIT_SMALL.0 => VIT_SMALL.2,
-        d => (1..=(d / 64).max(1)).rev().find(|h| d % h == 0).unwrap_or(1),
+        d => (1..=(d / 64).max(1))
+            .rev()
+            .find(|h| d % h == 0)
+            .unwrap_or(1),
     }
 }
 
@@ -360,7 +363,12 @@ pub fn export_encoder(
         })?;
         // The weights cannot tell a ViT's head count: the caller's table can.
         let same_vit = match (given.vit_spec(), encoder.config.vit_spec()) {
-            (Some(g), Some(w)) => VitSpec { heads: g.heads, ..w } == g,
+            (Some(g), Some(w)) => {
+                VitSpec {
+                    heads: g.heads,
+                    ..w
+                } == g
+            }
             _ => false,
         };
         if same_vit {

@@ -655,7 +655,10 @@ mod tests {
         ] {
             assert!(vars.contains_key(name), "{name}");
         }
-        assert_eq!(vars["predictor.predictor_pos_embed"].size(), vec![1, 16, 16]);
+        assert_eq!(
+            vars["predictor.predictor_pos_embed"].size(),
+            vec![1, 16, 16]
+        );
         assert!(!vars["predictor.predictor_pos_embed"].requires_grad());
         assert!(!vars["target_encoder.norm.weight"].requires_grad());
         assert!(vars["encoder.norm.weight"].requires_grad());
@@ -669,23 +672,35 @@ mod tests {
         assert_eq!(target.size(), pred.size());
         assert!(!target.requires_grad());
         // Targets are layer-normed per token.
-        let mean = target.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]);
+        let mean = target
+            .mean_dim(-1, false, Kind::Float)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(mean < 1e-4, "{mean}");
         assert_eq!(ij.embed(&xs).size(), vec![3, 32]);
     }
 
     #[test]
     fn cnn_encoders_are_refused() {
-        let err = Ijepa::new(Device::Cpu, &EncoderConfig::default(), 1, &IjepaConfig::default())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = Ijepa::new(
+            Device::Cpu,
+            &EncoderConfig::default(),
+            1,
+            &IjepaConfig::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("needs a ViT encoder"), "{err}");
         let bad = IjepaConfig {
             predictor_embed_dim: 18,
             ..Default::default()
         };
-        let err = Ijepa::new(Device::Cpu, &tiny_vit(), 1, &bad).err().unwrap().to_string();
+        let err = Ijepa::new(Device::Cpu, &tiny_vit(), 1, &bad)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("predictor_embed_dim (18)"), "{err}");
     }
 

@@ -409,7 +409,8 @@ pub(crate) mod tests {
         let (b, n) = (5, 49);
         let m = RandomMask::draw(b, n, 0.75, Device::Cpu);
         assert_eq!(m.ids_keep.size(), vec![5, 12]); // floor(49 * 0.25)
-        let masked: Vec<f32> = Vec::try_from(m.mask.sum_dim_intlist(1, false, Kind::Float)).unwrap();
+        let masked: Vec<f32> =
+            Vec::try_from(m.mask.sum_dim_intlist(1, false, Kind::Float)).unwrap();
         assert_eq!(masked, vec![37.0; 5]);
         let m16 = RandomMask::draw(3, 16, 0.75, Device::Cpu);
         assert_eq!(m16.ids_keep.size(), vec![3, 4]);
@@ -421,7 +422,11 @@ pub(crate) mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), 12, "distinct visible patches");
             for (j, &mj) in mask.iter().enumerate() {
-                assert_eq!(mj == 0.0, keep.contains(&(j as i64)), "sample {i} patch {j}");
+                assert_eq!(
+                    mj == 0.0,
+                    keep.contains(&(j as i64)),
+                    "sample {i} patch {j}"
+                );
             }
             // ids_restore undoes the shuffle: [keep, rest] gathered back is 0..n.
             let shuffled = m.ids_restore.get(i).argsort(0, false);
@@ -476,29 +481,46 @@ pub(crate) mod tests {
         let mask = RandomMask::draw(4, 16, 0.75, Device::Cpu);
         let latent = mae.encode_visible(&xs, &mask);
         assert_eq!(latent.size(), vec![4, 5, 32]);
-        assert_eq!(mae.decode(&latent, &mask.ids_restore).size(), vec![4, 16, 16]);
+        assert_eq!(
+            mae.decode(&latent, &mask.ids_restore).size(),
+            vec![4, 16, 16]
+        );
         assert_eq!(mae.embed(&xs).size(), vec![4, 32]);
     }
 
     #[test]
     fn cnn_encoders_and_bad_settings_are_refused() {
-        let err = Mae::new(Device::Cpu, &EncoderConfig::default(), 1, &MaeConfig::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("needs a ViT encoder") && err.contains("small_cnn"), "{err}");
+        let err = Mae::new(
+            Device::Cpu,
+            &EncoderConfig::default(),
+            1,
+            &MaeConfig::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("needs a ViT encoder") && err.contains("small_cnn"),
+            "{err}"
+        );
         let bad = MaeConfig {
             mask_ratio: 1.0,
             ..Default::default()
         };
-        let err = Mae::new(Device::Cpu, &tiny_vit(), 1, &bad).err().unwrap().to_string();
+        let err = Mae::new(Device::Cpu, &tiny_vit(), 1, &bad)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("mask_ratio"), "{err}");
         let bad = MaeConfig {
             decoder_embed_dim: 30,
             decoder_heads: 3,
             ..Default::default()
         };
-        let err = Mae::new(Device::Cpu, &tiny_vit(), 1, &bad).err().unwrap().to_string();
+        let err = Mae::new(Device::Cpu, &tiny_vit(), 1, &bad)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("decoder_embed_dim (30)"), "{err}");
     }
 

@@ -141,7 +141,9 @@ impl EncoderConfig {
     /// The ResNet stem, `None` for the small CNN and the ViTs.
     pub fn stem(&self) -> Option<Stem> {
         match self {
-            EncoderConfig::SmallCnn { .. } | EncoderConfig::VitTiny(_) | EncoderConfig::VitSmall(_) => None,
+            EncoderConfig::SmallCnn { .. }
+            | EncoderConfig::VitTiny(_)
+            | EncoderConfig::VitSmall(_) => None,
             EncoderConfig::Resnet18 { stem } | EncoderConfig::Resnet50 { stem } => Some(*stem),
         }
     }
@@ -758,12 +760,19 @@ pub(crate) mod tests {
             ..Default::default()
         });
         let err = bad.validate().unwrap_err().to_string();
-        assert!(err.contains("image_size (28)") && err.contains("patch_size (5)"), "{err}");
+        assert!(
+            err.contains("image_size (28)") && err.contains("patch_size (5)"),
+            "{err}"
+        );
         let bad = EncoderConfig::VitSmall(VitOptions {
             heads: Some(5),
             ..Default::default()
         });
-        assert!(bad.validate().unwrap_err().to_string().contains("heads (5)"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("heads (5)"));
     }
 
     #[test]

@@ -270,7 +270,9 @@ impl Block {
 
 /// A stack of [`Block`]s under `p / i`.
 pub fn blocks(p: &nn::Path, dim: i64, depth: i64, heads: i64) -> Vec<Block> {
-    (0..depth).map(|i| Block::new(&(p / i), dim, heads)).collect()
+    (0..depth)
+        .map(|i| Block::new(&(p / i), dim, heads))
+        .collect()
 }
 
 /// Runs `xs` through every block in turn.
@@ -299,7 +301,7 @@ pub fn sincos_2d(dim: i64, gh: i64, gw: i64, cls: bool) -> Tensor {
         .collect();
     let mut out = Vec::with_capacity(((gh * gw + cls as i64) * dim) as usize);
     if cls {
-        out.extend(std::iter::repeat(0f32).take(dim as usize));
+        out.extend(std::iter::repeat_n(0f32, dim as usize));
     }
     for row in 0..gh {
         for col in 0..gw {
@@ -442,10 +444,8 @@ impl Vit {
     /// `[B, K, D] -> [B, 1 + K, D]`.
     pub fn prepend_cls(&self, tokens: &Tensor) -> Tensor {
         let b = tokens.size()[0];
-        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)).expand(
-            [b, 1, self.spec.embed_dim],
-            false,
-        );
+        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1))
+            .expand([b, 1, self.spec.embed_dim], false);
         Tensor::cat(&[cls, tokens.shallow_clone()], 1)
     }
 
@@ -548,7 +548,10 @@ mod tests {
         let pos = &vars["pos_embed"];
         assert!(!pos.requires_grad());
         assert!(vars["cls_token"].requires_grad());
-        assert!(pos.get(0).get(0).equal(&Tensor::zeros([32], (Kind::Float, Device::Cpu))));
+        assert!(pos
+            .get(0)
+            .get(0)
+            .equal(&Tensor::zeros([32], (Kind::Float, Device::Cpu))));
         assert!(pos
             .get(0)
             .narrow(0, 1, 49)
@@ -639,13 +642,20 @@ mod tests {
         let mut s = tiny_spec();
         s.image_size = 30;
         let e = s.validate().unwrap_err().to_string();
-        assert!(e.contains("model.image_size (30)") && e.contains("patch_size (4)"), "{e}");
+        assert!(
+            e.contains("model.image_size (30)") && e.contains("patch_size (4)"),
+            "{e}"
+        );
         let mut s = tiny_spec();
         s.heads = 3;
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("model.heads (3)"), "{e}");
         let mut s = tiny_spec();
         s.depth = 0;
-        assert!(s.validate().unwrap_err().to_string().contains("model.depth"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("model.depth"));
     }
 }
