@@ -480,3 +480,67 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     };
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Normalize;
+
+    fn preset(name: &str) -> VisionRunConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs/vision")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        VisionRunConfig::from_toml(&text, &path).unwrap()
+    }
+
+    /// The ViT presets build their method, train on their own augmentations'
+    /// image size, and export a timm ViT.
+    #[test]
+    fn vit_presets_build_step_and_export() {
+        for (name, method) in [("mae.toml", "mae"), ("ijepa.toml", "ijepa")] {
+            let cfg = preset(name);
+            assert!(cfg.model.is_vit(), "{name}");
+            let mut m = build_method(&cfg, tch::Device::Cpu, 1).unwrap();
+            assert_eq!(m.name(), method);
+            let xs = crate::methods::test_util::structured_images(4, 1, 28, 0);
+            let batch = selfsup_core::method::Batch {
+                views: vec![xs.shallow_clone(), xs.shallow_clone()],
+            };
+            let ctx = selfsup_core::method::StepCtx {
+                step: 0,
+                total_steps: 10,
+                epoch: 0,
+                comm: &selfsup_core::distributed::SingleProcess,
+            };
+            let out = m.step(&batch, &ctx).unwrap();
+            assert!(out.loss.double_value(&[]).is_finite());
+            assert_eq!(m.embed(&xs).size(), vec![4, cfg.model.out_dim()]);
+            let dir = tempfile::tempdir().unwrap();
+            export(&cfg, m.as_ref(), 1, dir.path(), serde_json::json!({})).unwrap();
+            let written: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join("config.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(written["arch"], "vit_tiny");
+            assert_eq!(written["heads"], 4);
+            assert_eq!(written["method"], method);
+            assert_eq!(
+                written["normalize"],
+                serde_json::to_value(Normalize::for_channels(1)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn masked_methods_refuse_cnn_encoders() {
+        for name in ["mae.toml", "ijepa.toml"] {
+            let mut cfg = preset(name);
+            cfg.model = EncoderConfig::Resnet18 {
+                stem: crate::models::Stem::Cifar,
+            };
+            let err = build_method(&cfg, tch::Device::Cpu, 1).err().unwrap();
+            assert!(err.to_string().contains("needs a ViT encoder"), "{err}");
+        }
+    }
+}
