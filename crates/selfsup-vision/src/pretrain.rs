@@ -491,7 +491,14 @@ mod tests {
             .join("../../configs/vision")
             .join(name);
         let text = std::fs::read_to_string(&path).unwrap();
-        VisionRunConfig::from_toml(&text, &path).unwrap()
+        let cfg = VisionRunConfig::from_toml(&text, &path).unwrap();
+        cfg.augment.validate().unwrap();
+        // The resolved config (saved in checkpoints) parses back to the same thing.
+        assert_eq!(
+            VisionRunConfig::from_toml(&cfg.to_toml(), &path).unwrap(),
+            cfg
+        );
+        cfg
     }
 
     /// The ViT presets build their method, train on their own augmentations'
