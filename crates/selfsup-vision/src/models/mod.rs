@@ -2,10 +2,12 @@
 //! variables carry exactly torchvision's names (`conv1.weight`,
 //! `layer1.0.bn1.running_mean`, `layer2.0.downsample.0.weight`, ...), so an
 //! exported encoder loads into `torchvision.models.resnet18()` with
-//! `strict=True` (see [`crate::export`]).
+//! `strict=True` (see [`crate::export`]), and Vision Transformers with
+//! timm's names ([`vit`]).
 //!
-//! Every encoder ends at the global average pool: it has no `fc` and returns
-//! `[batch, out_dim]` features.
+//! Every CNN ends at the global average pool: it has no `fc` and returns
+//! `[batch, out_dim]` features. A ViT returns its final-normed class token,
+//! `[batch, embed_dim]`.
 //!
 //! The `[model]` table of a run config selects one:
 //!
