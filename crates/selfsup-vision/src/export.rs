@@ -4,17 +4,25 @@
 //! [`export_encoder`] writes two files into a folder:
 //!
 //! - `model.safetensors`: the encoder's variables with the var-store prefix
-//!   stripped, i.e. torchvision's state-dict keys for the ResNets, plus an
+//!   stripped, i.e. torchvision's state-dict keys for the ResNets and timm's
+//!   `VisionTransformer` keys for the ViTs, plus an
 //!   int64 scalar `<bn>.num_batches_tracked` for every batch norm, so
 //!   `model.load_state_dict(safetensors.torch.load_file(...), strict=True)`
 //!   sees exactly the keys it expects;
 //! - `config.json`: what the weights are (`arch`, `stem`, `in_channels`,
-//!   `out_dim`), how to build the matching torchvision model (`torchvision`),
-//!   and the caller's own fields (method, input normalisation, ...).
+//!   `out_dim`; for a ViT also `patch_size`, `image_size`, `embed_dim`,
+//!   `depth`, `heads`), how to build the matching torchvision model
+//!   (`torchvision`) or timm model (`timm`), and the caller's own fields
+//!   (method, input normalisation, ...).
 //!
 //! `benchmarks/check_torchvision_export.py` loads an export into torchvision
-//! and compares its features with selfsup's.
-use crate::models::{EncoderConfig, Stem};
+//! and compares its features with selfsup's; `benchmarks/check_timm_export.py`
+//! does the same for a ViT with timm.
+//!
+//! A ViT's head count cannot be read from its weights: when the caller's
+//! `model` field is a ViT table it is taken from there, else it is guessed
+//! as timm's (3 for width 192, 6 for 384, otherwise width / 64).
+use crate::models::{EncoderConfig, Stem, VitOptions, VitSpec, VIT_SMALL, VIT_TINY};
 use selfsup_core::tensor_io;
 use selfsup_core::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -69,6 +77,13 @@ impl std::fmt::Display for IdentifiedEncoder {
         let plural = if self.in_channels == 1 { "" } else { "s" };
         let detail = match &self.config {
             EncoderConfig::SmallCnn { channels } => format!("channels {channels:?}"),
+            cfg @ (EncoderConfig::VitTiny(_) | EncoderConfig::VitSmall(_)) => {
+                let v = cfg.vit_spec().expect("a ViT has a spec");
+                format!(
+                    "patch {}, image {}, embed_dim {}, depth {}, heads {}",
+                    v.patch_size, v.image_size, v.embed_dim, v.depth, v.heads
+                )
+            }
             other => format!("{} stem", other.stem().unwrap_or_default().name()),
         };
         write!(
@@ -80,10 +95,75 @@ impl std::fmt::Display for IdentifiedEncoder {
     }
 }
 
-/// Recognises a selfsup encoder (small CNN, ResNet-18, ResNet-50) from its
-/// variable names (prefix already stripped) and shapes; `None` if the names
-/// fit none of them.
+/// The `[model]` table of a ViT of shape `spec`: `vit_small` for width 384,
+/// `vit_tiny` otherwise, with overrides where `spec` departs from the preset.
+pub fn vit_config(spec: VitSpec) -> EncoderConfig {
+    let preset = if spec.embed_dim == VIT_SMALL.0 {
+        VIT_SMALL
+    } else {
+        VIT_TINY
+    };
+    let differs = |v: i64, p: i64| (v != p).then_some(v);
+    let opts = VitOptions {
+        patch_size: spec.patch_size,
+        image_size: spec.image_size,
+        embed_dim: differs(spec.embed_dim, preset.0),
+        depth: differs(spec.depth, preset.1),
+        heads: differs(spec.heads, preset.2),
+    };
+    if preset == VIT_SMALL {
+        EncoderConfig::VitSmall(opts)
+    } else {
+        EncoderConfig::VitTiny(opts)
+    }
+}
+
+/// timm's head count for a width: 3 for 192, 6 for 384, else the largest
+/// divisor of the width not above width / 64 (heads of width 64).
+fn guess_heads(embed_dim: i64) -> i64 {
+    match embed_dim {
+        d if d == VIT_TINY.0 => VIT_TINY.2,
+        d if d == VIT_SMALL.0 => VIT_SMALL.2,
+        d => (1..=(d / 64).max(1))
+            .rev()
+            .find(|h| d % h == 0)
+            .unwrap_or(1),
+    }
+}
+
+fn identify_vit(shapes: &BTreeMap<String, Vec<i64>>) -> Option<IdentifiedEncoder> {
+    let &[d, c, p, _] = shapes.get("patch_embed.proj.weight")?.as_slice() else {
+        return None;
+    };
+    shapes.get("cls_token")?;
+    let n = shapes.get("pos_embed")?.get(1)? - 1;
+    let g = (n as f64).sqrt().round() as i64;
+    if g * g != n {
+        return None;
+    }
+    let depth = (0..)
+        .take_while(|i| shapes.contains_key(&format!("blocks.{i}.attn.qkv.weight")))
+        .count() as i64;
+    Some(IdentifiedEncoder {
+        config: vit_config(VitSpec {
+            patch_size: p,
+            image_size: g * p,
+            embed_dim: d,
+            depth,
+            heads: guess_heads(d),
+        }),
+        in_channels: c,
+    })
+}
+
+/// Recognises a selfsup encoder (small CNN, ResNet-18, ResNet-50, ViT) from
+/// its variable names (prefix already stripped) and shapes; `None` if the
+/// names fit none of them. A ViT's head count is guessed (see the module
+/// documentation).
 pub fn identify_encoder(shapes: &BTreeMap<String, Vec<i64>>) -> Option<IdentifiedEncoder> {
+    if shapes.contains_key("patch_embed.proj.weight") {
+        return identify_vit(shapes);
+    }
     if let Some(first) = shapes.get("blocks.0.conv.weight") {
         let channels: Vec<i64> = (0..)
             .map_while(|i| {
@@ -139,10 +219,40 @@ fn shapes_of(tensors: &BTreeMap<String, Tensor>) -> BTreeMap<String, Vec<i64>> {
     tensors.iter().map(|(n, t)| (n.clone(), t.size())).collect()
 }
 
+/// How to rebuild a ViT with timm, for `config.json`.
+fn timm_recipe(spec: VitSpec, in_channels: i64) -> Value {
+    let variant = format!("vit_tiny_patch{}_{}", spec.patch_size, spec.image_size);
+    let call = format!(
+        "timm.create_model('vit_tiny_patch16_224', pretrained=False, img_size={}, patch_size={}, \
+         in_chans={in_channels}, num_classes=0, embed_dim={}, depth={}, num_heads={}, dynamic_img_size=True)",
+        spec.image_size, spec.patch_size, spec.embed_dim, spec.depth, spec.heads
+    );
+    json!({
+        "model": "timm.models.vision_transformer.VisionTransformer",
+        "note": format!(
+            "timm's defaults otherwise (class token, global_pool='token', qkv_bias, mlp_ratio 4, \
+             LayerNorm eps 1e-6); {variant} in timm's naming. dynamic_img_size=True resamples pos_embed \
+             for other input sizes as selfsup does"
+        ),
+        "python": [
+            "import timm, safetensors.torch".to_string(),
+            format!("m = {call}"),
+            format!("m.load_state_dict(safetensors.torch.load_file(\"{WEIGHTS_FILE}\"), strict=True)"),
+            "m.eval()  # m(x): [batch, out_dim], the final-normed class token; \
+             m.forward_features(x)[:, 1:].mean(1): the mean final-normed patch token"
+                .to_string(),
+        ],
+    })
+}
+
 /// How to rebuild the encoder in PyTorch, for `config.json`.
 fn torchvision_recipe(enc: &IdentifiedEncoder) -> Value {
     let c = enc.in_channels;
     match &enc.config {
+        EncoderConfig::VitTiny(_) | EncoderConfig::VitSmall(_) => json!({
+            "model": null,
+            "note": "a ViT: see `timm`",
+        }),
         EncoderConfig::SmallCnn { channels } => json!({
             "model": null,
             "note": format!(
@@ -228,9 +338,9 @@ pub fn export_encoder(
             "export: no variables under prefix `{prefix}` (the var store has {seen:?}...)"
         )));
     }
-    let encoder = identify_encoder(&shapes_of(&vars)).ok_or_else(|| {
+    let mut encoder = identify_encoder(&shapes_of(&vars)).ok_or_else(|| {
         Error::Config(format!(
-            "export: the variables under `{prefix}` are not a small_cnn, resnet18 or resnet50 encoder \
+            "export: the variables under `{prefix}` are not a small_cnn, resnet18, resnet50 or vit encoder \
              (first names: {:?})",
             vars.keys().take(MAX_LISTED).collect::<Vec<_>>()
         ))
@@ -245,6 +355,31 @@ pub fn export_encoder(
         }
     };
 
+    if let Some(model) = caller.get("model") {
+        let given: EncoderConfig = serde_json::from_value(model.clone()).map_err(|e| {
+            Error::Config(format!(
+                "export: config field `model` is not a [model] table: {e}"
+            ))
+        })?;
+        // The weights cannot tell a ViT's head count: the caller's table can.
+        let same_vit = match (given.vit_spec(), encoder.config.vit_spec()) {
+            (Some(g), Some(w)) => {
+                VitSpec {
+                    heads: g.heads,
+                    ..w
+                } == g
+            }
+            _ => false,
+        };
+        if same_vit {
+            encoder.config = vit_config(given.vit_spec().expect("checked"));
+        } else if given != encoder.config {
+            return Err(Error::Config(format!(
+                "export: config field `model` ({given:?}) disagrees with the exported weights ({encoder})"
+            )));
+        }
+    }
+
     let stem = encoder.config.stem().map(|s| s.name());
     let mut described = Map::new();
     described.insert("format".into(), EXPORT_FORMAT.into());
@@ -254,23 +389,35 @@ pub fn export_encoder(
     if let EncoderConfig::SmallCnn { channels } = &encoder.config {
         described.insert("channels".into(), json!(channels));
     }
-    described.insert("in_channels".into(), encoder.in_channels.into());
-    described.insert("out_dim".into(), encoder.out_dim().into());
-    for key in ["arch", "stem", "in_channels", "out_dim", "channels"] {
-        if let Some(actual) = described.get(key) {
-            check_caller_field(&caller, key, actual)?;
+    let vit = encoder.config.vit_spec();
+    if let Some(v) = vit {
+        for (key, value) in [
+            ("patch_size", v.patch_size),
+            ("image_size", v.image_size),
+            ("embed_dim", v.embed_dim),
+            ("depth", v.depth),
+            ("heads", v.heads),
+        ] {
+            described.insert(key.into(), value.into());
         }
     }
-    if let Some(model) = caller.get("model") {
-        let given: EncoderConfig = serde_json::from_value(model.clone()).map_err(|e| {
-            Error::Config(format!(
-                "export: config field `model` is not a [model] table: {e}"
-            ))
-        })?;
-        if given != encoder.config {
-            return Err(Error::Config(format!(
-                "export: config field `model` ({given:?}) disagrees with the exported weights ({encoder})"
-            )));
+    described.insert("in_channels".into(), encoder.in_channels.into());
+    described.insert("out_dim".into(), encoder.out_dim().into());
+    // `image_size` is also what callers record as the training image size,
+    // which a ViT may differ from (pos_embed is resampled): not checked.
+    for key in [
+        "arch",
+        "stem",
+        "in_channels",
+        "out_dim",
+        "channels",
+        "patch_size",
+        "embed_dim",
+        "depth",
+        "heads",
+    ] {
+        if let Some(actual) = described.get(key) {
+            check_caller_field(&caller, key, actual)?;
         }
     }
 
@@ -297,6 +444,9 @@ pub fn export_encoder(
     let mut doc = caller;
     described.insert("num_tensors".into(), tensors.len().into());
     described.insert("torchvision".into(), torchvision_recipe(&encoder));
+    if let Some(v) = vit {
+        described.insert("timm".into(), timm_recipe(v, encoder.in_channels));
+    }
     if doc.contains_key("normalize") {
         described.insert(
             "input".into(),
@@ -411,8 +561,8 @@ pub fn load_encoder_weights(vs: &mut nn::VarStore, prefix: &str, file: &Path) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::tests::TORCHVISION_RESNET18_KEYS;
-    use crate::models::{build_encoder, Stem};
+    use crate::models::tests::{timm_depth2_vit, TIMM_VIT_DEPTH2_KEYS, TORCHVISION_RESNET18_KEYS};
+    use crate::models::{build_encoder, Stem, VitOptions};
     use selfsup_core::encoder::Encoder;
     use std::collections::BTreeSet;
     use tch::{Device, Kind};
@@ -529,6 +679,7 @@ mod tests {
                 1,
                 28,
             ),
+            (timm_depth2_vit(), 1, 28),
         ];
         for (cfg, c, hw) in cases {
             let dir = tempfile::tempdir().unwrap();
@@ -736,5 +887,140 @@ mod tests {
     #[test]
     fn the_check_script_is_where_the_tests_look() {
         assert!(check_script().is_file(), "{}", check_script().display());
+        assert!(timm_script().is_file(), "{}", timm_script().display());
+    }
+
+    #[test]
+    fn vit_export_has_exactly_timms_keys_and_recipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = timm_depth2_vit();
+        let (vs, _) = trained(&cfg, 1, 28, 11);
+        let extra = json!({"method": "mae", "in_channels": 1, "model": cfg, "image_size": 28});
+        let report = export_encoder(&vs, "encoder", dir.path(), &extra).unwrap();
+        assert_eq!(report.tensors, 30);
+        assert_eq!(report.encoder.config, cfg);
+        let loaded = tensor_io::load(&report.weights).unwrap();
+        let got: BTreeSet<&str> = loaded.tensors.keys().map(String::as_str).collect();
+        let want: BTreeSet<&str> = TIMM_VIT_DEPTH2_KEYS.iter().copied().collect();
+        assert_eq!(got, want);
+        let cfg_json: Value =
+            serde_json::from_str(&std::fs::read_to_string(&report.config).unwrap()).unwrap();
+        assert_eq!(cfg_json["arch"], "vit_tiny");
+        assert_eq!(cfg_json["heads"], 4);
+        assert_eq!(cfg_json["embed_dim"], 64);
+        assert_eq!(cfg_json["depth"], 2);
+        assert_eq!(cfg_json["patch_size"], 4);
+        assert_eq!(cfg_json["image_size"], 28);
+        assert_eq!(cfg_json["out_dim"], 64);
+        let python = cfg_json["timm"]["python"][1].as_str().unwrap();
+        assert!(
+            python.contains("img_size=28, patch_size=4, in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=4"),
+            "{python}"
+        );
+        // Without the caller's table the head count is timm's guess (64 / 64).
+        let report = export_encoder(&vs, "encoder", dir.path(), &Value::Null).unwrap();
+        assert_eq!(report.encoder.config.vit_spec().unwrap().heads, 1);
+        assert_eq!(
+            report.encoder.to_string(),
+            "vit_tiny (patch 4, image 28, embed_dim 64, depth 2, heads 1, 1 input channel)"
+        );
+        // A table of another depth is refused.
+        let mut deeper = cfg.vit_spec().unwrap();
+        deeper.depth = 3;
+        let err = export_encoder(
+            &vs,
+            "encoder",
+            dir.path(),
+            &json!({"model": crate::export::vit_config(deeper)}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("disagrees"), "{err}");
+    }
+
+    #[test]
+    fn vit_presets_are_recognised() {
+        for cfg in [
+            EncoderConfig::VitTiny(VitOptions {
+                patch_size: 4,
+                image_size: 32,
+                depth: Some(1),
+                ..Default::default()
+            }),
+            EncoderConfig::VitSmall(VitOptions {
+                patch_size: 8,
+                image_size: 32,
+                depth: Some(1),
+                ..Default::default()
+            }),
+        ] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _enc = build_encoder(&(vs.root() / "encoder"), &cfg, 3);
+            let shapes = shapes_of(&encoder_variables(&vs, "encoder"));
+            let got = identify_encoder(&shapes).unwrap();
+            assert_eq!(got.config, cfg);
+            assert_eq!(got.in_channels, 3);
+        }
+    }
+
+    fn timm_script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benchmarks/check_timm_export.py")
+    }
+
+    /// Exports a depth-2 ViT and writes selfsup's eval-mode features for
+    /// 28x28 inputs and for 16x16 ones (pos_embed resampled); with
+    /// `SELFSUP_TIMM_PYTHON` set (a Python with torch, timm and safetensors),
+    /// runs `benchmarks/check_timm_export.py` on both and requires PASS, and
+    /// FAIL for features off by 1e-3.
+    #[test]
+    fn timm_loads_the_vit_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = timm_depth2_vit();
+        let (vs, enc) = trained(&cfg, 1, 28, 12);
+        let export_dir = dir.path().join("export");
+        export_encoder(
+            &vs,
+            "encoder",
+            &export_dir,
+            &json!({"in_channels": 1, "model": cfg}),
+        )
+        .unwrap();
+        let mut cases = Vec::new();
+        for hw in [28, 16] {
+            let xs = Tensor::randn([3, 1, hw, hw], (Kind::Float, Device::Cpu));
+            let ys = features(enc.as_ref(), &xs);
+            assert_eq!(ys.size(), vec![3, 64]);
+            let input = dir.path().join(format!("input{hw}.safetensors"));
+            let expected = dir.path().join(format!("expected{hw}.safetensors"));
+            let off = dir.path().join(format!("off{hw}.safetensors"));
+            tensor_io::save(&input, &[("input".into(), xs)], None).unwrap();
+            tensor_io::save(&off, &[("features".into(), &ys + 1e-3)], None).unwrap();
+            tensor_io::save(&expected, &[("features".into(), ys)], None).unwrap();
+            cases.push((input, expected, off));
+        }
+        let Some(python) = std::env::var_os("SELFSUP_TIMM_PYTHON") else {
+            eprintln!("SELFSUP_TIMM_PYTHON not set: timm check skipped (Rust side checked)");
+            return;
+        };
+        let run = |input: &Path, expected: &Path| {
+            let out = std::process::Command::new(&python)
+                .arg(timm_script())
+                .args([&export_dir, &input.to_path_buf(), &expected.to_path_buf()])
+                .output()
+                .expect("run SELFSUP_TIMM_PYTHON");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!("{text}");
+            (out.status.code(), text)
+        };
+        for (input, expected, off) in &cases {
+            let (code, text) = run(input, expected);
+            assert!(code == Some(0) && text.contains("PASS: "), "{text}");
+            let (code, text) = run(input, off);
+            assert!(code == Some(1) && text.contains("FAIL: "), "{text}");
+        }
     }
 }

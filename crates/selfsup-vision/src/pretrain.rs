@@ -6,8 +6,8 @@ use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
 use crate::methods::{
-    BarlowTwins, Byol, Colorization, Context, DataFacts, Dino, Jigsaw, MethodConfig, MocoV2,
-    MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
+    BarlowTwins, Byol, Colorization, Context, DataFacts, Dino, Ijepa, Jigsaw, Mae, MethodConfig,
+    MocoV2, MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
 };
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
@@ -168,12 +168,14 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
 
 /// Builds the method a config asks for, for images of `in_channels`
 /// channels; fails when the method cannot train on such data (colorization
-/// on grey images) or its settings are inconsistent.
+/// on grey images), the method and the encoder do not go together (MAE and
+/// I-JEPA need a ViT) or a setting is invalid.
 pub fn build_method(
     cfg: &VisionRunConfig,
     device: tch::Device,
     in_channels: i64,
 ) -> Result<Box<dyn VisionMethod>> {
+    cfg.model.validate()?;
     let (m, c) = (&cfg.model, in_channels);
     Ok(match &cfg.method {
         MethodConfig::Simclr(x) => Box::new(SimClr::new(device, m, c, x)),
@@ -188,6 +190,8 @@ pub fn build_method(
         MethodConfig::Rotation(x) => Box::new(Rotation::new(device, m, c, x)?),
         MethodConfig::Context(x) => Box::new(Context::new(device, m, c, x)?),
         MethodConfig::Jigsaw(x) => Box::new(Jigsaw::new(device, m, c, x)?),
+        MethodConfig::Mae(x) => Box::new(Mae::new(device, m, c, x)?),
+        MethodConfig::Ijepa(x) => Box::new(Ijepa::new(device, m, c, x)?),
         MethodConfig::Colorization(x) => Box::new(Colorization::new(
             device,
             m,
@@ -277,6 +281,18 @@ impl VisionMethod for Colorization {
 impl VisionMethod for Context {
     fn encoder_prefix(&self) -> &'static str {
         Context::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Mae {
+    fn encoder_prefix(&self) -> &'static str {
+        Mae::ENCODER_PREFIX
+    }
+}
+
+impl VisionMethod for Ijepa {
+    fn encoder_prefix(&self) -> &'static str {
+        Ijepa::ENCODER_PREFIX
     }
 }
 
@@ -627,5 +643,73 @@ mod tests {
         assert_eq!(info["in_channels"], 3);
         assert_eq!(info["normalize"]["mean"].as_array().unwrap().len(), 3);
         assert!(info.get("preprocess").is_none());
+    }
+
+    use crate::data::Normalize;
+
+    fn preset(name: &str) -> VisionRunConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs/vision")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = VisionRunConfig::from_toml(&text, &path).unwrap();
+        cfg.augment.validate().unwrap();
+        // The resolved config (saved in checkpoints) parses back to the same thing.
+        assert_eq!(
+            VisionRunConfig::from_toml(&cfg.to_toml(), &path).unwrap(),
+            cfg
+        );
+        cfg
+    }
+
+    /// The ViT presets build their method, train on their own augmentations'
+    /// image size, and export a timm ViT.
+    #[test]
+    fn vit_presets_build_step_and_export() {
+        for (name, method) in [("mae-cpu.toml", "mae"), ("ijepa-cpu.toml", "ijepa")] {
+            let cfg = preset(name);
+            assert!(cfg.model.is_vit(), "{name}");
+            let mut m = build_method(&cfg, tch::Device::Cpu, 1).unwrap();
+            assert_eq!(m.name(), method);
+            let xs = crate::methods::test_util::structured_images(4, 1, 28, 0);
+            let batch = selfsup_core::method::Batch {
+                views: vec![xs.shallow_clone(), xs.shallow_clone()],
+            };
+            let ctx = selfsup_core::method::StepCtx {
+                step: 0,
+                total_steps: 10,
+                epoch: 0,
+                steps_per_epoch: 1,
+                comm: &selfsup_core::distributed::SingleProcess,
+            };
+            let out = m.step(&batch, &ctx).unwrap();
+            assert!(out.loss.double_value(&[]).is_finite());
+            assert_eq!(m.embed(&xs).size(), vec![4, cfg.model.out_dim()]);
+            let dir = tempfile::tempdir().unwrap();
+            export(&cfg, m.as_ref(), 1, dir.path(), serde_json::json!({})).unwrap();
+            let written: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join("config.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(written["arch"], "vit_tiny");
+            assert_eq!(written["heads"], 4);
+            assert_eq!(written["method"], method);
+            assert_eq!(
+                written["normalize"],
+                serde_json::to_value(Normalize::for_channels(1)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn masked_methods_refuse_cnn_encoders() {
+        for name in ["mae-cpu.toml", "ijepa-cpu.toml"] {
+            let mut cfg = preset(name);
+            cfg.model = EncoderConfig::Resnet18 {
+                stem: crate::models::Stem::Cifar,
+            };
+            let err = build_method(&cfg, tch::Device::Cpu, 1).err().unwrap();
+            assert!(err.to_string().contains("needs a ViT encoder"), "{err}");
+        }
     }
 }

@@ -2,10 +2,12 @@
 //! variables carry exactly torchvision's names (`conv1.weight`,
 //! `layer1.0.bn1.running_mean`, `layer2.0.downsample.0.weight`, ...), so an
 //! exported encoder loads into `torchvision.models.resnet18()` with
-//! `strict=True` (see [`crate::export`]).
+//! `strict=True` (see [`crate::export`]), and Vision Transformers with
+//! timm's names ([`vit`]).
 //!
-//! Every encoder ends at the global average pool: it has no `fc` and returns
-//! `[batch, out_dim]` features.
+//! Every CNN ends at the global average pool: it has no `fc` and returns
+//! `[batch, out_dim]` features. A ViT returns its final-normed class token,
+//! `[batch, embed_dim]`.
 //!
 //! The `[model]` table of a run config selects one:
 //!
@@ -21,6 +23,14 @@
 //! channels = [32, 64, 128, 256]   # the default
 //! ```
 //!
+//! ```toml
+//! [model]
+//! arch = "vit_tiny"   # or "vit_small"; timm's names (see models::vit)
+//! patch_size = 4
+//! image_size = 28     # the size pos_embed is built for
+//! depth = 4           # optional overrides: embed_dim, depth, heads
+//! ```
+//!
 //! The number of input channels is not part of the table: it follows from the
 //! data (1 for Fashion-MNIST, 3 for CIFAR) and is passed to [`build_encoder`].
 //! With 1 input channel `conv1.weight` is `[64, 1, k, k]`, so the torchvision
@@ -28,9 +38,11 @@
 //! convolution (`export/config.json` spells out how).
 pub mod resnet;
 pub mod small_cnn;
+pub mod vit;
 
 pub use resnet::{resnet18, resnet50, BlockKind, ResNet};
 pub use small_cnn::{small_cnn, SmallCnn};
+pub use vit::{PosEmbedInit, Vit, VitOptions, VitSpec};
 
 use selfsup_core::encoder::Encoder;
 use selfsup_core::{Error, Result};
@@ -94,7 +106,18 @@ pub enum EncoderConfig {
         #[serde(default)]
         stem: Stem,
     },
+    /// `arch = "vit_tiny"`: timm's ViT-Ti (D 192, depth 12, 3 heads) unless
+    /// overridden; `out_dim` is D (the final-normed class token).
+    VitTiny(VitOptions),
+    /// `arch = "vit_small"`: timm's ViT-S (D 384, depth 12, 6 heads) unless
+    /// overridden; `out_dim` is D.
+    VitSmall(VitOptions),
 }
+
+/// `(embed_dim, depth, heads)` of timm's `vit_tiny_*`.
+pub const VIT_TINY: (i64, i64, i64) = (192, 12, 3);
+/// `(embed_dim, depth, heads)` of timm's `vit_small_*`.
+pub const VIT_SMALL: (i64, i64, i64) = (384, 12, 6);
 
 impl Default for EncoderConfig {
     /// The small CNN with its default channels (fast enough for a CPU run).
@@ -112,15 +135,33 @@ impl EncoderConfig {
             EncoderConfig::SmallCnn { .. } => "small_cnn",
             EncoderConfig::Resnet18 { .. } => "resnet18",
             EncoderConfig::Resnet50 { .. } => "resnet50",
+            EncoderConfig::VitTiny(_) => "vit_tiny",
+            EncoderConfig::VitSmall(_) => "vit_small",
         }
     }
 
-    /// The ResNet stem, `None` for the small CNN.
+    /// The ResNet stem, `None` for the small CNN and the ViTs.
     pub fn stem(&self) -> Option<Stem> {
         match self {
-            EncoderConfig::SmallCnn { .. } => None,
+            EncoderConfig::SmallCnn { .. }
+            | EncoderConfig::VitTiny(_)
+            | EncoderConfig::VitSmall(_) => None,
             EncoderConfig::Resnet18 { stem } | EncoderConfig::Resnet50 { stem } => Some(*stem),
         }
+    }
+
+    /// The resolved shape of a ViT (`None` for the CNNs).
+    pub fn vit_spec(&self) -> Option<VitSpec> {
+        match self {
+            EncoderConfig::VitTiny(o) => Some(VitSpec::resolve(VIT_TINY, o)),
+            EncoderConfig::VitSmall(o) => Some(VitSpec::resolve(VIT_SMALL, o)),
+            _ => None,
+        }
+    }
+
+    /// Whether the encoder is a Vision Transformer (what MAE and I-JEPA need).
+    pub fn is_vit(&self) -> bool {
+        self.vit_spec().is_some()
     }
 
     /// Width of the features the encoder returns.
@@ -129,22 +170,32 @@ impl EncoderConfig {
             EncoderConfig::SmallCnn { channels } => channels.last().copied().unwrap_or(0),
             EncoderConfig::Resnet18 { .. } => 512,
             EncoderConfig::Resnet50 { .. } => 2048,
+            EncoderConfig::VitTiny(o) => o.embed_dim.unwrap_or(VIT_TINY.0),
+            EncoderConfig::VitSmall(o) => o.embed_dim.unwrap_or(VIT_SMALL.0),
         }
     }
 
     /// The smallest square input side the encoder maps to features: the
     /// small CNN's unpadded 2x2 max-pools need `2^(blocks - 1)` pixels, the
-    /// ResNets' padded strides take any size.
+    /// ResNets' padded strides take any size, a ViT one patch.
     pub fn min_input_size(&self) -> i64 {
         match self {
             EncoderConfig::SmallCnn { channels } => 1 << channels.len().saturating_sub(1),
             EncoderConfig::Resnet18 { .. } | EncoderConfig::Resnet50 { .. } => 1,
+            // One patch at least (the position embedding is resampled to the grid).
+            EncoderConfig::VitTiny(_) | EncoderConfig::VitSmall(_) => {
+                self.vit_spec().map_or(1, |s| s.patch_size)
+            }
         }
     }
 
     /// Checks what serde cannot: the small CNN needs at least one block and
-    /// positive channel counts.
+    /// positive channel counts; a ViT needs positive sizes, `image_size`
+    /// divisible by `patch_size` and `heads` dividing `embed_dim`.
     pub fn validate(&self) -> Result<()> {
+        if let Some(spec) = self.vit_spec() {
+            return spec.validate();
+        }
         if let EncoderConfig::SmallCnn { channels } = self {
             if channels.is_empty() {
                 return Err(Error::Config(
@@ -164,7 +215,7 @@ impl EncoderConfig {
 /// Builds the encoder `cfg` describes under `p`, for images with `in_channels`
 /// channels. The variables are created on `p`'s device, initialised like
 /// torchvision (Kaiming-normal fan-out convolutions, batch norm weight 1 and
-/// bias 0, momentum 0.1).
+/// bias 0, momentum 0.1) or, for the ViTs, like timm (learned `pos_embed`).
 ///
 /// # Panics
 /// If `cfg` fails [`EncoderConfig::validate`] or `in_channels < 1`; callers
@@ -181,6 +232,12 @@ pub fn build_encoder(p: &nn::Path, cfg: &EncoderConfig, in_channels: i64) -> Box
         EncoderConfig::SmallCnn { channels } => Box::new(small_cnn(p, channels, in_channels)),
         EncoderConfig::Resnet18 { stem } => Box::new(resnet18(p, *stem, in_channels)),
         EncoderConfig::Resnet50 { stem } => Box::new(resnet50(p, *stem, in_channels)),
+        EncoderConfig::VitTiny(_) | EncoderConfig::VitSmall(_) => Box::new(Vit::new(
+            p,
+            cfg.vit_spec().expect("a ViT config has a spec"),
+            in_channels,
+            PosEmbedInit::Learned,
+        )),
     }
 }
 
@@ -601,6 +658,142 @@ pub(crate) mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// timm 1.0.31 `VisionTransformer` state-dict keys, in timm's order, of a
+    /// depth-2 ViT (every depth has the same 4 + 12 * depth + 2 keys; timm's
+    /// `vit_tiny_patch16_224` has 150). Printed by
+    /// ```python
+    /// import timm
+    /// m = timm.create_model('vit_tiny_patch16_224', pretrained=False, img_size=28, patch_size=4,
+    ///                       in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=4)
+    /// sd = m.state_dict(); print(len(sd), [(k, list(v.shape)) for k, v in sd.items()])
+    /// ```
+    /// (shapes: `cls_token` [1, 1, 64], `pos_embed` [1, 50, 64],
+    /// `patch_embed.proj.weight` [64, 1, 4, 4], `blocks.0.attn.qkv.weight`
+    /// [192, 64], `blocks.0.mlp.fc1.weight` [256, 64], `blocks.0.mlp.fc2.weight` [64, 256]).
+    pub(crate) const TIMM_VIT_DEPTH2_KEYS: [&str; 30] = [
+        "cls_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "blocks.0.norm1.weight",
+        "blocks.0.norm1.bias",
+        "blocks.0.attn.qkv.weight",
+        "blocks.0.attn.qkv.bias",
+        "blocks.0.attn.proj.weight",
+        "blocks.0.attn.proj.bias",
+        "blocks.0.norm2.weight",
+        "blocks.0.norm2.bias",
+        "blocks.0.mlp.fc1.weight",
+        "blocks.0.mlp.fc1.bias",
+        "blocks.0.mlp.fc2.weight",
+        "blocks.0.mlp.fc2.bias",
+        "blocks.1.norm1.weight",
+        "blocks.1.norm1.bias",
+        "blocks.1.attn.qkv.weight",
+        "blocks.1.attn.qkv.bias",
+        "blocks.1.attn.proj.weight",
+        "blocks.1.attn.proj.bias",
+        "blocks.1.norm2.weight",
+        "blocks.1.norm2.bias",
+        "blocks.1.mlp.fc1.weight",
+        "blocks.1.mlp.fc1.bias",
+        "blocks.1.mlp.fc2.weight",
+        "blocks.1.mlp.fc2.bias",
+        "norm.weight",
+        "norm.bias",
+    ];
+
+    /// The `[model]` table of the ViT whose keys are [`TIMM_VIT_DEPTH2_KEYS`].
+    pub(crate) fn timm_depth2_vit() -> EncoderConfig {
+        EncoderConfig::VitTiny(VitOptions {
+            patch_size: 4,
+            image_size: 28,
+            embed_dim: Some(64),
+            depth: Some(2),
+            heads: Some(4),
+        })
+    }
+
+    #[test]
+    fn vit_names_and_shapes_are_timms() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _enc = build_encoder(&(vs.root() / "encoder"), &timm_depth2_vit(), 1);
+        let shapes = names_and_shapes(&vs, "encoder");
+        let mut want: Vec<&str> = TIMM_VIT_DEPTH2_KEYS.to_vec();
+        want.sort();
+        assert_eq!(shapes.keys().map(String::as_str).collect::<Vec<_>>(), want);
+        assert_eq!(shapes["cls_token"], vec![1, 1, 64]);
+        assert_eq!(shapes["pos_embed"], vec![1, 50, 64]);
+        assert_eq!(shapes["patch_embed.proj.weight"], vec![64, 1, 4, 4]);
+        assert_eq!(shapes["blocks.1.attn.qkv.weight"], vec![192, 64]);
+        assert_eq!(shapes["blocks.1.mlp.fc1.weight"], vec![256, 64]);
+        assert_eq!(shapes["blocks.0.mlp.fc2.weight"], vec![64, 256]);
+        // The presets: 150 keys for ViT-Ti/16 at 224, like timm.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let tiny = EncoderConfig::VitTiny(VitOptions::default());
+        let enc = build_encoder(&vs.root(), &tiny, 3);
+        assert_eq!(enc.out_dim(), 192);
+        let shapes = names_and_shapes_root(&vs);
+        assert_eq!(shapes.len(), 150);
+        assert_eq!(shapes["pos_embed"], vec![1, 197, 192]);
+        assert_eq!(shapes["blocks.11.attn.proj.weight"], vec![192, 192]);
+        let small = EncoderConfig::VitSmall(VitOptions {
+            patch_size: 4,
+            image_size: 32,
+            depth: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(small.out_dim(), 384);
+        assert_eq!(small.vit_spec().unwrap().heads, 6);
+        assert_eq!(forward_shape(&small, 3, 32, 2), vec![2, 384]);
+        // Other input sizes resample pos_embed.
+        assert_eq!(forward_shape(&timm_depth2_vit(), 1, 16, 2), vec![2, 64]);
+    }
+
+    #[test]
+    fn vit_tables_parse_validate_and_round_trip() {
+        let w: Wrapper = toml::from_str(
+            "[model]\narch = \"vit_tiny\"\npatch_size = 4\nimage_size = 28\ndepth = 2\n",
+        )
+        .unwrap();
+        let want = EncoderConfig::VitTiny(VitOptions {
+            patch_size: 4,
+            image_size: 28,
+            depth: Some(2),
+            ..Default::default()
+        });
+        assert_eq!(w.model, want);
+        let text = toml::to_string_pretty(&w).unwrap();
+        assert!(!text.contains("embed_dim"), "{text}");
+        assert_eq!(toml::from_str::<Wrapper>(&text).unwrap().model, want);
+        let w: Wrapper = toml::from_str("[model]\narch = \"vit_small\"\n").unwrap();
+        assert_eq!(w.model, EncoderConfig::VitSmall(VitOptions::default()));
+        assert_eq!(w.model.vit_spec().unwrap().grid(), 14);
+        let err = toml::from_str::<Wrapper>("[model]\narch = \"vit_tiny\"\nstem = \"cifar\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stem"), "{err}");
+        let bad = EncoderConfig::VitTiny(VitOptions {
+            patch_size: 5,
+            image_size: 28,
+            ..Default::default()
+        });
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("image_size (28)") && err.contains("patch_size (5)"),
+            "{err}"
+        );
+        let bad = EncoderConfig::VitSmall(VitOptions {
+            heads: Some(5),
+            ..Default::default()
+        });
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("heads (5)"));
     }
 
     #[test]
