@@ -20,9 +20,14 @@ fn bench_venv() -> PathBuf {
 
 /// The bench venv's python when it can import torchvision.
 pub fn python_with_torchvision() -> Option<PathBuf> {
+    python_with("torchvision")
+}
+
+/// The bench venv's python when it can import `module`.
+pub fn python_with(module: &str) -> Option<PathBuf> {
     let py = bench_venv().join("bin/python");
     let ok = Command::new(&py)
-        .args(["-c", "import torchvision"])
+        .args(["-c", &format!("import {module}")])
         .stderr(std::process::Stdio::null())
         .status()
         .map(|s| s.success())
@@ -275,7 +280,7 @@ pub fn bench(quick: bool) -> Result<()> {
 /// batch, images and epochs) and prints one markdown table: final-epoch kNN
 /// and linear probe on the test split, wall time, training images/s, peak
 /// RSS, beside the raw-pixel baselines. Written to `target/bench/methods.md`.
-pub fn methods_table(which: &str) -> Result<()> {
+pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
     let env = torch_env::ensure()?;
     let data = fetch::fetch("fashion-mnist", false)?;
     let out_dir = target_dir().join("bench");
@@ -302,6 +307,11 @@ pub fn methods_table(which: &str) -> Result<()> {
     let mut rows = Vec::new();
     for m in &presets {
         let config = workspace_root().join(format!("configs/vision/{m}-cpu.toml"));
+        let text = std::fs::read_to_string(&config)?;
+        if !text.contains("format = \"fashion-mnist\"") {
+            println!("\n== {m}: skipped (its preset is not a Fashion-MNIST run)");
+            continue;
+        }
         let run_dir = out_dir.join(format!("methods/{m}"));
         let _ = std::fs::remove_dir_all(&run_dir);
         let mut cmd = Command::new(&bin);
@@ -312,6 +322,9 @@ pub fn methods_table(which: &str) -> Result<()> {
             .arg(&data)
             .arg("--run-dir")
             .arg(&run_dir);
+        if let Some(e) = epochs {
+            cmd.args(["--epochs", &e.to_string()]);
+        }
         env.apply(&mut cmd);
         println!("\n== {m}");
         run(&mut cmd)?;
@@ -327,18 +340,25 @@ pub fn methods_table(which: &str) -> Result<()> {
             "n/a".into()
         }
     };
-    let mut md = String::from(
+    let budget = epochs.map_or("each preset's epochs".to_string(), |e| {
+        format!("{e} epochs")
+    });
+    let mut md = format!(
+        "Fashion-MNIST, small CNN (ViT for mae / ijepa), batch 256, 20000 images, {budget}; kNN k=200 and linear probe on the 10000 test images.\n\n"
+    );
+    md += &String::from(
         "| method | kNN top-1 % | linear top-1 % | wall s | train img/s | peak RSS MB | collapse warnings | command |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (m, v) in &rows {
         let warnings = v["collapse_warnings"].as_array().map_or(0, Vec::len);
         md += &format!(
-            "| {m} | {} | {} | {:.0} | {:.0} | {:.0} | {warnings} | `selfsup pretrain --config configs/vision/{m}-cpu.toml --data <fashion-mnist>` |\n",
+            "| {m} | {} | {} | {:.0} | {:.0} | {:.0} | {warnings} | `selfsup pretrain --config configs/vision/{m}-cpu.toml --data <fashion-mnist>{}` |\n",
             pct(f(v, "knn_top1")),
             pct(f(v, "linear_top1")),
             f(v, "wall_seconds"),
             f(v, "train_images_per_s"),
             f(v, "peak_rss_mb"),
+            epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
         );
     }
     if let Some((_, v)) = rows.first() {

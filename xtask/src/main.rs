@@ -69,6 +69,9 @@ enum Cmd {
         /// named, comma-separated) and print one comparison table.
         #[arg(long, num_args = 0..=1, default_missing_value = "all")]
         methods: Option<String>,
+        /// With --methods: train every preset this many epochs instead of its own.
+        #[arg(long)]
+        epochs: Option<usize>,
     },
 }
 
@@ -97,8 +100,9 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Bench {
             methods: Some(which),
+            epochs,
             ..
-        } => bench::methods_table(&which),
+        } => bench::methods_table(&which, epochs),
         Cmd::Bench { quick, .. } => bench::bench(quick),
     }
 }
@@ -168,6 +172,10 @@ fn test(args: &[String]) -> Result<()> {
     // The torchvision interoperability test runs when the bench venv has torchvision.
     if let Some(py) = bench::python_with_torchvision() {
         cmd.env("SELFSUP_PYTHON", py);
+    }
+    // Likewise the timm check of exported ViTs.
+    if let Some(py) = bench::python_with("timm") {
+        cmd.env("SELFSUP_TIMM_PYTHON", py);
     }
     run(&mut cmd)
 }
