@@ -83,6 +83,9 @@ def main():
     ap.add_argument("--head", choices=("selfsup", "simclr"), default="selfsup",
                     help="selfsup: Linear-BN-ReLU-Linear; simclr: lightly's SimCLRProjectionHead (+ output BN)")
     ap.add_argument("--min-scale", type=float, default=0.08)
+    ap.add_argument("--cj-strength", type=float, default=0.5,
+                    help="lightly's cj_strength (brightness/contrast/saturation 0.8 s, hue 0.2 s)")
+    ap.add_argument("--blur", type=float, default=0.0, help="probability of the Gaussian blur (sigma 0.1-2)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -97,8 +100,8 @@ def main():
     train_x, train_y = train_x[: args.train_images], train_y[: args.train_images]
 
     transform = SimCLRTransform(
-        input_size=28, cj_prob=0.8, cj_strength=0.5, min_scale=args.min_scale, random_gray_scale=0.2,
-        gaussian_blur=0.0, hf_prob=0.5, vf_prob=0.0, rr_prob=0.0, normalize={"mean": [MEAN], "std": [STD]},
+        input_size=28, cj_prob=0.8, cj_strength=args.cj_strength, min_scale=args.min_scale, random_gray_scale=0.2,
+        gaussian_blur=args.blur, hf_prob=0.5, vf_prob=0.0, rr_prob=0.0, normalize={"mean": [MEAN], "std": [STD]},
     )
     loader = torch.utils.data.DataLoader(
         Pairs(train_x, transform), batch_size=args.batch, shuffle=True, drop_last=True,

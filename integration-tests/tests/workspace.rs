@@ -378,7 +378,6 @@ fn simsiam_without_stop_gradient_is_flagged() {
             ..head(2, 32, false)
         },
         stop_gradient: false,
-        ..Default::default()
     };
     // SGD at lr 1.0 for 240 steps: the projector's batch norm hides the
     // collapse from std and rank, uniformity sees it (about -0.14 here, against
@@ -435,10 +434,12 @@ fn incompatible_configs_are_refused_before_training() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("queue_size") && e.contains("1000"), "{e}");
-    let mut local = AugmentConfig::default();
-    local.local_crops = LocalCrops {
-        count: 2,
-        size: 40,
+    let mut local = AugmentConfig {
+        local_crops: LocalCrops {
+            count: 2,
+            size: 40,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let e = MethodConfig::Dino(DinoConfig::default())

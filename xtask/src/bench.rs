@@ -96,6 +96,10 @@ struct PeerSettings {
     lr: f64,
     temperature: f64,
     min_scale: f64,
+    /// lightly's `cj_strength`: brightness = contrast = saturation = 0.8 s, hue = 0.2 s.
+    cj_strength: f64,
+    /// Probability of the Gaussian blur.
+    blur: f64,
 }
 
 impl PeerSettings {
@@ -129,6 +133,8 @@ impl PeerSettings {
             lr: num(&["trainer", "optimizer", "lr"], 0.06),
             temperature: num(&["method", "loss", "temperature"], 0.5),
             min_scale,
+            cj_strength: num(&["augment", "color_jitter", "brightness"], 0.4) / 0.8,
+            blur: num(&["augment", "blur", "p"], 0.0),
         })
     }
 
@@ -144,6 +150,10 @@ impl PeerSettings {
             self.lr.to_string(),
             "--temperature".into(),
             self.temperature.to_string(),
+            "--cj-strength".into(),
+            self.cj_strength.to_string(),
+            "--blur".into(),
+            self.blur.to_string(),
             "--min-scale".into(),
             self.min_scale.to_string(),
         ]

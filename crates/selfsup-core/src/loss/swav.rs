@@ -58,7 +58,7 @@ impl SwavLoss {
             let mut q = (shifted / self.cfg.epsilon).exp().tr(); // [K, n]
             let mut total = [q.sum(Kind::Float).reshape([1])];
             comm.all_reduce_mean_(&mut total);
-            q = q / (&total[0] * world);
+            q /= &total[0] * world;
             for _ in 0..self.cfg.sinkhorn_iterations {
                 let mut rows = [q.sum_dim_intlist([1i64].as_slice(), true, Kind::Float)];
                 comm.all_reduce_mean_(&mut rows);

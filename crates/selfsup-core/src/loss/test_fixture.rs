@@ -1,3 +1,4 @@
+#![allow(clippy::excessive_precision)] // digits as PyTorch printed them
 //! Fixed inputs shared by the loss tests (the PyTorch snippets next to each
 //! test build the same tensors).
 
