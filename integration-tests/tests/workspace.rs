@@ -190,6 +190,7 @@ fn train_full(case: Case) -> (String, Vec<f64>, Vec<String>, CollapseStats) {
         schedule: LrSchedule {
             warmup_epochs: case.warmup_epochs,
             final_lr_ratio: 0.1,
+            ..Default::default()
         },
         ..Default::default()
     };

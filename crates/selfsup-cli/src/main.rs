@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! selfsup pretrain --config configs/vision/simclr-cpu.toml --data ~/.cache/selfsup/datasets/fashion-mnist
+//! selfsup pretrain --config configs/text/mlm-cpu.toml --data ~/.cache/selfsup/datasets
 //! selfsup eval knn --checkpoint runs/simclr-cpu/checkpoint.safetensors --data DIR
 //! selfsup export --checkpoint runs/simclr-cpu/checkpoint.safetensors --out DIR
 //! ```
 mod progress;
 mod restore;
+mod text_summary;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use selfsup_text::pretrain::TextRunConfig;
 use selfsup_vision::pretrain::{pretrain, RunOptions, VisionRunConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +35,8 @@ enum Cmd {
     Pretrain {
         #[arg(long)]
         config: PathBuf,
-        /// Dataset folder (overrides [data] path).
+        /// Dataset folder (overrides [data] path); for text configs the data
+        /// root the sources are relative to (default ~/.cache/selfsup/datasets).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Run folder for checkpoints, metrics, curves, export (default: runs/<config name>).
@@ -92,10 +96,109 @@ fn main() {
     }
 }
 
-fn read_config(path: &Path) -> Result<VisionRunConfig> {
+/// A run config of either modality, told apart by `[method] name`.
+enum AnyConfig {
+    Vision(Box<VisionRunConfig>),
+    Text(Box<TextRunConfig>),
+}
+
+fn read_config(path: &Path) -> Result<AnyConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
-    Ok(VisionRunConfig::from_toml(&text, path)?)
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let method = value
+        .get("method")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str());
+    if method == Some("mlm") {
+        Ok(AnyConfig::Text(Box::new(TextRunConfig::from_toml(
+            &text, path,
+        )?)))
+    } else {
+        Ok(AnyConfig::Vision(Box::new(VisionRunConfig::from_toml(
+            &text, path,
+        )?)))
+    }
+}
+
+/// `~/.cache/selfsup/datasets`, where `cargo xtask fetch` puts datasets.
+fn default_data_root() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".cache/selfsup/datasets")
+}
+
+fn install_ctrlc(stop: &Arc<AtomicBool>) -> Result<()> {
+    let handler_flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)");
+    })
+    .context("installing the Ctrl-C handler")
+}
+
+fn write_summary(run_dir: &Path, summary: &impl serde::Serialize) -> Result<()> {
+    let mut json = serde_json::to_value(summary)?;
+    json["peak_rss_mb"] = serde_json::json!(peak_rss_mb());
+    let path = run_dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+struct Overrides {
+    epochs: Option<usize>,
+    device: Option<String>,
+    batch_size: Option<usize>,
+    threads: Option<usize>,
+}
+
+fn pretrain_text(
+    mut cfg: TextRunConfig,
+    o: Overrides,
+    data: Option<PathBuf>,
+    run_dir: PathBuf,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<()> {
+    if let Some(e) = o.epochs {
+        cfg.trainer.epochs = e;
+    }
+    if let Some(d) = o.device {
+        cfg.run.device = d.parse()?;
+    }
+    if let Some(b) = o.batch_size {
+        cfg.run.batch_size = b;
+    }
+    if let Some(t) = o.threads {
+        cfg.run.threads = Some(t);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    install_ctrlc(&stop)?;
+    let mut observer = progress::Bars::new(stop.clone(), stop_after)
+        .with_unit(cfg.model.max_len as f64, "tokens/s");
+    let mut log = |line: &str| eprintln!("{line}");
+    let summary = selfsup_text::pretrain::pretrain(
+        &cfg,
+        selfsup_text::pretrain::RunOptions {
+            data_root: data.unwrap_or_else(default_data_root),
+            run_dir: run_dir.clone(),
+            resume,
+            observer: &mut observer,
+            stop,
+            git_commit: git_commit(),
+            log: &mut log,
+        },
+    );
+    observer.finish();
+    let summary = summary?;
+    write_summary(&run_dir, &summary)?;
+    text_summary::print_text_summary(&summary, peak_rss_mb(), &run_dir);
+    Ok(())
 }
 
 fn git_commit() -> Option<String> {
@@ -129,7 +232,23 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             stop_after,
         } => {
-            let mut cfg = read_config(&config)?;
+            let name = config
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "run".into());
+            let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(name));
+            let mut cfg = match read_config(&config)? {
+                AnyConfig::Vision(cfg) => *cfg,
+                AnyConfig::Text(cfg) => {
+                    let o = Overrides {
+                        epochs,
+                        device,
+                        batch_size,
+                        threads,
+                    };
+                    return pretrain_text(*cfg, o, data, run_dir, resume, stop_after);
+                }
+            };
             if let Some(e) = epochs {
                 cfg.trainer.epochs = e;
             }
@@ -142,21 +261,8 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(t) = threads {
                 cfg.run.threads = Some(t);
             }
-            let name = config
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_else(|| "run".into());
-            let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(name));
             let stop = Arc::new(AtomicBool::new(false));
-            let handler_flag = stop.clone();
-            ctrlc::set_handler(move || {
-                if handler_flag.swap(true, Ordering::SeqCst) {
-                    eprintln!("\nsecond interrupt: exiting without a checkpoint");
-                    std::process::exit(130);
-                }
-                eprintln!("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)");
-            })
-            .context("installing the Ctrl-C handler")?;
+            install_ctrlc(&stop)?;
             let mut observer = progress::Bars::new(stop.clone(), stop_after);
             let summary = pretrain(
                 &cfg,
@@ -171,11 +277,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             observer.finish();
             let summary = summary?;
-            let mut json = serde_json::to_value(&summary)?;
-            json["peak_rss_mb"] = serde_json::json!(peak_rss_mb());
-            let path = run_dir.join("summary.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&json)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+            write_summary(&run_dir, &summary)?;
             progress::print_summary(&summary, peak_rss_mb());
             Ok(())
         }

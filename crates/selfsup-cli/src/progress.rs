@@ -11,6 +11,9 @@ pub struct Bars {
     stop: Arc<AtomicBool>,
     stop_after: Option<u64>,
     smoothed_rate: f64,
+    /// Samples/s are shown times `scale` in `unit` (images, or tokens for text).
+    scale: f64,
+    unit: &'static str,
 }
 
 impl Bars {
@@ -20,7 +23,16 @@ impl Bars {
             stop,
             stop_after,
             smoothed_rate: 0.0,
+            scale: 1.0,
+            unit: "img/s",
         }
+    }
+
+    /// Shows throughput as `samples/s * scale` in `unit` (e.g. tokens/s).
+    pub fn with_unit(mut self, scale: f64, unit: &'static str) -> Self {
+        self.scale = scale;
+        self.unit = unit;
+        self
     }
 
     /// A line above the bar; printed plainly when the bar is hidden (not a terminal).
@@ -63,8 +75,11 @@ impl Observer for Bars {
         if let Some(b) = &self.bar {
             b.set_prefix(format!("epoch {}/{}", r.epoch + 1, r.epochs));
             b.set_message(format!(
-                "loss {:.4} lr {:.3e} {:.0} img/s",
-                r.loss, r.lr, self.smoothed_rate
+                "loss {:.4} lr {:.3e} {:.0} {}",
+                r.loss,
+                r.lr,
+                self.smoothed_rate * self.scale,
+                self.unit
             ));
             b.set_position(r.step + 1);
         }
@@ -77,7 +92,13 @@ impl Observer for Bars {
         let metrics: Vec<String> = r
             .metrics
             .iter()
-            .map(|(k, v)| format!("{k} {:.2}%", v * 100.0))
+            .map(|(k, v)| {
+                if k.contains("perplexity") {
+                    format!("{k} {v:.2}")
+                } else {
+                    format!("{k} {:.2}%", v * 100.0)
+                }
+            })
             .collect();
         let collapse = r
             .collapse
@@ -90,10 +111,11 @@ impl Observer for Bars {
             })
             .unwrap_or_default();
         let line = format!(
-            "epoch {:>3}: loss {:.4}, {:.0} img/s, {}{collapse}",
+            "epoch {:>3}: loss {:.4}, {:.0} {}, {}{collapse}",
             r.epoch + 1,
             r.mean_loss,
-            r.samples_per_s,
+            r.samples_per_s * self.scale,
+            self.unit,
             metrics.join(", ")
         );
         self.println(&line);

@@ -2,7 +2,19 @@
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
-/// Learning-rate schedule: linear warm-up, then cosine decay to `final_lr_ratio * peak`.
+/// How the learning rate falls after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decay {
+    /// Half a cosine (SimCLR, BYOL, DINO, ...).
+    #[default]
+    Cosine,
+    /// A straight line (BERT).
+    Linear,
+}
+
+/// Learning-rate schedule: linear warm-up, then cosine or linear decay to
+/// `final_lr_ratio * peak`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LrSchedule {
@@ -10,6 +22,8 @@ pub struct LrSchedule {
     pub warmup_epochs: f64,
     /// Final learning rate as a fraction of the peak.
     pub final_lr_ratio: f64,
+    /// Shape of the decay after warm-up.
+    pub decay: Decay,
 }
 
 impl Default for LrSchedule {
@@ -17,6 +31,7 @@ impl Default for LrSchedule {
         Self {
             warmup_epochs: 1.0,
             final_lr_ratio: 0.0,
+            decay: Decay::Cosine,
         }
     }
 }
@@ -27,12 +42,16 @@ impl LrSchedule {
         if step < warmup {
             return peak * (step + 1) as f64 / warmup as f64;
         }
-        cosine(
+        let (step, total, end) = (
             step - warmup,
             total.saturating_sub(warmup),
-            peak,
             peak * self.final_lr_ratio,
-        )
+        );
+        match self.decay {
+            Decay::Cosine => cosine(step, total, peak, end),
+            Decay::Linear if total == 0 => end,
+            Decay::Linear => peak + (end - peak) * (step.min(total) as f64 / total as f64),
+        }
     }
 }
 
@@ -48,6 +67,18 @@ pub fn cosine(step: u64, total: u64, start: f64, end: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warmup_then_linear() {
+        let s = LrSchedule {
+            warmup_epochs: 1.0,
+            final_lr_ratio: 0.0,
+            decay: Decay::Linear,
+        };
+        assert!((s.lr(1.0, 9, 110, 10) - 1.0).abs() < 1e-12);
+        assert!((s.lr(1.0, 60, 110, 10) - 0.5).abs() < 1e-12);
+        assert!((s.lr(1.0, 110, 110, 10) - 0.0).abs() < 1e-12);
+    }
 
     #[test]
     fn warmup_then_cosine() {

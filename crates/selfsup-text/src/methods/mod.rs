@@ -1,0 +1,4 @@
+//! Text methods, one per file.
+mod mlm;
+
+pub use mlm::{Mlm, MlmEval};

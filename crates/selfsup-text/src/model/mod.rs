@@ -1,0 +1,4 @@
+//! Text encoders.
+mod bert;
+
+pub use bert::{Bert, BertConfig, BertSize, ModelConfig};

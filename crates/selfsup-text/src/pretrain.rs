@@ -1,0 +1,407 @@
+//! The text workflow: corpus -> split by document -> tokenizer -> packed
+//! sequences -> MLM -> trainer -> validation and downstream probes ->
+//! export. The `selfsup` binary calls this; it reads no argv or environment
+//! and draws nothing.
+use crate::corpus::{read_source, split_documents, Document, ReadReport, SourceConfig};
+use crate::eval::{
+    probe, unigram_baseline, LabelledSet, MlmEpochEval, ProbeRow, UnigramBaseline, Validation,
+};
+use crate::export::export_mlm;
+use crate::loader::{MaskVocab, MlmBatches};
+use crate::masking::MaskingConfig;
+use crate::methods::Mlm;
+use crate::model::ModelConfig;
+use crate::packing::{pack, PackStats, Packed};
+use crate::tokenizer::{TextTokenizer, TokenizerConfig};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use selfsup_core::device::{describe, DeviceChoice};
+use selfsup_core::eval::LinearProbeConfig;
+use selfsup_core::trainer::{Observer, Trainer, TrainerConfig};
+use selfsup_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// `[data]`: the corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Where the text comes from; relative paths are taken from `--data`.
+    pub sources: Vec<SourceConfig>,
+    /// Fraction of documents held out for validation.
+    pub validation_fraction: f64,
+    /// Replace invalid UTF-8 (counted) instead of stopping with an error.
+    pub lossy_utf8: bool,
+    /// Pre-train on N sequences drawn from the training split (all when absent).
+    pub max_train_sequences: Option<usize>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            validation_fraction: 0.05,
+            lossy_utf8: false,
+            max_train_sequences: None,
+        }
+    }
+}
+
+/// One labelled set for a downstream linear probe (`[[eval.downstream]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamConfig {
+    pub name: String,
+    /// The labelled documents (a format with labels: `brown`, `spam-assassin`).
+    pub source: SourceConfig,
+    /// Sequences taken from each document (1: its beginning).
+    #[serde(default = "one")]
+    pub chunks_per_doc: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `[eval]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Validation sequences scored every epoch (the first N).
+    pub val_sequences: usize,
+    /// Validation sequences whose pooled embeddings feed the collapse monitors.
+    pub monitor_sequences: usize,
+    pub probe: LinearProbeConfig,
+    pub downstream: Vec<DownstreamConfig>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            val_sequences: 512,
+            monitor_sequences: 256,
+            probe: LinearProbeConfig::default(),
+            downstream: Vec::new(),
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub device: DeviceChoice,
+    /// Sequences per batch (per process).
+    pub batch_size: usize,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    pub threads: Option<usize>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::Auto,
+            batch_size: 32,
+            threads: None,
+        }
+    }
+}
+
+/// `[method]`: the text methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TextMethodConfig {
+    /// BERT's masked language modelling.
+    #[default]
+    Mlm,
+}
+
+/// A whole text run, as one TOML file (see `configs/text/`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextRunConfig {
+    pub run: RunConfig,
+    pub data: DataConfig,
+    pub tokenizer: TokenizerConfig,
+    pub masking: MaskingConfig,
+    pub model: ModelConfig,
+    pub method: TextMethodConfig,
+    pub trainer: TrainerConfig,
+    pub eval: EvalConfig,
+}
+
+impl TextRunConfig {
+    /// Parses a config; unknown keys are errors that name the key.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
+        cfg.masking
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
+        Ok(cfg)
+    }
+
+    /// The resolved config as TOML (saved beside every checkpoint).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# unserialisable config: {e}"))
+    }
+}
+
+/// Architecture figures of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub layers: i64,
+    pub hidden: i64,
+    pub heads: i64,
+    pub intermediate: i64,
+    pub parameters: i64,
+}
+
+/// What a text run produced (also written as `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TextRunSummary {
+    pub method: String,
+    pub device: String,
+    pub threads: Option<usize>,
+    pub corpus: ReadReport,
+    pub train_documents: usize,
+    pub validation_documents: usize,
+    pub train: PackStats,
+    pub validation: PackStats,
+    pub vocab_size: usize,
+    pub max_len: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub model: ModelSummary,
+    pub epochs: usize,
+    pub steps: u64,
+    pub final_loss: f64,
+    pub tokenizer_seconds: f64,
+    pub train_seconds: f64,
+    pub train_sequences_per_s: f64,
+    pub train_tokens_per_s: f64,
+    pub wall_seconds: f64,
+    pub val: Option<Validation>,
+    pub unigram: UnigramBaseline,
+    pub downstream: Vec<ProbeRow>,
+    pub warnings: Vec<String>,
+    pub export_dir: PathBuf,
+}
+
+/// Everything a run needs besides its config.
+pub struct RunOptions<'a> {
+    /// The data root: relative source paths are taken from here.
+    pub data_root: PathBuf,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    pub observer: &'a mut dyn Observer,
+    pub stop: Arc<AtomicBool>,
+    pub git_commit: Option<String>,
+    /// Reports what the run is doing before training (reading, tokenizing).
+    pub log: &'a mut dyn FnMut(&str),
+}
+
+fn read_all(
+    sources: &[SourceConfig],
+    root: &Path,
+    lossy: bool,
+) -> Result<(Vec<Document>, ReadReport)> {
+    let mut docs = Vec::new();
+    let mut report = ReadReport::default();
+    for src in sources {
+        let (d, r) = read_source(src, root, lossy)?;
+        docs.extend(d);
+        report.merge(&r);
+    }
+    Ok((docs, report))
+}
+
+/// Pre-trains, evaluates and exports as `cfg` says.
+pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary> {
+    let wall = Instant::now();
+    if let Some(t) = cfg.run.threads {
+        tch::set_num_threads(t as i32);
+    }
+    let device = cfg.run.device.resolve()?;
+    if cfg.data.sources.is_empty() {
+        return Err(Error::Config(
+            "[data] has no sources (add [[data.sources]] format = \"text\", path = ...)".into(),
+        ));
+    }
+    let seed = cfg.trainer.seed;
+    (opts.log)(&format!(
+        "reading {} corpus source(s) from {}",
+        cfg.data.sources.len(),
+        opts.data_root.display()
+    ));
+    let (docs, corpus) = read_all(&cfg.data.sources, &opts.data_root, cfg.data.lossy_utf8)?;
+    let (train_docs, val_docs) = split_documents(docs, cfg.data.validation_fraction, seed);
+    if train_docs.is_empty() || val_docs.is_empty() {
+        return Err(Error::Config(format!(
+            "the corpus has {} document(s): training and validation need at least one each",
+            train_docs.len() + val_docs.len()
+        )));
+    }
+    (opts.log)(&format!(
+        "{} documents ({} train / {} validation, split by document); {} empty skipped, {} decoded lossily",
+        corpus.documents, train_docs.len(), val_docs.len(), corpus.empty_skipped, corpus.lossy_files
+    ));
+    let t_tok = Instant::now();
+    let tok_dir = opts.run_dir.join("tokenizer");
+    let tok = if opts.resume && tok_dir.join("tokenizer.json").exists() {
+        TextTokenizer::from_file(&tok_dir.join("tokenizer.json"))?
+    } else {
+        let t = TextTokenizer::build(&cfg.tokenizer, &opts.data_root, &train_docs)?;
+        t.save(&tok_dir)?;
+        t
+    };
+    let max_len = cfg.model.max_len;
+    let mut train = pack(&train_docs, &tok, max_len)?;
+    let val_all = pack(&val_docs, &tok, max_len)?;
+    let tokenizer_seconds = t_tok.elapsed().as_secs_f64();
+    (opts.log)(&format!(
+        "tokenizer: {} pieces; {} train sequences ({} tokens), {} validation sequences; {} lines longer than {} tokens split across sequences; {} unknown tokens ({:.1} s)",
+        tok.vocab_size, train.len(), train.stats.text_tokens, val_all.len(), train.stats.long_lines + val_all.stats.long_lines,
+        max_len - 2, train.stats.unknown_tokens + val_all.stats.unknown_tokens, tokenizer_seconds
+    ));
+    if let Some(n) = cfg.data.max_train_sequences.filter(|&n| n < train.len()) {
+        let mut rows: Vec<usize> = (0..train.len()).collect();
+        rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xD474));
+        rows.truncate(n);
+        rows.sort_unstable();
+        let mut ids = Vec::with_capacity(n * max_len);
+        for r in rows {
+            ids.extend_from_slice(train.row(r));
+        }
+        train.ids = ids;
+        train.stats.sequences = n;
+    }
+    let vocab = MaskVocab::of(&tok);
+    let unigram = unigram_baseline(
+        &train,
+        &val_all.take(cfg.eval.val_sequences),
+        &vocab,
+        &cfg.masking,
+        tok.vocab_size,
+    );
+    let bert_cfg = cfg
+        .model
+        .resolve(tok.vocab_size, tok.pad_id)
+        .map_err(Error::Config)?;
+    tch::manual_seed(seed as i64);
+    let mut mlm = Mlm::new(&bert_cfg, device);
+    let params: i64 = selfsup_core::method::Method::var_store(&mlm)
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    let train = Arc::new(train);
+    let batches = MlmBatches::new(
+        train.clone(),
+        Arc::new(vocab.clone()),
+        cfg.masking.clone(),
+        cfg.run.batch_size,
+        seed,
+    );
+    let mut evaluator = MlmEpochEval {
+        val: val_all.take(cfg.eval.val_sequences),
+        monitor: val_all.take(cfg.eval.monitor_sequences),
+        vocab: vocab.clone(),
+        masking: cfg.masking.clone(),
+        batch: cfg.run.batch_size,
+        device,
+        unigram,
+        last: None,
+    };
+    let trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
+        .with_stop_flag(opts.stop)
+        .with_provenance(cfg.to_toml(), opts.git_commit);
+    let fit: TrainerConfig = cfg.trainer.clone();
+    (opts.log)(&format!(
+        "training mlm: BERT {} layers, hidden {}, {} heads, {:.2} M parameters, on {}",
+        bert_cfg.layers,
+        bert_cfg.hidden,
+        bert_cfg.heads,
+        params as f64 / 1e6,
+        describe(device)
+    ));
+    let summary = trainer.fit(
+        &mut mlm,
+        &batches,
+        &mut evaluator,
+        opts.observer,
+        opts.resume,
+    )?;
+
+    let mut downstream = Vec::new();
+    if !cfg.eval.downstream.is_empty() {
+        tch::manual_seed(seed as i64 ^ 0x0BAD_5EED);
+        let random = Mlm::new(&bert_cfg, device);
+        for d in &cfg.eval.downstream {
+            (opts.log)(&format!("downstream: linear probe on {}", d.name));
+            let (docs, _) = read_source(&d.source, &opts.data_root, true)?;
+            let set = LabelledSet {
+                name: d.name.clone(),
+                docs,
+                chunks_per_doc: d.chunks_per_doc,
+            };
+            downstream.push(probe(
+                &set,
+                &mlm,
+                &random,
+                &tok,
+                &vocab,
+                max_len,
+                &cfg.eval.probe,
+                seed,
+                device,
+            )?);
+        }
+    }
+    let export_dir = opts.run_dir.join("export");
+    export_mlm(&mlm, &tok, max_len, &export_dir)?;
+    let tokens_per_seq = max_len as f64;
+    Ok(TextRunSummary {
+        method: "mlm".into(),
+        device: describe(device),
+        threads: cfg.run.threads,
+        corpus,
+        train_documents: train_docs.len(),
+        validation_documents: val_docs.len(),
+        train: train.stats.clone(),
+        validation: val_all.stats.clone(),
+        vocab_size: tok.vocab_size,
+        max_len,
+        batch_size: cfg.run.batch_size,
+        lr: fit.optimizer.scaled_lr(cfg.run.batch_size),
+        model: ModelSummary {
+            layers: bert_cfg.layers,
+            hidden: bert_cfg.hidden,
+            heads: bert_cfg.heads,
+            intermediate: bert_cfg.intermediate,
+            parameters: params,
+        },
+        epochs: fit.epochs,
+        steps: summary.steps,
+        final_loss: summary.final_loss,
+        tokenizer_seconds,
+        train_seconds: summary.train_seconds,
+        train_sequences_per_s: summary.samples_per_s,
+        train_tokens_per_s: summary.samples_per_s * tokens_per_seq,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        val: evaluator.last,
+        unigram,
+        downstream,
+        warnings: summary.warnings,
+        export_dir,
+    })
+}
+
+/// Reads the packed sequences of `docs` (for tools and tests).
+pub fn pack_documents(docs: &[Document], tok: &TextTokenizer, max_len: usize) -> Result<Packed> {
+    Ok(pack(docs, tok, max_len)?)
+}
