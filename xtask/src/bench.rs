@@ -6,6 +6,11 @@
 //! 2. end-to-end SimCLR training (skipped with `--quick`): `selfsup pretrain`
 //!    with `configs/vision/simclr-cpu.toml` against
 //!    `benchmarks/lightly_simclr.py` (same encoder, batch, augmentations, epochs).
+//!
+//! `--methods` trains every vision CPU preset into one table; `--text` compares
+//! MLM training throughput with transformers' `BertForMaskedLM`
+//! (`benchmarks/hf_mlm.py`) on the model, vocabulary, sequence length, batch,
+//! learning rate and threads of `pretrain-text`'s CPU run.
 use crate::paths::{cache_dir, target_dir, workspace_root};
 use crate::{fetch, run, torch_env};
 use anyhow::{bail, Context, Result};
@@ -13,7 +18,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The benchmark venv (torch, torchvision, lightly), separate from libtorch's.
+/// The benchmark venv (`benchmarks/requirements.txt`: torch, torchvision,
+/// lightly, timm, transformers), separate from libtorch's.
 fn bench_venv() -> PathBuf {
     cache_dir().join("bench-venv")
 }
@@ -35,24 +41,62 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
     ok.then_some(py)
 }
 
+/// What `benchmarks/requirements.txt` provides, as imported.
+const BENCH_MODULES: [&str; 5] = ["torch", "torchvision", "lightly", "timm", "transformers"];
+
+/// The bench venv's python, able to import every module of the requirements:
+/// creates the venv from `benchmarks/requirements.txt`, or installs the
+/// requirements again into an existing venv that lacks one (a requirement
+/// added since the venv was made).
 fn ensure_bench_venv() -> Result<PathBuf> {
     let py = bench_venv().join("bin/python");
-    let check = Command::new(&py)
-        .args(["-c", "import torchvision, lightly"])
-        .stderr(std::process::Stdio::null())
-        .status();
-    if check.map(|s| s.success()).unwrap_or(false) {
+    let imports = BENCH_MODULES.join(", ");
+    let can_import = || {
+        Command::new(&py)
+            .args(["-c", &format!("import {imports}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if can_import() {
         return Ok(py);
     }
-    eprintln!(
-        "xtask: creating the benchmark venv {} (torch, torchvision, lightly)",
-        bench_venv().display()
-    );
     let requirements = workspace_root().join("benchmarks/requirements.txt");
-    torch_env::create_venv(
-        &bench_venv(),
-        &["-r".into(), requirements.display().to_string()],
-    )?;
+    if py.exists() {
+        eprintln!(
+            "xtask: the benchmark venv {} cannot import {imports}; installing {}",
+            bench_venv().display(),
+            requirements.display()
+        );
+        run(Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements))?;
+    } else {
+        eprintln!(
+            "xtask: creating the benchmark venv {} ({})",
+            bench_venv().display(),
+            requirements.display()
+        );
+        torch_env::create_venv(
+            &bench_venv(),
+            &["-r".into(), requirements.display().to_string()],
+        )?;
+    }
+    if !can_import() {
+        bail!(
+            "{} still cannot import {imports} after installing {}",
+            py.display(),
+            requirements.display()
+        );
+    }
     Ok(py)
 }
 
@@ -383,4 +427,173 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
     std::fs::write(&path, &md)?;
     println!("written {}", path.display());
     Ok(())
+}
+
+/// What `benchmarks/hf_mlm.py` must share with selfsup's MLM run, read from
+/// the run's `summary.json` so the two never drift apart.
+struct MlmSettings {
+    layers: u64,
+    hidden: u64,
+    heads: u64,
+    intermediate: u64,
+    vocab_size: u64,
+    max_len: u64,
+    batch_size: u64,
+    threads: u64,
+    lr: f64,
+}
+
+impl MlmSettings {
+    fn from_summary(v: &Value, path: &std::path::Path) -> Result<Self> {
+        let int = |v: &Value, key: &str| {
+            v[key]
+                .as_u64()
+                .with_context(|| format!("{}: no integer '{key}'", path.display()))
+        };
+        let model = &v["model"];
+        Ok(Self {
+            layers: int(model, "layers")?,
+            hidden: int(model, "hidden")?,
+            heads: int(model, "heads")?,
+            intermediate: int(model, "intermediate")?,
+            vocab_size: int(v, "vocab_size")?,
+            max_len: int(v, "max_len")?,
+            batch_size: int(v, "batch_size")?,
+            // A run that left the thread count to libtorch ran with the bench's 2.
+            threads: v["threads"].as_u64().unwrap_or(2),
+            lr: v["lr"]
+                .as_f64()
+                .with_context(|| format!("{}: no number 'lr'", path.display()))?,
+        })
+    }
+
+    fn args(&self) -> Vec<String> {
+        [
+            ("--layers", self.layers.to_string()),
+            ("--hidden", self.hidden.to_string()),
+            ("--heads", self.heads.to_string()),
+            ("--intermediate", self.intermediate.to_string()),
+            ("--vocab-size", self.vocab_size.to_string()),
+            ("--max-len", self.max_len.to_string()),
+            ("--batch-size", self.batch_size.to_string()),
+            ("--threads", self.threads.to_string()),
+            ("--lr", self.lr.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v])
+        .collect()
+    }
+}
+
+/// MLM training throughput: `pretrain-text`'s CPU run (in
+/// `target/bench/text-run`) against transformers' `BertForMaskedLM` with the
+/// same model, vocabulary, sequence length, batch, learning rate and threads.
+/// Writes `target/bench/text.md` and `target/bench/text.json`.
+pub fn text() -> Result<()> {
+    // The venv first: a missing Python package fails in seconds, not after the run.
+    let py = ensure_bench_venv()?;
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let run_dir = out_dir.join("text-run");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let threads = 2;
+    crate::pretrain_text(
+        "cpu",
+        None,
+        None,
+        Some(run_dir.clone()),
+        false,
+        Some(threads),
+    )?;
+    let summary_path = run_dir.join("summary.json");
+    let ours: Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path)
+            .with_context(|| format!("reading {}", summary_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", summary_path.display()))?;
+    let s = MlmSettings::from_summary(&ours, &summary_path)?;
+    let hf = json_of(
+        Command::new(&py)
+            .arg(workspace_root().join("benchmarks/hf_mlm.py"))
+            .args(s.args())
+            .env("OMP_NUM_THREADS", s.threads.to_string()),
+    )?;
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let ours_tps = f(&ours, "train_tokens_per_s");
+    let hf_tps = f(&hf, "tokens_per_s");
+    let ratio = ours_tps / hf_tps;
+    // Training memory against training memory: the RSS when selfsup's
+    // training ended (the downstream probes after it build bag-of-words
+    // matrices that transformers' script never does).
+    let ours_rss = ours["train_peak_rss_mb"]
+        .as_f64()
+        .unwrap_or(f(&ours, "peak_rss_mb"));
+    let rss_ratio = ours_rss / f(&hf, "peak_rss_mb");
+    let transformers = hf["transformers"].as_str().unwrap_or("?");
+    let mut md = format!(
+        "MLM training on the CPU, BERT {} layers, hidden {}, {} heads, intermediate {}, vocabulary {}, batch {} x {} tokens, {} threads, float32.\n\n",
+        s.layers, s.hidden, s.heads, s.intermediate, s.vocab_size, s.batch_size, s.max_len, s.threads
+    );
+    md +=
+        "| | train tokens/s | peak RSS MB (training) | wall s | command |\n|---|---|---|---|---|\n";
+    md += &format!(
+        "| selfsup | {ours_tps:.0} | {ours_rss:.0} | {:.0} | `cargo xtask pretrain-text --run-dir target/bench/text-run` (threads 2) |\n",
+        f(&ours, "wall_seconds"),
+    );
+    md += &format!(
+        "| transformers {transformers} BertForMaskedLM (sdpa) | {hf_tps:.0} | {:.0} | {:.0} | `benchmarks/hf_mlm.py {}` |\n",
+        f(&hf, "peak_rss_mb"),
+        f(&hf, "seconds"),
+        s.args().join(" "),
+    );
+    md += &format!("| ratio selfsup / transformers | {ratio:.2}x | {rss_ratio:.2}x | | |\n");
+    md += &format!(
+        "\nselfsup: tokens/s over its whole training, peak RSS when training ended, wall time of the whole run (tokenizer training, packing, evaluation and probes included; whole-run peak RSS {:.0} MB). transformers: {} timed steps after {} untimed, random token ids (the same shape of work), peak RSS of the process.\n",
+        f(&ours, "peak_rss_mb"),
+        hf["steps"],
+        hf["warmup_steps"]
+    );
+    println!("\n{md}");
+    let md_path = out_dir.join("text.md");
+    std::fs::write(&md_path, &md)?;
+    let json_path = out_dir.join("text.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "selfsup": ours,
+            "transformers": hf,
+            "ratio_tokens_per_s": ratio,
+            "ratio_peak_rss": rss_ratio,
+        }))?,
+    )?;
+    println!("written {} and {}", md_path.display(), json_path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mlm_settings_come_from_the_summary() {
+        let v: Value = serde_json::from_str(
+            r#"{"train_tokens_per_s": 1000.0, "vocab_size": 8192, "max_len": 128, "batch_size": 32,
+                "threads": null, "lr": 0.001, "wall_seconds": 60.0, "peak_rss_mb": 900.0,
+                "model": {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512}}"#,
+        )
+        .unwrap();
+        let s = MlmSettings::from_summary(&v, std::path::Path::new("summary.json")).unwrap();
+        assert_eq!(
+            s.args().join(" "),
+            "--layers 2 --hidden 128 --heads 2 --intermediate 512 --vocab-size 8192 \
+             --max-len 128 --batch-size 32 --threads 2 --lr 0.001"
+        );
+        let mut missing = v.clone();
+        missing["model"]["heads"] = Value::Null;
+        let err = MlmSettings::from_summary(&missing, std::path::Path::new("summary.json"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("'heads'"), "{err}");
+    }
 }

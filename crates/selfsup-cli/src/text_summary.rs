@@ -25,12 +25,13 @@ pub fn print_text_summary(s: &TextRunSummary, peak_rss_mb: Option<f64>, run_dir:
         s.epochs, s.steps, s.batch_size, s.final_loss
     );
     println!(
-        "  training {:.1} s ({:.0} tokens/s), tokenizer + packing {:.1} s, whole run {:.1} s, peak memory {}",
+        "  training {:.1} s ({:.0} tokens/s), tokenizer + packing {:.1} s, whole run {:.1} s, peak memory {} ({} when training ended)",
         s.train_seconds,
         s.train_tokens_per_s,
         s.tokenizer_seconds,
         s.wall_seconds,
-        peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
+        peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB")),
+        s.train_peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
     );
     if let Some(v) = &s.val {
         println!(

@@ -5,6 +5,15 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// Peak resident memory of this process so far, in MB (Linux `VmHWM`; `None`
+/// elsewhere). Workflows read it right after training, binaries at the end.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// An append-only JSON-lines log.
 #[derive(Debug)]
 pub struct MetricsLog {

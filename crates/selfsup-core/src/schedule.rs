@@ -85,6 +85,7 @@ mod tests {
         let s = LrSchedule {
             warmup_epochs: 1.0,
             final_lr_ratio: 0.1,
+            decay: Decay::Cosine,
         };
         assert!((s.lr(1.0, 0, 100, 10) - 0.1).abs() < 1e-12);
         assert!((s.lr(1.0, 9, 100, 10) - 1.0).abs() < 1e-12);

