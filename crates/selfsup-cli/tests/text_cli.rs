@@ -209,7 +209,10 @@ fn text_pretrain_evaluates_exports_and_resumes_exactly() {
     // across processes (ties), so the second run loads the first one's.
     let same_tok = CONFIG.replace(
         "kind = \"train-wordpiece\"\nvocab_size = 300\nmin_frequency = 1",
-        &format!("kind = \"file\"\npath = {:?}", fx.path("full/tokenizer/tokenizer.json")),
+        &format!(
+            "kind = \"file\"\npath = {:?}",
+            fx.path("full/tokenizer/tokenizer.json")
+        ),
     );
     assert_ne!(same_tok, CONFIG);
     std::fs::write(fx.path("same-tok.toml"), same_tok).unwrap();

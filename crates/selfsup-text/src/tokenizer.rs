@@ -234,12 +234,14 @@ impl TextTokenizer {
         let mut is_continuation = vec![false; vocab_size];
         for (piece, &i) in &vocab {
             let i = i as usize;
+            // `[CLS]`, `[unused0]`, ...: BERT's pre-tokeniser splits '[' off any
+            // text, so a bracketed piece can only be a special token.
             is_special[i] = piece.starts_with('[')
                 && piece.ends_with(']')
                 && piece.len() > 2
                 && piece[1..piece.len() - 1]
                     .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
             is_continuation[i] = piece.starts_with("##");
         }
         for s in SPECIALS {
@@ -454,15 +456,16 @@ mod tests {
         )
         .unwrap();
         let pieces = read_bert_vocab_json(&p).unwrap();
-        assert_eq!(&pieces[5..], ["play", "##ing", "the"]);
+        assert_eq!(pieces[1], "[unused0]");
+        assert_eq!(&pieces[6..], ["play", "##ing", "the"]);
         let tok = TextTokenizer::build(
             &TokenizerConfig::BertVocabJson { path: p },
             Path::new("/"),
             &[],
         )
         .unwrap();
-        assert_eq!(tok.encode("The playing").unwrap(), vec![7, 5, 6]);
-        assert!(tok.is_continuation[6] && !tok.is_continuation[5]);
+        assert_eq!(tok.encode("The playing").unwrap(), vec![8, 6, 7]);
+        assert!(tok.is_continuation[7] && !tok.is_continuation[6]);
+        assert!(tok.is_special[1], "[unused0] is special");
     }
 }
-
