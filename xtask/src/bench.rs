@@ -368,17 +368,11 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
         }
         let run_dir = out_dir.join(format!("methods/{m}"));
         let _ = std::fs::remove_dir_all(&run_dir);
-        let mut cmd = Command::new(&bin);
-        cmd.arg("pretrain")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .arg("--run-dir")
-            .arg(&run_dir);
-        if let Some(e) = epochs {
-            cmd.args(["--epochs", &e.to_string()]);
-        }
+        let opts = crate::PretrainArgs {
+            epochs,
+            ..Default::default()
+        };
+        let mut cmd = crate::selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
         env.apply(&mut cmd);
         println!("\n== {m}");
         run(&mut cmd)?;

@@ -16,7 +16,7 @@ mod torch_env;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Parser)]
@@ -148,40 +148,79 @@ fn pretrain_vision(
     resume: bool,
 ) -> Result<()> {
     let root = paths::workspace_root();
-    let config = root.join(format!("configs/vision/{method}-{preset}.toml"));
-    if !config.exists() {
-        let known: Vec<String> = std::fs::read_dir(root.join("configs/vision"))?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        bail!(
-            "no preset {} (method '{method}', preset '{preset}'); available: {}",
-            config.display(),
-            known.join(", ")
-        );
-    }
+    let config = preset_config(&format!("vision/{method}-{preset}.toml"))?;
     let env = torch_env::ensure()?;
     let data = fetch::fetch("fashion-mnist", false)?;
     let bin = build_cli(&env)?;
     let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/{method}-{preset}")));
+    let opts = PretrainArgs {
+        epochs,
+        device,
+        threads: None,
+        resume,
+    };
+    let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
+    env.apply(&mut cmd);
+    run(&mut cmd)
+}
+
+/// `configs/<rel>`, or an error listing the presets beside it.
+pub(crate) fn preset_config(rel: &str) -> Result<PathBuf> {
+    let config = paths::workspace_root().join("configs").join(rel);
+    if !config.exists() {
+        let dir = config.parent().unwrap_or(&config);
+        let mut known: Vec<String> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        known.sort();
+        bail!(
+            "no preset {}; available: {}",
+            config.display(),
+            known.join(", ")
+        );
+    }
+    Ok(config)
+}
+
+/// The optional flags of `selfsup pretrain`.
+#[derive(Default)]
+pub(crate) struct PretrainArgs {
+    pub epochs: Option<usize>,
+    pub device: Option<String>,
+    pub threads: Option<usize>,
+    pub resume: bool,
+}
+
+/// `selfsup pretrain --config .. --data .. --run-dir ..` plus the set flags
+/// (the libtorch environment is the caller's to apply).
+pub(crate) fn selfsup_pretrain(
+    bin: &Path,
+    config: &Path,
+    data: &Path,
+    run_dir: &Path,
+    opts: &PretrainArgs,
+) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg("pretrain")
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("--run-dir")
-        .arg(&run_dir);
-    if let Some(e) = epochs {
+        .arg(run_dir);
+    if let Some(e) = opts.epochs {
         cmd.arg("--epochs").arg(e.to_string());
     }
-    if let Some(d) = device {
+    if let Some(d) = &opts.device {
         cmd.arg("--device").arg(d);
     }
-    if resume {
+    if let Some(t) = opts.threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    if opts.resume {
         cmd.arg("--resume");
     }
-    env.apply(&mut cmd);
-    run(&mut cmd)
+    cmd
 }
 
 /// The datasets of the text presets: pre-training corpora and the corpora of
@@ -200,18 +239,7 @@ pub(crate) fn pretrain_text(
     threads: Option<usize>,
 ) -> Result<PathBuf> {
     let root = paths::workspace_root();
-    let config = root.join(format!("configs/text/mlm-{preset}.toml"));
-    if !config.exists() {
-        let mut known: Vec<String> = std::fs::read_dir(root.join("configs/text"))?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        known.sort();
-        bail!(
-            "no preset {} (preset '{preset}'); available: {}",
-            config.display(),
-            known.join(", ")
-        );
-    }
+    let config = preset_config(&format!("text/mlm-{preset}.toml"))?;
     let env = torch_env::ensure()?;
     for name in TEXT_DATASETS {
         fetch::fetch(name, false)?;
@@ -220,26 +248,13 @@ pub(crate) fn pretrain_text(
     let data = paths::cache_dir().join("datasets");
     let bin = build_cli(&env)?;
     let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/mlm-{preset}")));
-    let mut cmd = Command::new(bin);
-    cmd.arg("pretrain")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data")
-        .arg(&data)
-        .arg("--run-dir")
-        .arg(&run_dir);
-    if let Some(e) = epochs {
-        cmd.arg("--epochs").arg(e.to_string());
-    }
-    if let Some(d) = device {
-        cmd.arg("--device").arg(d);
-    }
-    if let Some(t) = threads {
-        cmd.arg("--threads").arg(t.to_string());
-    }
-    if resume {
-        cmd.arg("--resume");
-    }
+    let opts = PretrainArgs {
+        epochs,
+        device,
+        threads,
+        resume,
+    };
+    let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
     env.apply(&mut cmd);
     run(&mut cmd)?;
     Ok(run_dir)

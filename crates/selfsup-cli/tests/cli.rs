@@ -1,6 +1,9 @@
 //! The `selfsup` binary end to end on a tiny Fashion-MNIST-format fixture:
 //! pretrain, interrupt + resume with identical losses, eval, export, and the
 //! errors a user gets for bad input.
+mod common;
+
+use common::{step_losses, text};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -112,24 +115,6 @@ impl Fixture {
         args.extend_from_slice(extra);
         self.selfsup(&args)
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn step_losses(run_dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
 }
 
 #[test]

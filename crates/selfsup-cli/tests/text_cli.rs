@@ -2,6 +2,9 @@
 //! in the real formats (a folder of .txt, Brown word/tag files, SpamAssassin
 //! mail folders): train, evaluate, probe, export; interrupt + resume replays
 //! the uninterrupted losses; invalid UTF-8 is named or, when asked, replaced.
+mod common;
+
+use common::{step_losses, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -148,24 +151,6 @@ impl Fixture {
             .output()
             .unwrap()
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn step_losses(run_dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::loader::{MaskVocab, MlmBatches};
 use crate::masking::MaskingConfig;
 use crate::methods::Mlm;
 use crate::model::ModelConfig;
-use crate::packing::{pack, PackStats, Packed};
+use crate::packing::{pack, PackStats};
 use crate::tokenizer::{TextTokenizer, TokenizerConfig};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -323,7 +323,6 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
     let trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
         .with_stop_flag(opts.stop)
         .with_provenance(cfg.to_toml(), opts.git_commit);
-    let fit: TrainerConfig = cfg.trainer.clone();
     (opts.log)(&format!(
         "training mlm: BERT {} layers, hidden {}, {} heads, {:.2} M parameters, on {}",
         bert_cfg.layers,
@@ -379,7 +378,7 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         vocab_size: tok.vocab_size,
         max_len,
         batch_size: cfg.run.batch_size,
-        lr: fit.optimizer.scaled_lr(cfg.run.batch_size),
+        lr: cfg.trainer.optimizer.scaled_lr(cfg.run.batch_size),
         model: ModelSummary {
             layers: bert_cfg.layers,
             hidden: bert_cfg.hidden,
@@ -387,7 +386,7 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
             intermediate: bert_cfg.intermediate,
             parameters: params,
         },
-        epochs: fit.epochs,
+        epochs: cfg.trainer.epochs,
         steps: summary.steps,
         final_loss: summary.final_loss,
         tokenizer_seconds,
@@ -402,11 +401,6 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         warnings: summary.warnings,
         export_dir,
     })
-}
-
-/// Reads the packed sequences of `docs` (for tools and tests).
-pub fn pack_documents(docs: &[Document], tok: &TextTokenizer, max_len: usize) -> Result<Packed> {
-    Ok(pack(docs, tok, max_len)?)
 }
 
 #[cfg(test)]
