@@ -157,8 +157,14 @@ fn train(case: Case) -> (String, f64, f64, Vec<String>) {
     (name, losses[0], *losses.last().unwrap(), warnings)
 }
 
+/// libtorch's generator is global to the process: training runs take turns
+/// so that each one's seeded initialisation (and so its outcome) is the same
+/// in every test run, whatever runs beside it.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// [`train`] with every epoch's mean loss and the monitor statistics.
 fn train_full(case: Case) -> (String, Vec<f64>, Vec<String>, CollapseStats) {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let channels = case.channels;
     let data = Arc::new(tiny_dataset(channels));
     let norm = Normalize::for_channels(channels);
