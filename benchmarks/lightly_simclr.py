@@ -21,6 +21,14 @@ split against the same training images (normalised, not augmented), and the
 raw-pixel kNN by the same code. Seeded (`--seed`). Progress on stderr, one JSON line
 on stdout at the end; peak_rss_mb is the peak RSS of this process plus that of its
 largest worker (an upper bound: the forked worker's shared pages count twice).
+
+Data-parallel (the peer of `cargo xtask bench --scaling`): started by torchrun
+(`python -m torch.distributed.run --nproc-per-node 2 lightly_simclr.py ...`), each
+rank joins a Gloo group, reads its DistributedSampler share with `--batch` images per
+rank, and trains the model as DDP with lightly's NTXentLoss over the gathered global
+batch (gather_distributed); rank 0 evaluates and prints the JSON line, whose
+images_per_s counts the global batch. PyTorch's SyncBatchNorm works on GPUs only, so
+on CPU each rank's batch norm sees its own share (selfsup synchronises it: more work).
 """
 import argparse
 import json
@@ -30,9 +38,12 @@ import resource
 import sys
 import time
 
+import os
+
 import lightly
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
@@ -94,6 +105,10 @@ def main():
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
     workers = 1 if args.workers is None else args.workers
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if world > 1 else 0
 
     train_x, train_y = fmnist.load(args.data, "train")
     test_x, test_y = fmnist.load(args.data, "t10k")
@@ -103,8 +118,11 @@ def main():
         input_size=28, cj_prob=0.8, cj_strength=args.cj_strength, min_scale=args.min_scale, random_gray_scale=0.2,
         gaussian_blur=args.blur, hf_prob=0.5, vf_prob=0.0, rr_prob=0.0, normalize={"mean": [MEAN], "std": [STD]},
     )
+    pairs = Pairs(train_x, transform)
+    sampler = (torch.utils.data.distributed.DistributedSampler(pairs, seed=args.seed, drop_last=True)
+               if world > 1 else None)
     loader = torch.utils.data.DataLoader(
-        Pairs(train_x, transform), batch_size=args.batch, shuffle=True, drop_last=True,
+        pairs, batch_size=args.batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
         num_workers=workers, persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(args.seed),
     )
@@ -114,10 +132,18 @@ def main():
     else:
         head = ProjectionHead([(256, 512, nn.BatchNorm1d(512), nn.ReLU()), (512, 128, None, None)])
     model = nn.Sequential(backbone, head)
-    criterion = NTXentLoss(temperature=args.temperature)
+    criterion = NTXentLoss(temperature=args.temperature, gather_distributed=world > 1)
+    train_model = model
+    if world > 1:
+        # PyTorch's SyncBatchNorm refuses CPU modules: per-rank statistics on CPU.
+        if torch.cuda.is_available():
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model.cuda())
+            backbone = model[0]
+        # Two forwards per step: buffers are not re-broadcast in between.
+        train_model = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    lr = args.lr * args.batch / 256
+    lr = args.lr * args.batch * world / 256
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr, momentum=args.momentum,
@@ -128,9 +154,11 @@ def main():
     epoch_seconds, losses = [], []
     model.train()
     for epoch in range(args.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         start, running = time.perf_counter(), 0.0
         for x0, x1 in loader:
-            z0, z1 = model(x0), model(x1)
+            z0, z1 = train_model(x0), train_model(x1)
             loss = criterion(z0, z1)
             opt.zero_grad()
             loss.backward()
@@ -139,11 +167,15 @@ def main():
             running += loss.item()
         epoch_seconds.append(time.perf_counter() - start)
         losses.append(running / len(loader))
-        print(f"epoch {epoch + 1}: loss {losses[-1]:.4f}, {len(loader) * args.batch / epoch_seconds[-1]:.0f} img/s",
+        print(f"epoch {epoch + 1}: loss {losses[-1]:.4f}, "
+              f"{len(loader) * args.batch * world / epoch_seconds[-1]:.0f} img/s",
               file=sys.stderr, flush=True)
 
     n_steps = len(loader)
     del loader  # joins the workers, so that RUSAGE_CHILDREN counts them
+    if rank != 0:
+        dist.destroy_process_group()
+        return
 
     def tensor(x):
         return ((torch.tensor(x).float() / 255.0 - MEAN) / STD).unsqueeze(1)
@@ -162,13 +194,15 @@ def main():
     children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({
         "impl": "lightly", "lightly_version": lightly.__version__, "torch_version": torch.__version__,
-        "images_per_s": n_steps * args.batch * args.epochs / sum(epoch_seconds),
+        "images_per_s": n_steps * args.batch * world * args.epochs / sum(epoch_seconds), "world_size": world,
         "epoch_seconds": epoch_seconds, "epoch_losses": losses,
         "peak_rss_mb": self_mb + children_mb, "peak_rss_self_mb": self_mb, "peak_rss_workers_mb": children_mb,
         "knn_top1": knn, "raw_knn_top1": raw, "epochs": args.epochs, "batch": args.batch,
         "train_images": len(train_x), "threads": args.threads, "workers": workers,
         "head": args.head, "subset": "first", "knn_seconds": knn_seconds,
     }))
+    if world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

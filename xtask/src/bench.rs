@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The benchmark venv (`benchmarks/requirements.txt`: torch, torchvision,
-/// lightly, timm, transformers), separate from libtorch's.
-fn bench_venv() -> PathBuf {
+/// lightly, timm, transformers, open_clip), separate from libtorch's.
+pub(crate) fn bench_venv() -> PathBuf {
     cache_dir().join("bench-venv")
 }
 
@@ -42,13 +42,20 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
 }
 
 /// What `benchmarks/requirements.txt` provides, as imported.
-const BENCH_MODULES: [&str; 5] = ["torch", "torchvision", "lightly", "timm", "transformers"];
+const BENCH_MODULES: [&str; 6] = [
+    "torch",
+    "torchvision",
+    "lightly",
+    "timm",
+    "transformers",
+    "open_clip",
+];
 
 /// The bench venv's python, able to import every module of the requirements:
 /// creates the venv from `benchmarks/requirements.txt`, or installs the
 /// requirements again into an existing venv that lacks one (a requirement
 /// added since the venv was made).
-fn ensure_bench_venv() -> Result<PathBuf> {
+pub(crate) fn ensure_bench_venv() -> Result<PathBuf> {
     let py = bench_venv().join("bin/python");
     let imports = BENCH_MODULES.join(", ");
     let can_import = || {
@@ -101,7 +108,7 @@ fn ensure_bench_venv() -> Result<PathBuf> {
 }
 
 /// Runs `cmd` and returns the last line of its stdout parsed as JSON.
-fn json_of(cmd: &mut Command) -> Result<Value> {
+pub(crate) fn json_of(cmd: &mut Command) -> Result<Value> {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stderr(std::process::Stdio::inherit())
@@ -133,7 +140,7 @@ fn criterion_images_per_s(group: &str, id: &str, images: f64) -> Result<f64> {
 
 /// The settings of selfsup's CPU preset that the lightly script must share,
 /// read from the preset itself so the two never drift apart.
-struct PeerSettings {
+pub(crate) struct PeerSettings {
     epochs: i64,
     train_images: i64,
     batch: i64,
@@ -147,7 +154,7 @@ struct PeerSettings {
 }
 
 impl PeerSettings {
-    fn from_config(path: &std::path::Path) -> Result<Self> {
+    pub(crate) fn from_config(path: &std::path::Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let v: toml::Value =
@@ -182,7 +189,7 @@ impl PeerSettings {
         })
     }
 
-    fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         vec![
             "--epochs".into(),
             self.epochs.to_string(),
@@ -498,6 +505,7 @@ pub fn text() -> Result<()> {
         Some(run_dir.clone()),
         false,
         Some(threads),
+        1,
     )?;
     let summary_path = run_dir.join("summary.json");
     let ours: Value = serde_json::from_str(

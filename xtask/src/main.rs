@@ -7,10 +7,19 @@
 //! - `pretrain-vision`: set-up, fetch, release build, pre-train, evaluate, export.
 //! - `pretrain-text`: the same for masked language modelling on the registry
 //!   corpora (State of the Union, Moby Dick, Brown, Shakespeare, SpamAssassin).
+//! - `pretrain-clip`: the same for CLIP on image-caption pairs (emoji, captioned
+//!   Fashion-MNIST, or a folder with a captions file).
+//! - `pretrain-graph`: GRACE / DGI / GraphCL on a `configs/graph/` preset (fetching
+//!   graspologic or QM9 as the preset needs), evaluate, export.
 //! - `test`: set-up, then every test of the workspace.
 //! - `bench`: set-up, fetch, then the benchmarks beside their Python references.
 mod bench;
+mod bench_scaling;
+mod c10d_env;
+mod clip;
 mod fetch;
+mod graph;
+mod launch;
 mod paths;
 mod torch_env;
 
@@ -55,6 +64,11 @@ enum Cmd {
         /// Continue the run in the run folder from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Data-parallel ranks on this machine (c10d, Gloo on CPU, NCCL on
+        /// GPU); each trains on its share of every global batch, so the
+        /// preset's batch size is per rank.
+        #[arg(long, default_value_t = 1)]
+        nproc: usize,
     },
     /// Pre-train BERT with masked language modelling on the registry corpora
     /// (configs/text/mlm-<preset>.toml), evaluate and export it.
@@ -73,7 +87,35 @@ enum Cmd {
         /// Continue the run in the run folder from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Data-parallel ranks on this machine (see pretrain-vision --nproc).
+        #[arg(long, default_value_t = 1)]
+        nproc: usize,
     },
+    /// Pre-train a CLIP dual encoder (configs/multimodal/clip-<preset>.toml) on
+    /// the registry pairs (Google emoji, captioned Fashion-MNIST; Twitter emoji
+    /// held out), evaluate zero-shot and retrieval, export.
+    PretrainClip {
+        /// `cpu` (small CNN + BERT-tiny, minutes on 2 cores) or `gpu`.
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        /// Data root the config's sources are relative to (default: fetch the
+        /// registry datasets into ~/.cache/selfsup/datasets).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// cpu, cuda or auto.
+        #[arg(long)]
+        device: Option<String>,
+        /// Run folder (default: runs/clip-<preset>).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue the run in the run folder from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Pre-train GRACE / DGI / GraphCL on a graph preset (configs/graph/), evaluate, export.
+    PretrainGraph(graph::PretrainGraphArgs),
     /// Run every test of the workspace (CI runs exactly this).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -96,6 +138,19 @@ enum Cmd {
         /// beside transformers' BertForMaskedLM (target/bench/text.md).
         #[arg(long, conflicts_with_all = ["methods", "quick", "epochs"])]
         text: bool,
+        /// Instead: GRACE and DGI presets beside PyTorch Geometric (epoch time,
+        /// probe accuracy; target/bench/graph.md); --epochs shortens both.
+        #[arg(long, conflicts_with_all = ["methods", "quick", "text"])]
+        graph: bool,
+        /// Instead: `pretrain-clip`'s CPU preset (zero-shot, Recall@K, random
+        /// weights) beside open_clip's loss on the same towers
+        /// (benchmarks/openclip_clip.py; target/bench/clip.md). `--epochs` shortens it.
+        #[arg(long, conflicts_with_all = ["methods", "quick", "text"])]
+        clip: bool,
+        /// Instead: data-parallel scaling at 2 ranks (c10d Gloo on loopback)
+        /// of the default SimCLR preset (target/bench/scaling.md).
+        #[arg(long, conflicts_with_all = ["methods", "quick", "text", "graph", "clip"])]
+        scaling: bool,
     },
 }
 
@@ -120,16 +175,48 @@ fn main() -> Result<()> {
             device,
             run_dir,
             resume,
-        } => pretrain_vision(&method, &preset, epochs, device, run_dir, resume),
+            nproc,
+        } => pretrain_vision(&method, &preset, epochs, device, run_dir, resume, nproc),
         Cmd::PretrainText {
             preset,
             epochs,
             device,
             run_dir,
             resume,
-        } => pretrain_text(&preset, epochs, device, run_dir, resume, None).map(|_| ()),
+            nproc,
+        } => pretrain_text(&preset, epochs, device, run_dir, resume, None, nproc).map(|_| ()),
+        Cmd::PretrainClip {
+            preset,
+            data,
+            epochs,
+            device,
+            run_dir,
+            resume,
+        } => {
+            let opts = PretrainArgs {
+                epochs,
+                device,
+                threads: None,
+                resume,
+            };
+            clip::pretrain_clip(&preset, data, opts, run_dir).map(|_| ())
+        }
+        Cmd::PretrainGraph(a) => graph::pretrain_graph(a),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { text: true, .. } => bench::text(),
+        Cmd::Bench {
+            scaling: true,
+            epochs,
+            ..
+        } => bench_scaling::bench(epochs),
+        Cmd::Bench {
+            graph: true,
+            epochs,
+            ..
+        } => graph::bench(epochs),
+        Cmd::Bench {
+            clip: true, epochs, ..
+        } => clip::bench(epochs),
         Cmd::Bench {
             methods: Some(which),
             epochs,
@@ -146,6 +233,7 @@ fn pretrain_vision(
     device: Option<String>,
     run_dir: Option<PathBuf>,
     resume: bool,
+    nproc: usize,
 ) -> Result<()> {
     let root = paths::workspace_root();
     let config = preset_config(&format!("vision/{method}-{preset}.toml"))?;
@@ -159,9 +247,15 @@ fn pretrain_vision(
         threads: None,
         resume,
     };
-    let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
-    env.apply(&mut cmd);
-    run(&mut cmd)
+    let command = || {
+        let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
+        env.apply(&mut cmd);
+        cmd
+    };
+    if nproc > 1 {
+        return launch::run_local_ranks(nproc, None, |_| command());
+    }
+    run(&mut command())
 }
 
 /// `configs/<rel>`, or an error listing the presets beside it.
@@ -237,6 +331,7 @@ pub(crate) fn pretrain_text(
     run_dir: Option<PathBuf>,
     resume: bool,
     threads: Option<usize>,
+    nproc: usize,
 ) -> Result<PathBuf> {
     let root = paths::workspace_root();
     let config = preset_config(&format!("text/mlm-{preset}.toml"))?;
@@ -251,12 +346,20 @@ pub(crate) fn pretrain_text(
     let opts = PretrainArgs {
         epochs,
         device,
-        threads,
+        // --nproc splits the threads between ranks itself.
+        threads: if nproc > 1 { None } else { threads },
         resume,
     };
-    let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
-    env.apply(&mut cmd);
-    run(&mut cmd)?;
+    let command = || {
+        let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
+        env.apply(&mut cmd);
+        cmd
+    };
+    if nproc > 1 {
+        launch::run_local_ranks(nproc, threads, |_| command())?;
+    } else {
+        run(&mut command())?;
+    }
     Ok(run_dir)
 }
 

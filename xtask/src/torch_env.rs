@@ -7,15 +7,23 @@ use std::process::Command;
 
 pub const TORCH_VERSION: &str = "2.11.0";
 
-/// How binaries find libtorch, at build and at run time.
-pub enum TorchEnv {
+/// How binaries find libtorch (and selfsup-c10d gloo's headers), at build
+/// and at run time.
+pub struct TorchEnv {
+    libtorch: Libtorch,
+    /// gloo's headers unpacked by xtask; `None`: the system's /usr/include.
+    gloo_include: Option<PathBuf>,
+}
+
+/// Where libtorch comes from.
+enum Libtorch {
     /// A libtorch the user unpacked and pointed `LIBTORCH` at.
     User { libtorch: PathBuf },
     /// The venv selfsup manages.
     Venv { venv: PathBuf, torch_dir: PathBuf },
 }
 
-impl TorchEnv {
+impl Libtorch {
     fn lib_dir(&self) -> PathBuf {
         match self {
             Self::User { libtorch } => libtorch.join("lib"),
@@ -32,8 +40,7 @@ impl TorchEnv {
         }
     }
 
-    /// The same settings as shell exports, for building by hand.
-    pub fn shell_exports(&self) -> String {
+    fn shell_exports(&self) -> String {
         let lib = self.lib_dir();
         match self {
             Self::User { libtorch } => format!(
@@ -49,8 +56,7 @@ impl TorchEnv {
         }
     }
 
-    /// Sets the build and run-time environment on `cmd`.
-    pub fn apply(&self, cmd: &mut Command) {
+    fn apply(&self, cmd: &mut Command) {
         let prepend = |var: &str, dir: &Path| {
             let mut paths = vec![dir.to_path_buf()];
             if let Some(old) = std::env::var_os(var) {
@@ -75,8 +81,43 @@ impl TorchEnv {
     }
 }
 
-/// Finds or installs libtorch. Idempotent and quick when already installed.
+impl TorchEnv {
+    pub fn describe(&self) -> String {
+        self.libtorch.describe()
+    }
+
+    /// The same settings as shell exports, for building by hand.
+    pub fn shell_exports(&self) -> String {
+        let mut s = self.libtorch.shell_exports();
+        if let Some(dir) = &self.gloo_include {
+            s.push_str(&format!(" SELFSUP_GLOO_INCLUDE={}", dir.display()));
+        }
+        s
+    }
+
+    /// Sets the build and run-time environment on `cmd`.
+    pub fn apply(&self, cmd: &mut Command) {
+        self.libtorch.apply(cmd);
+        if let Some(dir) = &self.gloo_include {
+            cmd.env("SELFSUP_GLOO_INCLUDE", dir);
+        }
+    }
+}
+
+/// Finds or installs libtorch and what selfsup-c10d builds against.
+/// Idempotent and quick when already installed.
 pub fn ensure() -> Result<TorchEnv> {
+    let libtorch = ensure_libtorch()?;
+    if let Libtorch::Venv { venv, .. } = &libtorch {
+        crate::c10d_env::ensure_cuda_headers(venv)?;
+    }
+    Ok(TorchEnv {
+        libtorch,
+        gloo_include: crate::c10d_env::ensure_gloo_headers()?,
+    })
+}
+
+fn ensure_libtorch() -> Result<Libtorch> {
     if let Some(dir) = std::env::var_os("LIBTORCH") {
         let libtorch = PathBuf::from(dir);
         if !libtorch.join("lib").is_dir() || !libtorch.join("include").is_dir() {
@@ -85,12 +126,12 @@ pub fn ensure() -> Result<TorchEnv> {
                 libtorch.display()
             );
         }
-        return Ok(TorchEnv::User { libtorch });
+        return Ok(Libtorch::User { libtorch });
     }
     let venv = cache_dir().join(format!("libtorch-{TORCH_VERSION}"));
     let python = venv.join("bin/python");
     if let Some(torch_dir) = torch_dir(&python) {
-        return Ok(TorchEnv::Venv { venv, torch_dir });
+        return Ok(Libtorch::Venv { venv, torch_dir });
     }
     eprintln!(
         "xtask: installing torch=={TORCH_VERSION} into {} (one time, ~5 GB, a few minutes)",
@@ -98,9 +139,11 @@ pub fn ensure() -> Result<TorchEnv> {
     );
     std::fs::create_dir_all(cache_dir())
         .with_context(|| format!("creating {}", cache_dir().display()))?;
-    create_venv(&venv, &[format!("torch=={TORCH_VERSION}")])?;
+    let mut packages = vec![format!("torch=={TORCH_VERSION}")];
+    packages.extend(crate::c10d_env::CUDA_HEADER_PACKAGES.map(String::from));
+    create_venv(&venv, &packages)?;
     let torch_dir = torch_dir(&python).context("torch was installed but cannot be imported")?;
-    Ok(TorchEnv::Venv { venv, torch_dir })
+    Ok(Libtorch::Venv { venv, torch_dir })
 }
 
 /// `torch/` inside the venv when `import torch` gives the right version.
@@ -137,6 +180,11 @@ pub fn create_venv(venv: &Path, install_args: &[String]) -> Result<()> {
     crate::run(Command::new(system_python()).args(["-m", "venv"]).arg(venv)).context(
         "creating a venv needs python3 with the venv module (Debian: apt-get install python3-venv)",
     )?;
+    pip_install(venv, install_args)
+}
+
+/// pip-installs `install_args` into the venv `venv`.
+pub fn pip_install(venv: &Path, install_args: &[String]) -> Result<()> {
     crate::run(
         Command::new(venv.join("bin/python"))
             .args([

@@ -5,7 +5,12 @@
 //! selfsup pretrain --config configs/text/mlm-cpu.toml --data ~/.cache/selfsup/datasets
 //! selfsup eval knn --checkpoint runs/simclr-cpu/checkpoint.safetensors --data DIR
 //! selfsup export --checkpoint runs/simclr-cpu/checkpoint.safetensors --out DIR
+//! selfsup pretrain --config configs/multimodal/clip-cpu.toml --data ~/.cache/selfsup/datasets
+//! selfsup embed --checkpoint runs/clip-cpu/export --images DIR --out images.jsonl
 //! ```
+mod clip;
+mod distributed;
+mod graph;
 mod progress;
 mod restore;
 mod text_summary;
@@ -58,6 +63,13 @@ enum Cmd {
         /// Stop early as if interrupted after this many steps (testing resume).
         #[arg(long, hide = true)]
         stop_after: Option<u64>,
+        /// c10d backend of a data-parallel run (started by torchrun, srun or
+        /// `cargo xtask pretrain-vision --nproc N`).
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: distributed::BackendChoice,
+        /// Seconds a collective may wait for the other ranks before failing.
+        #[arg(long, default_value_t = 1800)]
+        dist_timeout: u64,
     },
     /// Evaluate a checkpoint's frozen encoder on the test split.
     Eval {
@@ -75,6 +87,24 @@ enum Cmd {
         checkpoint: PathBuf,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Embed images or texts with a CLIP export folder or run checkpoint
+    /// (one JSON line per item: {"id", "embedding"}, unit vectors).
+    Embed {
+        /// An export folder (runs/<name>/export) or a run's checkpoint.safetensors.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A folder of png / jpg images.
+        #[arg(long, conflicts_with = "texts")]
+        images: Option<PathBuf>,
+        /// A text file, one text per line.
+        #[arg(long)]
+        texts: Option<PathBuf>,
+        /// Output JSON Lines file.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
     },
 }
 
@@ -101,6 +131,8 @@ fn main() {
 enum AnyConfig {
     Vision(Box<VisionRunConfig>),
     Text(Box<TextRunConfig>),
+    Clip(Box<selfsup_multimodal::pretrain::ClipRunConfig>),
+    Graph(Box<selfsup_graph::pretrain::GraphRunConfig>),
 }
 
 fn read_config(path: &Path) -> Result<AnyConfig> {
@@ -112,7 +144,16 @@ fn read_config(path: &Path) -> Result<AnyConfig> {
         .get("method")
         .and_then(|m| m.get("name"))
         .and_then(|n| n.as_str());
-    if method == Some("mlm") {
+    if method.is_some_and(|m| graph::GRAPH_METHODS.contains(&m)) {
+        return Ok(AnyConfig::Graph(Box::new(
+            selfsup_graph::pretrain::GraphRunConfig::from_toml(&text, path)?,
+        )));
+    }
+    if method == Some("clip") {
+        Ok(AnyConfig::Clip(Box::new(
+            selfsup_multimodal::pretrain::ClipRunConfig::from_toml(&text, path)?,
+        )))
+    } else if method == Some("mlm") {
         Ok(AnyConfig::Text(Box::new(TextRunConfig::from_toml(
             &text, path,
         )?)))
@@ -165,6 +206,7 @@ fn pretrain_text(
     run_dir: PathBuf,
     resume: bool,
     stop_after: Option<u64>,
+    dist: Option<selfsup_core::distributed::Distributed>,
 ) -> Result<()> {
     if let Some(e) = o.epochs {
         cfg.trainer.epochs = e;
@@ -180,9 +222,15 @@ fn pretrain_text(
     }
     let stop = Arc::new(AtomicBool::new(false));
     install_ctrlc(&stop)?;
+    let primary = dist.as_ref().is_none_or(|d| d.is_primary());
     let mut observer = progress::Bars::new(stop.clone(), stop_after)
-        .with_unit(cfg.model.max_len as f64, "tokens/s");
-    let mut log = |line: &str| eprintln!("{line}");
+        .with_unit(cfg.model.max_len as f64, "tokens/s")
+        .quiet(!primary);
+    let mut log = |line: &str| {
+        if primary {
+            eprintln!("{line}")
+        }
+    };
     let summary = selfsup_text::pretrain::pretrain(
         &cfg,
         selfsup_text::pretrain::RunOptions {
@@ -193,10 +241,14 @@ fn pretrain_text(
             stop,
             git_commit: git_commit(),
             log: &mut log,
+            distributed: dist,
         },
     );
     observer.finish();
     let summary = summary?;
+    if !primary {
+        return Ok(());
+    }
     write_summary(&run_dir, &summary)?;
     text_summary::print_text_summary(&summary, peak_rss_mb(), &run_dir);
     Ok(())
@@ -224,6 +276,8 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             threads,
             stop_after,
+            backend,
+            dist_timeout,
         } => {
             let name = config
                 .file_stem()
@@ -233,13 +287,40 @@ fn run(cli: Cli) -> Result<()> {
             let mut cfg = match read_config(&config)? {
                 AnyConfig::Vision(cfg) => *cfg,
                 AnyConfig::Text(cfg) => {
+                    let choice = match &device {
+                        Some(d) => d.parse()?,
+                        None => cfg.run.device,
+                    };
+                    let dist = distributed::join(
+                        choice,
+                        backend,
+                        std::time::Duration::from_secs(dist_timeout),
+                    )?;
                     let o = Overrides {
                         epochs,
                         device,
                         batch_size,
                         threads,
                     };
-                    return pretrain_text(*cfg, o, data, run_dir, resume, stop_after);
+                    return pretrain_text(*cfg, o, data, run_dir, resume, stop_after, dist);
+                }
+                AnyConfig::Graph(cfg) => {
+                    let o = Overrides {
+                        epochs,
+                        device,
+                        batch_size,
+                        threads,
+                    };
+                    return graph::pretrain_graph(*cfg, o, data, run_dir, resume, stop_after);
+                }
+                AnyConfig::Clip(cfg) => {
+                    let o = Overrides {
+                        epochs,
+                        device,
+                        batch_size,
+                        threads,
+                    };
+                    return clip::pretrain_clip(*cfg, o, data, run_dir, resume, stop_after);
                 }
             };
             if let Some(e) = epochs {
@@ -254,9 +335,15 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(t) = threads {
                 cfg.run.threads = Some(t);
             }
+            let dist = distributed::join(
+                cfg.run.device,
+                backend,
+                std::time::Duration::from_secs(dist_timeout),
+            )?;
+            let primary = dist.as_ref().is_none_or(|d| d.is_primary());
             let stop = Arc::new(AtomicBool::new(false));
             install_ctrlc(&stop)?;
-            let mut observer = progress::Bars::new(stop.clone(), stop_after);
+            let mut observer = progress::Bars::new(stop.clone(), stop_after).quiet(!primary);
             let summary = pretrain(
                 &cfg,
                 RunOptions {
@@ -266,12 +353,15 @@ fn run(cli: Cli) -> Result<()> {
                     observer: &mut observer,
                     stop,
                     git_commit: git_commit(),
+                    distributed: dist,
                 },
             );
             observer.finish();
             let summary = summary?;
-            write_summary(&run_dir, &summary)?;
-            progress::print_summary(&summary, peak_rss_mb());
+            if primary {
+                write_summary(&run_dir, &summary)?;
+                progress::print_summary(&summary, peak_rss_mb());
+            }
             Ok(())
         }
         Cmd::Eval {
@@ -294,5 +384,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("exported the encoder to {}", out.display());
             Ok(())
         }
+        Cmd::Embed {
+            checkpoint,
+            images,
+            texts,
+            out,
+            device,
+        } => clip::embed(&checkpoint, images, texts, &out, device),
     }
 }

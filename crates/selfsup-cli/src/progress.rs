@@ -14,6 +14,8 @@ pub struct Bars {
     /// Samples/s are shown times `scale` in `unit` (images, or tokens for text).
     scale: f64,
     unit: &'static str,
+    /// Draws and prints nothing (ranks other than 0 of a data-parallel run).
+    quiet: bool,
 }
 
 impl Bars {
@@ -25,7 +27,14 @@ impl Bars {
             smoothed_rate: 0.0,
             scale: 1.0,
             unit: "img/s",
+            quiet: false,
         }
+    }
+
+    /// Keeps the bar's bookkeeping (and `stop_after`) but shows nothing.
+    pub fn quiet(mut self, quiet: bool) -> Self {
+        self.quiet = quiet;
+        self
     }
 
     /// Shows throughput as `samples/s * scale` in `unit` (e.g. tokens/s).
@@ -37,6 +46,9 @@ impl Bars {
 
     /// A line above the bar; printed plainly when the bar is hidden (not a terminal).
     fn println(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
         match &self.bar {
             Some(b) if !b.is_hidden() => b.println(line),
             _ => eprintln!("{line}"),
@@ -52,7 +64,11 @@ impl Bars {
 
 impl Observer for Bars {
     fn on_start(&mut self, start_step: u64, total_steps: u64) {
-        let bar = ProgressBar::new(total_steps);
+        let bar = if self.quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total_steps)
+        };
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} ETA {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -135,7 +151,19 @@ pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
     );
     println!(
         "  epochs {}, steps {}, batch {}, final loss {:.4}",
-        s.epochs, s.steps, s.batch_size, s.final_loss
+        s.epochs,
+        s.steps,
+        if s.ranks > 1 {
+            format!(
+                "{} ({} ranks x {})",
+                s.batch_size * s.ranks,
+                s.ranks,
+                s.batch_size
+            )
+        } else {
+            s.batch_size.to_string()
+        },
+        s.final_loss
     );
     println!(
         "  training {:.1} s ({:.0} images/s), whole run {:.1} s, peak memory {}",

@@ -247,3 +247,51 @@ fn invalid_utf8_is_named_or_replaced_when_asked() {
             .unwrap();
     assert_eq!(summary["corpus"]["lossy_files"], 1, "{summary}");
 }
+
+/// Two Gloo ranks on loopback: rank 0 trains the tokenizer and rank 1 loads
+/// its file; only rank 0 evaluates, probes, exports and writes the summary.
+#[test]
+fn text_pretrain_on_two_ranks_shares_the_tokenizer() {
+    let fx = Fixture::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_selfsup"))
+                .args(["pretrain", "--config", "mlm.toml", "--data", "data"])
+                .args(["--run-dir", "dp", "--batch-size", "4"])
+                .current_dir(fx.dir.path())
+                .env("WORLD_SIZE", "2")
+                .env("RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = ranks
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for (r, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "rank {r}: {}", text(o));
+    }
+    assert!(text(&outs[0]).contains("exported BertForMaskedLM"));
+    assert!(!text(&outs[1]).contains("exported"), "{}", text(&outs[1]));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.path("dp/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["downstream"].as_array().unwrap().len(), 2);
+    // Global batch 2 x 4: as many steps as one process with batch 8.
+    let single = fx.pretrain("mlm.toml", "single", &[]);
+    assert!(single.status.success(), "{}", text(&single));
+    assert_eq!(
+        step_losses(&fx.path("dp")).len(),
+        step_losses(&fx.path("single")).len()
+    );
+}

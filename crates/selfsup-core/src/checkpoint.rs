@@ -32,6 +32,10 @@ pub struct CheckpointMeta {
     pub git_commit: Option<String>,
     /// Mean loss of the last steps before it was written.
     pub loss: f64,
+    /// Samples per optimisation step over all ranks (0: unknown, written
+    /// before it was recorded). Lets a run resume on another world size.
+    #[serde(default)]
+    pub samples_per_step: u64,
 }
 
 /// Writes a checkpoint of `vs` and `optimizer` to `path` atomically.
@@ -210,6 +214,7 @@ mod tests {
             config: "a = 1".into(),
             git_commit: None,
             loss: 0.5,
+            samples_per_step: 8,
         }
     }
 

@@ -55,13 +55,21 @@ pub fn load_cuda_library() -> bool {
 impl DeviceChoice {
     /// Resolves the choice to a libtorch device; `cuda` without a GPU is an error.
     pub fn resolve(self) -> Result<tch::Device> {
+        self.resolve_on(0)
+    }
+
+    /// As [`DeviceChoice::resolve`], on GPU `local_rank` (modulo the GPU
+    /// count) for rank `local_rank` of a data-parallel run on one host.
+    pub fn resolve_on(self, local_rank: usize) -> Result<tch::Device> {
         if self == Self::Cpu {
             return Ok(tch::Device::Cpu);
         }
         load_cuda_library();
         let available = tch::Cuda::is_available();
         match (self, available) {
-            (Self::Cuda, true) | (Self::Auto, true) => Ok(tch::Device::Cuda(0)),
+            (Self::Cuda, true) | (Self::Auto, true) => Ok(tch::Device::Cuda(
+                local_rank % tch::Cuda::device_count().max(1) as usize,
+            )),
             (Self::Auto, false) => Ok(tch::Device::Cpu),
             (Self::Cuda, false) => Err(Error::Device(
                 "--device cuda was asked for, but libtorch sees no CUDA device \

@@ -25,6 +25,8 @@ pub enum Error {
     Interrupted { step: u64, checkpoint: PathBuf },
     #[error("device: {0}")]
     Device(String),
+    #[error("distributed run: {0}")]
+    Distributed(String),
     #[error("evaluation: {0}")]
     Eval(String),
     #[error(transparent)]

@@ -1,4 +1,5 @@
 //! Projection and prediction heads: small MLPs put on top of an encoder.
+use crate::batch_norm::{batch_norm1d, BatchNorm};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::ModuleT, Tensor};
 
@@ -34,9 +35,9 @@ impl Default for HeadConfig {
 /// `Linear -> [BN] -> ReLU` repeated, then a final `Linear`.
 #[derive(Debug)]
 pub struct MlpHead {
-    hidden: Vec<(nn::Linear, Option<nn::BatchNorm>)>,
+    hidden: Vec<(nn::Linear, Option<BatchNorm>)>,
     last: nn::Linear,
-    last_bn: Option<nn::BatchNorm>,
+    last_bn: Option<BatchNorm>,
 }
 
 impl MlpHead {
@@ -49,7 +50,7 @@ impl MlpHead {
             let lin = nn::linear(&lp / "linear", dim, cfg.hidden_dim, Default::default());
             let bn = cfg
                 .batch_norm
-                .then(|| nn::batch_norm1d(&lp / "bn", cfg.hidden_dim, Default::default()));
+                .then(|| batch_norm1d(&lp / "bn", cfg.hidden_dim, Default::default()));
             hidden.push((lin, bn));
             dim = cfg.hidden_dim;
         }
@@ -59,7 +60,7 @@ impl MlpHead {
                 affine: false,
                 ..Default::default()
             };
-            nn::batch_norm1d(p / "out_bn", cfg.out_dim, bn)
+            batch_norm1d(p / "out_bn", cfg.out_dim, bn)
         });
         Self {
             hidden,

@@ -5,6 +5,7 @@
 //! optimises, schedules, checkpoints and watches for collapse ([`monitor`]);
 //! [`eval`] measures what the representation is worth.
 pub mod autocast;
+pub mod batch_norm;
 pub mod checkpoint;
 pub mod device;
 pub mod distributed;

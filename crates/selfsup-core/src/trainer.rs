@@ -43,6 +43,9 @@ pub struct TrainerConfig {
     pub mixed_precision: bool,
     /// Collapse warning thresholds.
     pub collapse: CollapseThresholds,
+    /// In a data-parallel run, batch-norm statistics over the global batch
+    /// (PyTorch's SyncBatchNorm) rather than each rank's share of it.
+    pub sync_batch_norm: bool,
 }
 
 impl Default for TrainerConfig {
@@ -56,6 +59,7 @@ impl Default for TrainerConfig {
             checkpoint_every: 0,
             mixed_precision: true,
             collapse: CollapseThresholds::default(),
+            sync_batch_norm: true,
         }
     }
 }
@@ -145,7 +149,7 @@ pub struct Trainer {
     cfg: TrainerConfig,
     run_dir: PathBuf,
     device: tch::Device,
-    comm: Box<dyn Collective>,
+    comm: Arc<dyn Collective>,
     stop: Arc<AtomicBool>,
     resolved_config: String,
     git_commit: Option<String>,
@@ -158,7 +162,7 @@ impl Trainer {
             cfg,
             run_dir: run_dir.to_path_buf(),
             device,
-            comm: Box::new(SingleProcess),
+            comm: Arc::new(SingleProcess),
             stop: Arc::new(AtomicBool::new(false)),
             resolved_config: String::new(),
             git_commit: None,
@@ -167,7 +171,7 @@ impl Trainer {
 
     /// Uses `comm` to talk to the other processes of the run.
     pub fn with_collective(mut self, comm: Box<dyn Collective>) -> Self {
-        self.comm = comm;
+        self.comm = Arc::from(comm);
         self
     }
 
@@ -231,24 +235,35 @@ impl Trainer {
                 optimizer.as_mut(),
                 method.name(),
             )?;
-            if meta.steps_per_epoch != bpe {
-                return Err(Error::Checkpoint {
-                    path: ckpt_path,
-                    reason: format!(
-                        "written with {} steps per epoch, this run has {bpe} (dataset or batch size changed)",
-                        meta.steps_per_epoch
-                    ),
-                });
+            let start = resume_step(&meta, bpe, global_batch as u64).map_err(|reason| {
+                Error::Checkpoint {
+                    path: ckpt_path.clone(),
+                    reason,
+                }
+            })?;
+            if self.comm.rank() == 0 {
+                let (log, kept) = MetricsLog::resume(&metrics_path, meta.step)?;
+                (start, Some(log), kept)
+            } else {
+                (start, None, Vec::new())
             }
-            let (log, kept) = MetricsLog::resume(&metrics_path, meta.step)?;
-            (meta.step, log, kept)
         } else {
             let mut tensors: Vec<Tensor> =
                 params.tensors.iter().map(Tensor::shallow_clone).collect();
             self.comm.broadcast_(&mut tensors, 0);
-            (0, MetricsLog::create(&metrics_path)?, Vec::new())
+            self.check_ranks()?;
+            let log = if self.comm.rank() == 0 {
+                Some(MetricsLog::create(&metrics_path)?)
+            } else {
+                None
+            };
+            (0, log, Vec::new())
         };
         let mut curves = Curves::from_history(&history);
+        let _sync_bn = self
+            .cfg
+            .sync_batch_norm
+            .then(|| crate::batch_norm::sync_over(self.comm.clone()));
         obs.on_start(start, total);
 
         let mut epochs_done = Vec::new();
@@ -285,7 +300,8 @@ impl Trainer {
                 params.zero_grad();
                 let use_amp = self.cfg.mixed_precision && self.device.is_cuda();
                 let out = tch::autocast(use_amp, || method.step(&batch, &ctx))?;
-                let loss = out.loss.double_value(&[]);
+                self.check_ranks()?;
+                let loss = self.global_mean(&out.loss)?;
                 if !loss.is_finite() {
                     let last_good = if ckpt_path.exists() {
                         ckpt_path.display().to_string()
@@ -301,6 +317,7 @@ impl Trainer {
                 out.loss.backward();
                 let mut grads = params.grads();
                 self.comm.all_reduce_mean_(&mut grads);
+                self.check_ranks()?;
                 let grad_norm = params.clip_grad_norm(self.cfg.grad_clip);
                 optimizer.step(&params, lr);
                 method.after_step(&ctx);
@@ -327,7 +344,9 @@ impl Trainer {
                 for (k, v) in &report.terms {
                     rec[k] = json!(v);
                 }
-                log.append(&rec)?;
+                if let Some(log) = log.as_mut() {
+                    log.append(&rec)?;
+                }
                 curves.loss.push((step as f64, loss));
                 obs.on_step(&report);
                 epoch_loss += loss;
@@ -336,13 +355,15 @@ impl Trainer {
                 step += 1;
 
                 let epoch_end = step % bpe == 0;
-                let meta = || self.meta(method.name(), step, bpe, loss);
+                let meta = || self.meta(method.name(), step, bpe, loss, global_batch as u64);
                 let interrupted = self.stop.load(Ordering::SeqCst);
                 if !epoch_end
                     && (interrupted
                         || (self.cfg.checkpoint_every > 0 && step % self.cfg.checkpoint_every == 0))
                 {
-                    log.flush()?;
+                    if let Some(log) = log.as_mut() {
+                        log.flush()?;
+                    }
                     self.save(method, optimizer.as_ref(), &meta())?;
                 }
                 if interrupted && !epoch_end {
@@ -354,7 +375,12 @@ impl Trainer {
             }
             let secs = epoch_start.elapsed().as_secs_f64();
             train_seconds += secs;
-            let eval_out = tch::no_grad(|| eval.evaluate(method, epoch))?;
+            // Every rank holds the same weights: rank 0 evaluates for all.
+            let eval_out = if self.comm.rank() == 0 {
+                tch::no_grad(|| eval.evaluate(method, epoch))?
+            } else {
+                EpochEval::default()
+            };
             let collapse = eval_out
                 .views
                 .as_ref()
@@ -384,12 +410,14 @@ impl Trainer {
             {
                 dst.extend(src);
             }
-            log.append(&rec)?;
-            log.flush()?;
+            if let Some(log) = log.as_mut() {
+                log.append(&rec)?;
+                log.flush()?;
+            }
             curves.push_epoch(&report);
             obs.on_epoch(&report);
             epochs_done.push(report);
-            let meta = self.meta(method.name(), step, bpe, last_loss);
+            let meta = self.meta(method.name(), step, bpe, last_loss, global_batch as u64);
             self.save(method, optimizer.as_ref(), &meta)?;
             if self.comm.rank() == 0 {
                 curves.plot(&self.run_dir.join(PLOT_FILE), method.name())?;
@@ -413,7 +441,48 @@ impl Trainer {
         })
     }
 
-    fn meta(&self, method: &str, step: u64, steps_per_epoch: u64, loss: f64) -> CheckpointMeta {
+    /// The collective's first failure, with what the user can do about it.
+    fn check_ranks(&self) -> Result<()> {
+        self.comm.check().map_err(|e| {
+            let ckpt = self.checkpoint_path();
+            let last = if ckpt.exists() {
+                format!(
+                    "the last checkpoint is {}: continue with --resume",
+                    ckpt.display()
+                )
+            } else {
+                "no checkpoint was written yet".into()
+            };
+            Error::Distributed(format!(
+                "{}; another rank has probably stopped (see its output); {last}",
+                match e {
+                    Error::Distributed(m) => m,
+                    other => other.to_string(),
+                }
+            ))
+        })
+    }
+
+    /// The mean over ranks of a scalar (what the log shows: the loss of the
+    /// global batch, not of this rank's share).
+    fn global_mean(&self, t: &Tensor) -> Result<f64> {
+        if self.comm.world_size() == 1 {
+            return Ok(t.double_value(&[]));
+        }
+        let mut v = [t.detach().to_kind(tch::Kind::Float).reshape([1])];
+        self.comm.all_reduce_mean_(&mut v);
+        self.check_ranks()?;
+        Ok(v[0].double_value(&[0]))
+    }
+
+    fn meta(
+        &self,
+        method: &str,
+        step: u64,
+        steps_per_epoch: u64,
+        loss: f64,
+        samples_per_step: u64,
+    ) -> CheckpointMeta {
         CheckpointMeta {
             step,
             steps_per_epoch,
@@ -422,6 +491,7 @@ impl Trainer {
             config: self.resolved_config.clone(),
             git_commit: self.git_commit.clone(),
             loss,
+            samples_per_step,
         }
     }
 
@@ -436,6 +506,54 @@ impl Trainer {
         }
         checkpoint::save(&self.checkpoint_path(), method.var_store(), optimizer, meta)
     }
+}
+
+/// The step a resumed run starts at, in this run's steps.
+///
+/// With the same steps per epoch that is the checkpoint's step. Otherwise
+/// (another world size or batch size over the same dataset) the run restarts
+/// at the same epoch and the same position in it, which is exact at an epoch
+/// boundary and wherever the samples already seen fill whole batches of the
+/// new size.
+fn resume_step(
+    meta: &CheckpointMeta,
+    bpe: u64,
+    samples_per_step: u64,
+) -> std::result::Result<u64, String> {
+    if meta.steps_per_epoch == bpe {
+        return Ok(meta.step);
+    }
+    let changed = format!(
+        "written with {} steps per epoch, this run has {bpe}",
+        meta.steps_per_epoch
+    );
+    if meta.samples_per_step == 0 || meta.steps_per_epoch == 0 {
+        return Err(format!("{changed} (dataset or batch size changed)"));
+    }
+    // Both runs drop the incomplete last batch: their dataset sizes must fit.
+    let (old_lo, old_hi) = (
+        meta.steps_per_epoch * meta.samples_per_step,
+        (meta.steps_per_epoch + 1) * meta.samples_per_step,
+    );
+    let (new_lo, new_hi) = (bpe * samples_per_step, (bpe + 1) * samples_per_step);
+    if old_hi <= new_lo || new_hi <= old_lo {
+        return Err(format!(
+            "{changed}: at {} samples per step the checkpoint saw {old_lo}..{old_hi} samples per epoch, \
+             this run at {samples_per_step} sees {new_lo}..{new_hi} (the dataset changed)",
+            meta.samples_per_step
+        ));
+    }
+    let epoch = meta.step / meta.steps_per_epoch;
+    let seen = (meta.step % meta.steps_per_epoch) * meta.samples_per_step;
+    if !seen.is_multiple_of(samples_per_step) {
+        return Err(format!(
+            "{changed}: the checkpoint is {seen} samples into epoch {}, not a whole number of \
+             this run's steps of {samples_per_step}; resume from an end-of-epoch checkpoint \
+             (or keep the global batch size)",
+            epoch + 1
+        ));
+    }
+    Ok(epoch * bpe + seen / samples_per_step)
 }
 
 /// What the curves plot shows, rebuilt from `metrics.jsonl` on resume.
@@ -550,6 +668,35 @@ mod tests {
     use rand::{seq::SliceRandom, Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use tch::{nn, Kind};
+
+    fn ckpt(step: u64, spe: u64, sps: u64) -> CheckpointMeta {
+        CheckpointMeta {
+            step,
+            steps_per_epoch: spe,
+            seed: 0,
+            method: "m".into(),
+            config: String::new(),
+            git_commit: None,
+            loss: 0.0,
+            samples_per_step: sps,
+        }
+    }
+
+    #[test]
+    fn resume_maps_steps_across_world_sizes() {
+        // 1000 samples; 2 ranks x 50 = 100 per step (10 steps per epoch),
+        // resumed on 1 rank x 50 (20 per epoch) or 4 x 50 (5 per epoch).
+        assert_eq!(resume_step(&ckpt(23, 10, 100), 10, 100), Ok(23));
+        assert_eq!(resume_step(&ckpt(20, 10, 100), 20, 50), Ok(40));
+        assert_eq!(resume_step(&ckpt(23, 10, 100), 20, 50), Ok(46));
+        assert_eq!(resume_step(&ckpt(20, 10, 100), 5, 200), Ok(10));
+        let mid = resume_step(&ckpt(23, 10, 100), 5, 200).unwrap_err();
+        assert!(mid.contains("end-of-epoch checkpoint"), "{mid}");
+        let data = resume_step(&ckpt(20, 10, 100), 40, 50).unwrap_err();
+        assert!(data.contains("the dataset changed"), "{data}");
+        let old = resume_step(&ckpt(20, 10, 0), 20, 50).unwrap_err();
+        assert!(old.contains("dataset or batch size changed"), "{old}");
+    }
 
     /// 64 distinct random points; views add seeded noise.
     struct Toy {

@@ -10,6 +10,7 @@ use crate::tokenizer::TextTokenizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use selfsup_core::distributed::Shard;
 use selfsup_core::method::Batch;
 use selfsup_core::source::BatchSource;
 use selfsup_core::Result;
@@ -57,6 +58,7 @@ pub struct MlmBatches {
     masking: MaskingConfig,
     batch_size: usize,
     seed: u64,
+    shard: Shard,
 }
 
 /// Masks rows `rows` of `data` with the generator of `(seed, epoch, row)`
@@ -108,7 +110,14 @@ impl MlmBatches {
             masking,
             batch_size,
             seed,
+            shard: Shard::SINGLE,
         }
+    }
+
+    /// Yields only `shard`'s part of every global batch (data-parallel runs).
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     fn order(&self, epoch: usize) -> Vec<usize> {
@@ -125,7 +134,7 @@ impl MlmBatches {
 
 impl BatchSource for MlmBatches {
     fn batches_per_epoch(&self) -> usize {
-        self.data.len() / self.batch_size.max(1)
+        self.shard.batches(self.data.len(), self.batch_size)
     }
 
     fn batch_size(&self) -> usize {
@@ -137,7 +146,8 @@ impl BatchSource for MlmBatches {
         let n = self.batches_per_epoch();
         let bs = self.batch_size;
         Box::new((start..n).map(move |b| {
-            let rows = &order[b * bs..(b + 1) * bs];
+            let first = self.shard.batch_start(b, bs);
+            let rows = &order[first..first + bs];
             Ok(masked_batch(
                 &self.data,
                 &self.vocab,

@@ -18,6 +18,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use selfsup_core::device::{describe, DeviceChoice};
+use selfsup_core::distributed::{Distributed, Shard};
 use selfsup_core::eval::LinearProbeConfig;
 use selfsup_core::trainer::{Observer, Trainer, TrainerConfig};
 use selfsup_core::{Error, Result};
@@ -206,6 +207,11 @@ pub struct RunOptions<'a> {
     pub git_commit: Option<String>,
     /// Reports what the run is doing before training (reading, tokenizing).
     pub log: &'a mut dyn FnMut(&str),
+    /// A data-parallel run's collective (`None`: one process). Rank 0 trains
+    /// and saves the tokenizer, which the other ranks then load; rank 0 alone
+    /// evaluates, probes and exports (the others' summaries carry no
+    /// validation and no probes).
+    pub distributed: Option<Distributed>,
 }
 
 fn read_all(
@@ -224,12 +230,17 @@ fn read_all(
 }
 
 /// Pre-trains, evaluates and exports as `cfg` says.
-pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary> {
+pub fn pretrain(cfg: &TextRunConfig, mut opts: RunOptions) -> Result<TextRunSummary> {
     let wall = Instant::now();
     if let Some(t) = cfg.run.threads {
         tch::set_num_threads(t as i32);
     }
-    let device = cfg.run.device.resolve()?;
+    let dist = opts.distributed.take();
+    let primary = dist.as_ref().is_none_or(Distributed::is_primary);
+    let device = cfg
+        .run
+        .device
+        .resolve_on(dist.as_ref().map_or(0, |d| d.local_rank))?;
     if cfg.data.sources.is_empty() {
         return Err(Error::Config(
             "[data] has no sources (add [[data.sources]] format = \"text\", path = ...)".into(),
@@ -255,12 +266,23 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
     ));
     let t_tok = Instant::now();
     let tok_dir = opts.run_dir.join("tokenizer");
-    let tok = if opts.resume && tok_dir.join("tokenizer.json").exists() {
-        TextTokenizer::from_file(&tok_dir.join("tokenizer.json"))?
-    } else {
+    let tok_file = tok_dir.join("tokenizer.json");
+    let built = if primary && !(opts.resume && tok_file.exists()) {
         let t = TextTokenizer::build(&cfg.tokenizer, &opts.data_root, &train_docs)?;
         t.save(&tok_dir)?;
-        t
+        Some(t)
+    } else {
+        None
+    };
+    if let Some(d) = &dist {
+        // WordPiece training is not reproducible across processes: every
+        // rank waits for rank 0's tokenizer file and loads it.
+        d.comm.barrier();
+        d.comm.check()?;
+    }
+    let tok = match built {
+        Some(t) => t,
+        None => TextTokenizer::from_file(&tok_file)?,
     };
     let max_len = cfg.model.max_len;
     let mut train = pack(&train_docs, &tok, max_len)?;
@@ -303,13 +325,17 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         .map(|t| t.numel() as i64)
         .sum();
     let train = Arc::new(train);
+    let shard = dist
+        .as_ref()
+        .map_or(Shard::SINGLE, |d| Shard::of(d.comm.as_ref()));
     let batches = MlmBatches::new(
         train.clone(),
         Arc::new(vocab.clone()),
         cfg.masking.clone(),
         cfg.run.batch_size,
         seed,
-    );
+    )
+    .with_shard(shard);
     let mut evaluator = MlmEpochEval {
         val: val_all.take(cfg.eval.val_sequences),
         monitor: val_all.take(cfg.eval.monitor_sequences),
@@ -320,9 +346,12 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         unigram,
         last: None,
     };
-    let trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
+    let mut trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
         .with_stop_flag(opts.stop)
         .with_provenance(cfg.to_toml(), opts.git_commit);
+    if let Some(d) = dist {
+        trainer = trainer.with_collective(d.comm);
+    }
     (opts.log)(&format!(
         "training mlm: BERT {} layers, hidden {}, {} heads, {:.2} M parameters, on {}",
         bert_cfg.layers,
@@ -341,7 +370,7 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
     let train_peak_rss_mb = selfsup_core::metrics::peak_rss_mb();
 
     let mut downstream = Vec::new();
-    if !cfg.eval.downstream.is_empty() {
+    if primary && !cfg.eval.downstream.is_empty() {
         tch::manual_seed(seed as i64 ^ 0x0BAD_5EED);
         let random = Mlm::new(&bert_cfg, device);
         let setup = ProbeSetup {
@@ -364,7 +393,9 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         }
     }
     let export_dir = opts.run_dir.join("export");
-    export_mlm(&mlm, &tok, max_len, &export_dir)?;
+    if primary {
+        export_mlm(&mlm, &tok, max_len, &export_dir)?;
+    }
     let tokens_per_seq = max_len as f64;
     Ok(TextRunSummary {
         method: "mlm".into(),

@@ -13,6 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use selfsup_core::distributed::Shard;
 use selfsup_core::method::Batch;
 use selfsup_core::source::BatchSource;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,6 +109,7 @@ pub struct ViewLoader {
     seed: u64,
     drop_last: bool,
     prefetch: usize,
+    shard: Shard,
 }
 
 impl ViewLoader {
@@ -154,12 +156,20 @@ impl ViewLoader {
             seed,
             drop_last: true,
             prefetch: 3,
+            shard: Shard::SINGLE,
         })
     }
 
     /// Whether the incomplete last batch of an epoch is dropped (default `true`).
     pub fn with_drop_last(mut self, drop_last: bool) -> Self {
         self.drop_last = drop_last;
+        self
+    }
+
+    /// Yields only `shard`'s part of every global batch (data-parallel runs:
+    /// see [`Shard`]); incomplete global batches are dropped.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
         self
     }
 
@@ -198,7 +208,7 @@ impl ViewLoader {
 
     /// Positions `[start, end)` of batch `index` within an epoch.
     fn batch_range(&self, index: usize) -> (usize, usize) {
-        let start = index * self.batch_size;
+        let start = self.shard.batch_start(index, self.batch_size);
         (start, (start + self.batch_size).min(self.shared.data.len()))
     }
 
@@ -234,8 +244,8 @@ impl ViewLoader {
 impl BatchSource for ViewLoader {
     fn batches_per_epoch(&self) -> usize {
         let n = self.shared.data.len();
-        if self.drop_last {
-            n / self.batch_size
+        if self.drop_last || self.shard.world_size > 1 {
+            self.shard.batches(n, self.batch_size)
         } else {
             n.div_ceil(self.batch_size)
         }
@@ -399,6 +409,29 @@ mod tests {
         assert_eq!(keep.batches_per_epoch(), 7);
         let last = keep.epoch(0, 6).next().unwrap().unwrap();
         assert_eq!(last.views[0].size(), vec![2, 1, 16, 16]);
+    }
+
+    #[test]
+    fn shards_together_are_the_single_process_batch() {
+        let single: Vec<Batch> = loader(50, 3, 8, 5)
+            .epoch(1, 0)
+            .map(|b| b.unwrap())
+            .collect();
+        let shard = |rank| {
+            loader(50, 3, 4, 5).with_shard(Shard {
+                rank,
+                world_size: 2,
+            })
+        };
+        let (r0, r1) = (shard(0), shard(1));
+        assert_eq!(r0.batches_per_epoch(), single.len());
+        let b0: Vec<Batch> = r0.epoch(1, 0).map(|b| b.unwrap()).collect();
+        let b1: Vec<Batch> = r1.epoch(1, 1).map(|b| b.unwrap()).collect();
+        assert_eq!(b1.len(), single.len() - 1);
+        for v in 0..2 {
+            let joined = Tensor::cat(&[&b0[1].views[v], &b1[0].views[v]], 0);
+            assert!(joined.equal(&single[1].views[v]), "view {v}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::methods::{
 };
 use crate::models::EncoderConfig;
 use selfsup_core::device::{describe, DeviceChoice};
+use selfsup_core::distributed::{Distributed, Shard};
 use selfsup_core::eval::{knn_top1, linear_probe_top1, KnnConfig, LinearProbeConfig};
 use selfsup_core::method::Method;
 use selfsup_core::trainer::{
@@ -128,7 +129,10 @@ pub struct RunSummary {
     pub device: String,
     pub train_images: usize,
     pub test_images: usize,
+    /// Images per batch per rank.
     pub batch_size: usize,
+    /// Data-parallel ranks (1: one process).
+    pub ranks: usize,
     pub epochs: usize,
     pub steps: u64,
     pub final_loss: f64,
@@ -475,12 +479,22 @@ pub struct RunOptions<'a> {
     pub observer: &'a mut dyn Observer,
     pub stop: Arc<AtomicBool>,
     pub git_commit: Option<String>,
+    /// A data-parallel run's collective (`None`: one process). Every rank
+    /// trains its shard of each global batch; rank 0 alone evaluates, writes
+    /// the run folder and exports (the other ranks' summaries carry NaN and
+    /// `None` for the evaluations).
+    pub distributed: Option<Distributed>,
 }
 
 /// Pre-trains, evaluates and exports; writes `summary.json` into the run folder.
-pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummary> {
+pub fn pretrain(cfg: &VisionRunConfig, mut opts: RunOptions<'_>) -> Result<RunSummary> {
     let wall = Instant::now();
-    let device = cfg.run.device.resolve()?;
+    let dist = opts.distributed.take();
+    let primary = dist.as_ref().is_none_or(Distributed::is_primary);
+    let device = cfg
+        .run
+        .device
+        .resolve_on(dist.as_ref().map_or(0, |d| d.local_rank))?;
     if let Some(t) = cfg.run.threads {
         tch::set_num_threads(t as i32);
     }
@@ -511,16 +525,25 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         train.height,
         norm.clone(),
     )?;
+    let shard = dist
+        .as_ref()
+        .map_or(Shard::SINGLE, |d| Shard::of(d.comm.as_ref()));
+    let ranks = shard.world_size;
     let loader = ViewLoader::new(
         train.clone(),
         augmenter,
         cfg.run.batch_size,
         cfg.trainer.seed,
-    );
+    )
+    .with_shard(shard);
     tch::manual_seed(cfg.trainer.seed as i64);
     let mut method = build_method(cfg, device, in_channels)?;
 
-    let raw_knn = data.knn(&data.raw_features(), &cfg.eval.knn)?;
+    let raw_knn = if primary {
+        data.knn(&data.raw_features(), &cfg.eval.knn)?
+    } else {
+        f64::NAN
+    };
     let monitor_n = cfg.eval.monitor_images.min(train.len());
     let monitor_views = (monitor_n > 1).then(|| {
         let idx: Vec<usize> = (0..monitor_n).collect();
@@ -540,12 +563,17 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         raw_knn,
     };
 
-    let trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
+    let mut trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
         .with_stop_flag(opts.stop.clone())
         .with_provenance(cfg.to_toml(), opts.git_commit.clone());
+    if let Some(d) = dist {
+        trainer = trainer.with_collective(d.comm);
+    }
     std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
-    let config_path = opts.run_dir.join("config.toml");
-    selfsup_core::tensor_io::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    if primary {
+        let config_path = opts.run_dir.join("config.toml");
+        selfsup_core::tensor_io::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    }
     let summary = trainer.fit(
         method.as_mut(),
         &loader,
@@ -554,21 +582,28 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         opts.resume,
     )?;
 
-    // Final evaluation on frozen features.
+    // Final evaluation on frozen features (rank 0 of a data-parallel run).
     let data = &evaluator.data;
-    let feats = data.features(method.as_ref());
-    let knn = data.knn(&feats, &cfg.eval.knn)?;
-    let (linear, raw_linear) = if cfg.eval.linear_probe {
-        (
-            Some(data.linear(&feats, &cfg.eval.linear)?),
-            Some(data.linear(&data.raw_features(), &cfg.eval.linear)?),
-        )
+    let (knn, linear, raw_linear) = if !primary {
+        (f64::NAN, None, None)
     } else {
-        (None, None)
+        let feats = data.features(method.as_ref());
+        let knn = data.knn(&feats, &cfg.eval.knn)?;
+        if cfg.eval.linear_probe {
+            (
+                knn,
+                Some(data.linear(&feats, &cfg.eval.linear)?),
+                Some(data.linear(&data.raw_features(), &cfg.eval.linear)?),
+            )
+        } else {
+            (knn, None, None)
+        }
     };
     let export_dir = opts.run_dir.join("export");
-    let extra = serde_json::json!({"dataset": train.name, "image_size": train.height, "knn_top1": knn, "linear_top1": linear});
-    export(cfg, method.as_ref(), in_channels, &export_dir, extra)?;
+    if primary {
+        let extra = serde_json::json!({"dataset": train.name, "image_size": train.height, "knn_top1": knn, "linear_top1": linear});
+        export(cfg, method.as_ref(), in_channels, &export_dir, extra)?;
+    }
 
     let out = RunSummary {
         method: method.name().to_string(),
@@ -577,6 +612,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         train_images: train.len(),
         test_images: evaluator.data.test_y.size()[0] as usize,
         batch_size: cfg.run.batch_size,
+        ranks,
         epochs: cfg.trainer.epochs,
         steps: summary.steps,
         final_loss: summary.final_loss,

@@ -98,6 +98,33 @@ impl InfoNce {
         (ab + ba) / 2.0
     }
 
+    /// CLIP's symmetric cross-modal InfoNCE (Radford et al. 2021,
+    /// arXiv:2103.00020): the positive of image `a[i]` is text `b[i]` and
+    /// vice versa, logits `exp(logit_scale) * cos(a_i, b_j)` where
+    /// `logit_scale` is a learnable scalar tensor (the log of the inverse
+    /// temperature; the configured temperature is not used). The two
+    /// directions (image -> text over the global texts, text -> image over
+    /// the global images) are averaged. Clamping the scale is the caller's
+    /// business (CLIP clamps `exp(logit_scale)` at 100).
+    pub fn cross_modal(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        logit_scale: &Tensor,
+        comm: &dyn Collective,
+    ) -> Tensor {
+        let n = a.size()[0];
+        let a = normalize(a);
+        let b = normalize(b);
+        let scale = logit_scale.to_kind(Kind::Float).exp();
+        let labels = Tensor::arange(n, (Kind::Int64, a.device())) + (comm.rank() as i64 * n);
+        let gb = comm.all_gather_with_grad(&b);
+        let ga = comm.all_gather_with_grad(&a);
+        let ab = (a.matmul(&gb.tr()) * &scale).cross_entropy_for_logits(&labels);
+        let ba = (b.matmul(&ga.tr()) * &scale).cross_entropy_for_logits(&labels);
+        (ab + ba) / 2.0
+    }
+
     /// InfoNCE against a queue of negatives (MoCo, He et al. 2019,
     /// arXiv:1911.05722): the positive of `q[i]` is `k[i]` (the momentum
     /// encoder's key, no gradient), its negatives every row of `queue`
@@ -185,6 +212,51 @@ mod tests {
         let sym = value(&loss.cross_view(&z1, &z2, true, &SingleProcess));
         assert!((one - 0.387_130_081_653_594_97).abs() < 1e-5, "{one}");
         assert!((sym - 0.388_019_233_942_031_86).abs() < 1e-5, "{sym}");
+    }
+
+    // PyTorch 2.11.0 (z1, z2 above), CLIP's loss with a learnable scale:
+    //   ls = torch.tensor(s, requires_grad=True); p = row order of z2
+    //   a, b = F.normalize(z1, dim=1), F.normalize(z2[p], dim=1)
+    //   l = ls.exp() * a @ b.T; y = torch.arange(4)
+    //   loss = (F.cross_entropy(l, y) + F.cross_entropy(l.T, y)) / 2; loss.backward()
+    //   s = log(2),      p = [0,1,2,3] -> 0.38801923394203186, ls.grad -0.5218252539634705
+    //   s = log(1/0.07), p = [1,0,2,3] -> 6.5712199211120605,  ls.grad  6.568852424621582
+    #[test]
+    fn cross_modal_matches_pytorch_with_its_scale_gradient() {
+        let (z1, z2) = fixture();
+        let loss = InfoNce::new(InfoNceConfig::default());
+        for (s, perm, want, want_grad) in [
+            (
+                2f64.ln(),
+                [0i64, 1, 2, 3],
+                0.388_019_233_942_031_86,
+                -0.521_825_253_963_470_5,
+            ),
+            (
+                (1.0f64 / 0.07).ln(),
+                [1, 0, 2, 3],
+                6.571_219_921_112_060_5,
+                6.568_852_424_621_582,
+            ),
+        ] {
+            let ls = Tensor::from(s as f32).set_requires_grad(true);
+            let b = z2.index_select(0, &Tensor::from_slice(&perm));
+            let l = loss.cross_modal(&z1, &b, &ls, &SingleProcess);
+            l.backward();
+            assert!((value(&l) - want).abs() < 1e-4, "{}", value(&l));
+            let g = ls.grad().double_value(&[]);
+            assert!((g - want_grad).abs() < 1e-4, "{g}");
+        }
+        // With exp(scale) = 1 / T it is the symmetric cross-view loss.
+        let t = 0.5;
+        let fixed = loss.cross_view(&z1, &z2, true, &SingleProcess);
+        let learnable = loss.cross_modal(
+            &z1,
+            &z2,
+            &Tensor::from((1.0 / t as f32).ln()),
+            &SingleProcess,
+        );
+        assert!((value(&fixed) - value(&learnable)).abs() < 1e-6);
     }
 
     // PyTorch 2.11.0 (z1, z2 above; T = 0.2):

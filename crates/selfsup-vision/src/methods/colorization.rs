@@ -37,6 +37,7 @@
 use super::pretext::{check_fraction, single_view};
 use crate::data::Normalize;
 use crate::models::{build_encoder, EncoderConfig};
+use selfsup_core::batch_norm::{batch_norm2d, BatchNorm};
 use selfsup_core::encoder::Encoder;
 use selfsup_core::method::{Batch, LossOut, Method, StepCtx};
 use selfsup_core::target::TargetKind;
@@ -160,7 +161,7 @@ pub fn ab_classes(ab: &Tensor, bin_size: f64, bins_per_axis: i64) -> Tensor {
 struct Decoder {
     fc: nn::Linear,
     up: nn::ConvTranspose2D,
-    bn: nn::BatchNorm,
+    bn: BatchNorm,
     out: nn::Conv2D,
     channels: i64,
     side: i64,
@@ -177,7 +178,7 @@ impl Decoder {
         Self {
             fc: nn::linear(p / "fc", in_dim, channels * side * side, Default::default()),
             up: nn::conv_transpose2d(p / "up", channels, channels / 2, 4, up_cfg),
-            bn: nn::batch_norm2d(p / "bn", channels / 2, Default::default()),
+            bn: batch_norm2d(p / "bn", channels / 2, Default::default()),
             out: nn::conv2d(p / "out", channels / 2, classes, 1, Default::default()),
             channels,
             side,

@@ -6,6 +6,7 @@
 //! up linearly).
 use super::check_views;
 use crate::models::{build_encoder, EncoderConfig};
+use selfsup_core::batch_norm::{batch_norm1d, BatchNorm};
 use selfsup_core::ema::{EmaConfig, EmaTeacher};
 use selfsup_core::encoder::Encoder;
 use selfsup_core::loss::info_nce::normalize;
@@ -51,7 +52,7 @@ impl Default for DinoHeadConfig {
 /// The head's layers (`mlp.{i}`, `last_layer.weight`).
 struct DinoHead {
     mlp: Vec<nn::Linear>,
-    bns: Vec<nn::BatchNorm>,
+    bns: Vec<BatchNorm>,
     last: Tensor,
 }
 
@@ -76,7 +77,7 @@ impl DinoHead {
             .collect();
         let bns = if cfg.batch_norm {
             (0..mlp.len() - 1)
-                .map(|i| nn::batch_norm1d(p / "bn" / i, dims[i + 1], Default::default()))
+                .map(|i| batch_norm1d(p / "bn" / i, dims[i + 1], Default::default()))
                 .collect()
         } else {
             Vec::new()

@@ -44,6 +44,7 @@ pub use resnet::{resnet18, resnet50, BlockKind, ResNet};
 pub use small_cnn::{small_cnn, SmallCnn};
 pub use vit::{PosEmbedInit, Vit, VitOptions, VitSpec};
 
+use selfsup_core::batch_norm::{batch_norm2d, BatchNorm};
 use selfsup_core::encoder::Encoder;
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -269,7 +270,7 @@ pub(crate) fn conv(
 
 /// PyTorch's `BatchNorm2d(c)`: eps 1e-5, momentum 0.1, weight 1, bias 0
 /// (leaves `weight`, `bias`, `running_mean`, `running_var`).
-pub(crate) fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
+pub(crate) fn batch_norm(p: nn::Path, c: i64) -> BatchNorm {
     let cfg = nn::BatchNormConfig {
         eps: 1e-5,
         momentum: 0.1,
@@ -277,7 +278,7 @@ pub(crate) fn batch_norm(p: nn::Path, c: i64) -> nn::BatchNorm {
         bs_init: Init::Const(0.),
         ..Default::default()
     };
-    nn::batch_norm2d(p, c, cfg)
+    batch_norm2d(p, c, cfg)
 }
 
 /// Global average pool to `[batch, channels]`, as torchvision's
@@ -604,7 +605,7 @@ pub(crate) mod tests {
         let xs = Tensor::from_slice(&[1f32, 3., 5., 7.]).reshape([2, 2, 1, 1]);
         let _ = nn::ModuleT::forward_t(&bn, &xs, true);
         // Batch means are [3, 5]; running_mean = 0.9 * 0 + 0.1 * mean.
-        let rm = Vec::<f32>::try_from(&bn.running_mean).unwrap();
+        let rm = Vec::<f32>::try_from(bn.running_mean()).unwrap();
         assert!(
             (rm[0] - 0.3).abs() < 1e-6 && (rm[1] - 0.5).abs() < 1e-6,
             "{rm:?}"

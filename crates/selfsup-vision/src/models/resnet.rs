@@ -6,6 +6,7 @@
 //! (batch norm). There is no `fc`: the forward pass ends at the global average
 //! pool.
 use super::{batch_norm, conv, global_avg_pool, Stem};
+use selfsup_core::batch_norm::BatchNorm;
 use selfsup_core::encoder::Encoder;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -34,8 +35,8 @@ impl BlockKind {
 #[derive(Debug)]
 struct Block {
     /// `(conv{j}, bn{j})`; ReLU after every pair but the last.
-    layers: Vec<(nn::Conv2D, nn::BatchNorm)>,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    layers: Vec<(nn::Conv2D, BatchNorm)>,
+    downsample: Option<(nn::Conv2D, BatchNorm)>,
 }
 
 impl Block {
@@ -92,7 +93,7 @@ impl Block {
 #[derive(Debug)]
 pub struct ResNet {
     conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
+    bn1: BatchNorm,
     stem: Stem,
     layers: Vec<Vec<Block>>,
     out_dim: i64,

@@ -7,6 +7,7 @@
 //! `BatchNorm2d(c)`, `ReLU()`, `MaxPool2d(2)` per block (modules named `conv`
 //! and `bn` inside `blocks[i]`), then `AdaptiveAvgPool2d(1)` and `flatten(1)`.
 use super::{batch_norm, conv, global_avg_pool};
+use selfsup_core::batch_norm::BatchNorm;
 use selfsup_core::encoder::Encoder;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -14,7 +15,7 @@ use tch::Tensor;
 /// Conv-BN-ReLU blocks with max-pools between them and a global average pool.
 #[derive(Debug)]
 pub struct SmallCnn {
-    blocks: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    blocks: Vec<(nn::Conv2D, BatchNorm)>,
     out_dim: i64,
 }
 

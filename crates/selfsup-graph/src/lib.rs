@@ -1,0 +1,30 @@
+//! Self-supervised learning on graphs: GRACE, DGI and GraphCL.
+//!
+//! - [`graph`]: petgraph graphs -> tensors (edge index, GCN normalisation,
+//!   disjoint batches), fix-ups counted
+//! - [`readers`]: edge lists, adjacency CSV + labels, Planetoid, and the
+//!   registry datasets (Drosophila, mice, QM9, karate); [`smiles`] and
+//!   [`pickle`] for the formats inside them
+//! - [`augment`]: edge dropping, feature masking, node dropping, random-walk
+//!   subgraphs, seeded
+//! - [`encoders`]: GCN and GIN with sparse message passing, readouts
+//! - [`methods`]: GRACE, DGI, GraphCL on the core `Method` trait
+//! - [`source`]: views as a resumable core `BatchSource`
+//! - [`eval`]: probes and ridge regression beside raw-feature and
+//!   random-weights baselines
+//! - [`export`]: embeddings (safetensors, `.npy`) and encoder weights
+//! - [`pretrain`]: the workflow the CLI runs
+pub mod augment;
+pub mod encoders;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod graph;
+pub mod methods;
+pub mod pickle;
+pub mod pretrain;
+pub mod readers;
+pub mod smiles;
+pub mod source;
+
+pub use error::{GraphError, GraphResult};

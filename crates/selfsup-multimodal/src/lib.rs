@@ -1,0 +1,30 @@
+//! Image-text contrastive learning (CLIP, Radford et al. 2021,
+//! arXiv:2103.00020) on selfsup's own encoders: an image tower from
+//! `selfsup-vision`, a text tower from `selfsup-text`, linear projections to a
+//! shared space, a learnable logit scale and core's symmetric InfoNCE.
+//!
+//! - [`image_file`]: one image file -> RGB bytes (alpha over white, resized)
+//! - [`pairs`]: image-caption pairs from a captions file (CSV or JSON Lines)
+//! - [`registry`]: the registry datasets as pairs (emoji, captioned Fashion-MNIST)
+//! - [`captions`]: captions -> `[CLS] ... [SEP]` token rows and padded batches
+//! - [`model`]: the two towers, projections and logit scale
+//! - [`method`]: CLIP on the core `Method` trait
+//! - [`loader`]: augmented image + caption batches as a resumable `BatchSource`
+//! - [`eval`]: zero-shot classification and Recall@K retrieval
+//! - [`export`]: safetensors + config.json (HF `CLIPModel` names where they match)
+//! - [`embed`]: an export or checkpoint back as a model, embeddings of files
+//! - [`pretrain`]: the workflow the CLI runs
+pub mod captions;
+pub mod embed;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod image_file;
+pub mod loader;
+pub mod method;
+pub mod model;
+pub mod pairs;
+pub mod pretrain;
+pub mod registry;
+
+pub use error::{PairError, PairResult};

@@ -1,0 +1,555 @@
+//! Image-caption pairs: a captions file (CSV or JSON Lines) naming images in
+//! a folder, several captions per image allowed.
+//!
+//! ```text
+//! image,caption                         # CSV: header optional; quote a field
+//! cats/1.png,a cat on a red sofa        #   with "..." ("" inside for a quote)
+//! cats/1.png,"a cat, asleep"
+//! {"image": "cats/1.png", "caption": "a cat on a red sofa"}     # JSON Lines
+//! ```
+//!
+//! Image paths are relative to the images folder (by default the captions
+//! file's folder). A caption naming a missing, unreadable or unsupported
+//! image, an empty caption and a duplicate pair are errors naming the file and
+//! the line; with `skip_bad` they are skipped and counted per kind in a
+//! [`SkipReport`].
+use crate::error::{PairError, PairResult};
+use crate::image_file::{read_rgb, ImageFault};
+use rayon::prelude::*;
+use selfsup_vision::data::ImageDataset;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Images (RGB, one size) with their captions.
+#[derive(Debug, Clone)]
+pub struct PairSet {
+    /// The images; `labels` and `classes` are set where the source has classes.
+    pub images: ImageDataset,
+    /// Stable identity of each image (its path in the captions file, the emoji
+    /// image name): the key of the train / held-out split.
+    pub keys: Vec<String>,
+    /// Captions of each image (at least one).
+    pub captions: Vec<Vec<String>>,
+    /// What reading skipped.
+    pub report: SkipReport,
+}
+
+/// Pairs skipped while reading (only with `skip_bad`), by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SkipReport {
+    pub missing_images: usize,
+    pub unsupported_images: usize,
+    pub unreadable_images: usize,
+    pub empty_captions: usize,
+    pub duplicate_pairs: usize,
+    /// The first few, as `file:line: why`.
+    pub examples: Vec<String>,
+}
+
+impl SkipReport {
+    /// Pairs skipped in all.
+    pub fn total(&self) -> usize {
+        self.missing_images
+            + self.unsupported_images
+            + self.unreadable_images
+            + self.empty_captions
+            + self.duplicate_pairs
+    }
+
+    fn note(&mut self, e: &PairError) {
+        match e {
+            PairError::MissingImage { .. } => self.missing_images += 1,
+            PairError::Unsupported { .. } => self.unsupported_images += 1,
+            PairError::Unreadable { .. } => self.unreadable_images += 1,
+            PairError::EmptyCaption { .. } => self.empty_captions += 1,
+            PairError::Duplicate { .. } => self.duplicate_pairs += 1,
+            _ => {}
+        }
+        if self.examples.len() < 5 {
+            self.examples.push(e.to_string());
+        }
+    }
+
+    /// Adds another report's counts to this one.
+    pub fn merge(&mut self, o: &SkipReport) {
+        self.missing_images += o.missing_images;
+        self.unsupported_images += o.unsupported_images;
+        self.unreadable_images += o.unreadable_images;
+        self.empty_captions += o.empty_captions;
+        self.duplicate_pairs += o.duplicate_pairs;
+        for e in &o.examples {
+            if self.examples.len() < 5 {
+                self.examples.push(e.clone());
+            }
+        }
+    }
+}
+
+/// How pairs are read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Side of the square RGB images.
+    pub image_size: usize,
+    /// Skip (and count) bad pairs instead of failing on the first one.
+    pub skip_bad: bool,
+}
+
+impl PairSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there is no image.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Number of (image, caption) pairs.
+    pub fn pair_count(&self) -> usize {
+        self.captions.iter().map(Vec::len).sum()
+    }
+
+    /// The images `idx` with their captions.
+    pub fn subset(&self, idx: &[usize]) -> PairSet {
+        PairSet {
+            images: self.images.subset(idx),
+            keys: idx.iter().map(|&i| self.keys[i].clone()).collect(),
+            captions: idx.iter().map(|&i| self.captions[i].clone()).collect(),
+            report: self.report.clone(),
+        }
+    }
+
+    /// Several sets of the same image size as one (class labels dropped:
+    /// they do not share a class list).
+    pub fn concat(name: &str, sets: &[PairSet]) -> PairResult<PairSet> {
+        let first = sets
+            .first()
+            .ok_or_else(|| PairError::Empty(format!("{name}: no pair source")))?;
+        let (h, w) = (first.images.height, first.images.width);
+        let mut pixels = Vec::new();
+        let mut out = PairSet {
+            images: first.images.clone(),
+            keys: Vec::new(),
+            captions: Vec::new(),
+            report: SkipReport::default(),
+        };
+        for s in sets {
+            if (s.images.height, s.images.width, s.images.channels) != (h, w, 3) {
+                return Err(PairError::Empty(format!(
+                    "{name}: {} has {}x{}x{} images, the others {h}x{w}x3",
+                    s.images.name, s.images.height, s.images.width, s.images.channels
+                )));
+            }
+            pixels.extend_from_slice(&s.images.pixels);
+            out.keys.extend(s.keys.iter().cloned());
+            out.captions.extend(s.captions.iter().cloned());
+            out.report.merge(&s.report);
+        }
+        out.images = ImageDataset::new(name, h, w, 3, pixels, None, Vec::new())
+            .map_err(|e| PairError::Empty(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Indices of the training and the held-out images: an image is held out
+    /// when a stable hash of its key falls below `fraction` (the same image
+    /// is on the same side in every run and every rendering).
+    pub fn split(&self, fraction: f64) -> (Vec<usize>, Vec<usize>) {
+        (0..self.len()).partition(|&i| !is_held_out(&self.keys[i], fraction))
+    }
+}
+
+/// Whether `key` is in the held-out `fraction` (FNV-1a hash of the key).
+pub fn is_held_out(key: &str, fraction: f64) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // The high bits mix best.
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
+}
+
+/// One record of a captions file.
+struct Record {
+    line: usize,
+    image: String,
+    caption: String,
+}
+
+fn record_err(path: &Path, line: usize, reason: impl Into<String>) -> PairError {
+    PairError::Record {
+        path: path.to_path_buf(),
+        line,
+        reason: reason.into(),
+    }
+}
+
+/// A quoted CSV field starting at `s` (which begins with `"`): its text and
+/// the rest after the closing quote.
+fn quoted(s: &str) -> Result<(String, &str), String> {
+    let mut out = String::new();
+    let mut chars = s[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '"' {
+            if s[1 + i + 1..].starts_with('"') {
+                out.push('"');
+                chars.next();
+            } else {
+                return Ok((out, &s[1 + i + 1..]));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Err("unterminated quoted field (quoted fields cannot span lines)".into())
+}
+
+/// `image,caption` of one CSV line. An unquoted caption may hold commas.
+fn parse_csv_line(line: &str) -> Result<(String, String), String> {
+    let (image, rest) = if line.starts_with('"') {
+        let (f, rest) = quoted(line)?;
+        let rest = rest
+            .strip_prefix(',')
+            .ok_or("expected a comma after the quoted image path")?;
+        (f, rest)
+    } else {
+        let (f, rest) = line
+            .split_once(',')
+            .ok_or("expected two fields, image,caption")?;
+        (f.trim().to_string(), rest)
+    };
+    let rest = rest.trim_start();
+    let caption = if rest.starts_with('"') {
+        let (f, after) = quoted(rest)?;
+        if !after.trim().is_empty() {
+            return Err(format!(
+                "unexpected text after the quoted caption: {:?}",
+                after.trim()
+            ));
+        }
+        f
+    } else {
+        rest.trim_end().to_string()
+    };
+    Ok((image, caption))
+}
+
+fn read_records(path: &Path) -> PairResult<Vec<Record>> {
+    let bytes = std::fs::read(path).map_err(|e| PairError::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        record_err(path, line, "invalid UTF-8")
+    })?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let jsonl = match ext.as_deref() {
+        Some("jsonl") | Some("ndjson") => true,
+        Some("csv") | Some("tsv") | Some("txt") => false,
+        _ => {
+            return Err(record_err(
+                path,
+                0,
+                "a captions file must end in .csv or .jsonl",
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    let mut first = true;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let raw = raw.trim_end_matches('\r');
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let (image, caption) = if jsonl {
+            let v: serde_json::Value = serde_json::from_str(raw)
+                .map_err(|e| record_err(path, line, format!("not JSON: {e}")))?;
+            let field = |k: &str| {
+                v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| {
+                    record_err(path, line, format!("no string field \"{k}\" (expected {{\"image\": ..., \"caption\": ...}})"))
+                })
+            };
+            (field("image")?, field("caption")?)
+        } else {
+            let (image, caption) = parse_csv_line(raw).map_err(|r| record_err(path, line, r))?;
+            if first
+                && image.eq_ignore_ascii_case("image")
+                && caption.trim().eq_ignore_ascii_case("caption")
+            {
+                first = false;
+                continue;
+            }
+            (image, caption)
+        };
+        first = false;
+        if image.trim().is_empty() {
+            return Err(record_err(path, line, "empty image path"));
+        }
+        out.push(Record {
+            line,
+            image,
+            caption,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads the pairs of the captions file `file`; image paths are relative to
+/// `images` (default: the folder of `file`).
+pub fn read_captions(file: &Path, images: Option<&Path>, opts: ReadOptions) -> PairResult<PairSet> {
+    if !file.is_file() {
+        return Err(PairError::io(
+            file,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such captions file"),
+        ));
+    }
+    let root: PathBuf = images
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| file.parent().map(Path::to_path_buf).unwrap_or_default());
+    let mut report = SkipReport::default();
+    let fail_or_skip = |e: PairError, report: &mut SkipReport| {
+        if opts.skip_bad {
+            report.note(&e);
+            Ok(())
+        } else {
+            Err(e)
+        }
+    };
+    // Records -> distinct images (first appearance order) and their captions.
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut lines: Vec<Vec<usize>> = Vec::new();
+    let mut captions: Vec<Vec<String>> = Vec::new();
+    for r in read_records(file)? {
+        let caption = r.caption.split_whitespace().collect::<Vec<_>>().join(" ");
+        if caption.is_empty() {
+            fail_or_skip(
+                PairError::EmptyCaption {
+                    path: file.to_path_buf(),
+                    line: r.line,
+                },
+                &mut report,
+            )?;
+            continue;
+        }
+        if let Some(&first) = seen.get(&(r.image.clone(), caption.clone())) {
+            fail_or_skip(
+                PairError::Duplicate {
+                    path: file.to_path_buf(),
+                    line: r.line,
+                    first,
+                    image: r.image.clone(),
+                },
+                &mut report,
+            )?;
+            continue;
+        }
+        seen.insert((r.image.clone(), caption.clone()), r.line);
+        let i = *index.entry(r.image.clone()).or_insert_with(|| {
+            keys.push(r.image.clone());
+            lines.push(Vec::new());
+            captions.push(Vec::new());
+            keys.len() - 1
+        });
+        lines[i].push(r.line);
+        captions[i].push(caption);
+    }
+    let decoded: Vec<Result<Vec<u8>, ImageFault>> = keys
+        .par_iter()
+        .map(|k| read_rgb(&root.join(k), opts.image_size))
+        .collect();
+    let mut pixels = Vec::new();
+    let mut kept = Vec::new();
+    for (i, d) in decoded.into_iter().enumerate() {
+        match d {
+            Ok(bytes) => {
+                pixels.extend_from_slice(&bytes);
+                kept.push(i);
+            }
+            Err(fault) => {
+                for &line in &lines[i] {
+                    let (path, image) = (file.to_path_buf(), root.join(&keys[i]));
+                    let e = match &fault {
+                        ImageFault::Missing => PairError::MissingImage { path, line, image },
+                        ImageFault::Unsupported => PairError::Unsupported { path, line, image },
+                        ImageFault::Unreadable(reason) => PairError::Unreadable {
+                            path,
+                            line,
+                            image,
+                            reason: reason.clone(),
+                        },
+                    };
+                    fail_or_skip(e, &mut report)?;
+                }
+            }
+        }
+    }
+    if kept.is_empty() {
+        return Err(PairError::Empty(format!(
+            "{}: no usable image-caption pair ({} skipped)",
+            file.display(),
+            report.total()
+        )));
+    }
+    let name = file.display().to_string();
+    let images = ImageDataset::new(
+        name,
+        opts.image_size,
+        opts.image_size,
+        3,
+        pixels,
+        None,
+        Vec::new(),
+    )
+    .map_err(|e| PairError::Empty(e.to_string()))?;
+    Ok(PairSet {
+        images,
+        keys: kept.iter().map(|&i| keys[i].clone()).collect(),
+        captions: kept.iter().map(|&i| captions[i].clone()).collect(),
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(dir: &Path, name: &str, rgb: [u8; 3]) {
+        let img = image::RgbImage::from_pixel(6, 6, image::Rgb(rgb));
+        img.save(dir.join(name)).unwrap();
+    }
+
+    fn opts(skip_bad: bool) -> ReadOptions {
+        ReadOptions {
+            image_size: 4,
+            skip_bad,
+        }
+    }
+
+    #[test]
+    fn csv_with_header_quotes_and_several_captions() {
+        let dir = tempfile::tempdir().unwrap();
+        png(dir.path(), "a.png", [255, 0, 0]);
+        png(dir.path(), "b.png", [0, 0, 255]);
+        let f = dir.path().join("captions.csv");
+        std::fs::write(
+            &f,
+            "image,caption\na.png,a red square\n\"a.png\",\"red, \"\"bright\"\"\"\nb.png,a blue square, small\n",
+        )
+        .unwrap();
+        let p = read_captions(&f, None, opts(false)).unwrap();
+        assert_eq!(p.keys, vec!["a.png", "b.png"]);
+        assert_eq!(p.captions[0], vec!["a red square", "red, \"bright\""]);
+        assert_eq!(p.captions[1], vec!["a blue square, small"]);
+        assert_eq!(p.images.len(), 2);
+        assert_eq!(&p.images.image(1)[0..3], &[0, 0, 255]);
+        assert_eq!(p.pair_count(), 3);
+    }
+
+    #[test]
+    fn jsonl_records_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        png(dir.path(), "a.png", [0, 255, 0]);
+        let f = dir.path().join("c.jsonl");
+        std::fs::write(&f, "{\"image\": \"a.png\", \"caption\": \"green\"}\n\n").unwrap();
+        assert_eq!(read_captions(&f, None, opts(false)).unwrap().len(), 1);
+        std::fs::write(
+            &f,
+            "{\"image\": \"a.png\", \"caption\": \"green\"}\n{\"image\": \"a.png\"}\n",
+        )
+        .unwrap();
+        let e = read_captions(&f, None, opts(false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.jsonl: line 2") && e.contains("caption"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_pairs_name_file_and_line_or_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        png(dir.path(), "a.png", [0, 255, 0]);
+        std::fs::write(dir.path().join("broken.png"), b"nope").unwrap();
+        std::fs::write(dir.path().join("x.bmp"), b"BM").unwrap();
+        let f = dir.path().join("c.csv");
+        let lines = [
+            "a.png,green",       // 1 ok
+            "gone.png,missing",  // 2 missing image
+            "a.png,   ",         // 3 empty caption
+            "a.png,green",       // 4 duplicate of 1
+            "x.bmp,bitmap",      // 5 unsupported
+            "broken.png,broken", // 6 unreadable
+        ];
+        std::fs::write(&f, lines.join("\n")).unwrap();
+        let e = read_captions(&f, None, opts(false))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.csv: line 3: empty caption"), "{e}");
+        let only = |keep: &[usize]| {
+            let text: Vec<&str> = keep.iter().map(|&i| lines[i - 1]).collect();
+            std::fs::write(&f, text.join("\n")).unwrap();
+            read_captions(&f, None, opts(false))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = only(&[1, 2]);
+        assert!(
+            e.contains("line 2: image") && e.contains("gone.png") && e.contains("does not exist"),
+            "{e}"
+        );
+        let e = only(&[1, 4]);
+        assert!(
+            e.contains("line 2: duplicate pair") && e.contains("line 1"),
+            "{e}"
+        );
+        let e = only(&[1, 5]);
+        assert!(
+            e.contains("line 2: image")
+                && e.contains("x.bmp")
+                && e.contains("not a supported format"),
+            "{e}"
+        );
+        let e = only(&[1, 6]);
+        assert!(
+            e.contains("line 2: image") && e.contains("broken.png") && e.contains("cannot be read"),
+            "{e}"
+        );
+        std::fs::write(&f, lines.join("\n")).unwrap();
+        let p = read_captions(&f, None, opts(true)).unwrap();
+        assert_eq!(p.pair_count(), 1);
+        let r = &p.report;
+        assert_eq!(
+            (
+                r.missing_images,
+                r.empty_captions,
+                r.duplicate_pairs,
+                r.unsupported_images,
+                r.unreadable_images
+            ),
+            (1, 1, 1, 1, 1)
+        );
+        assert_eq!(r.total(), 5);
+    }
+
+    #[test]
+    fn the_split_is_stable_and_near_its_fraction() {
+        let keys: Vec<String> = (0..2000).map(|i| format!("img/{i}.png")).collect();
+        let held = keys.iter().filter(|k| is_held_out(k, 0.1)).count();
+        assert!((150..250).contains(&held), "{held}");
+        assert!(keys
+            .iter()
+            .all(|k| is_held_out(k, 0.1) == is_held_out(k, 0.1)));
+        assert!(!keys.iter().any(|k| is_held_out(k, 0.0)));
+    }
+}
