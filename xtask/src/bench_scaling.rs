@@ -3,9 +3,10 @@
 //!
 //! Three runs of `configs/vision/simclr-cpu.toml`, one epoch each, the same
 //! per-rank batch `b` (half the preset's):
-//! 1. one process, one thread, batch `b`;
-//! 2. two ranks, one thread each, batch `b` each (global batch `2b`);
-//! 3. one process, two threads, batch `2b`: the other way to use two cores.
+//! 1. one process on one core (one libtorch and one augmentation thread), batch `b`;
+//! 2. two ranks, one core each likewise, batch `b` each (global batch `2b`);
+//! 3. one process, two threads of each kind, batch `2b`: the other way to use
+//!    two cores.
 //!
 //! Scaling efficiency = (2) / (2 x (1)). Training images/s come from each
 //! run's `summary.json` (rank 0's counts the global batch). The peer is
@@ -51,13 +52,17 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
 
     eprintln!("xtask: 1 process, 1 thread, batch {b}");
     let mut one = pretrain("one-rank-1-thread", b);
-    one.args(["--threads", "1"]).env("OMP_NUM_THREADS", "1");
+    one.args(["--threads", "1"])
+        .env("OMP_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1");
     crate::run(&mut one)?;
     eprintln!("xtask: 2 ranks, 1 thread each, batch {b} each");
     launch::run_local_ranks(2, Some(1), |_| pretrain("two-ranks", b))?;
     eprintln!("xtask: 1 process, 2 threads, batch {}", 2 * b);
     let mut wide = pretrain("one-rank-2-threads", 2 * b);
-    wide.args(["--threads", "2"]).env("OMP_NUM_THREADS", "2");
+    wide.args(["--threads", "2"])
+        .env("OMP_NUM_THREADS", "2")
+        .env("RAYON_NUM_THREADS", "2");
     crate::run(&mut wide)?;
 
     let py = ensure_bench_venv()?;
@@ -102,9 +107,9 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
     let w = images_per_s(&out.join("one-rank-2-threads"))?;
     let report = format!(
         "| run | selfsup images/s | lightly (PyTorch DDP) images/s | ratio |\n|---|---|---|---|\n\
-         | 1 process, 1 thread, batch {b} | {r1:.0} | {l1:.0} | {:.2}x |\n\
-         | 2 ranks (Gloo, loopback), 1 thread each, batch {b} each | {r2:.0} | {l2:.0} | {:.2}x |\n\
-         | 1 process, 2 threads, batch {} | {w:.0} | | |\n\n\
+         | 1 process, 1 core, batch {b} | {r1:.0} | {l1:.0} | {:.2}x |\n\
+         | 2 ranks (Gloo, loopback), 1 core each, batch {b} each | {r2:.0} | {l2:.0} | {:.2}x |\n\
+         | 1 process, 2 cores, batch {} | {w:.0} | | |\n\n\
          Scaling efficiency at 2 ranks (2 ranks / (2 x 1 rank)): selfsup {:.1} %, \
          lightly on DDP {:.1} %. selfsup's 2 ranks / its 1 process with 2 threads: {:.2}x. \
          selfsup synchronises batch norm across ranks; PyTorch's SyncBatchNorm is GPU-only, \

@@ -32,6 +32,8 @@ pub fn run_local_ranks(
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
             .env("OMP_NUM_THREADS", per_rank.to_string())
+            // The loader's augmentation pool too, or every rank takes all cores.
+            .env("RAYON_NUM_THREADS", per_rank.to_string())
             .arg("--threads")
             .arg(per_rank.to_string());
         let child = cmd
