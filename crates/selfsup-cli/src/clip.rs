@@ -19,18 +19,12 @@ pub fn pretrain_clip(
     resume: bool,
     stop_after: Option<u64>,
 ) -> Result<()> {
-    if let Some(e) = o.epochs {
-        cfg.trainer.epochs = e;
-    }
-    if let Some(d) = o.device {
-        cfg.run.device = d.parse()?;
-    }
-    if let Some(b) = o.batch_size {
-        cfg.run.batch_size = b;
-    }
-    if let Some(t) = o.threads {
-        cfg.run.threads = Some(t);
-    }
+    o.apply(
+        &mut cfg.trainer,
+        &mut cfg.run.device,
+        &mut cfg.run.batch_size,
+        &mut cfg.run.threads,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     install_ctrlc(&stop)?;
     let mut observer = progress::Bars::new(stop.clone(), stop_after).with_unit(1.0, "pairs/s");

@@ -199,6 +199,32 @@ struct Overrides {
     threads: Option<usize>,
 }
 
+impl Overrides {
+    /// Writes the given flags over a run config's `[trainer] epochs` and
+    /// `[run] device / batch_size / threads` (the same four in every modality).
+    fn apply(
+        &self,
+        trainer: &mut selfsup_core::trainer::TrainerConfig,
+        device: &mut selfsup_core::device::DeviceChoice,
+        batch_size: &mut usize,
+        threads: &mut Option<usize>,
+    ) -> Result<()> {
+        if let Some(e) = self.epochs {
+            trainer.epochs = e;
+        }
+        if let Some(d) = &self.device {
+            *device = d.parse()?;
+        }
+        if let Some(b) = self.batch_size {
+            *batch_size = b;
+        }
+        if let Some(t) = self.threads {
+            *threads = Some(t);
+        }
+        Ok(())
+    }
+}
+
 fn pretrain_text(
     mut cfg: TextRunConfig,
     o: Overrides,
@@ -208,18 +234,12 @@ fn pretrain_text(
     stop_after: Option<u64>,
     dist: Option<selfsup_core::distributed::Distributed>,
 ) -> Result<()> {
-    if let Some(e) = o.epochs {
-        cfg.trainer.epochs = e;
-    }
-    if let Some(d) = o.device {
-        cfg.run.device = d.parse()?;
-    }
-    if let Some(b) = o.batch_size {
-        cfg.run.batch_size = b;
-    }
-    if let Some(t) = o.threads {
-        cfg.run.threads = Some(t);
-    }
+    o.apply(
+        &mut cfg.trainer,
+        &mut cfg.run.device,
+        &mut cfg.run.batch_size,
+        &mut cfg.run.threads,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     install_ctrlc(&stop)?;
     let primary = dist.as_ref().is_none_or(|d| d.is_primary());
@@ -323,18 +343,18 @@ fn run(cli: Cli) -> Result<()> {
                     return clip::pretrain_clip(*cfg, o, data, run_dir, resume, stop_after);
                 }
             };
-            if let Some(e) = epochs {
-                cfg.trainer.epochs = e;
+            Overrides {
+                epochs,
+                device,
+                batch_size,
+                threads,
             }
-            if let Some(d) = device {
-                cfg.run.device = d.parse()?;
-            }
-            if let Some(b) = batch_size {
-                cfg.run.batch_size = b;
-            }
-            if let Some(t) = threads {
-                cfg.run.threads = Some(t);
-            }
+            .apply(
+                &mut cfg.trainer,
+                &mut cfg.run.device,
+                &mut cfg.run.batch_size,
+                &mut cfg.run.threads,
+            )?;
             let dist = distributed::join(
                 cfg.run.device,
                 backend,
