@@ -7,7 +7,8 @@
 //!   [`pickle`] for the formats inside them
 //! - [`augment`]: edge dropping, feature masking, node dropping, random-walk
 //!   subgraphs, seeded
-//! - [`encoders`]: GCN and GIN with sparse message passing, readouts
+//! - [`encoders`]: GCN and GIN, readouts; [`propagation`]: their message
+//!   passing as one sparse (or, for small dense graphs, dense) product
 //! - [`methods`]: GRACE, DGI, GraphCL on the core `Method` trait
 //! - [`source`]: views as a resumable core `BatchSource`
 //! - [`eval`]: probes and ridge regression beside raw-feature and
@@ -23,6 +24,7 @@ pub mod graph;
 pub mod methods;
 pub mod pickle;
 pub mod pretrain;
+pub mod propagation;
 pub mod readers;
 pub mod smiles;
 pub mod source;

@@ -1,11 +1,11 @@
 //! GCN (Kipf & Welling 2017, arXiv:1609.02907):
 //! `H' = act(D^-1/2 (A + I) D^-1/2 H W + b)`, as PyTorch Geometric's
-//! `GCNConv`: the linear map first, then messages gathered along the edges
-//! (`index_select`), scaled by the normalisation coefficients and summed at
-//! their targets (`index_add`). Variables `convs.{i}.lin.weight`,
+//! `GCNConv`: the linear map first, then the normalised adjacency as one
+//! [`Propagation`] product. Variables `convs.{i}.lin.weight`,
 //! `convs.{i}.bias` (and `acts.{i}.weight` for PReLU), PyG's names.
 use super::{Activation, Readout};
-use crate::graph::{gcn_norm, View};
+use crate::graph::View;
+use crate::propagation::Propagation;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -57,11 +57,9 @@ impl GcnConv {
         Self { lin, bias }
     }
 
-    /// Propagates `x` along `index` `[2, M]` with coefficients `coef` `[M]`.
-    pub fn forward(&self, x: &Tensor, index: &Tensor, coef: &Tensor) -> Tensor {
-        let h = x.apply(&self.lin);
-        let msg = h.index_select(0, &index.get(0)) * coef.unsqueeze(1);
-        h.zeros_like().index_add(0, &index.get(1), &msg) + &self.bias
+    /// `P x W^T + b`.
+    pub fn forward(&self, x: &Tensor, prop: &Propagation) -> Tensor {
+        prop.apply(&x.apply(&self.lin)) + &self.bias
     }
 }
 
@@ -98,13 +96,16 @@ impl Gcn {
         *self.cfg.dims.last().expect("at least one layer")
     }
 
-    /// Node embeddings of `v`.
-    pub fn forward(&self, v: &View) -> Tensor {
-        let (ei, w) = v.directed();
-        let (index, coef) = gcn_norm(&ei, self.cfg.weighted.then_some(&w), v.nodes());
-        let mut h = v.x.to_kind(Kind::Float);
+    /// The normalised adjacency of `v` this encoder propagates with.
+    pub fn propagation(&self, v: &View) -> Propagation {
+        Propagation::gcn(v, self.cfg.weighted)
+    }
+
+    /// Node embeddings of features `x` on the graph of `prop`.
+    pub fn forward(&self, x: &Tensor, prop: &Propagation) -> Tensor {
+        let mut h = x.to_kind(Kind::Float);
         for (i, conv) in self.convs.iter().enumerate() {
-            h = conv.forward(&h, &index, &coef);
+            h = conv.forward(&h, prop);
             h = match self.cfg.activation {
                 Activation::Relu => h.relu(),
                 Activation::Prelu => h.prelu(&self.prelu[i]),
@@ -129,9 +130,7 @@ mod tests {
         let view = b.build(f, d, None).tensors();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let conv = GcnConv::new(&vs.root(), 3, 2);
-        let (ei, _) = view.directed();
-        let (index, coef) = gcn_norm(&ei, None, 4);
-        let sparse = conv.forward(&view.x, &index, &coef);
+        let sparse = conv.forward(&view.x, &Propagation::gcn(&view, false));
         // Dense: D^-1/2 (A + I) D^-1/2 X W^T.
         let a = Tensor::from_slice(&[
             1f32, 1., 0., 0., 1., 1., 1., 1., 0., 1., 1., 0., 0., 1., 0., 1.,

@@ -1,10 +1,11 @@
 //! GIN (Xu et al. 2019, arXiv:1810.00826):
 //! `h' = MLP((1 + eps) h + sum of neighbours' h)` with the MLP
 //! `Linear -> BatchNorm -> ReLU -> Linear -> ReLU` (GraphCL's encoder), eps
-//! fixed at 0. The neighbour sum is an `index_add` over the edge index.
+//! fixed at 0. The neighbour sum is one [`Propagation`] product.
 //! Variables `convs.{i}.nn.{0,1,3}.*`, PyG's `GINConv` names.
 use super::Readout;
 use crate::graph::View;
+use crate::propagation::Propagation;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -64,11 +65,15 @@ impl Gin {
         }
     }
 
-    /// Node embeddings after every layer.
-    pub fn layers(&self, v: &View, train: bool) -> Vec<Tensor> {
-        let (ei, _) = v.directed();
-        let (src, dst) = (ei.get(0), ei.get(1));
-        let mut h = v.x.to_kind(Kind::Float);
+    /// The neighbour sum of `v` this encoder aggregates with.
+    pub fn propagation(&self, v: &View) -> Propagation {
+        Propagation::neighbour_sum(v)
+    }
+
+    /// Node embeddings of features `x` after every layer, on the graph of
+    /// `prop`.
+    pub fn layers(&self, x: &Tensor, prop: &Propagation, train: bool) -> Vec<Tensor> {
+        let mut h = x.to_kind(Kind::Float);
         let mut out = Vec::with_capacity(self.convs.len());
         for c in &self.convs {
             // The MLP's first layer is linear, so it goes before the sum:
@@ -76,10 +81,7 @@ impl Gin {
             // have the hidden width, not the input width (10x less traffic
             // on the connectomes' 332 features).
             let hw = h.matmul(&c.l1.ws.tr());
-            let agg = hw
-                .zeros_like()
-                .index_add(0, &dst, &hw.index_select(0, &src))
-                + &hw;
+            let agg = prop.apply(&hw) + &hw;
             let agg = match &c.l1.bs {
                 Some(b) => agg + b,
                 None => agg,
@@ -119,7 +121,10 @@ mod tests {
                 readout: Readout::Sum,
             },
         );
-        let got = gin.layers(&view, false).pop().unwrap();
+        let got = gin
+            .layers(&view.x, &gin.propagation(&view), false)
+            .pop()
+            .unwrap();
         // MLP((1 + 0) h + A h) with a dense adjacency.
         let a = Tensor::from_slice(&[
             0f32, 1., 0., 0., 1., 0., 1., 1., 0., 1., 0., 0., 0., 1., 0., 0.,

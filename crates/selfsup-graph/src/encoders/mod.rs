@@ -1,6 +1,5 @@
-//! Graph encoders with sparse message passing on the edge index
-//! (`index_select` to gather, `index_add` to scatter; no dense `N x N`
-//! matrix anywhere), so memory and time are linear in nodes + edges.
+//! Graph encoders whose message passing is one [`Propagation`] product per
+//! layer (sparse, linear in nodes + edges, or dense for small dense graphs).
 //!
 //! - [`gcn`]: GCN (Kipf & Welling 2017), node embeddings
 //! - [`gin`]: GIN (Xu et al. 2019), node embeddings; graph embeddings by a
@@ -10,6 +9,7 @@ pub mod gin;
 pub mod readout;
 
 use crate::graph::View;
+use crate::propagation::Propagation;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -55,11 +55,25 @@ impl GraphEncoder {
         }
     }
 
-    /// Node embeddings `[N, node_dim]`.
-    pub fn nodes(&self, v: &View, train: bool) -> Tensor {
+    /// The propagation matrix of `v` for this encoder: build it once when
+    /// several feature matrices share a graph ([`GraphEncoder::nodes_on`]).
+    pub fn propagation(&self, v: &View) -> Propagation {
         match self {
-            GraphEncoder::Gcn(e) => e.forward(v),
-            GraphEncoder::Gin(e) => e.layers(v, train).pop().expect("at least one layer"),
+            GraphEncoder::Gcn(e) => e.propagation(v),
+            GraphEncoder::Gin(e) => e.propagation(v),
+        }
+    }
+
+    /// Node embeddings `[N, node_dim]` of `v`.
+    pub fn nodes(&self, v: &View, train: bool) -> Tensor {
+        self.nodes_on(&v.x, &self.propagation(v), train)
+    }
+
+    /// Node embeddings of features `x` on the graph of `prop`.
+    pub fn nodes_on(&self, x: &Tensor, prop: &Propagation, train: bool) -> Tensor {
+        match self {
+            GraphEncoder::Gcn(e) => e.forward(x, prop),
+            GraphEncoder::Gin(e) => e.layers(x, prop, train).pop().expect("at least one layer"),
         }
     }
 
@@ -67,9 +81,12 @@ impl GraphEncoder {
     /// layer concatenated; for GCN the readout of its output.
     pub fn graphs(&self, v: &View, train: bool) -> Tensor {
         match self {
-            GraphEncoder::Gcn(e) => e.cfg.readout.apply(&e.forward(v), &v.batch, v.num_graphs),
+            GraphEncoder::Gcn(e) => {
+                let h = e.forward(&v.x, &e.propagation(v));
+                e.cfg.readout.apply(&h, &v.batch, v.num_graphs)
+            }
             GraphEncoder::Gin(e) => {
-                let hs = e.layers(v, train);
+                let hs = e.layers(&v.x, &e.propagation(v), train);
                 let pooled: Vec<Tensor> = hs
                     .iter()
                     .map(|h| e.cfg.readout.apply(h, &v.batch, v.num_graphs))

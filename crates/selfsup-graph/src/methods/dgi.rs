@@ -92,12 +92,13 @@ impl Method for Dgi {
     fn step(&mut self, batch: &Batch, _ctx: &StepCtx) -> Result<LossOut> {
         let v = view_of(batch, 0);
         let perm = &batch.views[1 + crate::graph::VIEW_TENSORS];
-        let corrupted = View {
-            x: v.x.index_select(0, perm),
-            ..v.share()
-        };
-        let pos = self.encoder.nodes(&v, true);
-        let neg = self.encoder.nodes(&corrupted, true);
+        // The corrupted graph is the same graph with its feature rows
+        // shuffled: one propagation matrix serves both passes.
+        let prop = self.encoder.propagation(&v);
+        let pos = self.encoder.nodes_on(&v.x, &prop, true);
+        let neg = self
+            .encoder
+            .nodes_on(&v.x.index_select(0, perm), &prop, true);
         let summary = pos
             .mean_dim([0i64].as_slice(), false, Kind::Float)
             .sigmoid();
