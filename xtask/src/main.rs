@@ -11,8 +11,11 @@
 //!   Fashion-MNIST, or a folder with a captions file).
 //! - `pretrain-graph`: GRACE / DGI / GraphCL on a `configs/graph/` preset (fetching
 //!   graspologic or QM9 as the preset needs), evaluate, export.
+//! - `pretrain-audio`: wav2vec 2.0 on a `configs/audio/` preset (fetching the
+//!   KLettres / KTuberling recordings), probe, export.
 //! - `test`: set-up, then every test of the workspace.
 //! - `bench`: set-up, fetch, then the benchmarks beside their Python references.
+mod audio;
 mod bench;
 mod bench_scaling;
 mod c10d_env;
@@ -116,6 +119,9 @@ enum Cmd {
     },
     /// Pre-train GRACE / DGI / GraphCL on a graph preset (configs/graph/), evaluate, export.
     PretrainGraph(graph::PretrainGraphArgs),
+    /// Pre-train wav2vec 2.0 on a configs/audio/ preset (KLettres + KTuberling
+    /// recordings, or --data DIR), probe spoken letters, export.
+    PretrainAudio(audio::PretrainAudioArgs),
     /// Run every test of the workspace (CI runs exactly this).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -151,6 +157,10 @@ enum Cmd {
         /// of the default SimCLR preset (target/bench/scaling.md).
         #[arg(long, conflicts_with_all = ["methods", "quick", "text", "graph", "clip"])]
         scaling: bool,
+        /// Instead: `pretrain-audio`'s CPU preset beside transformers'
+        /// Wav2Vec2ForPreTraining (audio seconds per second; target/bench/audio.md).
+        #[arg(long, conflicts_with_all = ["methods", "quick", "text", "graph", "clip", "scaling"])]
+        audio: bool,
     },
 }
 
@@ -202,8 +212,14 @@ fn main() -> Result<()> {
             clip::pretrain_clip(&preset, data, opts, run_dir).map(|_| ())
         }
         Cmd::PretrainGraph(a) => graph::pretrain_graph(a),
+        Cmd::PretrainAudio(a) => audio::pretrain_audio(a),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { text: true, .. } => bench::text(),
+        Cmd::Bench {
+            audio: true,
+            epochs,
+            ..
+        } => audio::bench(epochs),
         Cmd::Bench {
             scaling: true,
             epochs,

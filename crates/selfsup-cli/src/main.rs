@@ -8,6 +8,7 @@
 //! selfsup pretrain --config configs/multimodal/clip-cpu.toml --data ~/.cache/selfsup/datasets
 //! selfsup embed --checkpoint runs/clip-cpu/export --images DIR --out images.jsonl
 //! ```
+mod audio;
 mod clip;
 mod distributed;
 mod graph;
@@ -133,6 +134,7 @@ enum AnyConfig {
     Text(Box<TextRunConfig>),
     Clip(Box<selfsup_multimodal::pretrain::ClipRunConfig>),
     Graph(Box<selfsup_graph::pretrain::GraphRunConfig>),
+    Audio(Box<selfsup_audio::pretrain::AudioRunConfig>),
 }
 
 fn read_config(path: &Path) -> Result<AnyConfig> {
@@ -147,6 +149,11 @@ fn read_config(path: &Path) -> Result<AnyConfig> {
     if method.is_some_and(|m| graph::GRAPH_METHODS.contains(&m)) {
         return Ok(AnyConfig::Graph(Box::new(
             selfsup_graph::pretrain::GraphRunConfig::from_toml(&text, path)?,
+        )));
+    }
+    if method.is_some_and(|m| audio::AUDIO_METHODS.contains(&m)) {
+        return Ok(AnyConfig::Audio(Box::new(
+            selfsup_audio::pretrain::AudioRunConfig::from_toml(&text, path)?,
         )));
     }
     if method == Some("clip") {
@@ -332,6 +339,15 @@ fn run(cli: Cli) -> Result<()> {
                         threads,
                     };
                     return graph::pretrain_graph(*cfg, o, data, run_dir, resume, stop_after);
+                }
+                AnyConfig::Audio(cfg) => {
+                    let o = Overrides {
+                        epochs,
+                        device,
+                        batch_size,
+                        threads,
+                    };
+                    return audio::pretrain_audio(*cfg, o, data, run_dir, resume, stop_after);
                 }
                 AnyConfig::Clip(cfg) => {
                     let o = Overrides {

@@ -1,0 +1,80 @@
+//! Export in transformers' layout: `config.json` (a `Wav2Vec2Config` with
+//! `architectures = ["Wav2Vec2ForPreTraining"]`), `model.safetensors` (the
+//! var store, whose names are already transformers' names) and
+//! `preprocessor_config.json` (a `Wav2Vec2FeatureExtractor` at 16 kHz with
+//! normalisation). `Wav2Vec2ForPreTraining.from_pretrained(dir)` loads it
+//! with no missing or unexpected keys, and `Wav2Vec2Model` loads the
+//! `wav2vec2.` part (checked by `benchmarks/check_hf_wav2vec2_export.py`).
+use crate::methods::Wav2Vec2Method;
+use selfsup_core::method::Method;
+use selfsup_core::tensor_io;
+use selfsup_core::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{Device, Kind};
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Config(e.to_string()))?;
+    tensor_io::write_atomic(path, text.as_bytes())
+}
+
+/// Writes the model into `dir`.
+pub fn export_wav2vec2(method: &Wav2Vec2Method, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tensors: Vec<(String, tch::Tensor)> = method
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                v.detach()
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .contiguous(),
+            )
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    tensor_io::save(&dir.join("model.safetensors"), &tensors, Some(meta))?;
+    write_json(&dir.join("config.json"), &method.model.cfg.hf_config_json())?;
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        &serde_json::json!({
+            "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+            "feature_size": 1,
+            "sampling_rate": 16000,
+            "padding_value": 0.0,
+            "padding_side": "right",
+            "do_normalize": true,
+            "return_attention_mask": false
+        }),
+    )
+}
+
+/// Loads an export's `model.safetensors` into `method` (same architecture);
+/// a missing or misshapen tensor is an error naming it.
+pub fn load_export(method: &mut Wav2Vec2Method, dir: &Path) -> Result<()> {
+    let path = dir.join("model.safetensors");
+    let loaded = tensor_io::load(&path)?;
+    let vars = method.var_store().variables();
+    for (name, var) in vars {
+        let t = loaded.tensors.get(&name).ok_or_else(|| Error::Checkpoint {
+            path: path.clone(),
+            reason: format!("no tensor {name}"),
+        })?;
+        if t.size() != var.size() {
+            return Err(Error::Checkpoint {
+                path: path.clone(),
+                reason: format!(
+                    "{name} has shape {:?}, the model {:?}",
+                    t.size(),
+                    var.size()
+                ),
+            });
+        }
+        tch::no_grad(|| var.shallow_clone().copy_(t));
+    }
+    Ok(())
+}

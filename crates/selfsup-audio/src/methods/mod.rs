@@ -1,0 +1,4 @@
+//! Audio methods on the core `Method` trait, one per file.
+pub mod wav2vec2;
+
+pub use wav2vec2::{Wav2Vec2Method, Wav2Vec2MethodConfig};
