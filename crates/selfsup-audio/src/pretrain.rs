@@ -16,11 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::eval::LinearProbeConfig;
 use selfsup_core::method::Method;
-use selfsup_core::trainer::{Observer, Trainer, TrainerConfig};
+use selfsup_core::trainer::{Trainer, TrainerConfig};
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -211,18 +210,7 @@ pub struct AudioRunSummary {
     pub export_dir: PathBuf,
 }
 
-/// Everything a run needs besides its config.
-pub struct RunOptions<'a> {
-    /// The data root: source folders are relative to it.
-    pub data_root: PathBuf,
-    pub run_dir: PathBuf,
-    pub resume: bool,
-    pub observer: &'a mut dyn Observer,
-    pub stop: Arc<AtomicBool>,
-    pub git_commit: Option<String>,
-    /// Reports what the run is doing outside training.
-    pub log: &'a mut dyn FnMut(&str),
-}
+pub use selfsup_core::run::RunOptions;
 
 fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|r| path.starts_with(r))
@@ -290,6 +278,7 @@ fn codebook_and_loss_warnings(history: &[Vec<f64>], epoch_losses: &[f64]) -> Vec
 
 /// Pre-trains, evaluates and exports as `cfg` says.
 pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummary> {
+    opts.single_process("audio pre-training")?;
     let wall = Instant::now();
     if let Some(t) = cfg.run.threads {
         tch::set_num_threads(t as i32);

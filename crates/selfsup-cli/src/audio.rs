@@ -49,6 +49,7 @@ pub fn pretrain_audio(
             stop,
             git_commit: git_commit(),
             log: &mut log,
+            distributed: None,
         },
     );
     observer.finish();

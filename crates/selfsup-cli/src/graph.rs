@@ -39,6 +39,7 @@ pub fn pretrain_graph(
             stop,
             git_commit: git_commit(),
             log: &mut log,
+            distributed: None,
         },
     );
     observer.finish();

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod optim;
 pub mod plot;
+pub mod run;
 pub mod schedule;
 pub mod source;
 pub mod target;

@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             stop: Default::default(),
             git_commit: None,
             log: &mut log,
+            distributed: None,
         },
     )?;
     println!("{}", serde_json::to_string_pretty(&summary)?);

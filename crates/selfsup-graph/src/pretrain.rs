@@ -12,12 +12,10 @@ use crate::source::{GraphViews, NodeViews};
 use rand::SeedableRng;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::source::BatchSource;
-use selfsup_core::trainer::{Observer, Trainer, TrainerConfig};
+use selfsup_core::trainer::{Trainer, TrainerConfig};
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 use tch::Tensor;
 
@@ -127,16 +125,7 @@ pub struct GraphRunSummary {
     pub export_dir: PathBuf,
 }
 
-/// Everything a run needs besides its config.
-pub struct RunOptions<'a> {
-    pub data_root: PathBuf,
-    pub run_dir: PathBuf,
-    pub resume: bool,
-    pub observer: &'a mut dyn Observer,
-    pub stop: Arc<AtomicBool>,
-    pub git_commit: Option<String>,
-    pub log: &'a mut dyn FnMut(&str),
-}
+pub use selfsup_core::run::RunOptions;
 
 fn build(cfg: &GraphRunConfig, base: View, device: tch::Device) -> Box<dyn GraphMethod> {
     match &cfg.method {
@@ -148,6 +137,7 @@ fn build(cfg: &GraphRunConfig, base: View, device: tch::Device) -> Box<dyn Graph
 
 /// Pre-trains, evaluates and exports as `cfg` says.
 pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummary> {
+    opts.single_process("graph pre-training")?;
     let wall = Instant::now();
     if let Some(t) = cfg.run.threads {
         tch::set_num_threads(t as i32);

@@ -13,7 +13,7 @@ use crate::pairs::{read_captions, PairSet, ReadOptions, SkipReport};
 use crate::registry::{fashion_mnist_pairs, read_emoji};
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::method::Method;
-use selfsup_core::trainer::{Observer, TrainSummary, Trainer, TrainerConfig};
+use selfsup_core::trainer::{TrainSummary, Trainer, TrainerConfig};
 use selfsup_core::{Error, Result};
 use selfsup_text::model::BertConfig;
 use selfsup_text::tokenizer::{TextTokenizer, TokenizerConfig};
@@ -23,7 +23,6 @@ use selfsup_vision::augment::{
 use selfsup_vision::data::{Normalize, Split};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -304,18 +303,7 @@ pub struct ClipRunSummary {
     pub train: Option<TrainSummary>,
 }
 
-/// Everything a run needs besides its config.
-pub struct RunOptions<'a> {
-    /// The data root: relative source paths are taken from here.
-    pub data_root: PathBuf,
-    pub run_dir: PathBuf,
-    pub resume: bool,
-    pub observer: &'a mut dyn Observer,
-    pub stop: Arc<AtomicBool>,
-    pub git_commit: Option<String>,
-    /// Reports what the run is doing before training.
-    pub log: &'a mut dyn FnMut(&str),
-}
+pub use selfsup_core::run::RunOptions;
 
 /// Pairs to train on and to evaluate with, read from the sources.
 pub struct RunData {
@@ -508,6 +496,7 @@ fn params(vs: &tch::nn::VarStore, prefix: &str) -> i64 {
 
 /// Pre-trains, evaluates and exports as `cfg` says.
 pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary> {
+    opts.single_process("CLIP pre-training")?;
     let wall = Instant::now();
     cfg.validate()?;
     if let Some(t) = cfg.run.threads {

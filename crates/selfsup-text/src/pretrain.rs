@@ -20,11 +20,10 @@ use rand_chacha::ChaCha8Rng;
 use selfsup_core::device::{describe, DeviceChoice};
 use selfsup_core::distributed::{Distributed, Shard};
 use selfsup_core::eval::LinearProbeConfig;
-use selfsup_core::trainer::{Observer, Trainer, TrainerConfig};
+use selfsup_core::trainer::{Trainer, TrainerConfig};
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -196,23 +195,7 @@ pub struct TextRunSummary {
     pub export_dir: PathBuf,
 }
 
-/// Everything a run needs besides its config.
-pub struct RunOptions<'a> {
-    /// The data root: relative source paths are taken from here.
-    pub data_root: PathBuf,
-    pub run_dir: PathBuf,
-    pub resume: bool,
-    pub observer: &'a mut dyn Observer,
-    pub stop: Arc<AtomicBool>,
-    pub git_commit: Option<String>,
-    /// Reports what the run is doing before training (reading, tokenizing).
-    pub log: &'a mut dyn FnMut(&str),
-    /// A data-parallel run's collective (`None`: one process). Rank 0 trains
-    /// and saves the tokenizer, which the other ranks then load; rank 0 alone
-    /// evaluates, probes and exports (the others' summaries carry no
-    /// validation and no probes).
-    pub distributed: Option<Distributed>,
-}
+pub use selfsup_core::run::RunOptions;
 
 fn read_all(
     sources: &[SourceConfig],
