@@ -274,7 +274,10 @@ mod tests {
             Wav2Vec2Method::new(&small(), &Wav2Vec2MethodConfig::default(), 0, Device::Cpu);
         let data = CropBatches::new(Arc::new(clips(32)), 8000, 8, 0);
         let cfg = TrainerConfig {
-            epochs: 6,
+            // 12 epochs: the loss falls ~0.35 here (0.25 after 6); with lr 0
+            // it moves 0.01 (0.09 after 6, the Gumbel temperature annealing
+            // alone), so the 0.2 below separates learning from not.
+            epochs: 12,
             optimizer: OptimConfig {
                 kind: OptimKind::AdamW,
                 lr: 0.1,
@@ -299,7 +302,7 @@ mod tests {
         assert!(last < first - 0.2, "loss {first} -> {last}");
         let c = summary.epochs.last().unwrap().collapse.clone().unwrap();
         assert!(c.std_ratio > 0.1 && c.rankme > 1.5, "{c:?}");
-        assert_eq!(eval.perplexity_history.len(), 6);
+        assert_eq!(eval.perplexity_history.len(), 12);
         let ppl = eval.perplexity_history.last().unwrap();
         assert!(ppl.iter().all(|p| (1.0..=16.0).contains(p)), "{ppl:?}");
         // The logged terms include the monitoring figures.
