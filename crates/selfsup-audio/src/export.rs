@@ -9,9 +9,7 @@ use crate::methods::Wav2Vec2Method;
 use selfsup_core::method::Method;
 use selfsup_core::tensor_io;
 use selfsup_core::{Error, Result};
-use std::collections::HashMap;
 use std::path::Path;
-use tch::{Device, Kind};
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::Config(e.to_string()))?;
@@ -21,23 +19,7 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
 /// Writes the model into `dir`.
 pub fn export_wav2vec2(method: &Wav2Vec2Method, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tensors: Vec<(String, tch::Tensor)> = method
-        .var_store()
-        .variables()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k,
-                v.detach()
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Float)
-                    .contiguous(),
-            )
-        })
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    tensor_io::save(&dir.join("model.safetensors"), &tensors, Some(meta))?;
+    tensor_io::save_pytorch_weights(&dir.join("model.safetensors"), method.var_store(), |_| true)?;
     write_json(&dir.join("config.json"), &method.model.cfg.hf_config_json())?;
     write_json(
         &dir.join("preprocessor_config.json"),

@@ -102,6 +102,32 @@ pub fn save(
     write_atomic(path, &bytes)
 }
 
+/// Writes the variables of `vs` whose names pass `keep` as PyTorch reads
+/// them from a safetensors export: float32 on the CPU, contiguous, sorted by
+/// name, metadata `format = pt` (what transformers' loaders look for).
+pub fn save_pytorch_weights(
+    path: &Path,
+    vs: &tch::nn::VarStore,
+    keep: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| {
+            let v = v
+                .detach()
+                .to_device(tch::Device::Cpu)
+                .to_kind(tch::Kind::Float)
+                .contiguous();
+            (k, v)
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    save(path, &tensors, Some(meta))
+}
+
 /// Named tensors (on the CPU) and the metadata of a safetensors file.
 #[derive(Debug)]
 pub struct Loaded {

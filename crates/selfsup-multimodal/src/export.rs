@@ -32,9 +32,7 @@ use selfsup_text::tokenizer::TextTokenizer;
 use selfsup_vision::data::Normalize;
 use selfsup_vision::models::EncoderConfig;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::Path;
-use tch::{Device, Kind};
 
 /// Weights file inside an export folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -72,24 +70,7 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
 /// Writes the model, its description and the tokenizer into `dir`.
 pub fn export_clip(clip: &Clip, tok: &TextTokenizer, meta: &ExportMeta, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tensors: Vec<(String, tch::Tensor)> = clip
-        .var_store()
-        .variables()
-        .into_iter()
-        .filter(|(k, _)| is_exported(k))
-        .map(|(k, v)| {
-            (
-                k,
-                v.detach()
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Float)
-                    .contiguous(),
-            )
-        })
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let md = HashMap::from([("format".to_string(), "pt".to_string())]);
-    tensor_io::save(&dir.join(WEIGHTS_FILE), &tensors, Some(md))?;
+    tensor_io::save_pytorch_weights(&dir.join(WEIGHTS_FILE), clip.var_store(), is_exported)?;
     let mut text_config = meta.text.hf_config_json();
     text_config["architectures"] = serde_json::json!(["BertModel"]);
     let cfg = serde_json::json!({
