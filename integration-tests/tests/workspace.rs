@@ -5,7 +5,7 @@ use selfsup_core::distributed::SingleProcess;
 use selfsup_core::ema::EmaConfig;
 use selfsup_core::head::HeadConfig;
 use selfsup_core::loss::InfoNceConfig;
-use selfsup_core::method::{Batch, StepCtx};
+use selfsup_core::method::{Batch, Method, StepCtx};
 use selfsup_core::monitor::{collapse_stats, CollapseStats};
 use selfsup_core::optim::OptimConfig;
 use selfsup_core::schedule::LrSchedule;
@@ -200,13 +200,6 @@ fn train_full(case: Case) -> (String, Vec<f64>, Vec<String>, CollapseStats) {
         },
         ..Default::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let trainer = Trainer::new(trainer_cfg, dir.path(), tch::Device::Cpu);
-    let s = trainer
-        .fit(method.as_mut(), &loader, &mut NoEval, &mut Silent, false)
-        .unwrap();
-    assert_eq!(s.steps, 4 * case.epochs as u64);
-    let losses: Vec<f64> = s.epochs.iter().map(|e| e.mean_loss).collect();
     let all: Vec<usize> = (0..128).collect();
     let views = loader.views_of(&all, 99);
     // Single-view methods: the second view comes from another seed.
@@ -214,9 +207,21 @@ fn train_full(case: Case) -> (String, Vec<f64>, Vec<String>, CollapseStats) {
         Some(v) => v.shallow_clone(),
         None => loader.views_of(&all, 100).remove(0),
     };
-    let (za, zb) = tch::no_grad(|| (method.project(&views[0]), method.project(&second)));
-    let stats = collapse_stats(&za, Some(&zb));
-    let warnings = selfsup_core::monitor::CollapseThresholds::default().warnings(&stats);
+    let monitor = |method: &dyn Method| {
+        let (za, zb) = tch::no_grad(|| (method.project(&views[0]), method.project(&second)));
+        collapse_stats(&za, Some(&zb))
+    };
+    let init = monitor(method.as_ref());
+    let dir = tempfile::tempdir().unwrap();
+    let trainer = Trainer::new(trainer_cfg, dir.path(), tch::Device::Cpu);
+    let s = trainer
+        .fit(method.as_mut(), &loader, &mut NoEval, &mut Silent, false)
+        .unwrap();
+    assert_eq!(s.steps, 4 * case.epochs as u64);
+    let losses: Vec<f64> = s.epochs.iter().map(|e| e.mean_loss).collect();
+    let stats = monitor(method.as_ref());
+    let warnings =
+        selfsup_core::monitor::CollapseThresholds::default().warnings_since(&stats, Some(&init));
     (method.name().to_string(), losses, warnings, stats)
 }
 
@@ -397,6 +402,11 @@ fn simsiam_without_stop_gradient_is_flagged() {
         !warnings.is_empty(),
         "{name}: collapse not flagged (final loss {last})"
     );
+    // Judged against the figures before the first step, which it quotes.
+    assert!(
+        warnings.iter().all(|w| w.contains("before the first step")),
+        "{name}: {warnings:?}"
+    );
 }
 
 /// BYOL without its predictor collapses (Grill et al., table 5b); flagged.
@@ -420,6 +430,11 @@ fn byol_without_predictor_is_flagged() {
     assert!(
         !warnings.is_empty(),
         "{name}: collapse not flagged (final loss {last})"
+    );
+    // Judged against the figures before the first step, which it quotes.
+    assert!(
+        warnings.iter().all(|w| w.contains("before the first step")),
+        "{name}: {warnings:?}"
     );
 }
 

@@ -51,11 +51,12 @@ impl AudioEpochEval {
     }
 }
 
-impl EpochEvaluator<Wav2Vec2Method> for AudioEpochEval {
-    fn evaluate(&mut self, method: &Wav2Vec2Method, _epoch: usize) -> Result<EpochEval> {
-        if self.clips.len() < 2 {
-            return Ok(EpochEval::default());
-        }
+impl AudioEpochEval {
+    /// Mean-pooled last-layer features of the held-out clips under two fixed
+    /// crops, centred on their common mean (the monitors' two views), and
+    /// with `with_probs` the quantizer's probabilities on the first crop's
+    /// valid frames, per batch (else none).
+    fn pass(&self, method: &Wav2Vec2Method, with_probs: bool) -> (Tensor, Tensor, Vec<Tensor>) {
         let mut views = Vec::new();
         let mut probs = Vec::new();
         for key in [0xE7A1u64, 0x5EC0] {
@@ -71,7 +72,7 @@ impl EpochEvaluator<Wav2Vec2Method> for AudioEpochEval {
                     (last.to_kind(Kind::Float) * &m).sum_dim_intlist(1, false, Kind::Float)
                         / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0),
                 );
-                if key == 0xE7A1 {
+                if with_probs && key == 0xE7A1 {
                     let q = tch::no_grad(|| {
                         method
                             .model
@@ -85,7 +86,16 @@ impl EpochEvaluator<Wav2Vec2Method> for AudioEpochEval {
             views.push(Tensor::cat(&pooled, 0));
         }
         let mean = Tensor::cat(&views, 0).mean_dim(0, true, Kind::Float);
-        let (a, b) = (&views[0] - &mean, &views[1] - &mean);
+        (&views[0] - &mean, &views[1] - &mean, probs)
+    }
+}
+
+impl EpochEvaluator<Wav2Vec2Method> for AudioEpochEval {
+    fn evaluate(&mut self, method: &Wav2Vec2Method, _epoch: usize) -> Result<EpochEval> {
+        if self.clips.len() < 2 {
+            return Ok(EpochEval::default());
+        }
+        let (a, b, probs) = self.pass(method, true);
         let ppl = codebook_perplexity(&Tensor::cat(&probs, 0), None);
         let ppl = Vec::<f64>::try_from(ppl.to_kind(Kind::Double).to_device(Device::Cpu))?;
         let mut metrics = vec![(
@@ -101,6 +111,14 @@ impl EpochEvaluator<Wav2Vec2Method> for AudioEpochEval {
             metrics,
             views: Some((a, b)),
         })
+    }
+
+    fn monitor_views(&mut self, method: &Wav2Vec2Method) -> Result<Option<(Tensor, Tensor)>> {
+        if self.clips.len() < 2 {
+            return Ok(None);
+        }
+        let (a, b, _) = self.pass(method, false);
+        Ok(Some((a, b)))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Progress bars and the end-of-run summary.
 use indicatif::{ProgressBar, ProgressStyle};
+use selfsup_core::monitor::CollapseStats;
 use selfsup_core::trainer::{EpochReport, Observer, StepReport};
 use selfsup_vision::pretrain::RunSummary;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,16 @@ impl Observer for Bars {
         if start_step > 0 {
             self.println(&format!("resuming at step {start_step} of {total_steps}"));
         }
+    }
+
+    fn on_init(&mut self, c: &CollapseStats) {
+        self.println(&format!(
+            "before training: std ratio {:.2}, rank ratio {:.2} (RankMe {:.1} of {} dims)",
+            c.std_ratio,
+            c.rank_ratio,
+            c.rankme,
+            c.samples.min(c.dim)
+        ));
     }
 
     fn on_step(&mut self, r: &StepReport) {

@@ -264,6 +264,25 @@ impl Default for CollapseThresholds {
 impl CollapseThresholds {
     /// Human-readable warnings for `stats` (empty when healthy or disabled).
     pub fn warnings(&self, stats: &CollapseStats) -> Vec<String> {
+        self.warnings_since(stats, None)
+    }
+
+    /// Like [`CollapseThresholds::warnings`], judged against `init`, the
+    /// statistics of the same inputs before the first training step.
+    ///
+    /// A figure past its threshold that was already past it at
+    /// initialisation, and is no worse now, is worded as what it is: the
+    /// encoder never spread its features ("... since initialisation"), which
+    /// is as useless as a collapse but did not come from a spread state. Any
+    /// other warning keeps "possible collapse" and quotes the figure at
+    /// initialisation.
+    /// "No worse" allows 10 % on the std ratio and RankMe and 0.05 on the
+    /// uniformity, their step-to-step noise on 1 024 samples.
+    pub fn warnings_since(
+        &self,
+        stats: &CollapseStats,
+        init: Option<&CollapseStats>,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         if !self.enabled {
             return out;
@@ -272,29 +291,74 @@ impl CollapseThresholds {
             out.push("embeddings contain NaN or infinite values".to_string());
             return out;
         }
-        if stats.std_ratio.is_finite() && stats.std_ratio < self.min_std_ratio {
-            out.push(format!(
-                "possible collapse: embeddings are nearly identical (std of l2-normalised embeddings is {:.3} x 1/sqrt({}), below {})",
-                stats.std_ratio, stats.dim, self.min_std_ratio
+        let init = init.filter(|i| !i.non_finite);
+        // What `init` said of the figure: (flagged then, no worse now), and
+        // the figure itself for the message.
+        let judge = |flagged: &dyn Fn(&CollapseStats) -> bool,
+                     no_worse: &dyn Fn(&CollapseStats) -> bool,
+                     shown: &dyn Fn(&CollapseStats) -> String,
+                     low: &str,
+                     collapse: String|
+         -> String {
+            match init {
+                Some(i) if flagged(i) && no_worse(i) => format!(
+                    "{low} since initialisation: {collapse}, {} before the first step; training has not spread the features",
+                    shown(i)
+                ),
+                Some(i) => format!(
+                    "possible collapse: {collapse}, {} before the first step",
+                    shown(i)
+                ),
+                None => format!("possible collapse: {collapse}"),
+            }
+        };
+        let std_flagged =
+            |c: &CollapseStats| c.std_ratio.is_finite() && c.std_ratio < self.min_std_ratio;
+        if std_flagged(stats) {
+            out.push(judge(
+                &std_flagged,
+                &|i| stats.std_ratio >= 0.9 * i.std_ratio,
+                &|i| format!("{:.3}", i.std_ratio),
+                "nearly identical embeddings",
+                format!(
+                    "embeddings are nearly identical (std of l2-normalised embeddings is {:.3} x 1/sqrt({}), below {})",
+                    stats.std_ratio, stats.dim, self.min_std_ratio
+                ),
             ));
         }
-        if stats.rankme.is_finite()
-            && (stats.rank_ratio < self.min_rank_ratio || stats.rankme < self.min_rankme)
-        {
-            out.push(format!(
-                "possible collapse: effective rank {:.1} of {} dims (RankMe; {} samples, rank ratio {:.3}, warning below {} or rank {})",
-                stats.rankme,
-                stats.samples.min(stats.dim),
-                stats.samples,
-                stats.rank_ratio,
-                self.min_rank_ratio,
-                self.min_rankme
+        let rank_flagged = |c: &CollapseStats| {
+            c.rankme.is_finite()
+                && (c.rank_ratio < self.min_rank_ratio || c.rankme < self.min_rankme)
+        };
+        if rank_flagged(stats) {
+            out.push(judge(
+                &rank_flagged,
+                &|i| stats.rankme >= 0.9 * i.rankme,
+                &|i| format!("{:.1}", i.rankme),
+                "low effective rank",
+                format!(
+                    "effective rank {:.1} of {} dims (RankMe; {} samples, rank ratio {:.3}, warning below {} or rank {})",
+                    stats.rankme,
+                    stats.samples.min(stats.dim),
+                    stats.samples,
+                    stats.rank_ratio,
+                    self.min_rank_ratio,
+                    self.min_rankme
+                ),
             ));
         }
-        if stats.uniformity.is_finite() && stats.uniformity > self.max_uniformity {
-            out.push(format!(
-                "possible collapse: embeddings crowd together (uniformity {:.3}, warning above {}; spread embeddings sit near -2 to -4)",
-                stats.uniformity, self.max_uniformity
+        let crowd_flagged =
+            |c: &CollapseStats| c.uniformity.is_finite() && c.uniformity > self.max_uniformity;
+        if crowd_flagged(stats) {
+            out.push(judge(
+                &crowd_flagged,
+                &|i| stats.uniformity <= i.uniformity + 0.05,
+                &|i| format!("{:.3}", i.uniformity),
+                "crowded embeddings",
+                format!(
+                    "embeddings crowd together (uniformity {:.3}, warning above {}; spread embeddings sit near -2 to -4)",
+                    stats.uniformity, self.max_uniformity
+                ),
             ));
         }
         out
@@ -418,6 +482,74 @@ mod tests {
             ..Default::default()
         };
         assert!(off.warnings(&s).is_empty());
+    }
+
+    #[test]
+    fn warnings_since_initialisation_tell_never_spread_from_collapsed() {
+        let mut g = TestRng::new(4);
+        let t = CollapseThresholds::default();
+        let rank = |k: i64, g: &mut TestRng| {
+            collapse_stats(&g.randn(&[512, k]).matmul(&g.randn(&[k, 128])), None)
+        };
+        let (four, five, healthy) = (rank(4, &mut g), rank(5, &mut g), rank(128, &mut g));
+        assert!(t.warnings(&healthy).is_empty());
+        // Rank 4 at initialisation, rank 5 now: low all along, not a collapse.
+        let w = t.warnings_since(&five, Some(&four));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&format!(
+                "low effective rank since initialisation: effective rank {:.1} of 128",
+                five.rankme
+            )),
+            "{w:?}"
+        );
+        assert!(
+            w[0].contains(&format!("{:.1} before the first step", four.rankme)),
+            "{w:?}"
+        );
+        assert!(!w[0].contains("possible collapse"), "{w:?}");
+        // Spread at initialisation, rank 4 now: a collapse, with the figure it fell from.
+        let w = t.warnings_since(&four, Some(&healthy));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(&format!(
+                "possible collapse: effective rank {:.1} of",
+                four.rankme
+            )),
+            "{w:?}"
+        );
+        assert!(
+            w[0].contains(&format!("{:.1} before the first step", healthy.rankme)),
+            "{w:?}"
+        );
+        // Low at initialisation and lower still (rank 5 -> 1): that is a collapse too.
+        let one = rank(1, &mut g);
+        let w = t.warnings_since(&one, Some(&five));
+        assert!(w[0].starts_with("possible collapse"), "{w:?}");
+        // Without the initial figures, as before.
+        assert_eq!(t.warnings_since(&four, None), t.warnings(&four));
+        assert!(t.warnings(&four)[0].starts_with("possible collapse: effective rank"));
+        // The std ratio and uniformity follow the same rule.
+        let point = |g: &mut TestRng, noise: f64| {
+            let z = g.randn(&[1, 64]).expand([256, 64], false) + g.randn(&[256, 64]) * noise;
+            collapse_stats(&z, None)
+        };
+        let (tight, tighter) = (point(&mut g, 1e-2), point(&mut g, 1e-3));
+        let w = t.warnings_since(&tight, Some(&tight));
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("nearly identical embeddings since initialisation"),
+            "{w:?}"
+        );
+        assert!(
+            w[2].starts_with("crowded embeddings since initialisation"),
+            "{w:?}"
+        );
+        let w = t.warnings_since(&tighter, Some(&healthy));
+        assert!(
+            w.iter().all(|m| m.starts_with("possible collapse")),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -76,6 +76,15 @@ pub struct EpochEval {
 /// Evaluates a method at the end of each epoch (kNN on a held-out split, ...).
 pub trait EpochEvaluator<M: ?Sized> {
     fn evaluate(&mut self, method: &M, epoch: usize) -> Result<EpochEval>;
+
+    /// The views [`EpochEval::views`] holds, alone: the trainer measures them
+    /// once before the first step of a fresh run, so that the collapse
+    /// warnings can tell features that never spread from features that
+    /// collapsed ([`CollapseThresholds::warnings_since`]). `None` (the
+    /// default) skips that measurement.
+    fn monitor_views(&mut self, _method: &M) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(None)
+    }
 }
 
 /// An evaluator that measures nothing.
@@ -117,6 +126,9 @@ pub struct EpochReport {
 /// Receives progress; the CLI draws bars from it.
 pub trait Observer {
     fn on_start(&mut self, _start_step: u64, _total_steps: u64) {}
+    /// The collapse statistics before the first step (fresh runs whose
+    /// evaluator has monitor views).
+    fn on_init(&mut self, _collapse: &CollapseStats) {}
     fn on_step(&mut self, _r: &StepReport) {}
     fn on_epoch(&mut self, _r: &EpochReport) {}
 }
@@ -136,6 +148,9 @@ pub struct TrainSummary {
     pub epochs: Vec<EpochReport>,
     /// Every collapse warning of the run, with its epoch.
     pub warnings: Vec<String>,
+    /// The collapse statistics before the first step (also after a resume,
+    /// read back from `metrics.jsonl`); `None` without monitor views.
+    pub init_collapse: Option<CollapseStats>,
     pub checkpoint: PathBuf,
 }
 
@@ -260,11 +275,32 @@ impl Trainer {
             (0, log, Vec::new())
         };
         let mut curves = Curves::from_history(&history);
+        let init_collapse = if start == 0 {
+            let views = if self.comm.rank() == 0 {
+                tch::no_grad(|| eval.monitor_views(method))?
+            } else {
+                None
+            };
+            let stats = views.map(|(a, b)| collapse_stats(&a, Some(&b)));
+            if let (Some(c), Some(log)) = (&stats, log.as_mut()) {
+                log.append(&json!({"kind": "init", "step": 0, "collapse": c}))?;
+                log.flush()?;
+            }
+            stats
+        } else {
+            init_collapse_of(&history)
+        };
         let _sync_bn = self
             .cfg
             .sync_batch_norm
             .then(|| crate::batch_norm::sync_over(self.comm.clone()));
         obs.on_start(start, total);
+        if let Some(c) = &init_collapse {
+            if start == 0 {
+                curves.push_init(c);
+            }
+            obs.on_init(c);
+        }
 
         let mut epochs_done = Vec::new();
         let mut warnings = Vec::new();
@@ -387,7 +423,7 @@ impl Trainer {
                 .map(|(a, b)| collapse_stats(a, Some(b)));
             let epoch_warnings: Vec<String> = collapse
                 .as_ref()
-                .map(|c| self.cfg.collapse.warnings(c))
+                .map(|c| self.cfg.collapse.warnings_since(c, init_collapse.as_ref()))
                 .unwrap_or_default()
                 .into_iter()
                 .map(|w| format!("epoch {}: {w}", epoch + 1))
@@ -437,6 +473,7 @@ impl Trainer {
             samples_per_s: trained_samples as f64 / train_seconds.max(1e-9),
             epochs: epochs_done,
             warnings,
+            init_collapse,
             checkpoint: ckpt_path,
         })
     }
@@ -573,9 +610,14 @@ impl Curves {
                         c.loss.push((s, l));
                     }
                 }
+                Some("init") => {
+                    if let Some(init) = init_collapse_of(std::slice::from_ref(r)) {
+                        c.push_init(&init);
+                    }
+                }
                 Some("epoch") => {
                     if let Ok(rep) = serde_json::from_value::<EpochRecord>(r.clone()) {
-                        c.push(rep.epoch, &rep.metrics, rep.collapse.as_ref());
+                        c.push((rep.epoch + 1) as f64, &rep.metrics, rep.collapse.as_ref());
                     }
                 }
                 _ => {}
@@ -585,11 +627,15 @@ impl Curves {
     }
 
     fn push_epoch(&mut self, r: &EpochReport) {
-        self.push(r.epoch, &r.metrics, r.collapse.as_ref());
+        self.push((r.epoch + 1) as f64, &r.metrics, r.collapse.as_ref());
     }
 
-    fn push(&mut self, epoch: usize, metrics: &[(String, f64)], collapse: Option<&CollapseStats>) {
-        let x = (epoch + 1) as f64;
+    /// The monitors before the first step, at epoch 0 of the plot.
+    fn push_init(&mut self, c: &CollapseStats) {
+        self.push(0.0, &[], Some(c));
+    }
+
+    fn push(&mut self, x: f64, metrics: &[(String, f64)], collapse: Option<&CollapseStats>) {
         for (k, v) in metrics {
             self.epoch_metrics
                 .entry(k.clone())
@@ -647,6 +693,14 @@ impl Curves {
         ];
         plot_curves(path, title, &panels)
     }
+}
+
+/// The `init` record's collapse statistics in a resumed run's history.
+fn init_collapse_of(history: &[Value]) -> Option<CollapseStats> {
+    history
+        .iter()
+        .find(|r| r.get("kind").and_then(Value::as_str) == Some("init"))
+        .and_then(|r| serde_json::from_value(r.get("collapse")?.clone()).ok())
 }
 
 #[derive(Deserialize)]
@@ -964,5 +1018,107 @@ mod tests {
             .unwrap();
         assert!(!s.warnings.is_empty());
         assert!(s.warnings[0].contains("collapse"), "{:?}", s.warnings);
+    }
+
+    /// Monitor views of rank `init_rank` before training and `rank` after
+    /// every epoch (64 x 32, fixed by a seed).
+    struct Ranked {
+        init_rank: i64,
+        rank: i64,
+        init_calls: usize,
+    }
+
+    impl Ranked {
+        fn views(rank: i64) -> (Tensor, Tensor) {
+            let mut g = crate::monitor::testing::TestRng::new(rank as u64);
+            let z = g.randn(&[64, rank]).matmul(&g.randn(&[rank, 32]));
+            (z.shallow_clone(), z)
+        }
+    }
+
+    impl EpochEvaluator<ToyMethod> for Ranked {
+        fn evaluate(&mut self, _: &ToyMethod, _: usize) -> Result<EpochEval> {
+            Ok(EpochEval {
+                metrics: vec![],
+                views: Some(Self::views(self.rank)),
+            })
+        }
+        fn monitor_views(&mut self, _: &ToyMethod) -> Result<Option<(Tensor, Tensor)>> {
+            self.init_calls += 1;
+            Ok(Some(Self::views(self.init_rank)))
+        }
+    }
+
+    #[test]
+    fn collapse_warnings_are_judged_against_the_state_before_the_first_step() {
+        // Rank 1 of 32 before training and after: never spread, not collapsed.
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = ToyMethod::new(0);
+        let mut eval = Ranked {
+            init_rank: 1,
+            rank: 1,
+            init_calls: 0,
+        };
+        let s = Trainer::new(config(1), dir.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut eval, &mut Silent, false)
+            .unwrap();
+        let init = s
+            .init_collapse
+            .clone()
+            .expect("measured before the first step");
+        assert!(init.rankme < 1.5, "{init:?}");
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0]
+                .starts_with("epoch 1: low effective rank since initialisation: effective rank"),
+            "{:?}",
+            s.warnings
+        );
+        // The figure is in metrics.jsonl, and a resumed run judges by it too
+        // without measuring again.
+        let log = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        let first: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        assert_eq!(first["kind"], "init");
+        assert_eq!(first["step"], 0);
+        let s = Trainer::new(config(2), dir.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut eval, &mut Silent, true)
+            .unwrap();
+        assert_eq!(eval.init_calls, 1);
+        assert_eq!(s.init_collapse, Some(init));
+        assert!(
+            s.warnings[0].starts_with("epoch 2: low effective rank since initialisation"),
+            "{:?}",
+            s.warnings
+        );
+        let log = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        assert_eq!(log.matches("\"kind\":\"init\"").count(), 1, "{log}");
+
+        // Spread before training (rank 32), rank 1 after: a collapse, with the
+        // figure it fell from.
+        let dir = tempfile::tempdir().unwrap();
+        let mut eval = Ranked {
+            init_rank: 32,
+            rank: 1,
+            init_calls: 0,
+        };
+        let s = Trainer::new(config(1), dir.path(), tch::Device::Cpu)
+            .fit(
+                &mut ToyMethod::new(0),
+                &Toy::new(3),
+                &mut eval,
+                &mut Silent,
+                false,
+            )
+            .unwrap();
+        assert!(
+            s.warnings[0].starts_with("epoch 1: possible collapse: effective rank 1.0"),
+            "{:?}",
+            s.warnings
+        );
+        assert!(
+            s.warnings[0].contains("before the first step"),
+            "{:?}",
+            s.warnings
+        );
     }
 }

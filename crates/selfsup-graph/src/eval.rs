@@ -226,15 +226,19 @@ impl<M: GraphMethod + ?Sized> EpochEvaluator<M> for GraphEpochEval {
             };
             metrics.push((name.to_string(), s.mean));
         }
+        Ok(EpochEval {
+            metrics,
+            views: EpochEvaluator::<M>::monitor_views(self, method)?,
+        })
+    }
+
+    fn monitor_views(&mut self, method: &M) -> Result<Option<(Tensor, Tensor)>> {
         // Centred on their common mean: post-ReLU GCN / GIN outputs share a
         // large positive offset that the uncentred monitors read as collapse
         // (the text crate does the same for pooled BERT embeddings).
         let a = method.represent(&self.views.0).to_device(tch::Device::Cpu);
         let b = method.represent(&self.views.1).to_device(tch::Device::Cpu);
         let mean = Tensor::cat(&[&a, &b], 0).mean_dim([0i64].as_slice(), true, Kind::Float);
-        Ok(EpochEval {
-            metrics,
-            views: Some((a - &mean, b - &mean)),
-        })
+        Ok(Some((a - &mean, b - &mean)))
     }
 }

@@ -120,23 +120,18 @@ pub struct MlmEpochEval {
     pub last: Option<Validation>,
 }
 
-impl EpochEvaluator<Mlm> for MlmEpochEval {
-    fn evaluate(&mut self, mlm: &Mlm, _epoch: usize) -> Result<EpochEval> {
-        let v = validate(
-            mlm,
-            &self.val,
-            &self.vocab,
-            &self.masking,
-            self.batch,
-            self.device,
-        );
-        self.last = Some(v);
-        // Two maskings of the same sequences: the "two views" of the monitors.
-        // Only full sequences: a padded one (a corpus's last) would be an
-        // outlier that alone dominates the variance.
+impl MlmEpochEval {
+    /// Two maskings of the same sequences (the "two views" of the monitors),
+    /// pooled and centred, with their spread; `None` under two sequences.
+    /// Only full sequences: a padded one (a corpus's last) would be an
+    /// outlier that alone dominates the variance.
+    fn monitor_pair(&self, mlm: &Mlm) -> Option<(Tensor, Tensor, f64)> {
         let rows: Vec<usize> = (0..self.monitor.len())
             .filter(|&r| !self.monitor.row(r).contains(&self.vocab.pad_id))
             .collect();
+        if rows.len() < 2 {
+            return None;
+        }
         let embed = |seed: u64| -> Tensor {
             let parts: Vec<Tensor> = rows
                 .chunks(self.batch.max(1))
@@ -149,6 +144,21 @@ impl EpochEvaluator<Mlm> for MlmEpochEval {
                 .collect();
             Tensor::cat(&parts, 0)
         };
+        Some(centre(&embed(1), &embed(2)))
+    }
+}
+
+impl EpochEvaluator<Mlm> for MlmEpochEval {
+    fn evaluate(&mut self, mlm: &Mlm, _epoch: usize) -> Result<EpochEval> {
+        let v = validate(
+            mlm,
+            &self.val,
+            &self.vocab,
+            &self.masking,
+            self.batch,
+            self.device,
+        );
+        self.last = Some(v);
         let mut metrics = vec![
             ("val_masked_acc".into(), v.masked_acc),
             ("val_perplexity".into(), v.perplexity),
@@ -157,15 +167,15 @@ impl EpochEvaluator<Mlm> for MlmEpochEval {
                 self.unigram.perplexity,
             ),
         ];
-        let views = if rows.len() >= 2 {
-            let (a, b) = (embed(1), embed(2));
-            let (a, b, spread) = centre(&a, &b);
+        let views = self.monitor_pair(mlm).map(|(a, b, spread)| {
             metrics.push(("pooled_spread".into(), spread));
-            Some((a, b))
-        } else {
-            None
-        };
+            (a, b)
+        });
         Ok(EpochEval { metrics, views })
+    }
+
+    fn monitor_views(&mut self, mlm: &Mlm) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(self.monitor_pair(mlm).map(|(a, b, _)| (a, b)))
     }
 }
 

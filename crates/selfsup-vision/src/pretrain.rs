@@ -454,7 +454,12 @@ impl<M: Method + ?Sized> EpochEvaluator<M> for VisionEvaluator {
             let f = self.data.features(method);
             metrics.push(("kNN top-1".into(), self.data.knn(&f, &self.knn)?));
         }
-        let views = self.monitor_views.as_ref().map(|(a, b)| {
+        let views = EpochEvaluator::<M>::monitor_views(self, method)?;
+        Ok(EpochEval { metrics, views })
+    }
+
+    fn monitor_views(&mut self, method: &M) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(self.monitor_views.as_ref().map(|(a, b)| {
             let device = method.var_store().device();
             tch::no_grad(|| {
                 (
@@ -466,8 +471,7 @@ impl<M: Method + ?Sized> EpochEvaluator<M> for VisionEvaluator {
                         .to_device(tch::Device::Cpu),
                 )
             })
-        });
-        Ok(EpochEval { metrics, views })
+        }))
     }
 }
 

@@ -122,12 +122,17 @@ impl EpochEvaluator<Clip> for ClipEvaluator {
         } else {
             Vec::new()
         };
-        let views = self.monitor.as_ref().map(|(xs, rows)| {
+        let views = self.monitor_views(method)?;
+        Ok(EpochEval { metrics, views })
+    }
+
+    fn monitor_views(&mut self, method: &Clip) -> Result<Option<(Tensor, Tensor)>> {
+        let device = method.var_store().device();
+        Ok(self.monitor.as_ref().map(|(xs, rows)| {
             (
                 encode_images(&method.model, xs, device),
                 encode_texts(&method.model, rows, self.suite.pad_id, device),
             )
-        });
-        Ok(EpochEval { metrics, views })
+        }))
     }
 }
