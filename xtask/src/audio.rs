@@ -1,7 +1,8 @@
 //! `cargo xtask pretrain-audio`: runs `selfsup pretrain` on
 //! `configs/audio/<preset>.toml` (default `cpu`: wav2vec 2.0 tiny on the
 //! KLettres and KTuberling recordings), fetching both Debian packages'
-//! recordings unless `--data` names a root.
+//! recordings unless `--data` names a root, or on the user's own folder of
+//! recordings with `--recordings DIR`.
 //!
 //! `cargo xtask bench --audio` runs the `cpu` preset (threads 2) into
 //! `target/bench/audio-run`, then transformers' `Wav2Vec2ForPreTraining` with
@@ -23,11 +24,15 @@ pub struct PretrainAudioArgs {
     /// configs/audio/<preset>.toml: cpu (default, ~10 minutes on 2 cores) or gpu.
     #[arg(long, default_value = "cpu")]
     preset: String,
-    /// Your own folder of .wav / .ogg recordings (pre-trained on; the
-    /// KLettres probes are dropped), or a data root holding the preset's
-    /// source folders (default: ~/.cache/selfsup/datasets, fetched as needed).
+    /// A data root holding the preset's source folders (default:
+    /// ~/.cache/selfsup/datasets, fetched as needed); a missing source folder
+    /// is an error naming it.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Your own folder of .wav / .ogg recordings: pre-trained on instead of
+    /// the preset's sources (the KLettres probes are dropped).
+    #[arg(long, conflicts_with = "data")]
+    recordings: Option<PathBuf>,
     #[arg(long)]
     epochs: Option<usize>,
     /// cpu, cuda or auto.
@@ -36,8 +41,13 @@ pub struct PretrainAudioArgs {
     /// Run folder (default: runs/wav2vec2-<preset>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Continue the run in the run folder from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Replace an earlier run in the run folder (its checkpoint, metrics,
+    /// curves, summary and export); without it such a folder is refused.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
 }
 
 /// The registry datasets of the audio presets.
@@ -80,8 +90,10 @@ pub fn pretrain_audio(a: PretrainAudioArgs) -> Result<()> {
         device: a.device,
         threads: None,
         resume: a.resume,
+        overwrite: a.overwrite,
+        recordings: a.recordings.is_some(),
     };
-    pretrain(&a.preset, a.data, &run_dir, &opts).map(|_| ())
+    pretrain(&a.preset, a.recordings.or(a.data), &run_dir, &opts).map(|_| ())
 }
 
 /// `cargo xtask bench --audio`.
@@ -97,6 +109,8 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
         device: Some("cpu".into()),
         threads: Some(threads),
         resume: false,
+        overwrite: true,
+        recordings: false,
     };
     let config = pretrain("cpu", None, &run_dir, &opts)?;
     let summary_path = run_dir.join("summary.json");

@@ -42,13 +42,14 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
 }
 
 /// What `benchmarks/requirements.txt` provides, as imported.
-const BENCH_MODULES: [&str; 6] = [
+const BENCH_MODULES: [&str; 7] = [
     "torch",
     "torchvision",
     "lightly",
     "timm",
     "transformers",
     "open_clip",
+    "tensorboard",
 ];
 
 /// The bench venv's python, able to import every module of the requirements:
@@ -283,6 +284,7 @@ pub fn bench(quick: bool) -> Result<()> {
             .arg(&data)
             .arg("--run-dir")
             .arg(&run_dir)
+            .arg("--overwrite")
             .args(["--threads", threads]);
         env.apply(&mut cmd);
         run(&mut cmd)?;
@@ -498,15 +500,11 @@ pub fn text() -> Result<()> {
     let run_dir = out_dir.join("text-run");
     let _ = std::fs::remove_dir_all(&run_dir);
     let threads = 2;
-    crate::pretrain_text(
-        "cpu",
-        None,
-        None,
-        Some(run_dir.clone()),
-        false,
-        Some(threads),
-        1,
-    )?;
+    let opts = crate::PretrainArgs {
+        threads: Some(threads),
+        ..Default::default()
+    };
+    crate::pretrain_text("cpu", opts, Some(run_dir.clone()), 1)?;
     let summary_path = run_dir.join("summary.json");
     let ours: Value = serde_json::from_str(
         &std::fs::read_to_string(&summary_path)

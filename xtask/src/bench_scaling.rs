@@ -41,6 +41,7 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let args = PretrainArgs {
         epochs: Some(epochs.unwrap_or(1)),
+        overwrite: true,
         ..Default::default()
     };
     let pretrain = |run: &str, batch: usize| {

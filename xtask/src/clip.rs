@@ -144,6 +144,7 @@ pub(crate) fn bench(epochs: Option<usize>) -> Result<()> {
     let opts = PretrainArgs {
         epochs,
         threads: Some(2),
+        overwrite: true,
         ..PretrainArgs::default()
     };
     pretrain_clip("cpu", None, opts, Some(run_dir.clone()))?;

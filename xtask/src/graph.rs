@@ -35,8 +35,13 @@ pub struct PretrainGraphArgs {
     /// Run folder (default: runs/<preset>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Continue the run in the run folder from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Replace an earlier run in the run folder (its checkpoint, metrics,
+    /// curves, summary and export); without it such a folder is refused.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
 }
 
 /// The registry dataset a graph config reads (by its `[data] format`).
@@ -91,6 +96,8 @@ pub fn pretrain_graph(a: PretrainGraphArgs) -> Result<()> {
         device: a.device,
         threads: None,
         resume: a.resume,
+        overwrite: a.overwrite,
+        recordings: false,
     };
     pretrain(&a.preset, a.data, &run_dir, &opts).map(|_| ())
 }
@@ -177,6 +184,8 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
             device: Some("cpu".into()),
             threads: Some(threads),
             resume: false,
+            overwrite: true,
+            recordings: false,
         };
         pretrain(preset, None, &run_dir, &opts)?;
         let s: serde_json::Value =

@@ -13,7 +13,10 @@
 //!   graspologic or QM9 as the preset needs), evaluate, export.
 //! - `pretrain-audio`: wav2vec 2.0 on a `configs/audio/` preset (fetching the
 //!   KLettres / KTuberling recordings), probe, export.
-//! - `test`: set-up, then every test of the workspace.
+//! - `fuzz <target|all>`: build `selfsup-fuzz` (overflow checks on), then fuzz the
+//!   readers of user files (`--seconds N` / `--execs N` per target; fuzz.rs).
+//! - `test`: set-up, then every test of the workspace (the fuzz crate's test
+//!   is the short fuzz pass: a fixed number of executions per reader).
 //! - `bench`: set-up, fetch, then the benchmarks beside their Python references.
 mod audio;
 mod bench;
@@ -21,6 +24,7 @@ mod bench_scaling;
 mod c10d_env;
 mod clip;
 mod fetch;
+mod fuzz;
 mod graph;
 mod launch;
 mod paths;
@@ -67,6 +71,10 @@ enum Cmd {
         /// Continue the run in the run folder from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Replace an earlier run in the run folder (its checkpoint, metrics,
+        /// curves, summary and export); without it such a folder is refused.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Data-parallel ranks on this machine (c10d, Gloo on CPU, NCCL on
         /// GPU); each trains on its share of every global batch, so the
         /// preset's batch size is per rank.
@@ -90,6 +98,10 @@ enum Cmd {
         /// Continue the run in the run folder from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Replace an earlier run in the run folder (its checkpoint, metrics,
+        /// curves, summary and export); without it such a folder is refused.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Data-parallel ranks on this machine (see pretrain-vision --nproc).
         #[arg(long, default_value_t = 1)]
         nproc: usize,
@@ -116,12 +128,21 @@ enum Cmd {
         /// Continue the run in the run folder from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Replace an earlier run in the run folder (its checkpoint, metrics,
+        /// curves, summary and export); without it such a folder is refused.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
     },
     /// Pre-train GRACE / DGI / GraphCL on a graph preset (configs/graph/), evaluate, export.
     PretrainGraph(graph::PretrainGraphArgs),
     /// Pre-train wav2vec 2.0 on a configs/audio/ preset (KLettres + KTuberling
     /// recordings, or --data DIR), probe spoken letters, export.
     PretrainAudio(audio::PretrainAudioArgs),
+    /// Fuzz the readers of user files (IDX, CIFAR, images, WAV, Ogg, graphs,
+    /// captions, corpora, configs, checkpoints): `fuzz all --seconds 10`;
+    /// writes target/fuzz/report.{json,md} and crashing inputs under
+    /// target/fuzz/crashes/.
+    Fuzz(fuzz::FuzzArgs),
     /// Run every test of the workspace (CI runs exactly this).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -185,16 +206,36 @@ fn main() -> Result<()> {
             device,
             run_dir,
             resume,
+            overwrite,
             nproc,
-        } => pretrain_vision(&method, &preset, epochs, device, run_dir, resume, nproc),
+        } => {
+            let opts = PretrainArgs {
+                epochs,
+                device,
+                resume,
+                overwrite,
+                ..PretrainArgs::default()
+            };
+            pretrain_vision(&method, &preset, opts, run_dir, nproc)
+        }
         Cmd::PretrainText {
             preset,
             epochs,
             device,
             run_dir,
             resume,
+            overwrite,
             nproc,
-        } => pretrain_text(&preset, epochs, device, run_dir, resume, None, nproc).map(|_| ()),
+        } => {
+            let opts = PretrainArgs {
+                epochs,
+                device,
+                resume,
+                overwrite,
+                ..PretrainArgs::default()
+            };
+            pretrain_text(&preset, opts, run_dir, nproc).map(|_| ())
+        }
         Cmd::PretrainClip {
             preset,
             data,
@@ -202,17 +243,21 @@ fn main() -> Result<()> {
             device,
             run_dir,
             resume,
+            overwrite,
         } => {
             let opts = PretrainArgs {
                 epochs,
                 device,
                 threads: None,
                 resume,
+                overwrite,
+                recordings: false,
             };
             clip::pretrain_clip(&preset, data, opts, run_dir).map(|_| ())
         }
         Cmd::PretrainGraph(a) => graph::pretrain_graph(a),
         Cmd::PretrainAudio(a) => audio::pretrain_audio(a),
+        Cmd::Fuzz(a) => fuzz::fuzz(a),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { text: true, .. } => bench::text(),
         Cmd::Bench {
@@ -245,10 +290,8 @@ fn main() -> Result<()> {
 fn pretrain_vision(
     method: &str,
     preset: &str,
-    epochs: Option<usize>,
-    device: Option<String>,
+    opts: PretrainArgs,
     run_dir: Option<PathBuf>,
-    resume: bool,
     nproc: usize,
 ) -> Result<()> {
     let root = paths::workspace_root();
@@ -257,12 +300,6 @@ fn pretrain_vision(
     let data = fetch::fetch("fashion-mnist", false)?;
     let bin = build_cli(&env)?;
     let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/{method}-{preset}")));
-    let opts = PretrainArgs {
-        epochs,
-        device,
-        threads: None,
-        resume,
-    };
     let command = || {
         let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
         env.apply(&mut cmd);
@@ -299,6 +336,11 @@ pub(crate) struct PretrainArgs {
     pub device: Option<String>,
     pub threads: Option<usize>,
     pub resume: bool,
+    /// Replace an earlier run in the run folder (`--overwrite`).
+    pub overwrite: bool,
+    /// Audio: the data folder is the user's own recordings (`--recordings`),
+    /// not the root of the config's sources (`--data`).
+    pub recordings: bool,
 }
 
 /// `selfsup pretrain --config .. --data .. --run-dir ..` plus the set flags
@@ -314,7 +356,11 @@ pub(crate) fn selfsup_pretrain(
     cmd.arg("pretrain")
         .arg("--config")
         .arg(config)
-        .arg("--data")
+        .arg(if opts.recordings {
+            "--recordings"
+        } else {
+            "--data"
+        })
         .arg(data)
         .arg("--run-dir")
         .arg(run_dir);
@@ -330,6 +376,9 @@ pub(crate) fn selfsup_pretrain(
     if opts.resume {
         cmd.arg("--resume");
     }
+    if opts.overwrite {
+        cmd.arg("--overwrite");
+    }
     cmd
 }
 
@@ -342,11 +391,8 @@ pub(crate) const TEXT_DATASETS: [&str; 5] =
 /// datasets root as `--data`; returns the run folder.
 pub(crate) fn pretrain_text(
     preset: &str,
-    epochs: Option<usize>,
-    device: Option<String>,
+    mut opts: PretrainArgs,
     run_dir: Option<PathBuf>,
-    resume: bool,
-    threads: Option<usize>,
     nproc: usize,
 ) -> Result<PathBuf> {
     let root = paths::workspace_root();
@@ -359,13 +405,11 @@ pub(crate) fn pretrain_text(
     let data = paths::cache_dir().join("datasets");
     let bin = build_cli(&env)?;
     let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/mlm-{preset}")));
-    let opts = PretrainArgs {
-        epochs,
-        device,
+    let threads = opts.threads;
+    if nproc > 1 {
         // --nproc splits the threads between ranks itself.
-        threads: if nproc > 1 { None } else { threads },
-        resume,
-    };
+        opts.threads = None;
+    }
     let command = || {
         let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
         env.apply(&mut cmd);
@@ -407,6 +451,10 @@ fn test(args: &[String]) -> Result<()> {
     // And the transformers check of exported BERT encoders.
     if let Some(py) = bench::python_with("transformers") {
         cmd.env("SELFSUP_HF_PYTHON", py);
+    }
+    // And TensorBoard reading the event files of metrics.jsonl's records.
+    if let Some(py) = bench::python_with("tensorboard") {
+        cmd.env("SELFSUP_TB_PYTHON", py);
     }
     run(&mut cmd)
 }

@@ -9,7 +9,7 @@
 //! missing file stops the load with an error naming the file, or, with
 //! `skip_bad`, is skipped and counted in the [`LoadReport`].
 use crate::error::{AudioError, Result};
-use crate::read::{is_audio, read_audio};
+use crate::read::{is_audio, read_audio, ReadLimits};
 use crate::resample::{resample, TARGET_RATE};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -87,9 +87,10 @@ pub fn list_audio(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Decodes one file to mono 16 kHz samples; refuses clips shorter than the
-/// receptive field. Also says whether it was resampled.
-pub fn load_clip(path: &Path) -> Result<(Vec<f32>, bool)> {
-    let d = read_audio(path)?;
+/// receptive field or longer than `limits` (checked from the header, before
+/// decoding). Also says whether it was resampled.
+pub fn load_clip(path: &Path, limits: &ReadLimits) -> Result<(Vec<f32>, bool)> {
+    let d = read_audio(path, limits)?;
     let resampled = d.sample_rate != TARGET_RATE;
     let samples = resample(&d.samples, d.sample_rate, TARGET_RATE).map_err(|reason| {
         AudioError::Resample {
@@ -112,9 +113,12 @@ pub fn load_clip(path: &Path) -> Result<(Vec<f32>, bool)> {
 pub fn load_clips(
     files: &[(PathBuf, Option<String>)],
     skip_bad: bool,
+    limits: &ReadLimits,
 ) -> Result<(Vec<Clip>, LoadReport)> {
-    let decoded: Vec<Result<(Vec<f32>, bool)>> =
-        files.par_iter().map(|(p, _)| load_clip(p)).collect();
+    let decoded: Vec<Result<(Vec<f32>, bool)>> = files
+        .par_iter()
+        .map(|(p, _)| load_clip(p, limits))
+        .collect();
     let mut report = LoadReport {
         files: files.len(),
         ..LoadReport::default()
@@ -190,7 +194,17 @@ pub fn labelled_files(
         if label.is_empty() {
             return Err(bad(format!("no label for '{file}'")));
         }
-        let path = root.join(file);
+        let Some(path) = selfsup_core::inside::join_inside(root, file) else {
+            let e = bad(format!(
+                "'{file}' leaves the folder {} (absolute, or `..` past it): name files inside it",
+                root.display()
+            ));
+            if skip_bad {
+                report.skip(e.to_string());
+                continue;
+            }
+            return Err(e);
+        };
         if !path.is_file() {
             let e = bad(format!("names {}, which does not exist", path.display()));
             if skip_bad {
@@ -234,12 +248,14 @@ mod tests {
         std::fs::write(dir.path().join("junk.ogg"), b"not an ogg stream at all").unwrap();
         let files = unlabelled_files(dir.path()).unwrap();
         assert_eq!(files.len(), 4);
-        let err = load_clips(&files, false).unwrap_err().to_string();
+        let err = load_clips(&files, false, &ReadLimits::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("empty.wav") && err.contains("no audio"),
             "{err}"
         );
-        let (clips, report) = load_clips(&files, true).unwrap();
+        let (clips, report) = load_clips(&files, true, &ReadLimits::default()).unwrap();
         assert_eq!(clips.len(), 1);
         assert_eq!(report.skipped, 3);
         let all = report.skipped_examples.join("\n");
@@ -248,6 +264,43 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("junk.ogg") && all.contains("Ogg"), "{all}");
+    }
+
+    #[test]
+    fn too_long_clips_are_named_or_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        write_wav(&dir.path().join("a.wav"), &[100; 8000], 16_000);
+        write_wav(&dir.path().join("long.wav"), &[100; 40_000], 16_000);
+        let files = unlabelled_files(dir.path()).unwrap();
+        let limits = ReadLimits { max_seconds: 2.0 };
+        let err = load_clips(&files, false, &limits).unwrap_err().to_string();
+        assert!(
+            err.contains("long.wav") && err.contains("max_seconds = 2"),
+            "{err}"
+        );
+        let (clips, report) = load_clips(&files, true, &limits).unwrap();
+        assert_eq!((clips.len(), report.skipped), (1, 1));
+    }
+
+    #[test]
+    fn labels_csv_lines_naming_files_outside_the_folder_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("spk");
+        std::fs::create_dir(&sub).unwrap();
+        write_wav(&dir.path().join("x.wav"), &[100; 1000], 16_000);
+        write_wav(&sub.join("a.wav"), &[100; 1000], 16_000);
+        let csv = sub.join("labels.csv");
+        std::fs::write(&csv, "a.wav,a\n../x.wav,x\n").unwrap();
+        let mut report = LoadReport::default();
+        let err = labelled_files(&sub, Some(&csv), false, &mut report)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("leaves the folder"),
+            "{err}"
+        );
+        let files = labelled_files(&sub, Some(&csv), true, &mut report).unwrap();
+        assert_eq!((files.len(), report.skipped), (1, 1));
     }
 
     #[test]
@@ -273,7 +326,7 @@ mod tests {
             vec![(dir.path().join("B.wav"), Some("bee".to_string()))]
         );
         assert_eq!(report.skipped, 1);
-        let (clips, r) = load_clips(&files, false).unwrap();
+        let (clips, r) = load_clips(&files, false, &ReadLimits::default()).unwrap();
         assert_eq!(r.resampled, 1);
         assert_eq!(clips[0].samples.len(), 2000);
     }

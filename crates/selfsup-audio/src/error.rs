@@ -22,6 +22,26 @@ pub enum AudioError {
     /// A sample format or container this crate does not read.
     #[error("{path}: unsupported audio ({reason})", path = .path.display())]
     Unsupported { path: PathBuf, reason: String },
+    /// A header declaring a sample rate outside the readable range.
+    #[error(
+        "{path}: the header declares a sample rate of {rate} Hz, outside the readable {min}..={max} Hz (a corrupt header? re-encode the file, or set [data] skip_bad = true to skip and count such files)",
+        path = .path.display(),
+        min = crate::read::MIN_SAMPLE_RATE,
+        max = crate::read::MAX_SAMPLE_RATE
+    )]
+    SampleRate { path: PathBuf, rate: u32 },
+    /// A clip longer than `[data] max_seconds`.
+    #[error(
+        "{path}: {frames} samples at {rate} Hz ({secs:.1} s) exceed the limit of [data] max_seconds = {max_seconds} s (raise max_seconds if the file is right, or set [data] skip_bad = true to skip and count such files)",
+        path = .path.display(),
+        secs = *.frames as f64 / f64::from(*.rate)
+    )]
+    TooLong {
+        path: PathBuf,
+        frames: u64,
+        rate: u32,
+        max_seconds: f64,
+    },
     /// A file without a single sample.
     #[error("{path}: the file holds no audio samples", path = .path.display())]
     Empty { path: PathBuf },
@@ -67,7 +87,7 @@ impl From<AudioError> for selfsup_core::Error {
     fn from(e: AudioError) -> Self {
         match e {
             AudioError::Io { path, source } => selfsup_core::Error::Io { path, source },
-            other => selfsup_core::Error::Config(other.to_string()),
+            other => selfsup_core::Error::Data(other.to_string()),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::eval::{probe, AudioEpochEval, ProbeRow, ProbeTask};
 use crate::export::export_wav2vec2;
 use crate::methods::{Wav2Vec2Method, Wav2Vec2MethodConfig};
 use crate::model::Wav2Vec2Config;
+use crate::read::{ReadLimits, DEFAULT_MAX_SECONDS};
 use crate::resample::TARGET_RATE;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -38,6 +39,9 @@ pub struct DataConfig {
     pub monitor_clips: usize,
     /// Pre-train on at most N clips (all when absent).
     pub max_clips: Option<usize>,
+    /// The longest clip a file may hold, seconds (checked from its header
+    /// before decoding: a longer file is an error, or skipped with `skip_bad`).
+    pub max_seconds: f64,
 }
 
 impl Default for DataConfig {
@@ -48,6 +52,7 @@ impl Default for DataConfig {
             skip_bad: false,
             monitor_clips: 128,
             max_clips: None,
+            max_seconds: DEFAULT_MAX_SECONDS,
         }
     }
 }
@@ -158,20 +163,45 @@ impl AudioRunConfig {
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         let cfg: Self = toml::from_str(text)
             .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
-        cfg.model
-            .validate()
+        cfg.validate()
             .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot (every range, before any data is read); the
+    /// message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use selfsup_core::trainer::positive;
+        let cfg = self;
+        cfg.model.validate()?;
+        let AudioMethodConfig::Wav2vec2(method) = &cfg.method;
+        method.validate()?;
+        positive("[data] crop_seconds", cfg.data.crop_seconds)?;
+        positive("[data] max_seconds", cfg.data.max_seconds)?;
+        positive("[eval] max_seconds", cfg.eval.max_seconds)?;
+        if cfg.run.batch_size < 1 {
+            return Err("[run] batch_size = 0: give at least 1 crop per batch".into());
+        }
+        if cfg.data.max_clips == Some(0) {
+            return Err(
+                "[data] max_clips = 0: give at least 1 (or leave it out for all clips)".into(),
+            );
+        }
+        if cfg.run.threads == Some(0) {
+            return Err("[run] threads = 0: give at least 1 (or leave it out)".into());
+        }
+        cfg.eval.probe.validate("[eval.probe]")?;
+        cfg.trainer.validate()?;
         let crop = (cfg.data.crop_seconds * TARGET_RATE as f64) as i64;
-        if cfg.model.frames(crop) < 2 * cfg.model.mask_time_length {
-            return Err(Error::Config(format!(
-                "{}: [data] crop_seconds = {} gives {} latent frames, fewer than two masked spans of {}",
-                origin.display(),
+        if cfg.model.frames(crop) < cfg.model.mask_time_length.saturating_mul(2) {
+            return Err(format!(
+                "[data] crop_seconds = {} gives {} latent frames, fewer than two masked spans of {}",
                 cfg.data.crop_seconds,
                 cfg.model.frames(crop),
                 cfg.model.mask_time_length
-            )));
+            ));
         }
-        Ok(cfg)
+        Ok(())
     }
 
     /// The resolved config as TOML (saved beside every checkpoint).
@@ -221,6 +251,7 @@ fn probe_clips(
     t: &ProbeTaskConfig,
     root: &Path,
     skip_bad: bool,
+    limits: &ReadLimits,
     report: &mut LoadReport,
 ) -> Result<Vec<Clip>> {
     let mut files = Vec::new();
@@ -246,9 +277,37 @@ fn probe_clips(
     if let Some(keep) = &t.labels {
         files.retain(|(_, l)| l.as_ref().is_some_and(|l| keep.contains(l)));
     }
-    let (clips, r) = load_clips(&files, skip_bad)?;
+    let (clips, r) = load_clips(&files, skip_bad, limits)?;
     report.merge(&r);
     Ok(clips)
+}
+
+/// Every source and probe folder of `cfg` must be a folder under `root`: a
+/// mistyped one is an error naming it and the data root, before any file is
+/// read (never a silent fallback to the whole tree).
+fn check_folders(cfg: &AudioRunConfig, root: &Path) -> Result<()> {
+    let folders = cfg
+        .data
+        .sources
+        .iter()
+        .map(|s| ("[data] sources", s))
+        .chain(cfg.eval.tasks.iter().flat_map(|t| {
+            t.train
+                .iter()
+                .map(|f| ("[[eval.tasks]] train", f))
+                .chain(t.test.iter().map(|f| ("[[eval.tasks]] test", f)))
+        }));
+    for (key, f) in folders {
+        let dir = root.join(f);
+        if !dir.is_dir() {
+            return Err(Error::Data(format!(
+                "{key}: folder \"{f}\" is not there: {} is not a folder under the data root {} (check the spelling, fetch the data with `cargo xtask fetch <dataset>`, or pass --data)",
+                dir.display(),
+                root.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Warnings the trainer's embedding monitors cannot give: codebooks
@@ -278,20 +337,26 @@ fn codebook_and_loss_warnings(history: &[Vec<f64>], epoch_losses: &[f64]) -> Vec
 
 /// Pre-trains, evaluates and exports as `cfg` says.
 pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummary> {
+    selfsup_core::run::check_common(&cfg.trainer, cfg.run.threads)?;
+    cfg.validate().map_err(Error::Config)?;
     opts.single_process("audio pre-training")?;
     let wall = Instant::now();
-    if let Some(t) = cfg.run.threads {
-        tch::set_num_threads(t as i32);
-    }
-    let device = cfg.run.device.resolve()?;
-    let AudioMethodConfig::Wav2vec2(method_cfg) = &cfg.method;
     if cfg.data.sources.is_empty() {
         return Err(Error::Config(
             "[data] has no sources (add sources = [\"<folder of .wav/.ogg>\"])".into(),
         ));
     }
-    let seed = cfg.trainer.seed;
     let root = &opts.data_root;
+    check_folders(cfg, root)?;
+    if let Some(t) = cfg.run.threads {
+        tch::set_num_threads(t as i32);
+    }
+    let device = cfg.run.device.resolve()?;
+    let AudioMethodConfig::Wav2vec2(method_cfg) = &cfg.method;
+    let seed = cfg.trainer.seed;
+    let limits = ReadLimits {
+        max_seconds: cfg.data.max_seconds,
+    };
     let held_out: Vec<PathBuf> = cfg
         .eval
         .tasks
@@ -318,7 +383,7 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
         root.display(),
         held_out_clips
     ));
-    let (clips, mut report) = load_clips(&files, cfg.data.skip_bad)?;
+    let (clips, mut report) = load_clips(&files, cfg.data.skip_bad, &limits)?;
     let mut order: Vec<usize> = (0..clips.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xA0D10));
     let n_monitor = cfg.data.monitor_clips.min(clips.len() / 10);
@@ -348,6 +413,17 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
     ));
     for w in &report.skipped_examples {
         (opts.log)(&format!("  skipped: {w}"));
+    }
+    if train.len() < cfg.run.batch_size {
+        return Err(Error::Data(format!(
+            "{} training clips under {} ({} read, {} skipped, {} monitor), fewer than one batch of {} (lower [run] batch_size or add recordings)",
+            train.len(),
+            root.display(),
+            report.clips,
+            report.skipped,
+            monitor.len(),
+            cfg.run.batch_size
+        )));
     }
     let crop = (cfg.data.crop_seconds * TARGET_RATE as f64) as usize;
     let batches = CropBatches::new(Arc::new(train), crop, cfg.run.batch_size, seed);
@@ -404,8 +480,8 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
             (opts.log)(&format!("downstream: linear probes on {}", t.name));
             let task = ProbeTask {
                 name: t.name.clone(),
-                train: probe_clips(&t.train, t, root, cfg.data.skip_bad, &mut report)?,
-                test: probe_clips(&t.test, t, root, cfg.data.skip_bad, &mut report)?,
+                train: probe_clips(&t.train, t, root, cfg.data.skip_bad, &limits, &mut report)?,
+                test: probe_clips(&t.test, t, root, cfg.data.skip_bad, &limits, &mut report)?,
             };
             probes.push(probe(
                 &task,
@@ -493,6 +569,110 @@ mod tests {
         assert!(err.contains("crop_seconds"), "{err}");
         let bad = text.replace("name = \"wav2vec2\"", "name = \"hubert\"");
         assert!(AudioRunConfig::from_toml(&bad, &path).is_err());
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_before_any_data_naming_the_key() {
+        let (text, path) = preset("cpu.toml");
+        for (from, to, want) in [
+            (
+                "crop_seconds = 1.0",
+                "crop_seconds = 0.0",
+                "crop_seconds = 0",
+            ),
+            (
+                "crop_seconds = 1.0",
+                "crop_seconds = nan",
+                "crop_seconds = NaN",
+            ),
+            ("batch_size = 16", "batch_size = 0", "batch_size = 0"),
+            // Found by the fuzzer: `2 * mask_time_length` overflowed.
+            (
+                "mask_time_length = 10",
+                "mask_time_length = 9223372036854775807",
+                "fewer than two masked spans",
+            ),
+            (
+                "gumbel_temperature_decay = 0.998",
+                "gumbel_temperature_decay = 0.0",
+                "gumbel_temperature_decay = 0",
+            ),
+            (
+                "min_gumbel_temperature = 0.5",
+                "min_gumbel_temperature = 3.0",
+                "below min_gumbel_temperature",
+            ),
+            (
+                "mask_time_prob = 0.65",
+                "mask_time_prob = 2.0",
+                "mask_time_prob = 2",
+            ),
+            (
+                "max_seconds = 600.0",
+                "max_seconds = -1.0",
+                "[data] max_seconds = -1",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            let err = AudioRunConfig::from_toml(&bad, &path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("cpu.toml") && err.contains(want),
+                "{want}: {err}"
+            );
+        }
+    }
+
+    fn run_opts<'a>(
+        data_root: &Path,
+        run_dir: &Path,
+        observer: &'a mut selfsup_core::trainer::Silent,
+        log: &'a mut dyn FnMut(&str),
+    ) -> RunOptions<'a> {
+        RunOptions {
+            data_root: data_root.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+            resume: false,
+            observer,
+            stop: Default::default(),
+            git_commit: None,
+            log,
+            distributed: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_source_folder_is_an_error_naming_it_and_the_data_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("klettres")).unwrap();
+        let (text, path) = preset("cpu.toml");
+        let mut cfg = AudioRunConfig::from_toml(&text, &path).unwrap();
+        cfg.data.sources = vec!["klettres".into(), "ktuberlin".into()];
+        cfg.eval.tasks.clear();
+        let mut obs = selfsup_core::trainer::Silent;
+        let mut log = |_: &str| {};
+        let err = pretrain(
+            &cfg,
+            run_opts(dir.path(), &dir.path().join("run"), &mut obs, &mut log),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Data(_)), "{err}");
+        let err = err.to_string();
+        assert!(
+            err.contains("\"ktuberlin\"") && err.contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        // The trainer's own ranges are checked first (check_common).
+        cfg.trainer.epochs = 0;
+        let err = pretrain(
+            &cfg,
+            run_opts(dir.path(), &dir.path().join("run"), &mut obs, &mut log),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("epochs = 0"), "{err}");
     }
 
     #[test]

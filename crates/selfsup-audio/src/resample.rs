@@ -1,6 +1,7 @@
 //! Resampling to the model's rate (16 kHz) with rubato's synchronous FFT
 //! resampler: band-limited, and for a fixed ratio both fast and exact in
 //! length (`round(len * to / from)` samples, the resampler's delay trimmed).
+use crate::read::{MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
 use rubato::audioadapter_buffers::direct::SequentialSliceOfVecs;
 use rubato::{Fft, FixedSync, Resampler};
 
@@ -8,12 +9,29 @@ use rubato::{Fft, FixedSync, Resampler};
 pub const TARGET_RATE: u32 = 16_000;
 
 /// `samples` at `from` Hz resampled to `to` Hz (a copy when the rates agree).
+/// Both rates must lie in the readers' range
+/// ([`MIN_SAMPLE_RATE`]`..=`[`MAX_SAMPLE_RATE`]): that bounds the FFT sizes and
+/// the output, at most `to / from` (<= 384) times the input.
 pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, String> {
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
-    if from == 0 || to == 0 {
-        return Err(format!("cannot resample from {from} Hz to {to} Hz"));
+    for rate in [from, to] {
+        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+            return Err(format!(
+                "cannot resample from {from} Hz to {to} Hz: rates must lie in {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE} Hz"
+            ));
+        }
+    }
+    if let Some((i, x)) = samples
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !(x.is_finite() && x.abs() <= crate::read::wav::MAX_FLOAT_SAMPLE))
+    {
+        return Err(format!(
+            "sample {i} is {x}: samples to resample must be finite and within +-{:e}",
+            crate::read::wav::MAX_FLOAT_SAMPLE
+        ));
     }
     let mut fft = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
         .map_err(|e| e.to_string())?;
@@ -53,6 +71,17 @@ mod tests {
         best.1 as f64 * rate as f64 / n as f64
     }
 
+    /// Found by the fuzzer: huge finite samples overflowed rubato's FFT,
+    /// which then panicked (`unwrap` on realfft's error).
+    #[test]
+    fn huge_or_non_finite_samples_are_an_error_not_a_panic() {
+        for bad in [3e38f32, -1e7, f32::NAN, f32::INFINITY] {
+            let xs = vec![bad; 200];
+            let err = resample(&xs, 48_000, TARGET_RATE).unwrap_err();
+            assert!(err.contains("sample 0"), "{err}");
+        }
+    }
+
     #[test]
     fn a_sine_keeps_its_frequency_and_duration() {
         for (from, freq) in [
@@ -80,6 +109,15 @@ mod tests {
             let mid = &ys[ys.len() / 4..3 * ys.len() / 4];
             let peak = mid.iter().fold(0.0f32, |m, &y| m.max(y.abs()));
             assert!((peak - 0.5).abs() < 0.05, "{from} Hz: peak {peak}");
+        }
+    }
+
+    #[test]
+    fn rates_outside_the_readable_range_are_refused() {
+        let xs = vec![0.1; 100];
+        for (from, to) in [(1, TARGET_RATE), (0, TARGET_RATE), (TARGET_RATE, 500_000)] {
+            let err = resample(&xs, from, to).unwrap_err();
+            assert!(err.contains("1000..=384000"), "{err}");
         }
     }
 

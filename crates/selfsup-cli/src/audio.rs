@@ -1,6 +1,9 @@
 //! `selfsup pretrain` for audio configs (`[method] name = "wav2vec2"`):
 //! overrides, progress, summary.
-use crate::{default_data_root, git_commit, install_ctrlc, progress, write_summary, Overrides};
+use crate::{
+    default_data_root, git_commit, install_ctrlc, prepare_run_dir, progress, write_summary,
+    Overrides, RunDirFlags,
+};
 use anyhow::Result;
 use selfsup_audio::pretrain::{AudioRunConfig, AudioRunSummary, RunOptions};
 use selfsup_core::metrics::peak_rss_mb;
@@ -11,12 +14,22 @@ use std::sync::Arc;
 /// The audio methods' `[method] name`s.
 pub const AUDIO_METHODS: [&str; 1] = ["wav2vec2"];
 
+/// Where an audio run's clips come from.
+pub enum Data {
+    /// `--data`: the root the config's sources are relative to (default
+    /// ~/.cache/selfsup/datasets).
+    Root(Option<PathBuf>),
+    /// `--recordings`: the user's own folder of recordings.
+    Recordings(PathBuf),
+}
+
 pub fn pretrain_audio(
     mut cfg: AudioRunConfig,
     o: Overrides,
-    data: Option<PathBuf>,
+    data: Data,
     run_dir: PathBuf,
     resume: bool,
+    flags: RunDirFlags,
     stop_after: Option<u64>,
 ) -> Result<()> {
     o.apply(
@@ -26,14 +39,14 @@ pub fn pretrain_audio(
         &mut cfg.run.threads,
     )?;
     let data_root = match data {
-        Some(dir) => {
-            if let Some(note) = use_as_recordings_folder(&mut cfg, &dir) {
-                eprintln!("{note}");
-            }
+        Data::Recordings(dir) => {
+            eprintln!("{}", use_as_recordings_folder(&mut cfg, &dir)?);
             dir
         }
-        None => default_data_root(),
+        Data::Root(Some(dir)) => dir,
+        Data::Root(None) => default_data_root(),
     };
+    let _run = prepare_run_dir(&run_dir, &cfg.to_toml(), resume, flags, true)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_ctrlc(&stop)?;
     let mut observer =
@@ -59,13 +72,14 @@ pub fn pretrain_audio(
     Ok(())
 }
 
-/// `--data DIR` is either a data root holding the config's source folders
-/// or, when none of them is there, the user's own folder of recordings: then
-/// every `.wav` / `.ogg` below it is pre-trained on and the probe tasks whose
-/// folders are not there are dropped (said in the returned note).
-fn use_as_recordings_folder(cfg: &mut AudioRunConfig, dir: &Path) -> Option<String> {
-    if !dir.is_dir() || cfg.data.sources.iter().any(|s| dir.join(s).is_dir()) {
-        return None;
+/// `--recordings DIR`: every `.wav` / `.ogg` below `dir` is pre-trained on
+/// instead of the config's sources, and the probe tasks whose folders are
+/// not under it are dropped (said in the returned note). Asked for by its
+/// own flag: a `--data` root whose sources are missing is an error naming
+/// them, never a silent fall-back to the whole tree.
+fn use_as_recordings_folder(cfg: &mut AudioRunConfig, dir: &Path) -> Result<String> {
+    if !dir.is_dir() {
+        anyhow::bail!("--recordings {}: no such folder", dir.display());
     }
     let sources = cfg.data.sources.join(", ");
     cfg.data.sources = vec![".".into()];
@@ -73,8 +87,8 @@ fn use_as_recordings_folder(cfg: &mut AudioRunConfig, dir: &Path) -> Option<Stri
     cfg.eval
         .tasks
         .retain(|t| t.train.iter().chain(&t.test).all(|f| dir.join(f).is_dir()));
-    Some(format!(
-        "--data {}: none of the preset's sources ({sources}) is there, so it is taken as the folder of recordings to pre-train on; {} probe task(s) dropped (their folders are not there)",
+    Ok(format!(
+        "--recordings {}: pre-training on every recording below it instead of the config's sources ({sources}); {} probe task(s) dropped (their folders are not there)",
         dir.display(),
         before - cfg.eval.tasks.len()
     ))

@@ -1,6 +1,9 @@
 //! `selfsup pretrain` for graph configs (`[method] name = "grace" | "dgi" |
 //! "graphcl"`): overrides, progress, summary.
-use crate::{default_data_root, git_commit, install_ctrlc, progress, write_summary, Overrides};
+use crate::{
+    default_data_root, git_commit, install_ctrlc, prepare_run_dir, progress, write_summary,
+    Overrides, RunDirFlags,
+};
 use anyhow::Result;
 use selfsup_core::metrics::peak_rss_mb;
 use selfsup_graph::pretrain::{GraphRunConfig, GraphRunSummary, RunOptions};
@@ -17,6 +20,7 @@ pub fn pretrain_graph(
     data: Option<PathBuf>,
     run_dir: PathBuf,
     resume: bool,
+    flags: RunDirFlags,
     stop_after: Option<u64>,
 ) -> Result<()> {
     o.apply(
@@ -25,6 +29,7 @@ pub fn pretrain_graph(
         &mut cfg.run.batch_size,
         &mut cfg.run.threads,
     )?;
+    let _run = prepare_run_dir(&run_dir, &cfg.to_toml(), resume, flags, true)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_ctrlc(&stop)?;
     let mut observer = progress::Bars::new(stop.clone(), stop_after);

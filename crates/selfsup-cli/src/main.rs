@@ -46,12 +46,26 @@ enum Cmd {
         /// root the sources are relative to (default ~/.cache/selfsup/datasets).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Audio configs: pre-train on every .wav / .ogg below this folder
+        /// (your own recordings) instead of the config's `[data] sources`;
+        /// probe tasks whose folders are not under it are dropped.
+        #[arg(long, conflicts_with = "data")]
+        recordings: Option<PathBuf>,
         /// Run folder for checkpoints, metrics, curves, export (default: runs/<config name>).
         #[arg(long)]
         run_dir: Option<PathBuf>,
         /// Continue from the run folder's last checkpoint.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Start afresh in a run folder that holds an earlier run: its
+        /// checkpoint, metrics, curves, summary, config and export are removed first.
+        #[arg(long)]
+        overwrite: bool,
+        /// With --resume: continue although the config differs from the
+        /// checkpoint's (seed, optimiser, schedule, method, model, data, ...;
+        /// epochs, checkpoint_every, device, threads and batch_size may change freely).
+        #[arg(long, requires = "resume")]
+        allow_config_change: bool,
         #[arg(long)]
         epochs: Option<usize>,
         /// cpu, cuda or auto.
@@ -137,15 +151,81 @@ enum AnyConfig {
     Audio(Box<selfsup_audio::pretrain::AudioRunConfig>),
 }
 
+/// The vision methods' `[method] name`s.
+pub const VISION_METHODS: [&str; 15] = [
+    "simclr",
+    "moco_v2",
+    "moco_v3",
+    "byol",
+    "simsiam",
+    "dino",
+    "barlow_twins",
+    "vicreg",
+    "swav",
+    "rotation",
+    "context",
+    "jigsaw",
+    "colorization",
+    "mae",
+    "ijepa",
+];
+
+/// Every modality with its `[method] name`s.
+fn modalities() -> [(&'static str, &'static [&'static str]); 5] {
+    [
+        ("vision", &VISION_METHODS),
+        ("text", &["mlm"]),
+        ("graph", &graph::GRAPH_METHODS),
+        ("audio", &audio::AUDIO_METHODS),
+        ("image-text (CLIP)", &["clip"]),
+    ]
+}
+
+/// The modality of a `[method] name`.
+fn modality_of(method: &str) -> Option<&'static str> {
+    modalities()
+        .into_iter()
+        .find(|(_, names)| names.contains(&method))
+        .map(|(m, _)| m)
+}
+
+/// Every modality's method names, one modality a line.
+fn method_names() -> String {
+    modalities()
+        .iter()
+        .map(|(m, names)| format!("  {m}: {}", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `[method] name` of a TOML config text.
+fn method_name(value: &toml::Value) -> Option<&str> {
+    value
+        .get("method")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+}
+
 fn read_config(path: &Path) -> Result<AnyConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config {}", path.display()))?;
     let value: toml::Value =
         toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let method = value
-        .get("method")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str());
+    let method = method_name(&value);
+    match method {
+        None => anyhow::bail!(
+            "{}: no [method] name: say what to train, e.g.\n\n[method]\nname = \"simclr\"\n\n\
+             the methods are:\n{}\n(the presets in configs/ are complete examples)",
+            path.display(),
+            method_names()
+        ),
+        Some(m) if modality_of(m).is_none() => anyhow::bail!(
+            "{}: [method] name = \"{m}\" is not a method; the methods are:\n{}",
+            path.display(),
+            method_names()
+        ),
+        Some(_) => {}
+    }
     if method.is_some_and(|m| graph::GRAPH_METHODS.contains(&m)) {
         return Ok(AnyConfig::Graph(Box::new(
             selfsup_graph::pretrain::GraphRunConfig::from_toml(&text, path)?,
@@ -206,9 +286,69 @@ struct Overrides {
     threads: Option<usize>,
 }
 
+/// `--overwrite` and `--allow-config-change`.
+#[derive(Clone, Copy)]
+struct RunDirFlags {
+    overwrite: bool,
+    allow_config_change: bool,
+}
+
+/// Makes the run folder ready before any data is read (see
+/// [`selfsup_core::run_dir::prepare`]) and says what it removed or accepted.
+/// Hold the result until the run ends: it holds the folder's lock.
+fn prepare_run_dir(
+    run_dir: &Path,
+    config_toml: &str,
+    resume: bool,
+    flags: RunDirFlags,
+    primary: bool,
+) -> Result<selfsup_core::run_dir::Prepared> {
+    let p = selfsup_core::run_dir::prepare(
+        run_dir,
+        config_toml,
+        selfsup_core::run_dir::Options {
+            resume,
+            overwrite: flags.overwrite,
+            allow_config_change: flags.allow_config_change,
+            primary,
+        },
+    )?;
+    if primary {
+        let names = |v: &[PathBuf]| {
+            v.iter()
+                .map(|f| f.strip_prefix(run_dir).unwrap_or(f).display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !p.removed.is_empty() {
+            eprintln!(
+                "--overwrite: removed the earlier run's {} from {}",
+                names(&p.removed),
+                run_dir.display()
+            );
+        }
+        if !p.stale_tmp.is_empty() {
+            eprintln!(
+                "removed {} partial file(s) an interrupted run left in {}: {}",
+                p.stale_tmp.len(),
+                run_dir.display(),
+                names(&p.stale_tmp)
+            );
+        }
+        if !p.config_changes.is_empty() {
+            eprintln!(
+                "--allow-config-change: resuming with a config that differs from the checkpoint's:\n  {}",
+                p.config_changes.join("\n  ")
+            );
+        }
+    }
+    Ok(p)
+}
+
 impl Overrides {
     /// Writes the given flags over a run config's `[trainer] epochs` and
-    /// `[run] device / batch_size / threads` (the same four in every modality).
+    /// `[run] device / batch_size / threads` (the same four in every modality),
+    /// then checks the trainer's and the thread settings, before any data is read.
     fn apply(
         &self,
         trainer: &mut selfsup_core::trainer::TrainerConfig,
@@ -228,16 +368,19 @@ impl Overrides {
         if let Some(t) = self.threads {
             *threads = Some(t);
         }
+        selfsup_core::run::check_common(trainer, *threads)?;
         Ok(())
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pretrain_text(
     mut cfg: TextRunConfig,
     o: Overrides,
     data: Option<PathBuf>,
     run_dir: PathBuf,
     resume: bool,
+    flags: RunDirFlags,
     stop_after: Option<u64>,
     dist: Option<selfsup_core::distributed::Distributed>,
 ) -> Result<()> {
@@ -247,9 +390,10 @@ fn pretrain_text(
         &mut cfg.run.batch_size,
         &mut cfg.run.threads,
     )?;
+    let primary = dist.as_ref().is_none_or(|d| d.is_primary());
+    let _run = prepare_run_dir(&run_dir, &cfg.to_toml(), resume, flags, primary)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_ctrlc(&stop)?;
-    let primary = dist.as_ref().is_none_or(|d| d.is_primary());
     let mut observer = progress::Bars::new(stop.clone(), stop_after)
         .with_unit(cfg.model.max_len as f64, "tokens/s")
         .quiet(!primary);
@@ -296,8 +440,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Pretrain {
             config,
             data,
+            recordings,
             run_dir,
             resume,
+            overwrite,
+            allow_config_change,
             epochs,
             device,
             batch_size,
@@ -311,7 +458,18 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_else(|| "run".into());
             let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(name));
-            let mut cfg = match read_config(&config)? {
+            let flags = RunDirFlags {
+                overwrite,
+                allow_config_change,
+            };
+            let cfg = read_config(&config)?;
+            if recordings.is_some() && !matches!(cfg, AnyConfig::Audio(_)) {
+                anyhow::bail!(
+                    "--recordings is for audio configs ([method] name = \"wav2vec2\"); {} is not one: give its data with --data",
+                    config.display()
+                );
+            }
+            let mut cfg = match cfg {
                 AnyConfig::Vision(cfg) => *cfg,
                 AnyConfig::Text(cfg) => {
                     let choice = match &device {
@@ -329,7 +487,7 @@ fn run(cli: Cli) -> Result<()> {
                         batch_size,
                         threads,
                     };
-                    return pretrain_text(*cfg, o, data, run_dir, resume, stop_after, dist);
+                    return pretrain_text(*cfg, o, data, run_dir, resume, flags, stop_after, dist);
                 }
                 AnyConfig::Graph(cfg) => {
                     let o = Overrides {
@@ -338,7 +496,9 @@ fn run(cli: Cli) -> Result<()> {
                         batch_size,
                         threads,
                     };
-                    return graph::pretrain_graph(*cfg, o, data, run_dir, resume, stop_after);
+                    return graph::pretrain_graph(
+                        *cfg, o, data, run_dir, resume, flags, stop_after,
+                    );
                 }
                 AnyConfig::Audio(cfg) => {
                     let o = Overrides {
@@ -347,7 +507,13 @@ fn run(cli: Cli) -> Result<()> {
                         batch_size,
                         threads,
                     };
-                    return audio::pretrain_audio(*cfg, o, data, run_dir, resume, stop_after);
+                    let data = match recordings {
+                        Some(dir) => audio::Data::Recordings(dir),
+                        None => audio::Data::Root(data),
+                    };
+                    return audio::pretrain_audio(
+                        *cfg, o, data, run_dir, resume, flags, stop_after,
+                    );
                 }
                 AnyConfig::Clip(cfg) => {
                     let o = Overrides {
@@ -356,7 +522,7 @@ fn run(cli: Cli) -> Result<()> {
                         batch_size,
                         threads,
                     };
-                    return clip::pretrain_clip(*cfg, o, data, run_dir, resume, stop_after);
+                    return clip::pretrain_clip(*cfg, o, data, run_dir, resume, flags, stop_after);
                 }
             };
             Overrides {
@@ -377,6 +543,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::time::Duration::from_secs(dist_timeout),
             )?;
             let primary = dist.as_ref().is_none_or(|d| d.is_primary());
+            let _run = prepare_run_dir(&run_dir, &cfg.to_toml(), resume, flags, primary)?;
             let stop = Arc::new(AtomicBool::new(false));
             install_ctrlc(&stop)?;
             let mut observer = progress::Bars::new(stop.clone(), stop_after).quiet(!primary);
@@ -396,7 +563,7 @@ fn run(cli: Cli) -> Result<()> {
             let summary = summary?;
             if primary {
                 write_summary(&run_dir, &summary)?;
-                progress::print_summary(&summary, peak_rss_mb());
+                progress::print_summary(&summary, peak_rss_mb(), cfg.eval.knn.k);
             }
             Ok(())
         }
@@ -406,7 +573,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             device,
         } => {
-            let loaded = restore::load(&checkpoint, device.as_deref())?;
+            let loaded = restore::load(&checkpoint, device.as_deref(), "eval")?;
             let (name, acc) = match protocol {
                 Protocol::Knn => ("kNN top-1", loaded.knn(data)?),
                 Protocol::Linear => ("linear probe top-1", loaded.linear(data)?),
@@ -415,7 +582,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Export { checkpoint, out } => {
-            let loaded = restore::load(&checkpoint, Some("cpu"))?;
+            let loaded = restore::load(&checkpoint, Some("cpu"), "export")?;
             loaded.export(&out)?;
             println!("exported the encoder to {}", out.display());
             Ok(())

@@ -154,7 +154,7 @@ impl Observer for Bars {
 }
 
 /// The summary a user reads at the end of `pretrain`.
-pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
+pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>, knn_k: i64) {
     println!();
     println!(
         "selfsup {} on {} ({} train / {} test images, {})",
@@ -183,10 +183,7 @@ pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
         s.wall_seconds,
         peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
     );
-    println!(
-        "  kNN top-1 (k=200, test split, final epoch): {:.2}%",
-        s.knn_top1 * 100.0
-    );
+    println!("{}", knn_line(knn_k, s.train_images, s.knn_top1));
     if let Some(l) = s.linear_top1 {
         println!(
             "  linear probe top-1 (test split):           {:.2}%",
@@ -225,4 +222,35 @@ pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>) {
         s.run_dir.display()
     );
     println!("  exported encoder: {}", s.export_dir.display());
+}
+
+/// The summary's kNN line with the configured k (and the k used, when the
+/// training set is smaller).
+fn knn_line(k: i64, train_images: usize, top1: f64) -> String {
+    let used = k.min(i64::try_from(train_images).unwrap_or(i64::MAX));
+    let k = if used < k {
+        format!("k={used} of {k}")
+    } else {
+        format!("k={k}")
+    };
+    let label = format!("kNN top-1 ({k}, test split, final epoch):");
+    format!("  {label:<43} {:.2}%", top1 * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_knn_line_shows_the_configured_k() {
+        let l = knn_line(20, 1000, 0.5);
+        assert!(l.contains("k=20,") && l.contains("50.00%"), "{l}");
+        assert!(!l.contains("200"), "{l}");
+        assert!(knn_line(200, 64, 0.5).contains("k=64 of 200"));
+        // The old layout for the default k.
+        assert_eq!(
+            knn_line(200, 60000, 0.25),
+            "  kNN top-1 (k=200, test split, final epoch): 25.00%"
+        );
+    }
 }

@@ -11,8 +11,51 @@ pub struct Loaded {
     method: Box<dyn VisionMethod>,
 }
 
-pub fn load(path: &Path, device: Option<&str>) -> Result<Loaded> {
+/// Refuses, before parsing it as a vision config, the checkpoint of another
+/// modality, saying which one it is and what works for it. `command` is
+/// `eval` or `export`.
+pub fn check_vision(path: &Path, meta: &checkpoint::CheckpointMeta, command: &str) -> Result<()> {
+    let method = meta
+        .config
+        .parse::<toml::Value>()
+        .ok()
+        .and_then(|v| crate::method_name(&v).map(str::to_string))
+        .unwrap_or_else(|| meta.method.clone());
+    let modality = crate::modality_of(&method);
+    if modality.is_none_or(|m| m == "vision") {
+        return Ok(());
+    }
+    let modality = modality.unwrap_or("another");
+    let run_dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let what = match command {
+        "export" => format!(
+            "its pretrain run already exported it to {} (a fresh export: run `selfsup pretrain` \
+             with --resume and its config)",
+            run_dir.join("export").display()
+        ),
+        _ => format!(
+            "its pretrain run already evaluated it: see {} (and the summary it printed)",
+            run_dir.join("summary.json").display()
+        ),
+    };
+    let embed = if method == "clip" {
+        "; `selfsup embed --checkpoint` embeds images or texts with it"
+    } else {
+        ""
+    };
+    anyhow::bail!(
+        "{} is a {modality} checkpoint (method '{method}'): `selfsup {command}` works on vision \
+         checkpoints only; {what}{embed}",
+        path.display()
+    )
+}
+
+pub fn load(path: &Path, device: Option<&str>, command: &str) -> Result<Loaded> {
     let meta = checkpoint::read_meta(path)?;
+    check_vision(path, &meta, command)?;
     let cfg = VisionRunConfig::from_toml(&meta.config, path)
         .with_context(|| format!("the config stored in {}", path.display()))?;
     let device = match device {

@@ -162,6 +162,29 @@ fn own_folder_trains_counts_the_bad_file_and_exports() {
     assert!(full.len() >= 4, "{full:?}");
     assert_eq!(full, resumed);
 
+    // A mistyped source folder under --data is an error naming it, not a
+    // fall-back to the whole tree ...
+    let typo_src = dir.path().join("typo_src.toml");
+    std::fs::write(
+        &typo_src,
+        config(true, "").replace(r#"sources = ["."]"#, r#"sources = ["recordngs"]"#),
+    )
+    .unwrap();
+    let mut a = args_in(&typo_src, &dir.path().join("typo-run"));
+    a[4] = dir.path().display().to_string();
+    let o = run_with(&a);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("recordngs"), "{out}");
+    assert!(!dir.path().join("typo-run/checkpoint.safetensors").exists());
+    // ... and --recordings asks for the user's own folder by name.
+    a[3] = "--recordings".into();
+    a[4] = data.display().to_string();
+    let o = run_with(&a);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("--recordings"), "{out}");
+
     // An unknown key is refused before anything runs.
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, config(true, "crop_secnds = 1.0\n")).unwrap();

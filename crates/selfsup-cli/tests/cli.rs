@@ -120,6 +120,36 @@ fn pretrain_interrupt_resume_eval_export() {
         );
     }
 
+    // No record is lost across interruptions: interrupted mid-epoch ("part")
+    // or right at an epoch's end ("edge", whose checkpoint carries the epoch
+    // record's own step), the resumed log holds exactly the records of the
+    // uninterrupted run, in order.
+    let out = fx.pretrain("edge", &["--stop-after", "6"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let out = fx.pretrain("edge", &["--resume"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let records = |run: &str| -> Vec<(String, u64)> {
+        std::fs::read_to_string(fx.path(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| {
+                (
+                    v["kind"].as_str().unwrap().to_string(),
+                    v["step"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let full = records("full");
+    assert_eq!(
+        full.iter().filter(|r| r.0 == "epoch").count(),
+        3,
+        "{full:?}"
+    );
+    assert_eq!(records("part"), full);
+    assert_eq!(records("edge"), full);
+
     // eval and export from the checkpoint alone.
     let out = fx.selfsup(&[
         "eval",
@@ -139,6 +169,23 @@ fn pretrain_interrupt_resume_eval_export() {
         "exported",
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    // The same checkpoint exports to the same bytes (sorted metadata), so a
+    // sha256 of the weights identifies the model.
+    let out = fx.selfsup(&[
+        "export",
+        "--checkpoint",
+        "full/checkpoint.safetensors",
+        "--out",
+        "exported-again",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in ["model.safetensors", "config.json"] {
+        assert_eq!(
+            std::fs::read(fx.path("exported").join(f)).unwrap(),
+            std::fs::read(fx.path("exported-again").join(f)).unwrap(),
+            "{f} differs between two exports of one checkpoint"
+        );
+    }
     let a = selfsup_core::tensor_io::load(&fx.path("exported/model.safetensors")).unwrap();
     let b = selfsup_core::tensor_io::load(&fx.path("full/export/model.safetensors")).unwrap();
     assert_eq!(
@@ -217,10 +264,22 @@ fn checkpoint_of_another_model_is_refused() {
         CONFIG.replace("[8, 16, 16, 32]", "[8, 16, 16, 64]"),
     )
     .unwrap();
+    // The config change is named first ...
     let out = fx.pretrain("a", &["--resume"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("checkpoint.safetensors") && text(&out).contains("shape mismatch"),
+        text(&out).contains("model.channels: [8, 16, 16, 32] -> [8, 16, 16, 64]")
+            && text(&out).contains("--allow-config-change"),
+        "{}",
+        text(&out)
+    );
+    // ... and, allowed, the checkpoint still does not fit: file and fix named.
+    let out = fx.pretrain("a", &["--resume", "--allow-config-change"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("checkpoint.safetensors")
+            && text(&out).contains("shape mismatch")
+            && text(&out).contains("--overwrite"),
         "{}",
         text(&out)
     );

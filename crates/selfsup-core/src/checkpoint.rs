@@ -64,9 +64,32 @@ pub fn save(
     )
 }
 
-/// Reads only the metadata of a checkpoint.
+/// What to do about a checkpoint that cannot be used, appended to its error.
+pub const FIX: &str = "to start the run again use `selfsup pretrain --overwrite` \
+     (or another --run-dir); otherwise point at a good checkpoint";
+
+/// Adds [`FIX`] to a checkpoint error (other errors pass unchanged).
+fn with_fix(e: Error) -> Error {
+    match e {
+        Error::Checkpoint { path, reason } => Error::Checkpoint {
+            path,
+            reason: format!("{reason}; {FIX}"),
+        },
+        other => other,
+    }
+}
+
+/// Reads a checkpoint file: its tensors and its metadata.
+fn load_checked(path: &Path) -> Result<(tensor_io::Loaded, CheckpointMeta)> {
+    let loaded = tensor_io::load(path).map_err(with_fix)?;
+    let meta = meta_of(path, &loaded.metadata).map_err(with_fix)?;
+    Ok((loaded, meta))
+}
+
+/// Reads only the metadata of a checkpoint (its header, not its tensors).
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
-    meta_of(path, &tensor_io::load(path)?.metadata)
+    let metadata = tensor_io::read_metadata(path).map_err(with_fix)?;
+    meta_of(path, &metadata).map_err(with_fix)
 }
 
 fn meta_of(path: &Path, metadata: &HashMap<String, String>) -> Result<CheckpointMeta> {
@@ -88,16 +111,15 @@ pub fn restore(
     optimizer: &mut dyn Optimizer,
     method: &str,
 ) -> Result<CheckpointMeta> {
-    let loaded = tensor_io::load(path)?;
-    let meta = meta_of(path, &loaded.metadata)?;
+    let (loaded, meta) = load_checked(path)?;
     if meta.method != method {
-        return Err(Error::Checkpoint {
+        return Err(with_fix(Error::Checkpoint {
             path: path.to_path_buf(),
             reason: format!(
                 "written by method '{}', this run is '{method}'",
                 meta.method
             ),
-        });
+        }));
     }
     let mut model = BTreeMap::new();
     let mut optim = BTreeMap::new();
@@ -108,37 +130,40 @@ pub fn restore(
             optim.insert(n.to_string(), t);
         }
     }
-    copy_into(vs, &model).map_err(|reason| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
+    copy_into(vs, &model).map_err(|reason| {
+        with_fix(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        })
     })?;
-    optimizer
-        .load_state(&optim)
-        .map_err(|e| Error::Checkpoint {
+    optimizer.load_state(&optim).map_err(|e| {
+        with_fix(Error::Checkpoint {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        })
+    })?;
     Ok(meta)
 }
 
 /// Restores only the model variables (for evaluation and export).
 pub fn restore_model(path: &Path, vs: &nn::VarStore, method: &str) -> Result<CheckpointMeta> {
-    let loaded = tensor_io::load(path)?;
-    let meta = meta_of(path, &loaded.metadata)?;
+    let (loaded, meta) = load_checked(path)?;
     if meta.method != method {
-        return Err(Error::Checkpoint {
+        return Err(with_fix(Error::Checkpoint {
             path: path.to_path_buf(),
             reason: format!("written by method '{}', expected '{method}'", meta.method),
-        });
+        }));
     }
     let model: BTreeMap<String, Tensor> = loaded
         .tensors
         .into_iter()
         .filter_map(|(n, t)| n.strip_prefix(MODEL).map(|n| (n.to_string(), t)))
         .collect();
-    copy_into(vs, &model).map_err(|reason| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
+    copy_into(vs, &model).map_err(|reason| {
+        with_fix(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        })
     })?;
     Ok(meta)
 }
@@ -182,11 +207,16 @@ pub fn copy_into(
     }
     tch::no_grad(|| {
         for (k, v) in &vars {
+            let Some(t) = tensors.get(k) else {
+                return Err(format!("missing {k}"));
+            };
             let mut v = v.shallow_clone();
-            v.copy_(&tensors[k].to_kind(v.kind()));
+            t.f_to_kind(v.kind())
+                .and_then(|t| v.f_copy_(&t))
+                .map_err(|e| format!("{k}: {e}"))?;
         }
-    });
-    Ok(())
+        Ok(())
+    })
 }
 
 fn sorted(v: Vec<&String>) -> Vec<String> {
@@ -275,5 +305,109 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("method 'test'"), "{err}");
+    }
+
+    /// The same model, optimiser and position give the same file, byte for byte.
+    #[test]
+    fn a_checkpoint_is_the_same_bytes_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let _ = model(&vs, 2);
+        let _ = nn::linear(vs.root() / "gc", 2, 3, Default::default());
+        let opt = OptimConfig::default().build(&Params::of(&vs));
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        save(&a, &vs, opt.as_ref(), &meta()).unwrap();
+        save(&b, &vs, opt.as_ref(), &meta()).unwrap();
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    }
+
+    /// A checkpoint that cannot be read names the file and both ways out.
+    #[test]
+    fn an_unreadable_checkpoint_names_the_file_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        std::fs::write(&path, b"\x10\0\0\0\0\0\0\0not json at all!").unwrap();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let _ = model(&vs, 2);
+        let mut opt = OptimConfig::default().build(&Params::of(&vs));
+        for err in [
+            read_meta(&path).unwrap_err().to_string(),
+            restore(&path, &vs, opt.as_mut(), "test")
+                .unwrap_err()
+                .to_string(),
+            restore_model(&path, &vs, "test").unwrap_err().to_string(),
+        ] {
+            assert!(
+                err.contains("ckpt.safetensors")
+                    && err.contains("--overwrite")
+                    && err.contains("good checkpoint"),
+                "{err}"
+            );
+        }
+        // Wrong model: also the fix.
+        save(&path, &vs, opt.as_ref(), &meta()).unwrap();
+        let other = nn::VarStore::new(tch::Device::Cpu);
+        let _ = model(&other, 5);
+        let err = restore_model(&path, &other, "test")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shape mismatch") && err.contains("--overwrite"),
+            "{err}"
+        );
+    }
+
+    /// Optimiser state of the wrong shape is refused before any step uses it.
+    #[test]
+    fn optimiser_state_of_the_wrong_shape_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.safetensors");
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let _ = model(&vs, 2);
+        let mut tensors: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (format!("{MODEL}{n}"), t))
+            .collect();
+        tensors.push((
+            format!("{OPTIM}momentum.fc.weight"),
+            Tensor::zeros([7], (Kind::Float, tch::Device::Cpu)),
+        ));
+        let meta_json = serde_json::to_string(&meta()).unwrap();
+        tensor_io::save(
+            &path,
+            &tensors,
+            Some(HashMap::from([(META_KEY.to_string(), meta_json)])),
+        )
+        .unwrap();
+        let cfg = OptimConfig::default();
+        let mut opt = cfg.build(&Params::of(&vs));
+        let err = restore(&path, &vs, opt.as_mut(), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fc.weight") && err.contains("[7]"), "{err}");
+
+        // AdamW's step count of the wrong shape: an error, not a panic.
+        tensors.pop();
+        tensors.push((
+            format!("{OPTIM}adamw.steps"),
+            Tensor::zeros([3], (Kind::Int64, tch::Device::Cpu)),
+        ));
+        let meta_json = serde_json::to_string(&meta()).unwrap();
+        tensor_io::save(
+            &path,
+            &tensors,
+            Some(HashMap::from([(META_KEY.to_string(), meta_json)])),
+        )
+        .unwrap();
+        let adamw = OptimConfig {
+            kind: crate::optim::OptimKind::AdamW,
+            ..OptimConfig::default()
+        };
+        let mut opt = adamw.build(&Params::of(&vs));
+        let err = restore(&path, &vs, opt.as_mut(), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("adamw.steps") && err.contains("[3]"), "{err}");
     }
 }

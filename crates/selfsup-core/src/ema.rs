@@ -13,6 +13,20 @@ pub struct EmaConfig {
     pub end: f64,
 }
 
+impl EmaConfig {
+    /// Refuses momenta outside [0, 1]; `key` is the config table.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        for (name, v) in [("base", self.base), ("end", self.end)] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                return Err(format!(
+                    "{key}.{name} = {v}: an EMA momentum is between 0 and 1"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for EmaConfig {
     fn default() -> Self {
         Self {

@@ -20,6 +20,22 @@ pub struct HeadConfig {
     pub last_batch_norm: bool,
 }
 
+impl HeadConfig {
+    /// Refuses zero layers or widths; `key` is the config table.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        if self.layers == 0 {
+            return Err(format!("{key}.layers = 0: a head has at least 1 layer"));
+        }
+        if self.out_dim < 1 || (self.layers > 1 && self.hidden_dim < 1) {
+            return Err(format!(
+                "{key}: out_dim = {} and hidden_dim = {} must be at least 1",
+                self.out_dim, self.hidden_dim
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for HeadConfig {
     fn default() -> Self {
         Self {

@@ -42,11 +42,96 @@ impl RunOptions<'_> {
     }
 }
 
+/// Refuses `[run] threads = 0` (libtorch aborts on it) and absurd counts.
+pub fn check_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(0) => Err(Error::Config(
+            "[run] threads = 0 (or --threads 0): give at least 1, or leave it out for libtorch's default"
+                .into(),
+        )),
+        Some(t) if t > 4096 => Err(Error::Config(format!(
+            "[run] threads = {t}: at most 4096 intra-op threads"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The checks every modality's run settings share, made before any data is
+/// read: the trainer's ranges ([`TrainerConfig::validate`]) and the thread count.
+pub fn check_common(trainer: &crate::trainer::TrainerConfig, threads: Option<usize>) -> Result<()> {
+    trainer.validate().map_err(Error::Config)?;
+    check_threads(threads)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::distributed::SingleProcess;
     use crate::trainer::Silent;
+
+    #[test]
+    fn impossible_trainer_and_thread_settings_are_refused_naming_the_key() {
+        use crate::trainer::TrainerConfig;
+        let ok = TrainerConfig::default();
+        assert!(check_common(&ok, Some(2)).is_ok());
+        assert!(check_common(&ok, None).is_ok());
+        let cases: Vec<(TrainerConfig, Option<usize>, &str)> = vec![
+            (
+                TrainerConfig {
+                    epochs: 0,
+                    ..ok.clone()
+                },
+                None,
+                "epochs = 0",
+            ),
+            (
+                TrainerConfig {
+                    optimizer: crate::optim::OptimConfig {
+                        lr: -0.1,
+                        ..ok.optimizer.clone()
+                    },
+                    ..ok.clone()
+                },
+                None,
+                "lr = -0.1",
+            ),
+            (
+                TrainerConfig {
+                    optimizer: crate::optim::OptimConfig {
+                        lr: f64::NAN,
+                        ..ok.optimizer.clone()
+                    },
+                    ..ok.clone()
+                },
+                None,
+                "lr = NaN",
+            ),
+            (
+                TrainerConfig {
+                    optimizer: crate::optim::OptimConfig {
+                        momentum: 1.5,
+                        ..ok.optimizer.clone()
+                    },
+                    ..ok.clone()
+                },
+                None,
+                "momentum = 1.5",
+            ),
+            (
+                TrainerConfig {
+                    grad_clip: Some(0.0),
+                    ..ok.clone()
+                },
+                None,
+                "grad_clip = 0",
+            ),
+            (ok.clone(), Some(0), "threads = 0"),
+        ];
+        for (cfg, threads, needle) in cases {
+            let err = check_common(&cfg, threads).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
 
     #[test]
     fn a_single_process_workflow_refuses_a_data_parallel_launch() {

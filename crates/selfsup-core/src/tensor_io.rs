@@ -89,7 +89,50 @@ pub fn to_safetensors_bytes(
                 .map_err(|e| Error::Config(format!("tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, &metadata).map_err(|e| Error::Config(format!("safetensors: {e}")))
+    let bytes = safetensors::serialize(views, &None)
+        .map_err(|e| Error::Config(format!("safetensors: {e}")))?;
+    match metadata {
+        Some(m) => with_sorted_metadata(bytes, &m),
+        None => Ok(bytes),
+    }
+}
+
+/// Puts `metadata` into the header of safetensors `bytes` written without
+/// any, as `__metadata__` with its keys sorted (safetensors itself writes a
+/// `HashMap` in its random order, so the same tensors would not give the
+/// same bytes twice). The layout is safetensors' own: `__metadata__` first,
+/// the header padded with spaces to a multiple of 8 bytes.
+fn with_sorted_metadata(bytes: Vec<u8>, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
+    let broken = || Error::Config("safetensors: unexpected header layout".into());
+    let n = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(broken)?;
+    let end = n
+        .checked_add(8)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(broken)?;
+    let header = std::str::from_utf8(&bytes[8..end])
+        .map_err(|_| broken())?
+        .trim_end();
+    let rest = header.strip_prefix('{').ok_or_else(broken)?;
+    let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
+    let meta_json =
+        serde_json::to_string(&sorted).map_err(|e| Error::Config(format!("metadata: {e}")))?;
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    let mut new_header = format!("{{\"__metadata__\":{meta_json}{sep}{rest}").into_bytes();
+    new_header.resize(new_header.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + new_header.len() + bytes.len() - end);
+    out.extend_from_slice(&(new_header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&new_header);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
 }
 
 /// Writes named tensors and metadata to `path` atomically.
@@ -135,13 +178,64 @@ pub struct Loaded {
     pub metadata: HashMap<String, String>,
 }
 
-/// Reads a safetensors file; a truncated or foreign file is an error naming it.
-pub fn load(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// The size of `path`, which must be a regular file: a device or a pipe
+/// (`/dev/zero`) would be read without end.
+fn regular_file(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// The most header bytes [`read_metadata`] reads (safetensors' own limit).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads only the string metadata of a safetensors file: its header, at
+/// most [`MAX_HEADER_BYTES`], not the tensors.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
     let bad = |reason: String| Error::Checkpoint {
         path: path.to_path_buf(),
         reason,
     };
+    let len = regular_file(path)?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| bad("not a readable safetensors file (shorter than 8 bytes)".into()))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES || n > len.saturating_sub(8) {
+        return Err(bad(format!(
+            "not a readable safetensors file (header of {n} bytes in a file of {len}, \
+             at most {MAX_HEADER_BYTES})"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("not a readable safetensors file (header: {e})")))?;
+    let Some(meta) = v.get("__metadata__") else {
+        return Ok(HashMap::new());
+    };
+    serde_json::from_value(meta.clone()).map_err(|e| {
+        bad(format!(
+            "not a readable safetensors file (__metadata__: {e})"
+        ))
+    })
+}
+
+/// Reads a safetensors file; a truncated or foreign file is an error naming it.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    regular_file(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -154,8 +248,20 @@ pub fn load(path: &Path) -> Result<Loaded> {
                 view.dtype()
             ))
         })?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        tensors.insert(name, Tensor::from_data_size(view.data(), &shape, kind));
+        let shape = view
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<std::result::Result<Vec<i64>, _>>()
+            .map_err(|_| {
+                bad(format!(
+                    "tensor {name}: shape {:?} out of range",
+                    view.shape()
+                ))
+            })?;
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        tensors.insert(name, t);
     }
     Ok(Loaded {
         tensors,
@@ -188,6 +294,76 @@ mod tests {
         assert!(loaded.tensors["a"].equal(&a));
         assert!(loaded.tensors["b"].equal(&b));
         assert!(!dir.path().join("t.safetensors.tmp").exists());
+    }
+
+    /// The same tensors and metadata give the same bytes, whatever order the
+    /// metadata map was filled in (safetensors alone writes it in `HashMap`
+    /// order), and the file is still one PyTorch and selfsup read back.
+    #[test]
+    fn same_tensors_and_metadata_give_identical_bytes() {
+        let t = || {
+            vec![
+                ("b".to_string(), Tensor::from_slice(&[1.0f32, 2.0])),
+                ("a".to_string(), Tensor::from_slice(&[3i64])),
+            ]
+        };
+        let keys: Vec<String> = (0..24).map(|i| format!("key{i:02}")).collect();
+        let forward: HashMap<String, String> =
+            keys.iter().map(|k| (k.clone(), format!("v{k}"))).collect();
+        let mut backward = HashMap::new();
+        for k in keys.iter().rev() {
+            backward.insert(k.clone(), format!("v{k}"));
+        }
+        let one = to_safetensors_bytes(&t(), Some(forward)).unwrap();
+        let two = to_safetensors_bytes(&t(), Some(backward.clone())).unwrap();
+        assert_eq!(one, two);
+        // Sorted keys in the header, 8-byte aligned data.
+        let n = u64::from_le_bytes(one[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header = std::str::from_utf8(&one[8..8 + n]).unwrap();
+        let pos: Vec<usize> = keys
+            .iter()
+            .map(|k| header.find(k.as_str()).unwrap())
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{header}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        write_atomic(&path, &one).unwrap();
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.metadata, backward);
+        assert!(loaded.tensors["b"].equal(&Tensor::from_slice(&[1.0f32, 2.0])));
+        // No metadata and no tensors still round-trip.
+        let empty = to_safetensors_bytes(&[], Some(HashMap::new())).unwrap();
+        write_atomic(&path, &empty).unwrap();
+        assert!(load(&path).unwrap().tensors.is_empty());
+    }
+
+    /// A header claiming a dimension beyond i64 (another dimension 0, so the
+    /// byte count still checks out) is an error, not a panic in libtorch.
+    #[test]
+    fn a_shape_beyond_i64_is_a_named_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evil.safetensors");
+        let header = format!(
+            r#"{{"a":{{"dtype":"F32","shape":[0,{}],"data_offsets":[0,0]}}}}"#,
+            u64::MAX
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("evil.safetensors"), "{err}");
+        // A header length beyond the file.
+        let mut bytes = (1u64 << 40).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("evil.safetensors"), "{err}");
+        let err = read_metadata(&path).unwrap_err().to_string();
+        assert!(err.contains("evil.safetensors"), "{err}");
+        // Not a file at all (a folder here; /dev/zero would never end).
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,67 @@ impl Default for TrainerConfig {
     }
 }
 
+impl TrainerConfig {
+    /// Refuses settings that would train nonsense silently: no epochs, a
+    /// learning rate that is not positive (a negative one is gradient
+    /// ascent), optimiser constants out of range, a clipping norm that is
+    /// not positive. The message names the `[trainer]` key and what it must be.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let o = &self.optimizer;
+        if self.epochs == 0 {
+            return Err("[trainer] epochs = 0 trains nothing: give at least 1".into());
+        }
+        positive("[trainer.optimizer] lr", o.lr)?;
+        non_negative("[trainer.optimizer] weight_decay", o.weight_decay)?;
+        unit_interval("[trainer.optimizer] momentum", o.momentum)?;
+        unit_interval("[trainer.optimizer] betas[0]", o.betas.0)?;
+        unit_interval("[trainer.optimizer] betas[1]", o.betas.1)?;
+        positive("[trainer.optimizer] eps", o.eps)?;
+        positive("[trainer.optimizer] trust_coefficient", o.trust_coefficient)?;
+        non_negative(
+            "[trainer.schedule] warmup_epochs",
+            self.schedule.warmup_epochs,
+        )?;
+        non_negative(
+            "[trainer.schedule] final_lr_ratio",
+            self.schedule.final_lr_ratio,
+        )?;
+        if let Some(c) = self.grad_clip {
+            positive("[trainer] grad_clip", c)?;
+        }
+        Ok(())
+    }
+}
+
+/// `Err` naming `key` unless `v` is finite and > 0.
+pub fn positive(key: &str, v: f64) -> std::result::Result<(), String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{key} = {v}: must be a finite number above 0"))
+    }
+}
+
+/// `Err` naming `key` unless `v` is finite and >= 0.
+pub fn non_negative(key: &str, v: f64) -> std::result::Result<(), String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {v}: must be a finite number of at least 0"
+        ))
+    }
+}
+
+/// `Err` naming `key` unless `0 <= v < 1`.
+pub fn unit_interval(key: &str, v: f64) -> std::result::Result<(), String> {
+    if v.is_finite() && (0.0..1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{key} = {v}: must be at least 0 and below 1"))
+    }
+}
+
 /// What an evaluator reports at the end of an epoch.
 #[derive(Debug, Default)]
 pub struct EpochEval {
@@ -168,6 +229,10 @@ pub struct Trainer {
     stop: Arc<AtomicBool>,
     resolved_config: String,
     git_commit: Option<String>,
+    /// Whether the run folder's checkpoint is this run's own: restored by
+    /// `--resume` or written by this `fit`. Only then is it named as "the
+    /// last good checkpoint" when the run fails.
+    checkpoint_ok: AtomicBool,
 }
 
 impl Trainer {
@@ -181,6 +246,7 @@ impl Trainer {
             stop: Arc::new(AtomicBool::new(false)),
             resolved_config: String::new(),
             git_commit: None,
+            checkpoint_ok: AtomicBool::new(false),
         }
     }
 
@@ -220,6 +286,7 @@ impl Trainer {
         resume: bool,
     ) -> Result<TrainSummary> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
+        self.checkpoint_ok.store(false, Ordering::SeqCst);
         let bpe = data.batches_per_epoch() as u64;
         if bpe == 0 {
             return Err(Error::Config(format!(
@@ -256,13 +323,26 @@ impl Trainer {
                     reason,
                 }
             })?;
+            self.checkpoint_ok.store(true, Ordering::SeqCst);
             if self.comm.rank() == 0 {
-                let (log, kept) = MetricsLog::resume(&metrics_path, meta.step)?;
+                let (log, kept, corrupt) = MetricsLog::resume(&metrics_path, meta.step)?;
+                if corrupt > 0 {
+                    tracing::warn!(
+                        "{}: dropped {corrupt} line(s) that are not JSON (cut short by a crash?)",
+                        metrics_path.display()
+                    );
+                }
                 (start, Some(log), kept)
             } else {
                 (start, None, Vec::new())
             }
         } else {
+            if self.comm.rank() == 0 && ckpt_path.exists() {
+                return Err(Error::Data(crate::run_dir::occupied_message(
+                    &self.run_dir,
+                    std::slice::from_ref(&ckpt_path),
+                )));
+            }
             let mut tensors: Vec<Tensor> =
                 params.tensors.iter().map(Tensor::shallow_clone).collect();
             self.comm.broadcast_(&mut tensors, 0);
@@ -339,7 +419,7 @@ impl Trainer {
                 self.check_ranks()?;
                 let loss = self.global_mean(&out.loss)?;
                 if !loss.is_finite() {
-                    let last_good = if ckpt_path.exists() {
+                    let last_good = if self.checkpoint_ok.load(Ordering::SeqCst) {
                         ckpt_path.display().to_string()
                     } else {
                         "none (no checkpoint written yet)".into()
@@ -482,7 +562,7 @@ impl Trainer {
     fn check_ranks(&self) -> Result<()> {
         self.comm.check().map_err(|e| {
             let ckpt = self.checkpoint_path();
-            let last = if ckpt.exists() {
+            let last = if self.checkpoint_ok.load(Ordering::SeqCst) {
                 format!(
                     "the last checkpoint is {}: continue with --resume",
                     ckpt.display()
@@ -539,9 +619,13 @@ impl Trainer {
         meta: &CheckpointMeta,
     ) -> Result<()> {
         if self.comm.rank() != 0 {
+            // Rank 0 writes it (a failure there stops every rank).
+            self.checkpoint_ok.store(true, Ordering::SeqCst);
             return Ok(());
         }
-        checkpoint::save(&self.checkpoint_path(), method.var_store(), optimizer, meta)
+        checkpoint::save(&self.checkpoint_path(), method.var_store(), optimizer, meta)?;
+        self.checkpoint_ok.store(true, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -568,11 +652,15 @@ fn resume_step(
         return Err(format!("{changed} (dataset or batch size changed)"));
     }
     // Both runs drop the incomplete last batch: their dataset sizes must fit.
+    // Saturating: the checkpoint's figures come from a file.
     let (old_lo, old_hi) = (
-        meta.steps_per_epoch * meta.samples_per_step,
-        (meta.steps_per_epoch + 1) * meta.samples_per_step,
+        meta.steps_per_epoch.saturating_mul(meta.samples_per_step),
+        (meta.steps_per_epoch.saturating_add(1)).saturating_mul(meta.samples_per_step),
     );
-    let (new_lo, new_hi) = (bpe * samples_per_step, (bpe + 1) * samples_per_step);
+    let (new_lo, new_hi) = (
+        bpe.saturating_mul(samples_per_step),
+        bpe.saturating_add(1).saturating_mul(samples_per_step),
+    );
     if old_hi <= new_lo || new_hi <= old_lo {
         return Err(format!(
             "{changed}: at {} samples per step the checkpoint saw {old_lo}..{old_hi} samples per epoch, \
@@ -581,8 +669,8 @@ fn resume_step(
         ));
     }
     let epoch = meta.step / meta.steps_per_epoch;
-    let seen = (meta.step % meta.steps_per_epoch) * meta.samples_per_step;
-    if !seen.is_multiple_of(samples_per_step) {
+    let seen = (meta.step % meta.steps_per_epoch).saturating_mul(meta.samples_per_step);
+    if samples_per_step == 0 || !seen.is_multiple_of(samples_per_step) {
         return Err(format!(
             "{changed}: the checkpoint is {seen} samples into epoch {}, not a whole number of \
              this run's steps of {samples_per_step}; resume from an end-of-epoch checkpoint \
@@ -590,7 +678,10 @@ fn resume_step(
             epoch + 1
         ));
     }
-    Ok(epoch * bpe + seen / samples_per_step)
+    epoch
+        .checked_mul(bpe)
+        .and_then(|s| s.checked_add(seen / samples_per_step))
+        .ok_or_else(|| format!("{changed}: step {} is out of range", meta.step))
 }
 
 /// What the curves plot shows, rebuilt from `metrics.jsonl` on resume.
@@ -919,7 +1010,12 @@ mod tests {
         let first: f64 = losses[..4].iter().map(|l| l.1).sum::<f64>() / 4.0;
         let last: f64 = losses[20..].iter().map(|l| l.1).sum::<f64>() / 4.0;
         assert!(last < first * 0.8, "loss did not fall: {first} -> {last}");
-        for f in [CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE] {
+        for f in [
+            CHECKPOINT_FILE,
+            METRICS_FILE,
+            PLOT_FILE,
+            crate::metrics::TENSORBOARD_DIR,
+        ] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
     }
@@ -986,6 +1082,72 @@ mod tests {
         // The last good checkpoint (step 6) is intact and loadable.
         let meta = checkpoint::read_meta(&dir.path().join(CHECKPOINT_FILE)).unwrap();
         assert_eq!(meta.step, 6);
+    }
+
+    /// The library's safety net: a fresh `fit` into a folder holding an
+    /// earlier run's checkpoint is refused (the CLI asks for --overwrite
+    /// first) and the earlier checkpoint is neither replaced nor named as
+    /// this run's "last good checkpoint".
+    #[test]
+    fn a_fresh_fit_over_an_earlier_checkpoint_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = ToyMethod::new(0);
+        Trainer::new(config(1), dir.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false)
+            .unwrap();
+        let before = std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
+        let mut m = ToyMethod::new(1);
+        m.poison_at = Some(0);
+        let err = Trainer::new(config(1), dir.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("already holds a run")
+                && err.contains("--overwrite")
+                && !err.contains("last good"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(CHECKPOINT_FILE)).unwrap(),
+            before
+        );
+    }
+
+    /// Resumed from an end-of-epoch checkpoint, the run keeps that epoch's
+    /// record in metrics.jsonl: the whole history is there once.
+    #[test]
+    fn resume_at_an_epoch_end_keeps_the_epoch_record() {
+        let full = tempfile::tempdir().unwrap();
+        let mut m = ToyMethod::new(0);
+        Trainer::new(config(2), full.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false)
+            .unwrap();
+        let part = tempfile::tempdir().unwrap();
+        let mut m = ToyMethod::new(0);
+        Trainer::new(config(1), part.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false)
+            .unwrap();
+        let mut m = ToyMethod::new(0);
+        Trainer::new(config(2), part.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, true)
+            .unwrap();
+        let kinds = |dir: &Path| -> Vec<(String, u64)> {
+            std::fs::read_to_string(dir.join(METRICS_FILE))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .map(|v| {
+                    (
+                        v["kind"].as_str().unwrap().to_string(),
+                        v["step"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let (a, b) = (kinds(full.path()), kinds(part.path()));
+        assert_eq!(a.iter().filter(|k| k.0 == "epoch").count(), 2);
+        assert_eq!(a, b);
     }
 
     #[test]

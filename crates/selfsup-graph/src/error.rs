@@ -57,7 +57,8 @@ impl From<GraphError> for selfsup_core::Error {
     fn from(e: GraphError) -> Self {
         match e {
             GraphError::Io { path, source } => selfsup_core::Error::Io { path, source },
-            other => selfsup_core::Error::Config(other.to_string()),
+            // Bad input data, not a bad configuration: shown as-is.
+            other => selfsup_core::Error::Data(other.to_string()),
         }
     }
 }
@@ -65,15 +66,25 @@ impl From<GraphError> for selfsup_core::Error {
 /// `Result` with [`GraphError`].
 pub type GraphResult<T> = std::result::Result<T, GraphError>;
 
+/// Reads a whole file, naming it on failure.
+pub(crate) fn read_bytes(path: &std::path::Path) -> GraphResult<Vec<u8>> {
+    std::fs::read(path).map_err(|e| GraphError::io(path, e))
+}
+
 /// Reads a whole text file, naming it on failure.
 pub(crate) fn read_text(path: &std::path::Path) -> GraphResult<String> {
-    let bytes = std::fs::read(path).map_err(|e| GraphError::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| {
+    Ok(decode_text(&read_bytes(path)?, path)?.to_string())
+}
+
+/// `bytes` as UTF-8 text, or an error naming `path` and the offset of the
+/// first invalid byte.
+pub(crate) fn decode_text<'a>(bytes: &'a [u8], path: &std::path::Path) -> GraphResult<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| {
         GraphError::format(
             path,
             format!(
-                "not UTF-8 (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
+                "not UTF-8 (invalid byte at offset {}); save the file as UTF-8",
+                e.valid_up_to()
             ),
         )
     })

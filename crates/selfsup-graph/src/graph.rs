@@ -15,10 +15,32 @@
 //! edge index (both directions) and [`gcn_norm`] the symmetric normalisation
 //! `D^-1/2 (A + I) D^-1/2` as per-edge coefficients. [`View::batch_of`] puts
 //! several graphs side by side as one disjoint graph for graph-level work.
+use crate::error::{GraphError, GraphResult};
 use petgraph::graph::{NodeIndex, UnGraph};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use tch::{Kind, Tensor};
+
+/// The most nodes a graph read from a file may have (node ids `0..2^24`):
+/// readers refuse larger ids and node counts, naming the file and line,
+/// before allocating anything sized by them.
+pub const MAX_NODES: usize = 1 << 24;
+
+/// The most entries of a dense matrix built from sizes a file states rather
+/// than from its bytes (one-hot / adjacency node features `N x N`, Planetoid's
+/// sparse feature matrices made dense): `2^26` (256 MiB of `f32`).
+pub const MAX_DENSE_ENTRIES: usize = 1 << 26;
+
+/// Where a builder's node count comes from, for errors about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub path: PathBuf,
+    /// The line that set the node count (an edge list's largest id).
+    pub line: Option<usize>,
+    /// What sets the count, e.g. "node 60000 is the largest id".
+    pub what: String,
+}
 
 /// What graph construction corrected, counted (never silent).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -55,10 +77,12 @@ pub struct GraphBuilder {
     graph: UnGraph<(), f32>,
     index: HashMap<(u32, u32), petgraph::graph::EdgeIndex>,
     fixups: FixUps,
+    origin: Option<Origin>,
 }
 
 impl GraphBuilder {
-    /// A graph of `nodes` isolated nodes.
+    /// A graph of `nodes` isolated nodes. Readers check `nodes` against
+    /// [`MAX_NODES`] first, naming the file.
     pub fn new(nodes: usize) -> Self {
         let mut graph = UnGraph::with_capacity(nodes, 0);
         for _ in 0..nodes {
@@ -68,7 +92,70 @@ impl GraphBuilder {
             graph,
             index: HashMap::new(),
             fixups: FixUps::default(),
+            origin: None,
         }
+    }
+
+    /// Records where the node count comes from (named by feature errors).
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// Where the node count comes from, when the reader said.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
+    /// Number of undirected edges so far.
+    pub fn edge_count(&self) -> usize {
+        self.graph.edge_count()
+    }
+
+    /// What was fixed up so far.
+    pub fn fixups(&self) -> FixUps {
+        self.fixups
+    }
+
+    /// An error naming `path` when the graph cannot be trained on: no edge
+    /// left (none given, or only self-loops, which are dropped), or a merged
+    /// weight that overflowed to infinity (duplicate edges sum their weights).
+    pub fn check_trainable(&self, path: &std::path::Path) -> GraphResult<()> {
+        if self.edge_count() == 0 {
+            let why = match self.fixups.self_loops {
+                0 => "it has no edge".to_string(),
+                k => format!(
+                    "its only edges are {k} self-loop(s), which are dropped (the GCN adds its \
+                     own)"
+                ),
+            };
+            return Err(GraphError::format(
+                path,
+                format!(
+                    "no edge left to train on: {why}; give a graph with edges between distinct \
+                     nodes"
+                ),
+            ));
+        }
+        if let Some(e) = self
+            .graph
+            .edge_indices()
+            .find(|&e| !self.graph[e].is_finite())
+        {
+            let (u, v) = self
+                .graph
+                .edge_endpoints(e)
+                .map_or((0, 0), |(u, v)| (u.index(), v.index()));
+            return Err(GraphError::format(
+                path,
+                format!(
+                    "edge {u} - {v}: its weights (repeated edges are summed) overflow to {}; \
+                     scale the weights down",
+                    self.graph[e]
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Number of nodes.
@@ -136,18 +223,47 @@ pub enum Featurize {
 }
 
 impl Featurize {
-    /// Features `[N, dim]` of `b`'s graph and their width.
-    pub fn apply(self, b: &GraphBuilder) -> (Vec<f32>, usize) {
+    /// Features `[N, dim]` of `b`'s graph and their width. `adjacency` and
+    /// `identity` are `N x N`: above [`MAX_DENSE_ENTRIES`] entries they are
+    /// refused (naming where the node count comes from) before allocating.
+    pub fn apply(self, b: &GraphBuilder) -> GraphResult<(Vec<f32>, usize)> {
         let g = &b.graph;
         let n = g.node_count();
-        match self {
+        if matches!(self, Featurize::Adjacency | Featurize::Identity) {
+            let entries = n.checked_mul(n).filter(|&e| e <= MAX_DENSE_ENTRIES);
+            if entries.is_none() {
+                let name = if self == Featurize::Adjacency {
+                    "adjacency"
+                } else {
+                    "identity"
+                };
+                let reason = format!(
+                    "`features = \"{name}\"` would be a dense {n} x {n} matrix, above the \
+                     limit of {MAX_DENSE_ENTRIES} entries (a graph of at most 8192 nodes); use \
+                     `features = \"degree\"`, give node features, or renumber the node ids \
+                     contiguously from 0"
+                );
+                return Err(match &b.origin {
+                    Some(o) => {
+                        let reason = format!("{}: {reason}", o.what);
+                        match o.line {
+                            Some(line) => GraphError::line(&o.path, line, reason),
+                            None => GraphError::format(&o.path, reason),
+                        }
+                    }
+                    None => GraphError::Invalid(reason),
+                });
+            }
+        }
+        Ok(match self {
             Featurize::Adjacency => {
                 let mut f = vec![0f32; n * n];
                 for e in g.edge_indices() {
-                    let (u, v) = g.edge_endpoints(e).expect("edge of the graph");
-                    let w = g[e].abs().ln_1p();
-                    f[u.index() * n + v.index()] = w;
-                    f[v.index() * n + u.index()] = w;
+                    if let Some((u, v)) = g.edge_endpoints(e) {
+                        let w = g[e].abs().ln_1p();
+                        f[u.index() * n + v.index()] = w;
+                        f[v.index() * n + u.index()] = w;
+                    }
                 }
                 (f, n)
             }
@@ -166,9 +282,20 @@ impl Featurize {
                         .fold((0f32, 0f32), |(d, w), e| (d + 1.0, w + e.weight().abs()));
                     f.extend_from_slice(&[1.0, d.ln_1p(), w.ln_1p()]);
                 }
+                if let Some(k) = f.iter().position(|v| !v.is_finite()) {
+                    let reason = format!(
+                        "node {}: its weighted degree overflows a 32-bit float; scale the edge \
+                         weights down",
+                        k / 3
+                    );
+                    return Err(match &b.origin {
+                        Some(o) => GraphError::format(&o.path, reason),
+                        None => GraphError::Invalid(reason),
+                    });
+                }
                 (f, 3)
             }
-        }
+        })
     }
 }
 
@@ -362,7 +489,7 @@ mod tests {
         b.add_edge(3, 1, 1.0);
         b.add_edge(2, 2, 1.0); // self-loop: dropped
         b.add_edge(1, 0, 1.0); // duplicate: merged
-        let (f, d) = Featurize::Identity.apply(&b);
+        let (f, d) = Featurize::Identity.apply(&b).unwrap();
         b.build(f, d, None)
     }
 

@@ -51,8 +51,8 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
     let mut pos = 0usize;
     macro_rules! take {
         ($n:expr) => {{
-            let n = $n as usize;
-            if pos + n > data.len() {
+            let n = usize::try_from($n).unwrap_or(usize::MAX);
+            if n > data.len() - pos {
                 return Err(format!("truncated at byte {pos}"));
             }
             let s = &data[pos..pos + n];
@@ -62,9 +62,9 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
     }
     macro_rules! le {
         ($t:ty, $n:expr) => {{
-            let mut b = [0u8; 8];
-            b[..$n].copy_from_slice(take!($n));
-            <$t>::from_le_bytes(b[..std::mem::size_of::<$t>()].try_into().expect("width"))
+            let mut b = [0u8; std::mem::size_of::<$t>()];
+            b.copy_from_slice(take!(std::mem::size_of::<$t>()));
+            <$t>::from_le_bytes(b)
         }};
     }
     let line = |pos: &mut usize| -> Result<String, String> {
@@ -91,7 +91,9 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
     }
     loop {
         let at = pos;
-        let op = *take!(1).first().expect("one byte");
+        let &[op] = take!(1) else {
+            return Err(format!("truncated at byte {at}"));
+        };
         let err = |m: &str| format!("opcode {op:#04x} at byte {at}: {m}");
         match op {
             0x80 => {
@@ -166,6 +168,9 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
             b'M' => push(&mut vals, &mut stack, V::Int(le!(u16, 2) as i64)),
             0x8a => {
                 let n = le!(u8, 1) as usize;
+                if n > 8 {
+                    return Err(err("integer wider than 64 bits"));
+                }
                 let bytes = take!(n);
                 let mut v: i64 = 0;
                 for (i, b) in bytes.iter().enumerate().take(8) {
@@ -187,7 +192,8 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
                 push(&mut vals, &mut stack, v);
             }
             b'G' => {
-                let b: [u8; 8] = take!(8).try_into().expect("8 bytes");
+                let mut b = [0u8; 8];
+                b.copy_from_slice(take!(8));
                 push(&mut vals, &mut stack, V::Float(f64::from_be_bytes(b)));
             }
             b'F' => {
@@ -315,4 +321,27 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
     }
     let root = *stack.last().ok_or("empty pickle")?;
     Ok(Pickle { values: vals, root })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_lengths_and_truncation_are_errors() {
+        // BINBYTES8 with a length near u64::MAX (used to overflow `pos + n`).
+        let e = unpickle(b"\x80\x02\x8e\xff\xff\xff\xff\xff\xff\xff\xff").unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+        assert!(unpickle(b"").unwrap_err().contains("truncated"));
+        assert!(unpickle(b"\x80\x02G\x00")
+            .unwrap_err()
+            .contains("truncated"));
+        assert!(
+            unpickle(b"\x80\x02\x8a\x09\x01\x02\x03\x04\x05\x06\x07\x08\x09.")
+                .unwrap_err()
+                .contains("64 bits")
+        );
+        let p = unpickle(b"\x80\x02]q\x00(K\x01K\x02e.").unwrap();
+        assert!(matches!(p.get(p.root), V::List(l) if l.len() == 2));
+    }
 }

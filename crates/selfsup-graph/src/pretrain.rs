@@ -5,7 +5,7 @@ use crate::augment::AugmentConfig;
 use crate::encoders::EncoderConfig;
 use crate::eval::{evaluate, EvalConfig, EvalRow, GraphEpochEval};
 use crate::export::{export, write_npy};
-use crate::graph::View;
+use crate::graph::{View, MAX_NODES};
 use crate::methods::{Dgi, Grace, GraphCl, GraphMethod, GraphMethodConfig};
 use crate::readers::{load, DataConfig, Dataset, ReadReport, Targets};
 use crate::source::{GraphViews, NodeViews};
@@ -63,17 +63,131 @@ pub struct GraphRunConfig {
 
 impl GraphRunConfig {
     /// Parses a config; unknown keys and impossible values are errors
-    /// naming the file.
+    /// naming the file. Everything [`GraphRunConfig::validate`] checks is
+    /// checked here, before any data is read.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         let cfg: Self = toml::from_str(text)
             .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
-        let bad = |m: String| Error::Config(format!("{}: {m}", origin.display()));
-        cfg.augment.view1.validate("view1").map_err(bad)?;
-        cfg.augment.view2.validate("view2").map_err(bad)?;
+        cfg.validate()
+            .map_err(|m| Error::Config(format!("{}: {m}", origin.display())))?;
+        Ok(cfg)
+    }
+
+    /// Checks every range and combination that would train or evaluate
+    /// nonsense; the message names the key and says what to give.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use selfsup_core::trainer::{positive, unit_interval};
+        let cfg = self;
+        cfg.trainer.validate()?;
+        match cfg.run.threads {
+            Some(0) => {
+                return Err(
+                    "[run] threads = 0: give at least 1, or leave it out for libtorch's default"
+                        .into(),
+                )
+            }
+            Some(t) if t > 4096 => {
+                return Err(format!(
+                    "[run] threads = {t}: at most 4096 intra-op threads"
+                ))
+            }
+            _ => {}
+        }
+        if cfg.run.batch_size == 0 {
+            return Err("[run] batch_size = 0: give at least 1 graph per batch".into());
+        }
+        if cfg.run.steps_per_epoch == 0 {
+            return Err(
+                "[run] steps_per_epoch = 0 trains nothing: give at least 1 step per epoch".into(),
+            );
+        }
+        if cfg.method.graph_level() && cfg.run.batch_size < 2 {
+            return Err(format!(
+                "[run] batch_size = {}: {} contrasts the graphs of a batch with each other, \
+                 give at least 2",
+                cfg.run.batch_size,
+                cfg.method.name()
+            ));
+        }
+        cfg.augment.view1.validate("view1")?;
+        cfg.augment.view2.validate("view2")?;
+        match &cfg.method {
+            GraphMethodConfig::Grace(c) => {
+                positive("[method] temperature", c.temperature)?;
+                if c.proj_hidden < 1 {
+                    return Err(format!(
+                        "[method] proj_hidden = {}: give a width of at least 1",
+                        c.proj_hidden
+                    ));
+                }
+            }
+            GraphMethodConfig::Graphcl(c) => positive("[method] temperature", c.temperature)?,
+            GraphMethodConfig::Dgi(_) => {}
+        }
+        match &cfg.encoder {
+            EncoderConfig::Gcn(c) => {
+                if c.dims.is_empty() {
+                    return Err("[encoder] dims = []: give at least one layer width".into());
+                }
+                if let Some(d) = c.dims.iter().find(|&&d| d < 1) {
+                    return Err(format!(
+                        "[encoder] dims = {:?}: width {d}, every width must be at least 1",
+                        c.dims
+                    ));
+                }
+            }
+            EncoderConfig::Gin(c) => {
+                if c.hidden < 1 {
+                    return Err(format!(
+                        "[encoder] hidden = {}: give a width of at least 1",
+                        c.hidden
+                    ));
+                }
+                if c.layers == 0 {
+                    return Err("[encoder] layers = 0: give at least 1 layer".into());
+                }
+            }
+        }
+        if cfg.eval.splits == 0 {
+            return Err("[eval] splits = 0 evaluates nothing: give at least 1".into());
+        }
+        positive("[eval] train_fraction", cfg.eval.train_fraction)?;
+        unit_interval("[eval] train_fraction", cfg.eval.train_fraction)?;
+        cfg.eval.probe.validate("[eval.probe]")?;
+        match &cfg.data {
+            DataConfig::EdgeList {
+                num_nodes: Some(n), ..
+            } if *n == 0 || *n > MAX_NODES => {
+                return Err(format!(
+                    "[data] num_nodes = {n}: give between 1 and {MAX_NODES} (or leave it out: \
+                     the largest node id + 1)"
+                ))
+            }
+            DataConfig::Qm9(q) => {
+                if q.files.is_empty() {
+                    return Err("[data] files = []: give at least one QM9 CSV file".into());
+                }
+                if q.molecules == 0 {
+                    return Err("[data] molecules = 0: give at least 1".into());
+                }
+                if !(q.target_scale.is_finite() && q.target_scale != 0.0) {
+                    return Err(format!(
+                        "[data] target_scale = {}: give a finite, non-zero factor",
+                        q.target_scale
+                    ));
+                }
+            }
+            DataConfig::Planetoid { name, .. } if name.trim().is_empty() => {
+                return Err(
+                    "[data] name = \"\": give the dataset name (cora, citeseer, pubmed)".into(),
+                )
+            }
+            _ => {}
+        }
         if cfg.method.graph_level()
             != matches!(cfg.data, DataConfig::Mice { .. } | DataConfig::Qm9(_))
         {
-            return Err(bad(format!(
+            return Err(format!(
                 "[method] {} learns {} embeddings but [data] format = {:?} is a {} dataset",
                 cfg.method.name(),
                 if cfg.method.graph_level() {
@@ -87,17 +201,17 @@ impl GraphRunConfig {
                 } else {
                     "graph-level"
                 }
-            )));
-        }
-        if cfg.method.graph_level() && !matches!(cfg.encoder, EncoderConfig::Gin(_)) {
-            return Err(bad(
-                "[encoder] kind = \"gin\" is what graphcl pools graph embeddings from".into(),
             ));
         }
-        if !cfg.method.graph_level() && !matches!(cfg.encoder, EncoderConfig::Gcn(_)) {
-            return Err(bad("node-level methods use [encoder] kind = \"gcn\"".into()));
+        if cfg.method.graph_level() && !matches!(cfg.encoder, EncoderConfig::Gin(_)) {
+            return Err(
+                "[encoder] kind = \"gin\" is what graphcl pools graph embeddings from".into(),
+            );
         }
-        Ok(cfg)
+        if !cfg.method.graph_level() && !matches!(cfg.encoder, EncoderConfig::Gcn(_)) {
+            return Err("node-level methods use [encoder] kind = \"gcn\"".into());
+        }
+        Ok(())
     }
 
     /// The resolved config as TOML.
@@ -135,8 +249,68 @@ fn build(cfg: &GraphRunConfig, base: View, device: tch::Device) -> Box<dyn Graph
     }
 }
 
+/// Refuses data that would train or evaluate nonsense: fewer graphs than a
+/// batch (an epoch of no step), fewer than 2 labelled samples (no probe
+/// split), a single class (a probe that cannot miss).
+fn check_trainable(ds: &Dataset, cfg: &GraphRunConfig) -> Result<()> {
+    let name = cfg.data.name();
+    if matches!(&cfg.encoder, EncoderConfig::Gcn(c) if c.weighted) {
+        let graphs: Vec<&crate::graph::Graph> = match ds {
+            Dataset::Nodes { graph, .. } => vec![graph],
+            Dataset::Graphs { graphs, .. } => graphs.iter().collect(),
+        };
+        if let Some(w) = graphs
+            .iter()
+            .flat_map(|g| g.graph.edge_weights())
+            .find(|&&w| w <= 0.0)
+        {
+            return Err(Error::Data(format!(
+                "{name}: an edge of weight {w}: with [encoder] weighted = true the GCN \
+                 normalises by weighted degrees, which must be positive; give positive weights \
+                 or set weighted = false"
+            )));
+        }
+    }
+    let (samples, classes) = match ds {
+        Dataset::Nodes { graph, classes } => (
+            graph.labels.as_ref().map(Vec::len),
+            graph.labels.as_ref().map(|_| classes.len()),
+        ),
+        Dataset::Graphs { graphs, targets } => {
+            if graphs.len() < cfg.run.batch_size {
+                return Err(Error::Data(format!(
+                    "{name}: {} graph(s) read, fewer than [run] batch_size = {}: an epoch would \
+                     have no step; lower batch_size or give more graphs",
+                    graphs.len(),
+                    cfg.run.batch_size
+                )));
+            }
+            let classes = match targets {
+                Targets::Classes { names, .. } => Some(names.len()),
+                Targets::Values { .. } => None,
+            };
+            (Some(graphs.len()), classes)
+        }
+    };
+    if let Some(n) = samples.filter(|&n| n < 2) {
+        return Err(Error::Data(format!(
+            "{name}: {n} labelled sample(s): the probe needs at least 2 (one to train on, one to \
+             test); give more nodes or graphs"
+        )));
+    }
+    if let Some(c) = classes.filter(|&c| c < 2) {
+        return Err(Error::Data(format!(
+            "{name}: the labels hold {c} class(es): a probe on one class cannot miss, so its \
+             accuracy means nothing; give labels of at least 2 classes (or no labels file)"
+        )));
+    }
+    Ok(())
+}
+
 /// Pre-trains, evaluates and exports as `cfg` says.
 pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummary> {
+    selfsup_core::run::check_common(&cfg.trainer, cfg.run.threads)?;
+    cfg.validate().map_err(Error::Config)?;
     opts.single_process("graph pre-training")?;
     let wall = Instant::now();
     if let Some(t) = cfg.run.threads {
@@ -154,6 +328,7 @@ pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummar
         "{} graph(s), {} nodes, {} undirected edges, {} features; fixed up: {} self-loops dropped, {} duplicate edges merged; {} records skipped",
         report.graphs, report.nodes, report.edges, report.feature_dim, report.fixups.self_loops, report.fixups.duplicate_edges, report.skipped
     ));
+    check_trainable(&ds, cfg)?;
     let (base, target, source): (View, Option<Targets>, Box<dyn BatchSource>) = match ds {
         Dataset::Nodes { graph, classes } => {
             let base = graph.tensors();
@@ -341,5 +516,255 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("graph embeddings"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_naming_the_key() {
+        let (grace, gpath) = preset("grace-cpu.toml");
+        let (qm9, qpath) = preset("graphcl-qm9-cpu.toml");
+        let cases: Vec<(&str, &Path, String, &str)> = vec![
+            (
+                &grace,
+                &gpath,
+                grace.replace("temperature = 0.4", "temperature = 0.0"),
+                "[method] temperature = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("temperature = 0.4", "temperature = -1.0"),
+                "temperature = -1",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("edge_drop = 0.2", "edge_drop = 1.0"),
+                "edge_drop = 1",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("feature_mask = 0.3", "feature_mask = -0.1"),
+                "feature_mask = -0.1",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("steps_per_epoch = 50 ", "steps_per_epoch = 0 "),
+                "steps_per_epoch = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("threads = 2", "threads = 0"),
+                "threads = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("epochs = 10 ", "epochs = 0 "),
+                "epochs = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("lr = 0.001 ", "lr = 0.0 "),
+                "lr",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("proj_hidden = 128", "proj_hidden = 0"),
+                "proj_hidden = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("dims = [256, 128]", "dims = []"),
+                "dims = []",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("dims = [256, 128]", "dims = [256, 0]"),
+                "width 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("splits = 20", "splits = 0"),
+                "[eval] splits = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("train_fraction = 0.5", "train_fraction = 1.0"),
+                "train_fraction = 1",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("train_fraction = 0.5", "train_fraction = 0.0"),
+                "train_fraction = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("[eval]\n", "[eval]\nprobe = { epochs = 0 }\n"),
+                "probe].epochs = 0",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("batch_size = 128", "batch_size = 0"),
+                "batch_size = 0",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("batch_size = 128", "batch_size = 1"),
+                "batch_size = 1",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("temperature = 0.2", "temperature = 0.0"),
+                "temperature = 0",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("hidden = 64", "hidden = 0"),
+                "hidden = 0",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("layers = 3", "layers = 0"),
+                "layers = 0",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("molecules = 2000", "molecules = 0"),
+                "molecules = 0",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("target_scale = 27.211386", "target_scale = 0.0"),
+                "target_scale = 0",
+            ),
+            (
+                &qm9,
+                &qpath,
+                qm9.replace("subgraph = 0.8", "subgraph = 1.5"),
+                "subgraph = 1.5",
+            ),
+        ];
+        for (orig, path, bad, want) in cases {
+            assert_ne!(orig, &bad, "{want}: replacement did not apply");
+            let e = GraphRunConfig::from_toml(&bad, path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&path.display().to_string()) && e.contains(want),
+                "{want}: {e}"
+            );
+        }
+        let text = "[data]\nformat = \"edge-list\"\npath = \"e.txt\"\nnum_nodes = 0\n";
+        let e = GraphRunConfig::from_toml(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_nodes = 0"), "{e}");
+    }
+
+    fn run(cfg: &GraphRunConfig, root: &Path) -> Result<GraphRunSummary> {
+        let mut observer = selfsup_core::trainer::Silent;
+        let mut log = |_: &str| {};
+        let opts = RunOptions {
+            data_root: root.to_path_buf(),
+            run_dir: root.join("run"),
+            resume: false,
+            observer: &mut observer,
+            stop: Default::default(),
+            git_commit: None,
+            log: &mut log,
+            distributed: None,
+        };
+        pretrain(cfg, opts)
+    }
+
+    #[test]
+    fn pretrain_checks_the_settings_before_reading_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = GraphRunConfig::default();
+        cfg.trainer.epochs = 0;
+        // The data does not exist: the settings are refused first.
+        let e = run(&cfg, &dir.path().join("missing")).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(e.to_string().contains("epochs = 0"), "{e}");
+        let mut cfg = GraphRunConfig::default();
+        cfg.run.steps_per_epoch = 0;
+        let e = run(&cfg, &dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("steps_per_epoch = 0"), "{e}");
+    }
+
+    #[test]
+    fn data_errors_are_data_errors_not_configuration_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("e.txt"), "0 1\n1 2\n").unwrap();
+        std::fs::write(dir.path().join("l.txt"), "0,a\nb\n2,a\n").unwrap();
+        let text = "[run]\ndevice = \"cpu\"\n[data]\nformat = \"edge-list\"\npath = \"e.txt\"\n\
+                    labels = \"l.txt\"\nfeatures = \"degree\"\n";
+        let cfg = GraphRunConfig::from_toml(text, Path::new("x.toml")).unwrap();
+        let e = run(&cfg, dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Data(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            !msg.contains("invalid configuration") && msg.contains("l.txt: line 2"),
+            "{msg}"
+        );
+        // A single class: a probe that cannot miss.
+        std::fs::write(dir.path().join("l.txt"), "a\na\na\n").unwrap();
+        let e = run(&cfg, dir.path()).unwrap_err();
+        assert!(
+            matches!(e, Error::Data(_)) && e.to_string().contains("1 class"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_positive_weights_are_refused_when_the_gcn_uses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("e.txt"), "0 1 -2\n1 2\n").unwrap();
+        let text = "[run]\ndevice = \"cpu\"\n[data]\nformat = \"edge-list\"\npath = \"e.txt\"\n\
+                    features = \"degree\"\n[encoder]\nkind = \"gcn\"\nweighted = true\n";
+        let cfg = GraphRunConfig::from_toml(text, Path::new("x.toml")).unwrap();
+        let e = run(&cfg, dir.path()).unwrap_err();
+        assert!(
+            matches!(e, Error::Data(_)) && e.to_string().contains("weight -2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fewer_graphs_than_a_batch_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("q.csv"),
+            "XYZ_file,Index,SMILES,HOMO_LUMO_gap_au\na,1,CC,0.5\nb,2,CO,0.4\nc,3,CN,0.3\n",
+        )
+        .unwrap();
+        let (text, path) = preset("graphcl-qm9-cpu.toml");
+        let text = text.replace("qm9/qm9_part1.csv", "q.csv");
+        let cfg = GraphRunConfig::from_toml(&text, &path).unwrap();
+        let e = run(&cfg, dir.path()).unwrap_err();
+        assert!(
+            matches!(e, Error::Data(_))
+                && e.to_string().contains("3 graph(s)")
+                && e.to_string().contains("batch_size = 128"),
+            "{e}"
+        );
     }
 }

@@ -13,6 +13,17 @@
 //! N 3/5, O 2, P 3/5, S 2/4/6, halogens 1; an aromatic bond counts 1.5).
 //! Anything else is an error with the character position.
 //!
+//! Chemically impossible input is refused too: an element symbol that is
+//! not in the periodic table (`[Xx]`), an aromatic symbol other than
+//! `b c n o p s se as`, two bonds between the same atoms, more than one `H`
+//! digit or a charge beyond +-15 (OpenSMILES), and an atom whose bonds and
+//! hydrogens exceed its largest valence (pentavalent carbon). Valence limits:
+//! B 3, C 4, N 5, O 2, P 5, S 6, F 1, Cl / Br / I 7, H and the alkali metals
+//! 1, the alkaline earths 2, Al 3, Si / Ge 4, As 5, Se / Te 6, each plus the
+//! atom's absolute charge; an aromatic bond counts 1 here (its lowest
+//! Kekule order), so a valid aromatic system is never refused. Other
+//! elements are not valence-checked.
+//!
 //! Why SMILES and not coordinates: QM9's SMILES are the molecules' bond
 //! graphs as chemists wrote them, while bonding from coordinates needs
 //! covalent radii and a tolerance that mis-bonds strained rings and long
@@ -73,6 +84,36 @@ fn normal_valences(element: &str) -> &'static [f32] {
         "F" | "Cl" | "Br" | "I" => &[1.0],
         _ => &[],
     }
+}
+
+/// Every element symbol (IUPAC, 1-118).
+const ELEMENTS: [&str; 118] = [
+    "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl",
+    "Ar", "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As",
+    "Se", "Br", "Kr", "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In",
+    "Sn", "Sb", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb",
+    "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt", "Au", "Hg", "Tl",
+    "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U", "Np", "Pu", "Am", "Cm", "Bk",
+    "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh",
+    "Fl", "Mc", "Lv", "Ts", "Og",
+];
+
+/// Aromatic symbols allowed in brackets (OpenSMILES).
+const BRACKET_AROMATIC: [&str; 8] = ["b", "c", "n", "o", "p", "s", "se", "as"];
+
+/// The largest valence of an uncharged `element` (see the module docs);
+/// `None` for elements that are not checked.
+fn max_valence(element: &str) -> Option<f32> {
+    Some(match element {
+        "H" | "F" | "Li" | "Na" | "K" | "Rb" | "Cs" => 1.0,
+        "O" | "Be" | "Mg" | "Ca" | "Sr" | "Ba" => 2.0,
+        "B" | "Al" => 3.0,
+        "C" | "Si" | "Ge" => 4.0,
+        "N" | "P" | "As" => 5.0,
+        "S" | "Se" | "Te" => 6.0,
+        "Cl" | "Br" | "I" => 7.0,
+        _ => return None,
+    })
 }
 
 struct Pending {
@@ -165,10 +206,10 @@ pub fn parse_smiles(s: &str) -> Result<Molecule, String> {
                         ));
                     }
                     i += 3;
-                    digits.parse().expect("two digits")
+                    digits.parse().unwrap_or(0)
                 } else {
                     i += 1;
-                    c.to_digit(10).expect("digit")
+                    c.to_digit(10).unwrap_or(0)
                 };
                 let p = prev.ok_or_else(|| {
                     format!("ring bond before any atom at character {}", at(start))
@@ -276,6 +317,40 @@ pub fn parse_smiles(s: &str) -> Result<Molecule, String> {
             .unwrap_or(0.0);
         atom.hydrogens = (v - used[k]).max(0.0).floor() as u32;
     }
+    // Valence: bonds (aromatic ones at their lowest order, 1) + hydrogens.
+    let mut lowest = vec![0f32; m.atoms.len()];
+    let mut pairs = std::collections::HashSet::new();
+    for &(a, b, o) in &m.bonds {
+        if !pairs.insert((a.min(b), a.max(b))) {
+            return Err(format!(
+                "atoms {} and {} are bonded twice (a ring bond closing on a bonded neighbour)",
+                a + 1,
+                b + 1
+            ));
+        }
+        let o = if o == Bond::Aromatic { 1.0 } else { o.order() };
+        lowest[a] += o;
+        lowest[b] += o;
+    }
+    for (k, atom) in m.atoms.iter().enumerate() {
+        if let Some(max) = max_valence(&atom.element) {
+            let valence = lowest[k] + atom.hydrogens as f32;
+            let allowed = max + atom.charge.unsigned_abs() as f32;
+            if valence > allowed {
+                return Err(format!(
+                    "atom {} ({}{}) has valence {valence} (bonds and hydrogens), above the {allowed} \
+                     {} allows: valence exceeded",
+                    k + 1,
+                    atom.element,
+                    match atom.charge {
+                        0 => String::new(),
+                        c => format!(", charge {c:+}"),
+                    },
+                    atom.element
+                ));
+            }
+        }
+    }
     Ok(m)
 }
 
@@ -301,6 +376,14 @@ fn parse_bracket(c: &[char]) -> Result<Atom, String> {
         Some(f) => f.to_ascii_uppercase().to_string() + chars.as_str(),
         None => return Err("no element".into()),
     };
+    if aromatic && !BRACKET_AROMATIC.contains(&sym.as_str()) {
+        return Err(format!(
+            "{sym:?} is not an aromatic element (b, c, n, o, p, s, se, as)"
+        ));
+    }
+    if !ELEMENTS.contains(&element.as_str()) {
+        return Err(format!("unknown element {sym:?}"));
+    }
     while i < c.len() && c[i] == '@' {
         i += 1;
     }
@@ -308,26 +391,20 @@ fn parse_bracket(c: &[char]) -> Result<Atom, String> {
     if i < c.len() && c[i] == 'H' {
         i += 1;
         hydrogens = 1;
-        let start = i;
-        while i < c.len() && c[i].is_ascii_digit() {
+        // One digit at most (OpenSMILES: `H` DIGIT?).
+        if let Some(d) = c.get(i).and_then(|d| d.to_digit(10)) {
+            hydrogens = d;
             i += 1;
-        }
-        if i > start {
-            hydrogens = c[start..i]
-                .iter()
-                .collect::<String>()
-                .parse()
-                .map_err(|_| "bad H count")?;
         }
     }
     let mut charge = 0i32;
     if i < c.len() && (c[i] == '+' || c[i] == '-') {
         let sign = if c[i] == '+' { 1 } else { -1 };
-        let mut n = 1;
+        let mut n: i32 = 1;
         i += 1;
         let start = i;
         while i < c.len() && c[i] == c[start - 1] {
-            n += 1;
+            n = n.saturating_add(1);
             i += 1;
         }
         let dstart = i;
@@ -340,6 +417,10 @@ fn parse_bracket(c: &[char]) -> Result<Atom, String> {
                 .collect::<String>()
                 .parse()
                 .map_err(|_| "bad charge")?;
+        }
+        if n > 15 {
+            let s = if sign > 0 { '+' } else { '-' };
+            return Err(format!("charge {s}{n} beyond +-15"));
         }
         charge = sign * n;
     }
@@ -415,6 +496,40 @@ mod tests {
         ] {
             let e = parse_smiles(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_elements_and_exceeded_valences_are_refused() {
+        for (bad, want) in [
+            ("[Xx]", "unknown element \"Xx\""),
+            ("C[Ch]C", "unknown element"),
+            ("[x]", "not an aromatic element"),
+            ("C(C)(C)(C)(C)C", "atom 1 (C) has valence 5"),
+            ("[CH4]C", "valence 5"),
+            ("O(C)(C)C", "valence 3"),
+            ("FC(F)(F)(F)F", "valence exceeded"),
+            ("C1C1", "bonded twice"),
+            ("[CH12]", "unexpected '2'"),
+            ("[C+16]", "beyond +-15"),
+        ] {
+            let e = parse_smiles(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        // Valid molecules at their valence limits stay accepted.
+        for good in [
+            "[NH4+]",
+            "C[N+](C)(C)C",
+            "c1ccc2ccccc2c1",
+            "O=S(=O)(O)O",
+            "[O-][N+](=O)C",
+            "C#[N+][C-]",
+            "[C-]#[N+]C",
+            "c1cc[nH]c1",
+            "[2H]C",
+            "FC(F)(F)F",
+        ] {
+            parse_smiles(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
     }
 }

@@ -121,7 +121,7 @@ fn gcn(dims: Vec<i64>, activation: Activation) -> EncoderConfig {
 fn grace_lowers_its_loss_on_the_karate_club() {
     let _turn = serial();
     tch::manual_seed(0);
-    let (g, _) = karate_club(Featurize::Identity);
+    let (g, _) = karate_club(Featurize::Identity).unwrap();
     let base = g.tensors();
     let src = NodeViews {
         base: base.share(),
@@ -154,7 +154,7 @@ fn grace_lowers_its_loss_on_the_karate_club() {
 fn dgi_lowers_its_loss_on_the_karate_club() {
     let _turn = serial();
     tch::manual_seed(0);
-    let (g, _) = karate_club(Featurize::Identity);
+    let (g, _) = karate_club(Featurize::Identity).unwrap();
     let base = g.tensors();
     let src = NodeViews {
         base: base.share(),

@@ -39,13 +39,14 @@ pub fn load(path: &Path, device: Device) -> Result<LoadedClip> {
         let cfg_path = path.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
+            .map_err(|e| Error::Data(format!("{}: {e}", cfg_path.display())))?;
         let meta: ExportMeta = serde_json::from_value(v["selfsup"].clone()).map_err(|e| {
-            Error::Config(format!(
+            Error::Data(format!(
                 "{}: not a selfsup CLIP export (`selfsup` field: {e})",
                 cfg_path.display()
             ))
         })?;
+        check_meta(&meta).map_err(|e| Error::Data(format!("{}: {e}", cfg_path.display())))?;
         let tok = TextTokenizer::from_file(&path.join("tokenizer.json"))?;
         let model = crate::model::ClipModelConfig {
             vision: meta.vision.clone(),
@@ -83,6 +84,67 @@ pub fn load(path: &Path, device: Device) -> Result<LoadedClip> {
     })
 }
 
+/// The largest text tower an export may describe (a corrupt `config.json`
+/// must not allocate without bound): vocabulary, width, depth, positions.
+pub const MAX_EXPORT_VOCAB: i64 = 1_000_000;
+pub const MAX_EXPORT_WIDTH: i64 = 16_384;
+pub const MAX_EXPORT_LAYERS: i64 = 256;
+pub const MAX_EXPORT_POSITIONS: i64 = 65_536;
+
+/// Refuses an export description the model cannot be built from, or one
+/// larger than the stated limits, naming the field.
+pub fn check_meta(meta: &ExportMeta) -> std::result::Result<(), String> {
+    use crate::image_file::MAX_OUTPUT_SIZE;
+    let t = &meta.text;
+    if meta.image_size == 0 || meta.image_size > MAX_OUTPUT_SIZE {
+        return Err(format!(
+            "selfsup.image_size = {}: must be in 1..={MAX_OUTPUT_SIZE}",
+            meta.image_size
+        ));
+    }
+    for (key, v, max) in [
+        ("selfsup.embed_dim", meta.embed_dim, MAX_EXPORT_WIDTH),
+        ("selfsup.text.vocab_size", t.vocab_size, MAX_EXPORT_VOCAB),
+        ("selfsup.text.hidden", t.hidden, MAX_EXPORT_WIDTH),
+        ("selfsup.text.layers", t.layers, MAX_EXPORT_LAYERS),
+        ("selfsup.text.heads", t.heads, MAX_EXPORT_WIDTH),
+        (
+            "selfsup.text.intermediate",
+            t.intermediate,
+            4 * MAX_EXPORT_WIDTH,
+        ),
+        (
+            "selfsup.text.max_position",
+            t.max_position,
+            MAX_EXPORT_POSITIONS,
+        ),
+        ("selfsup.text.type_vocab", t.type_vocab, 16),
+    ] {
+        if !(1..=max).contains(&v) {
+            return Err(format!("{key} = {v}: must be in 1..={max}"));
+        }
+    }
+    if t.hidden % t.heads != 0 {
+        return Err(format!(
+            "selfsup.text.hidden = {} is not a multiple of heads = {}",
+            t.hidden, t.heads
+        ));
+    }
+    if !(0..t.vocab_size).contains(&t.pad_token_id) {
+        return Err(format!(
+            "selfsup.text.pad_token_id = {}: must be below vocab_size = {}",
+            t.pad_token_id, t.vocab_size
+        ));
+    }
+    if meta.max_len < 2 || meta.max_len as i64 > t.max_position {
+        return Err(format!(
+            "selfsup.max_len = {}: must be in 2..={} (max_position)",
+            meta.max_len, t.max_position
+        ));
+    }
+    Ok(())
+}
+
 impl LoadedClip {
     /// Embeds every png / jpg / jpeg file of `dir` (sorted by name; other
     /// files are skipped and listed). An image that does not decode is an
@@ -97,23 +159,28 @@ impl LoadedClip {
         let (files, skipped): (Vec<PathBuf>, Vec<PathBuf>) =
             files.into_iter().partition(|p| is_supported(p));
         if files.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::Data(format!(
                 "{}: no png / jpg / jpeg image to embed",
                 dir.display()
             )));
         }
         let s = self.meta.image_size;
-        let mut pixels = Vec::with_capacity(files.len() * s * s * 3);
+        let mut pixels = Vec::new();
         for f in &files {
             match read_rgb(f, s) {
                 Ok(b) => pixels.extend_from_slice(&b),
                 Err(ImageFault::Unreadable(r)) => {
-                    return Err(Error::Config(format!(
-                        "{}: cannot be read: {r}",
+                    return Err(Error::Data(format!("{}: cannot be read: {r}", f.display())))
+                }
+                Err(ImageFault::Missing) => {
+                    return Err(Error::Data(format!("{}: no such file", f.display())))
+                }
+                Err(ImageFault::Unsupported) => {
+                    return Err(Error::Data(format!(
+                        "{}: not a png / jpg / jpeg file",
                         f.display()
                     )))
                 }
-                Err(other) => return Err(Error::Config(format!("{}: {other:?}", f.display()))),
             }
         }
         let ds = ImageDataset::new(dir.display().to_string(), s, s, 3, pixels, None, Vec::new())?;
@@ -141,7 +208,7 @@ impl LoadedClip {
         for (i, line) in text.lines().enumerate() {
             let t = line.trim();
             if t.is_empty() {
-                return Err(Error::Config(format!(
+                return Err(Error::Data(format!(
                     "{}: line {}: empty text (one text per line)",
                     file.display(),
                     i + 1
@@ -150,10 +217,7 @@ impl LoadedClip {
             texts.push(t.to_string());
         }
         if texts.is_empty() {
-            return Err(Error::Config(format!(
-                "{}: no text to embed",
-                file.display()
-            )));
+            return Err(Error::Data(format!("{}: no text to embed", file.display())));
         }
         let rows = tokenize_all(&self.tok, &texts, self.meta.max_len)?;
         Ok(Embedded {
@@ -167,4 +231,32 @@ impl LoadedClip {
 /// The normalisation of the RGB images of every run.
 pub fn image_normalize() -> Normalize {
     Normalize::for_channels(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pretrain::ClipRunConfig;
+
+    #[test]
+    fn corrupt_export_descriptions_are_refused_naming_the_field() {
+        let cfg = ClipRunConfig::default();
+        let text = cfg.model.text.resolve(100, 0).unwrap();
+        let ok = cfg.export_meta(&text);
+        assert_eq!(check_meta(&ok), Ok(()));
+        let mut m = ok.clone();
+        m.image_size = 1 << 40;
+        assert!(check_meta(&m).unwrap_err().contains("image_size"));
+        let mut m = ok.clone();
+        m.text.heads = 0;
+        assert!(check_meta(&m)
+            .unwrap_err()
+            .contains("selfsup.text.heads = 0"));
+        let mut m = ok.clone();
+        m.text.vocab_size = i64::MAX;
+        assert!(check_meta(&m).unwrap_err().contains("vocab_size"));
+        let mut m = ok;
+        m.max_len = 10_000;
+        assert!(check_meta(&m).unwrap_err().contains("max_len"));
+    }
 }

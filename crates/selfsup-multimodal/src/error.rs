@@ -38,6 +38,15 @@ pub enum PairError {
         line: usize,
         image: PathBuf,
     },
+    /// A caption naming an image outside the images folder (an absolute path,
+    /// or `..` climbing out of it, resolved lexically).
+    #[error("{path}: line {line}: image path {image:?} leaves the images folder {root} (absolute, or `..` past it) or names no file: captions must name images inside it (set [data] skip_bad = true to skip and count such pairs)", path = .path.display(), root = .root.display())]
+    OutsideRoot {
+        path: PathBuf,
+        line: usize,
+        image: String,
+        root: PathBuf,
+    },
     /// An image whose extension is not a supported format.
     #[error("{path}: line {line}: image {image} is not a supported format (png, jpg, jpeg){hint}", path = .path.display(), image = .image.display(), hint = skip_hint(.line))]
     Unsupported {
@@ -86,7 +95,7 @@ impl From<PairError> for selfsup_core::Error {
     fn from(e: PairError) -> Self {
         match e {
             PairError::Io { path, source } => selfsup_core::Error::Io { path, source },
-            other => selfsup_core::Error::Config(other.to_string()),
+            other => selfsup_core::Error::Data(other.to_string()),
         }
     }
 }

@@ -6,10 +6,13 @@
 //! cats/1.png,a cat on a red sofa        #   with "..." ("" inside for a quote)
 //! cats/1.png,"a cat, asleep"
 //! {"image": "cats/1.png", "caption": "a cat on a red sofa"}     # JSON Lines
+//! cats/1.png<TAB>a cat on a red sofa    # TSV (.tsv): no quoting
 //! ```
 //!
+//! The format comes from the extension ([`CaptionsFormat::from_path`]).
 //! Image paths are relative to the images folder (by default the captions
-//! file's folder). A caption naming a missing, unreadable or unsupported
+//! file's folder) and must stay inside it (`..` resolved lexically; absolute
+//! paths refused). A caption naming a missing, unreadable or unsupported
 //! image, an empty caption and a duplicate pair are errors naming the file and
 //! the line; with `skip_bad` they are skipped and counted per kind in a
 //! [`SkipReport`].
@@ -43,6 +46,8 @@ pub struct SkipReport {
     pub unreadable_images: usize,
     pub empty_captions: usize,
     pub duplicate_pairs: usize,
+    /// Captions naming an image outside the images folder (absolute or `..`).
+    pub outside_images: usize,
     /// The first few, as `file:line: why`.
     pub examples: Vec<String>,
 }
@@ -55,6 +60,7 @@ impl SkipReport {
             + self.unreadable_images
             + self.empty_captions
             + self.duplicate_pairs
+            + self.outside_images
     }
 
     fn note(&mut self, e: &PairError) {
@@ -64,6 +70,7 @@ impl SkipReport {
             PairError::Unreadable { .. } => self.unreadable_images += 1,
             PairError::EmptyCaption { .. } => self.empty_captions += 1,
             PairError::Duplicate { .. } => self.duplicate_pairs += 1,
+            PairError::OutsideRoot { .. } => self.outside_images += 1,
             _ => {}
         }
         if self.examples.len() < 5 {
@@ -78,6 +85,7 @@ impl SkipReport {
         self.unreadable_images += o.unreadable_images;
         self.empty_captions += o.empty_captions;
         self.duplicate_pairs += o.duplicate_pairs;
+        self.outside_images += o.outside_images;
         for e in &o.examples {
             if self.examples.len() < 5 {
                 self.examples.push(e.clone());
@@ -171,11 +179,52 @@ pub fn is_held_out(key: &str, fraction: f64) -> bool {
     ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
 }
 
-/// One record of a captions file.
-struct Record {
-    line: usize,
-    image: String,
-    caption: String,
+/// The format of a captions file, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptionsFormat {
+    /// `.csv` (and `.txt`): `image,caption`, `"..."` quoting.
+    Csv,
+    /// `.tsv`: `image<TAB>caption`, no quoting.
+    Tsv,
+    /// `.jsonl` / `.ndjson`: `{"image": ..., "caption": ...}` per line.
+    JsonLines,
+}
+
+/// The captions file extensions read, for messages.
+pub const CAPTIONS_EXTENSIONS: &str =
+    ".csv, .txt (comma-separated), .tsv (tab-separated), .jsonl, .ndjson (JSON Lines)";
+
+impl CaptionsFormat {
+    /// The format of `path` by its extension (any case); an unknown one is an
+    /// error naming the file and the supported extensions.
+    pub fn from_path(path: &Path) -> PairResult<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("csv") | Some("txt") => Ok(CaptionsFormat::Csv),
+            Some("tsv") => Ok(CaptionsFormat::Tsv),
+            Some("jsonl") | Some("ndjson") => Ok(CaptionsFormat::JsonLines),
+            other => Err(record_err(
+                path,
+                0,
+                format!(
+                    "unknown captions file extension {:?}: a captions file must end in {CAPTIONS_EXTENSIONS}",
+                    other.map(|e| format!(".{e}")).unwrap_or_default()
+                ),
+            )),
+        }
+    }
+}
+
+/// One record of a captions file: its line (from 1), the image path as
+/// written, the caption as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptionRecord {
+    pub line: usize,
+    pub image: String,
+    pub caption: String,
 }
 
 fn record_err(path: &Path, line: usize, reason: impl Into<String>) -> PairError {
@@ -189,15 +238,16 @@ fn record_err(path: &Path, line: usize, reason: impl Into<String>) -> PairError 
 /// A quoted CSV field starting at `s` (which begins with `"`): its text and
 /// the rest after the closing quote.
 fn quoted(s: &str) -> Result<(String, &str), String> {
+    let body = s.strip_prefix('"').ok_or("expected a quoted field")?;
     let mut out = String::new();
-    let mut chars = s[1..].char_indices();
+    let mut chars = body.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         if c == '"' {
-            if s[1 + i + 1..].starts_with('"') {
+            if let Some((_, '"')) = chars.peek() {
                 out.push('"');
                 chars.next();
             } else {
-                return Ok((out, &s[1 + i + 1..]));
+                return Ok((out, &body[i + 1..]));
             }
         } else {
             out.push(c);
@@ -236,31 +286,35 @@ fn parse_csv_line(line: &str) -> Result<(String, String), String> {
     Ok((image, caption))
 }
 
-fn read_records(path: &Path) -> PairResult<Vec<Record>> {
-    let bytes = std::fs::read(path).map_err(|e| PairError::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+/// `image<TAB>caption` of one TSV line (no quoting; the caption is the rest
+/// of the line).
+fn parse_tsv_line(line: &str) -> Result<(String, String), String> {
+    let (image, caption) = line
+        .split_once('\t')
+        .ok_or("expected two tab-separated fields, image<TAB>caption")?;
+    Ok((image.trim().to_string(), caption.trim().to_string()))
+}
+
+/// Parses the content of a captions file in `format`; `name` is the file
+/// errors name (with the line). Reads no file: the fuzzing entry point of the
+/// captions formats. Blank lines are skipped; a first line `image,caption`
+/// (`image<TAB>caption`) is a header.
+pub fn parse_captions(
+    bytes: &[u8],
+    format: CaptionsFormat,
+    name: &Path,
+) -> PairResult<Vec<CaptionRecord>> {
+    let path = name;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes
+            .get(..e.valid_up_to())
+            .unwrap_or_default()
             .iter()
             .filter(|&&b| b == b'\n')
             .count()
             + 1;
         record_err(path, line, "invalid UTF-8")
     })?;
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let jsonl = match ext.as_deref() {
-        Some("jsonl") | Some("ndjson") => true,
-        Some("csv") | Some("tsv") | Some("txt") => false,
-        _ => {
-            return Err(record_err(
-                path,
-                0,
-                "a captions file must end in .csv or .jsonl",
-            ))
-        }
-    };
     let mut out = Vec::new();
     let mut first = true;
     for (i, raw) in text.lines().enumerate() {
@@ -269,37 +323,58 @@ fn read_records(path: &Path) -> PairResult<Vec<Record>> {
         if raw.trim().is_empty() {
             continue;
         }
-        let (image, caption) = if jsonl {
-            let v: serde_json::Value = serde_json::from_str(raw)
-                .map_err(|e| record_err(path, line, format!("not JSON: {e}")))?;
-            let field = |k: &str| {
-                v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| {
-                    record_err(path, line, format!("no string field \"{k}\" (expected {{\"image\": ..., \"caption\": ...}})"))
-                })
-            };
-            (field("image")?, field("caption")?)
-        } else {
-            let (image, caption) = parse_csv_line(raw).map_err(|r| record_err(path, line, r))?;
-            if first
-                && image.eq_ignore_ascii_case("image")
-                && caption.trim().eq_ignore_ascii_case("caption")
-            {
-                first = false;
-                continue;
+        let (image, caption) = match format {
+            CaptionsFormat::JsonLines => {
+                let v: serde_json::Value = serde_json::from_str(raw)
+                    .map_err(|e| record_err(path, line, format!("not JSON: {e}")))?;
+                let field = |k: &str| {
+                    v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| {
+                        record_err(path, line, format!("no string field \"{k}\" (expected {{\"image\": ..., \"caption\": ...}})"))
+                    })
+                };
+                (field("image")?, field("caption")?)
             }
-            (image, caption)
+            CaptionsFormat::Csv | CaptionsFormat::Tsv => {
+                let parsed = if format == CaptionsFormat::Csv {
+                    parse_csv_line(raw)
+                } else {
+                    parse_tsv_line(raw)
+                };
+                let (image, caption) = parsed.map_err(|r| record_err(path, line, r))?;
+                if first
+                    && image.eq_ignore_ascii_case("image")
+                    && caption.trim().eq_ignore_ascii_case("caption")
+                {
+                    first = false;
+                    continue;
+                }
+                (image, caption)
+            }
         };
         first = false;
         if image.trim().is_empty() {
             return Err(record_err(path, line, "empty image path"));
         }
-        out.push(Record {
+        out.push(CaptionRecord {
             line,
             image,
             caption,
         });
     }
     Ok(out)
+}
+
+fn read_records(path: &Path) -> PairResult<Vec<CaptionRecord>> {
+    let format = CaptionsFormat::from_path(path)?;
+    let bytes = std::fs::read(path).map_err(|e| PairError::io(path, e))?;
+    parse_captions(&bytes, format, path)
+}
+
+/// `image` (as written in a captions file) resolved lexically under `root`:
+/// `.` dropped, `..` taken back; `None` when it is absolute or climbs out of
+/// `root` ([`selfsup_core::inside::join_inside`]).
+pub fn resolve_under(root: &Path, image: &str) -> Option<PathBuf> {
+    selfsup_core::inside::join_inside(root, image)
 }
 
 /// Reads the pairs of the captions file `file`; image paths are relative to
@@ -329,7 +404,20 @@ pub fn read_captions(file: &Path, images: Option<&Path>, opts: ReadOptions) -> P
     let mut keys: Vec<String> = Vec::new();
     let mut lines: Vec<Vec<usize>> = Vec::new();
     let mut captions: Vec<Vec<String>> = Vec::new();
+    let mut resolved: Vec<PathBuf> = Vec::new();
     for r in read_records(file)? {
+        let Some(image_path) = resolve_under(&root, &r.image) else {
+            fail_or_skip(
+                PairError::OutsideRoot {
+                    path: file.to_path_buf(),
+                    line: r.line,
+                    image: r.image.clone(),
+                    root: root.clone(),
+                },
+                &mut report,
+            )?;
+            continue;
+        };
         let caption = r.caption.split_whitespace().collect::<Vec<_>>().join(" ");
         if caption.is_empty() {
             fail_or_skip(
@@ -356,16 +444,19 @@ pub fn read_captions(file: &Path, images: Option<&Path>, opts: ReadOptions) -> P
         seen.insert((r.image.clone(), caption.clone()), r.line);
         let i = *index.entry(r.image.clone()).or_insert_with(|| {
             keys.push(r.image.clone());
+            resolved.push(image_path);
             lines.push(Vec::new());
             captions.push(Vec::new());
             keys.len() - 1
         });
-        lines[i].push(r.line);
-        captions[i].push(caption);
+        if let (Some(l), Some(c)) = (lines.get_mut(i), captions.get_mut(i)) {
+            l.push(r.line);
+            c.push(caption);
+        }
     }
-    let decoded: Vec<Result<Vec<u8>, ImageFault>> = keys
+    let decoded: Vec<Result<Vec<u8>, ImageFault>> = resolved
         .par_iter()
-        .map(|k| read_rgb(&root.join(k), opts.image_size))
+        .map(|p| read_rgb(p, opts.image_size))
         .collect();
     let mut pixels = Vec::new();
     let mut kept = Vec::new();
@@ -376,8 +467,9 @@ pub fn read_captions(file: &Path, images: Option<&Path>, opts: ReadOptions) -> P
                 kept.push(i);
             }
             Err(fault) => {
-                for &line in &lines[i] {
-                    let (path, image) = (file.to_path_buf(), root.join(&keys[i]));
+                for &line in lines.get(i).into_iter().flatten() {
+                    let image = resolved.get(i).cloned().unwrap_or_default();
+                    let path = file.to_path_buf();
                     let e = match &fault {
                         ImageFault::Missing => PairError::MissingImage { path, line, image },
                         ImageFault::Unsupported => PairError::Unsupported { path, line, image },
@@ -540,6 +632,103 @@ mod tests {
             (1, 1, 1, 1, 1)
         );
         assert_eq!(r.total(), 5);
+    }
+
+    #[test]
+    fn images_outside_the_images_folder_are_refused_or_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir_all(images.join("sub")).unwrap();
+        png(&images, "a.png", [0, 255, 0]);
+        png(dir.path(), "secret.png", [1, 2, 3]);
+        let f = images.join("c.csv");
+        let abs = dir.path().join("secret.png");
+        for (bad, line) in [
+            ("../secret.png".to_string(), 2),
+            ("sub/../../secret.png".to_string(), 2),
+            (abs.display().to_string(), 2),
+        ] {
+            std::fs::write(&f, format!("a.png,green\n{bad},stolen\n")).unwrap();
+            let e = read_captions(&f, None, opts(false))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("c.csv: line {line}"))
+                    && e.contains("leaves the images folder"),
+                "{bad}: {e}"
+            );
+            let p = read_captions(&f, None, opts(true)).unwrap();
+            assert_eq!(
+                (p.len(), p.report.outside_images, p.report.total()),
+                (1, 1, 1)
+            );
+        }
+        // `..` that stays inside is fine.
+        std::fs::write(&f, "sub/../a.png,green\n").unwrap();
+        assert_eq!(read_captions(&f, None, opts(false)).unwrap().len(), 1);
+        assert_eq!(
+            resolve_under(Path::new("r"), "./x/../y.png"),
+            Some(PathBuf::from("r/y.png"))
+        );
+        assert_eq!(resolve_under(Path::new("r"), "x/.."), None);
+    }
+
+    #[test]
+    fn tsv_is_tab_separated_and_unknown_extensions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        png(dir.path(), "a, b.png", [255, 0, 0]);
+        let f = dir.path().join("c.tsv");
+        std::fs::write(&f, "image\tcaption\na, b.png\ta \"red\", square\n").unwrap();
+        let p = read_captions(&f, None, opts(false)).unwrap();
+        assert_eq!(p.keys, vec!["a, b.png"]);
+        assert_eq!(p.captions[0], vec!["a \"red\", square"]);
+        std::fs::write(&f, "a, b.png,no tab\n").unwrap();
+        let e = read_captions(&f, None, opts(false))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.tsv: line 1") && e.contains("tab"), "{e}");
+        let x = dir.path().join("c.xlsx");
+        std::fs::write(&x, "a.png,red\n").unwrap();
+        let e = read_captions(&x, None, opts(false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.xlsx")
+                && e.contains(".xlsx")
+                && e.contains(".tsv")
+                && e.contains(".jsonl"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn captions_parse_from_memory_in_every_format() {
+        let name = Path::new("mem");
+        let want = vec![CaptionRecord {
+            line: 2,
+            image: "a.png".into(),
+            caption: "red".into(),
+        }];
+        let cases: [(&[u8], CaptionsFormat); 3] = [
+            (b"image,caption\na.png,red\n", CaptionsFormat::Csv),
+            (b"image\tcaption\na.png\tred\n", CaptionsFormat::Tsv),
+            (
+                b"\n{\"image\": \"a.png\", \"caption\": \"red\"}",
+                CaptionsFormat::JsonLines,
+            ),
+        ];
+        for (bytes, fmt) in cases {
+            assert_eq!(parse_captions(bytes, fmt, name).unwrap(), want, "{fmt:?}");
+        }
+        for (bytes, fmt) in [
+            (&b"a.png,\"open"[..], CaptionsFormat::Csv),
+            (&b"\""[..], CaptionsFormat::Csv),
+            (&b"ok,x\n\xff\xfe"[..], CaptionsFormat::Csv),
+            (&b"{\"image\": 1}"[..], CaptionsFormat::JsonLines),
+        ] {
+            let e = parse_captions(bytes, fmt, name).unwrap_err().to_string();
+            assert!(e.starts_with("mem: line "), "{e}");
+        }
     }
 
     #[test]

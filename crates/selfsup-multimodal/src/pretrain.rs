@@ -191,9 +191,14 @@ impl Default for ClipRunConfig {
 }
 
 impl ClipRunConfig {
-    /// Parses a config; unknown keys are errors that name the key.
+    /// Parses a config; unknown keys and impossible values are errors that
+    /// name the file and the key.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(format!("{}: {e}", origin.display())))
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
+        cfg.check()
+            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
+        Ok(cfg)
     }
 
     /// The resolved config as TOML (saved beside every checkpoint).
@@ -201,38 +206,101 @@ impl ClipRunConfig {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# unserialisable config: {e}"))
     }
 
-    /// Checks what serde cannot.
+    /// Checks what serde cannot (every range, before any data is read).
     pub fn validate(&self) -> Result<()> {
         self.augment.validate()?;
+        self.model.vision.validate()?;
+        self.check().map_err(Error::Config)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::image_file::MAX_OUTPUT_SIZE;
+        use selfsup_core::trainer::positive;
         if self.augment.views != 1 || self.augment.local_crops.count != 0 {
-            return Err(Error::Config(
+            return Err(
                 "[augment] CLIP takes one view per image: views = 1, no local_crops".into(),
-            ));
+            );
         }
-        if self.data.image_size < self.model.vision.min_input_size() as usize {
-            return Err(Error::Config(format!(
-                "[data] image_size {} is below what the image tower takes ({})",
-                self.data.image_size,
-                self.model.vision.min_input_size()
-            )));
+        let min_size = self.model.vision.min_input_size();
+        if (self.data.image_size as i64) < min_size || self.data.image_size > MAX_OUTPUT_SIZE {
+            return Err(format!(
+                "[data] image_size = {}: must be in {min_size}..={MAX_OUTPUT_SIZE} (the image tower takes at least {min_size})",
+                self.data.image_size
+            ));
         }
         if !(0.0..1.0).contains(&self.data.held_out) {
-            return Err(Error::Config(format!(
+            return Err(format!(
                 "[data] held_out must be in [0, 1), got {}",
                 self.data.held_out
-            )));
+            ));
         }
         if self.data.sources.is_empty() {
-            return Err(Error::Config(
+            return Err(
                 "[data] has no sources (add [[data.sources]] format = \"captions\", file = ...)"
                     .into(),
-            ));
+            );
+        }
+        for src in &self.data.sources {
+            if let PairSource::FashionMnist {
+                test_images,
+                captions,
+                train_images,
+                ..
+            } = src
+            {
+                if *test_images < 1 || *train_images == Some(0) {
+                    return Err("[[data.sources]] fashion-mnist: train_images and test_images must be at least 1".into());
+                }
+                if captions.is_empty() {
+                    return Err("[[data.sources]] fashion-mnist: captions needs at least one template (\"a photo of a {}\")".into());
+                }
+            }
+        }
+        for (key, t) in [
+            ("[eval] emoji_templates", &self.eval.emoji_templates),
+            ("[eval] photo_templates", &self.eval.photo_templates),
+        ] {
+            if t.is_empty() {
+                return Err(format!(
+                    "{key} is empty: give at least one prompt template (\"a photo of a {{}}\")"
+                ));
+            }
         }
         if self.run.batch_size < 2 {
-            return Err(Error::Config(
-                "[run] batch_size must be at least 2 (in-batch negatives)".into(),
+            return Err("[run] batch_size must be at least 2 (in-batch negatives)".into());
+        }
+        if self.run.threads == Some(0) {
+            return Err("[run] threads = 0: give at least 1 (or leave it out)".into());
+        }
+        if self.model.embed_dim < 1 {
+            return Err(format!(
+                "[model] embed_dim = {}: must be at least 1",
+                self.model.embed_dim
             ));
         }
+        let t = &self.model.text;
+        for (key, v) in [
+            ("hidden", t.hidden),
+            ("layers", t.layers),
+            ("heads", t.heads),
+            ("intermediate", t.intermediate),
+        ] {
+            if let Some(v) = v.filter(|&v| v < 1) {
+                return Err(format!("[model.text] {key} = {v}: must be at least 1"));
+            }
+        }
+        // The vocabulary is not known yet; the rest of the text tower's checks.
+        t.resolve(2, 0)?;
+        let clip = self.method.clip();
+        positive("[method] init_temperature", clip.init_temperature)?;
+        positive("[method] max_logit_scale", clip.max_logit_scale)?;
+        if clip.max_logit_scale < 1.0 || 1.0 / clip.init_temperature > clip.max_logit_scale {
+            return Err(format!(
+                "[method] need 1 <= 1 / init_temperature <= max_logit_scale, got init_temperature = {} and max_logit_scale = {}",
+                clip.init_temperature, clip.max_logit_scale
+            ));
+        }
+        self.trainer.validate()?;
         Ok(())
     }
 
@@ -496,9 +564,10 @@ fn params(vs: &tch::nn::VarStore, prefix: &str) -> i64 {
 
 /// Pre-trains, evaluates and exports as `cfg` says.
 pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary> {
+    selfsup_core::run::check_common(&cfg.trainer, cfg.run.threads)?;
+    cfg.validate()?;
     opts.single_process("CLIP pre-training")?;
     let wall = Instant::now();
-    cfg.validate()?;
     if let Some(t) = cfg.run.threads {
         tch::set_num_threads(t as i32);
     }
@@ -512,8 +581,8 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
     let data = read_data(cfg, &opts.data_root)?;
     let train = &data.train;
     if train.len() < cfg.run.batch_size {
-        return Err(Error::Config(format!(
-            "{} training images, fewer than one batch of {}",
+        return Err(Error::Data(format!(
+            "{} training images, fewer than one batch of {} (lower [run] batch_size or add pairs)",
             train.len(),
             cfg.run.batch_size
         )));
@@ -674,4 +743,75 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
 fn loader_steps(loader: &PairBatches, epochs: usize) -> usize {
     use selfsup_core::source::BatchSource;
     loader.batches_per_epoch() * epochs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset() -> (String, PathBuf) {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/multimodal/clip-cpu.toml");
+        (std::fs::read_to_string(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_at_parse_naming_the_key() {
+        let (text, path) = preset();
+        for (from, to, want) in [
+            (
+                "init_temperature = 0.07",
+                "init_temperature = 0.0",
+                "init_temperature = 0",
+            ),
+            (
+                "init_temperature = 0.07",
+                "init_temperature = -0.5",
+                "init_temperature = -0.5",
+            ),
+            (
+                "init_temperature = 0.07",
+                "init_temperature = 0.001",
+                "max_logit_scale",
+            ),
+            ("batch_size = 128", "batch_size = 0", "batch_size"),
+            (
+                "image_size = 32",
+                "image_size = 100000",
+                "image_size = 100000",
+            ),
+            ("held_out = 0.1", "held_out = 1.5", "held_out"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let err = ClipRunConfig::from_toml(&text.replacen(from, to, 1), &path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("clip-cpu.toml") && err.contains(want),
+                "{want}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn pretrain_checks_the_trainer_before_reading_data() {
+        let (text, path) = preset();
+        let mut cfg = ClipRunConfig::from_toml(&text, &path).unwrap();
+        cfg.trainer.epochs = 0;
+        let dir = tempfile::tempdir().unwrap();
+        let mut obs = selfsup_core::trainer::Silent;
+        let mut log = |_: &str| {};
+        let opts = RunOptions {
+            data_root: dir.path().join("no-such-root"),
+            run_dir: dir.path().join("run"),
+            resume: false,
+            observer: &mut obs,
+            stop: Default::default(),
+            git_commit: None,
+            log: &mut log,
+            distributed: None,
+        };
+        let err = pretrain(&cfg, opts).err().unwrap().to_string();
+        assert!(err.contains("epochs = 0"), "{err}");
+    }
 }

@@ -13,7 +13,7 @@
 use crate::captions::fill;
 use crate::error::{PairError, PairResult};
 use crate::image_file::{read_rgb, ImageFault};
-use crate::pairs::{PairSet, ReadOptions, SkipReport};
+use crate::pairs::{resolve_under, PairSet, ReadOptions, SkipReport};
 use image::imageops::FilterType;
 use rayon::prelude::*;
 use selfsup_vision::data::idx::{read_fashion_mnist, FASHION_MNIST_CLASSES};
@@ -66,42 +66,57 @@ pub fn read_emoji(dir: &Path, dataset: &str, opts: ReadOptions) -> PairResult<Pa
     let mut classes: Vec<String> = entries.iter().map(|e| e.category.to_lowercase()).collect();
     classes.sort();
     classes.dedup();
-    let decoded: Vec<Result<Vec<u8>, ImageFault>> = entries
+    let img_dir = dir.join("img");
+    // An entry's image must stay inside img/ (no absolute path, no `..` out).
+    let paths: Vec<Option<std::path::PathBuf>> = entries
+        .iter()
+        .map(|e| resolve_under(&img_dir, &e.image))
+        .collect();
+    let decoded: Vec<Option<Result<Vec<u8>, ImageFault>>> = paths
         .par_iter()
-        .map(|e| read_rgb(&dir.join("img").join(&e.image), opts.image_size))
+        .map(|p| p.as_ref().map(|p| read_rgb(p, opts.image_size)))
         .collect();
     let mut report = SkipReport::default();
     let mut set = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, (e, d)) in entries.iter().zip(decoded).enumerate() {
         let captions = emoji_captions(e);
-        let image = dir.join("img").join(&e.image);
-        let why = match (&d, captions.is_empty()) {
-            (Err(ImageFault::Missing), _) => Some("is missing".to_string()),
-            (Err(ImageFault::Unsupported), _) => Some("is not a png".to_string()),
-            (Err(ImageFault::Unreadable(r)), _) => Some(format!("cannot be read: {r}")),
-            (Ok(_), true) => Some("has no name to caption it with".to_string()),
-            (Ok(_), false) => None,
+        let image = img_dir.join(&e.image);
+        let label = classes
+            .binary_search(&e.category.to_lowercase())
+            .map(|l| l as i64);
+        let why = match (&d, captions.is_empty(), label) {
+            (None, _, _) => Some("leaves the img/ folder (absolute or `..` past it)".to_string()),
+            (Some(Err(ImageFault::Missing)), _, _) => Some("is missing".to_string()),
+            (Some(Err(ImageFault::Unsupported)), _, _) => Some("is not a png".to_string()),
+            (Some(Err(ImageFault::Unreadable(r))), _, _) => Some(format!("cannot be read: {r}")),
+            (Some(Ok(_)), true, _) => Some("has no name to caption it with".to_string()),
+            (Some(Ok(_)), false, Err(_)) => Some("has no category".to_string()),
+            (Some(Ok(_)), false, Ok(_)) => None,
         };
-        if let Some(why) = why {
-            let what = format!("entry {} ({}): image {} {why}", i, e.image, image.display());
+        let (Some(Ok(pixels)), Ok(label), None) = (d.as_ref(), label, why.as_ref()) else {
+            let what = format!(
+                "entry {} ({}): image {} {}",
+                i,
+                e.image,
+                image.display(),
+                why.unwrap_or_default()
+            );
             if !opts.skip_bad {
                 return Err(missing(what));
             }
             match d {
-                Err(ImageFault::Missing) => report.missing_images += 1,
-                Err(ImageFault::Unsupported) => report.unsupported_images += 1,
-                Err(ImageFault::Unreadable(_)) => report.unreadable_images += 1,
-                Ok(_) => report.empty_captions += 1,
+                None => report.outside_images += 1,
+                Some(Err(ImageFault::Missing)) => report.missing_images += 1,
+                Some(Err(ImageFault::Unsupported)) => report.unsupported_images += 1,
+                Some(Err(ImageFault::Unreadable(_))) => report.unreadable_images += 1,
+                Some(Ok(_)) => report.empty_captions += 1,
             }
             if report.examples.len() < 5 {
                 report.examples.push(what);
             }
             continue;
-        }
-        let label = classes
-            .binary_search(&e.category.to_lowercase())
-            .expect("every category is a class") as i64;
-        set.0.extend_from_slice(&d.expect("checked above"));
+        };
+        set.0.extend_from_slice(pixels);
         set.1.push(e.image.clone());
         set.2.push(captions);
         set.3.push(label);
@@ -139,14 +154,57 @@ pub fn fashion_mnist_pairs(
         what: e.to_string(),
         name: "fashion-mnist".into(),
     })?;
+    let bad = |what: String| PairError::MissingDataset {
+        path: dir.to_path_buf(),
+        what,
+        name: "fashion-mnist".into(),
+    };
     let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
-    let labels: Vec<i64> = ds.labels.clone().unwrap_or_default()[..n].to_vec();
+    let all_labels = ds.labels.as_deref().unwrap_or_default();
+    let labels: Vec<i64> = all_labels
+        .get(..n)
+        .ok_or_else(|| {
+            bad(format!(
+                "{} labels for {} images",
+                all_labels.len(),
+                ds.len()
+            ))
+        })?
+        .to_vec();
+    let classes: Vec<String> = FASHION_MNIST_CLASSES
+        .iter()
+        .map(|c| c.to_lowercase())
+        .collect();
+    if let Some((i, l)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| usize::try_from(l).map_or(true, |l| l >= classes.len()))
+    {
+        return Err(bad(format!(
+            "image {i} has label {l}, outside the {} classes",
+            classes.len()
+        )));
+    }
+    if image_size == 0 || image_size > crate::image_file::MAX_OUTPUT_SIZE {
+        return Err(PairError::Empty(format!(
+            "image_size {image_size}: must be in 1..={}",
+            crate::image_file::MAX_OUTPUT_SIZE
+        )));
+    }
     let s = image_size as u32;
     let (h, w) = (ds.height as u32, ds.width as u32);
     let per = image_size * image_size * 3;
-    let mut pixels = vec![0u8; n * per];
+    let total = n.checked_mul(per).ok_or_else(|| {
+        PairError::Empty(format!(
+            "{n} images of {image_size}x{image_size} pixels do not fit in memory"
+        ))
+    })?;
+    let mut pixels = vec![0u8; total];
     pixels.par_chunks_mut(per).enumerate().for_each(|(i, out)| {
-        let grey = image::GrayImage::from_raw(w, h, ds.image(i).to_vec()).expect("IDX image size");
+        // The reader checked every image holds height * width bytes.
+        let Some(grey) = image::GrayImage::from_raw(w, h, ds.image(i).to_vec()) else {
+            return;
+        };
         let grey = if (w, h) == (s, s) {
             grey
         } else {
@@ -156,17 +214,11 @@ pub fn fashion_mnist_pairs(
             o.fill(*g);
         }
     });
-    let classes: Vec<String> = FASHION_MNIST_CLASSES
-        .iter()
-        .map(|c| c.to_lowercase())
-        .collect();
     let captions = labels
         .iter()
         .map(|&l| {
-            templates
-                .iter()
-                .map(|t| fill(t, &classes[l as usize]))
-                .collect()
+            let class = classes.get(l as usize).map_or("", String::as_str);
+            templates.iter().map(|t| fill(t, class)).collect()
         })
         .collect();
     let images = ImageDataset::new(
@@ -235,5 +287,40 @@ mod tests {
         assert_eq!(p.images.classes, vec!["smileys & emotion", "symbols"]);
         assert_eq!(p.images.labels, Some(vec![0, 1]));
         assert_eq!(&p.images.image(1)[0..3], &[220, 0, 0]);
+    }
+
+    #[test]
+    fn emoji_images_outside_img_are_refused_or_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("img")).unwrap();
+        let red = image::RgbaImage::from_pixel(8, 8, image::Rgba([220, 0, 0, 255]));
+        red.save(dir.path().join("img").join("2764.png")).unwrap();
+        red.save(dir.path().join("outside.png")).unwrap();
+        let json = r#"[
+          {"name": "HEART", "image": "2764.png", "category": "Symbols"},
+          {"name": "ESCAPE", "image": "../outside.png", "category": "Symbols"}
+        ]"#;
+        std::fs::write(dir.path().join("emoji.json"), json).unwrap();
+        let o = ReadOptions {
+            image_size: 4,
+            skip_bad: false,
+        };
+        let e = read_emoji(dir.path(), "emoji-test", o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("entry 1") && e.contains("leaves the img/ folder"),
+            "{e}"
+        );
+        let p = read_emoji(
+            dir.path(),
+            "emoji-test",
+            ReadOptions {
+                skip_bad: true,
+                ..o
+            },
+        )
+        .unwrap();
+        assert_eq!((p.keys.len(), p.report.outside_images), (1, 1));
     }
 }

@@ -35,6 +35,9 @@ pub enum TextError {
     /// A corpus with nothing to train on.
     #[error("{0}")]
     Empty(String),
+    /// A setting that cannot work (the message names the key and the range).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl TextError {
@@ -50,10 +53,34 @@ impl From<TextError> for selfsup_core::Error {
     fn from(e: TextError) -> Self {
         match e {
             TextError::Io { path, source } => selfsup_core::Error::Io { path, source },
-            other => selfsup_core::Error::Config(other.to_string()),
+            TextError::Config(m) => selfsup_core::Error::Config(m),
+            // Bad input data: shown as it is (it names the file), not as
+            // "invalid configuration".
+            other => selfsup_core::Error::Data(other.to_string()),
         }
     }
 }
 
 /// `Result` with [`TextError`].
 pub type TextResult<T> = std::result::Result<T, TextError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_errors_are_not_configuration_errors() {
+        let data: selfsup_core::Error = TextError::Utf8 {
+            path: "c.txt".into(),
+            offset: 3,
+        }
+        .into();
+        assert!(matches!(data, selfsup_core::Error::Data(_)), "{data:?}");
+        assert!(
+            data.to_string().starts_with("c.txt: invalid UTF-8"),
+            "{data}"
+        );
+        let cfg: selfsup_core::Error = TextError::Config("[model] max_len = 2".into()).into();
+        assert!(matches!(cfg, selfsup_core::Error::Config(_)), "{cfg:?}");
+    }
+}

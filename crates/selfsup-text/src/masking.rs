@@ -87,7 +87,14 @@ pub fn mask_sequence(
         // A unit: one token, or a word (the token and its continuations).
         let mut end = i + 1;
         if cfg.whole_word {
-            while end < n && !special(ids[end]) && vocab.is_continuation[ids[end] as usize] {
+            while end < n
+                && !special(ids[end])
+                && vocab
+                    .is_continuation
+                    .get(ids[end] as usize)
+                    .copied()
+                    .unwrap_or(false)
+            {
                 end += 1;
             }
         }
@@ -107,7 +114,11 @@ pub fn mask_sequence(
         if r < cfg.mask_token {
             input[j] = vocab.mask_id;
         } else if r < cfg.mask_token + cfg.random_token {
-            input[j] = vocab.normal_ids[rng.gen_range(0..vocab.normal_ids.len())];
+            // (A vocabulary of specials only is refused when it is loaded;
+            // the token stays as it is rather than index an empty table.)
+            if !vocab.normal_ids.is_empty() {
+                input[j] = vocab.normal_ids[rng.gen_range(0..vocab.normal_ids.len())];
+            }
         }
     }
     (input, labels)

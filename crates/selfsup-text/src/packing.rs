@@ -6,7 +6,7 @@
 //! (counted in [`Packed::long_lines`]). Downstream evaluation chunks each
 //! document on its own ([`chunk_document`]).
 use crate::corpus::Document;
-use crate::error::TextResult;
+use crate::error::{TextError, TextResult};
 use crate::tokenizer::TextTokenizer;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -56,78 +56,193 @@ impl Packed {
     }
 }
 
-/// Tokens of one document, line by line; returns the ids and how many lines
-/// were longer than `line_limit` tokens.
-fn encode_document(
-    tok: &TextTokenizer,
-    doc: &Document,
-    line_limit: usize,
-) -> TextResult<(Vec<u32>, usize)> {
-    let mut ids = Vec::new();
-    let mut long = 0;
-    for line in doc.text.lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let l = tok.encode(line)?;
-        long += usize::from(l.len() > line_limit);
-        ids.extend(l);
-    }
-    Ok((ids, long))
+/// Text handed to the tokenizer per parallel round of [`pack`], in bytes
+/// (bounds what is held besides the documents and the packed ids).
+const ROUND_BYTES: usize = 1 << 22;
+
+/// One piece of text to encode, with where it sits.
+struct Piece<'a> {
+    doc: usize,
+    /// The first piece of its line.
+    line_start: bool,
+    text: &'a str,
+}
+
+/// The pieces of `docs`, in order: non-blank lines cut by
+/// [`TextTokenizer::pieces`].
+fn pieces<'a>(docs: &'a [Document], tok: &'a TextTokenizer) -> impl Iterator<Item = Piece<'a>> {
+    docs.iter().enumerate().flat_map(move |(doc, d)| {
+        d.text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .flat_map(move |line| {
+                tok.pieces(line).enumerate().map(move |(k, text)| Piece {
+                    doc,
+                    line_start: k == 0,
+                    text,
+                })
+            })
+    })
 }
 
 fn push_sequence(out: &mut Vec<i64>, tok: &TextTokenizer, body: &[i64], max_len: usize) {
     out.push(tok.cls_id);
     out.extend_from_slice(body);
     out.push(tok.sep_id);
-    out.extend(std::iter::repeat_n(tok.pad_id, max_len - body.len() - 2));
+    out.extend(std::iter::repeat_n(
+        tok.pad_id,
+        max_len.saturating_sub(body.len() + 2),
+    ));
 }
 
-/// Packs `docs` into sequences of `max_len` (at least 8) tokens.
-pub fn pack(docs: &[Document], tok: &TextTokenizer, max_len: usize) -> TextResult<Packed> {
-    assert!(max_len >= 8, "max_len must be at least 8");
-    let body = max_len - 2;
-    let encoded: Vec<(Vec<u32>, usize)> = docs
-        .par_iter()
-        .map(|d| encode_document(tok, d, body))
-        .collect::<TextResult<_>>()?;
-    let mut stats = PackStats {
-        documents: docs.len(),
-        ..PackStats::default()
-    };
-    let mut stream: Vec<i64> = Vec::new();
-    for (i, (ids, long)) in encoded.iter().enumerate() {
-        stats.long_lines += long;
-        stats.text_tokens += ids.len();
-        stats.unknown_tokens += ids.iter().filter(|&&t| i64::from(t) == tok.unk_id).count();
-        if i > 0 && !ids.is_empty() {
-            stream.push(tok.sep_id);
+/// The smallest `max_len` packing accepts.
+pub const MIN_MAX_LEN: usize = 8;
+
+fn check_max_len(max_len: usize) -> TextResult<()> {
+    if max_len < MIN_MAX_LEN {
+        return Err(TextError::Config(format!(
+            "[model] max_len = {max_len}: must be at least {MIN_MAX_LEN} ([CLS] and [SEP] take 2 of each sequence)"
+        )));
+    }
+    Ok(())
+}
+
+/// Packs as tokens arrive: rows of `[CLS] body [SEP] [PAD]...`.
+struct Packer<'t> {
+    tok: &'t TextTokenizer,
+    max_len: usize,
+    body: usize,
+    row: Vec<i64>,
+    out: Vec<i64>,
+    stats: PackStats,
+    /// Document whose tokens come now (`None` before the first piece).
+    doc: Option<usize>,
+    /// Whether the current document has given a token yet.
+    doc_started: bool,
+    /// Tokens of the current line so far.
+    line_tokens: usize,
+}
+
+impl Packer<'_> {
+    fn token(&mut self, t: i64) {
+        self.row.push(t);
+        if self.row.len() == self.body {
+            push_sequence(&mut self.out, self.tok, &self.row, self.max_len);
+            self.row.clear();
         }
-        stream.extend(ids.iter().map(|&t| i64::from(t)));
     }
-    let mut out = Vec::with_capacity((stream.len() / body + 1) * max_len);
-    for chunk in stream.chunks(body) {
-        push_sequence(&mut out, tok, chunk, max_len);
+
+    fn end_line(&mut self) {
+        self.stats.long_lines += usize::from(self.line_tokens > self.body);
+        self.line_tokens = 0;
     }
-    stats.sequences = out.len() / max_len;
-    Ok(Packed {
-        ids: out,
-        max_len,
-        stats,
-    })
+
+    fn piece(&mut self, p: &Piece<'_>, ids: &[u32]) {
+        if self.doc != Some(p.doc) {
+            self.doc = Some(p.doc);
+            self.doc_started = false;
+        }
+        if p.line_start {
+            self.end_line();
+        }
+        if !ids.is_empty() && !self.doc_started {
+            self.doc_started = true;
+            // Documents are joined by `[SEP]` (before every document but the
+            // first one of the split that gives tokens).
+            if p.doc > 0 {
+                self.token(self.tok.sep_id);
+            }
+        }
+        self.line_tokens += ids.len();
+        self.stats.text_tokens += ids.len();
+        for &t in ids {
+            let t = i64::from(t);
+            self.stats.unknown_tokens += usize::from(t == self.tok.unk_id);
+            self.token(t);
+        }
+    }
+
+    fn finish(mut self) -> Packed {
+        self.end_line();
+        if !self.row.is_empty() {
+            push_sequence(&mut self.out, self.tok, &self.row, self.max_len);
+        }
+        self.stats.sequences = self.out.len() / self.max_len;
+        Packed {
+            ids: self.out,
+            max_len: self.max_len,
+            stats: self.stats,
+        }
+    }
 }
 
-/// The sequences of one document on its own (at most `max_chunks` of them).
+/// Packs `docs` into sequences of `max_len` (at least [`MIN_MAX_LEN`]) tokens.
+///
+/// Streams: lines are encoded in pieces of at most
+/// [`ENCODE_PIECE_BYTES`](crate::tokenizer::ENCODE_PIECE_BYTES) (cut where
+/// the tokenizer splits anyway, so the ids are those of the whole line), a few megabytes of them at a time in parallel, and packed as they
+/// come; what is held besides `docs` is the packed ids and one round.
+pub fn pack(docs: &[Document], tok: &TextTokenizer, max_len: usize) -> TextResult<Packed> {
+    check_max_len(max_len)?;
+    let mut packer = Packer {
+        tok,
+        max_len,
+        body: max_len - 2,
+        row: Vec::with_capacity(max_len),
+        out: Vec::new(),
+        stats: PackStats {
+            documents: docs.len(),
+            ..PackStats::default()
+        },
+        doc: None,
+        doc_started: false,
+        line_tokens: 0,
+    };
+    let mut all = pieces(docs, tok).peekable();
+    let mut round = Vec::new();
+    while all.peek().is_some() {
+        round.clear();
+        let mut bytes = 0;
+        while bytes < ROUND_BYTES {
+            match all.next() {
+                Some(p) => {
+                    bytes += p.text.len();
+                    round.push(p);
+                }
+                None => break,
+            }
+        }
+        let encoded: Vec<Vec<u32>> = round
+            .par_iter()
+            .map(|p| tok.encode(p.text))
+            .collect::<TextResult<_>>()?;
+        for (p, ids) in round.iter().zip(&encoded) {
+            packer.piece(p, ids);
+        }
+    }
+    Ok(packer.finish())
+}
+
+/// The sequences of one document on its own (at most `max_chunks` of them;
+/// only as much of the document as they need is encoded).
 pub fn chunk_document(
     doc: &Document,
     tok: &TextTokenizer,
     max_len: usize,
     max_chunks: usize,
 ) -> TextResult<Vec<Vec<i64>>> {
-    let (ids, _) = encode_document(tok, doc, max_len - 2)?;
-    let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+    check_max_len(max_len)?;
+    let body = max_len - 2;
+    let wanted = body.saturating_mul(max_chunks);
+    let mut ids: Vec<i64> = Vec::new();
+    for p in pieces(std::slice::from_ref(doc), tok) {
+        if ids.len() >= wanted {
+            break;
+        }
+        ids.extend(tok.encode(p.text)?.into_iter().map(i64::from));
+    }
     Ok(ids
-        .chunks(max_len - 2)
+        .chunks(body)
         .take(max_chunks)
         .map(|c| {
             let mut row = Vec::with_capacity(max_len);
@@ -178,5 +293,64 @@ mod tests {
         let chunks = chunk_document(&docs[1], &tok, 10, 2).unwrap();
         assert_eq!(chunks.len(), 2);
         assert!(chunks.iter().all(|c| c.len() == 10));
+    }
+
+    #[test]
+    fn too_short_sequences_are_an_error_not_an_abort() {
+        let docs = vec![doc("a", "the cat sat on the mat")];
+        let tok = TextTokenizer::train(&docs, 60, 1, true).unwrap();
+        for max_len in [0, 1, 2, 7] {
+            let err = pack(&docs, &tok, max_len).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("max_len = {max_len}")) && err.contains("at least 8"),
+                "{err}"
+            );
+            assert!(chunk_document(&docs[0], &tok, max_len, 1).is_err());
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_an_encoding_piece_packs_as_if_encoded_whole() {
+        // Over 2 pieces of ENCODE_PIECE_BYTES, with punctuation, a tab,
+        // accents and a word the vocabulary lacks.
+        let sentence = "The cat sat on the mat, the dog\tsat on the log; caf\u{e9} zebra! ";
+        let line = sentence.repeat(2 * crate::tokenizer::ENCODE_PIECE_BYTES / sentence.len() + 7);
+        let docs = vec![
+            doc("a", "short first line"),
+            doc("b", &format!("{line}\nend")),
+        ];
+        let tok = TextTokenizer::train(&docs[..1], 60, 1, true).unwrap();
+        assert!(tok.pieces(&line).count() >= 3);
+        let p = pack(&docs, &tok, 16).unwrap();
+        // Expected: the whole line encoded at once, packed by hand.
+        let mut stream: Vec<i64> = Vec::new();
+        stream.extend(
+            tok.encode("short first line")
+                .unwrap()
+                .into_iter()
+                .map(i64::from),
+        );
+        stream.push(tok.sep_id);
+        stream.extend(tok.encode(&line).unwrap().into_iter().map(i64::from));
+        stream.extend(tok.encode("end").unwrap().into_iter().map(i64::from));
+        let mut want = Vec::new();
+        for c in stream.chunks(14) {
+            push_sequence(&mut want, &tok, c, 16);
+        }
+        assert_eq!(p.ids, want);
+        assert_eq!(p.stats.long_lines, 1);
+        assert_eq!(p.stats.text_tokens, stream.len() - 1);
+        let first = chunk_document(&docs[1], &tok, 16, 2).unwrap();
+        let line_ids: Vec<i64> = tok
+            .encode(&line)
+            .unwrap()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let mut want = Vec::new();
+        for c in line_ids.chunks(14).take(2) {
+            push_sequence(&mut want, &tok, c, 16);
+        }
+        assert_eq!(first.concat(), want);
     }
 }

@@ -2,7 +2,9 @@
 //! sequences -> MLM -> trainer -> validation and downstream probes ->
 //! export. The `selfsup` binary calls this; it reads no argv or environment
 //! and draws nothing.
-use crate::corpus::{read_source, split_documents, Document, ReadReport, SourceConfig};
+use crate::corpus::{
+    read_source, source_path, split_documents, Document, ReadReport, SourceConfig,
+};
 use crate::eval::{
     probe, unigram_baseline, LabelledSet, MlmEpochEval, ProbeRow, ProbeSetup, UnigramBaseline,
     Validation,
@@ -121,6 +123,9 @@ pub enum TextMethodConfig {
     Mlm,
 }
 
+/// The largest `[run] batch_size` accepted.
+pub const MAX_BATCH: usize = 1 << 20;
+
 /// A whole text run, as one TOML file (see `configs/text/`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -136,14 +141,80 @@ pub struct TextRunConfig {
 }
 
 impl TextRunConfig {
-    /// Parses a config; unknown keys are errors that name the key.
+    /// Parses a config; unknown keys and values out of range are errors
+    /// that name the file and the key.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         let cfg: Self = toml::from_str(text)
             .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
-        cfg.masking
-            .validate()
-            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
+        cfg.check().map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", origin.display())),
+            other => other,
+        })?;
         Ok(cfg)
+    }
+
+    /// Every check that needs no data: the trainer's and thread ranges
+    /// ([`selfsup_core::run::check_common`]), then [`Self::validate`].
+    pub fn check(&self) -> Result<()> {
+        selfsup_core::run::check_common(&self.trainer, self.run.threads)?;
+        self.validate().map_err(Error::Config)
+    }
+
+    /// The ranges of the text settings (`Err` names the key and the range).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=MAX_BATCH).contains(&self.run.batch_size) {
+            return Err(format!(
+                "[run] batch_size = {}: must be from 1 to {MAX_BATCH}",
+                self.run.batch_size
+            ));
+        }
+        let f = self.data.validation_fraction;
+        if !(f.is_finite() && f > 0.0 && f < 1.0) {
+            return Err(format!(
+                "[data] validation_fraction = {f}: must be above 0 and below 1 (validation needs documents, and so does training)"
+            ));
+        }
+        if self.data.max_train_sequences == Some(0) {
+            return Err(
+                "[data] max_train_sequences = 0: must be at least 1 (remove it to train on every sequence)"
+                    .into(),
+            );
+        }
+        for src in &self.data.sources {
+            if let SourceConfig::Jsonl { text_field, .. } = src {
+                if text_field.is_empty() {
+                    return Err(
+                        "[[data.sources]] text_field = \"\": name the field that holds the text"
+                            .into(),
+                    );
+                }
+            }
+        }
+        self.tokenizer.validate()?;
+        self.masking.validate()?;
+        self.model.validate()?;
+        if self.eval.val_sequences < 1 {
+            return Err("[eval] val_sequences = 0: must be at least 1".into());
+        }
+        if self.eval.monitor_sequences < 2 {
+            return Err(format!(
+                "[eval] monitor_sequences = {}: must be at least 2 (the monitors compare sequences)",
+                self.eval.monitor_sequences
+            ));
+        }
+        self.eval.probe.validate("[eval] probe")?;
+        for d in &self.eval.downstream {
+            if d.name.trim().is_empty() {
+                return Err("[[eval.downstream]] name = \"\": give the task a name".into());
+            }
+            if d.chunks_per_doc < 1 {
+                return Err(format!(
+                    "[[eval.downstream]] {}: chunks_per_doc = 0: must be at least 1",
+                    d.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The resolved config as TOML (saved beside every checkpoint).
@@ -215,6 +286,8 @@ fn read_all(
 /// Pre-trains, evaluates and exports as `cfg` says.
 pub fn pretrain(cfg: &TextRunConfig, mut opts: RunOptions) -> Result<TextRunSummary> {
     let wall = Instant::now();
+    selfsup_core::run::check_common(&cfg.trainer, cfg.run.threads)?;
+    cfg.validate().map_err(Error::Config)?;
     if let Some(t) = cfg.run.threads {
         tch::set_num_threads(t as i32);
     }
@@ -229,6 +302,11 @@ pub fn pretrain(cfg: &TextRunConfig, mut opts: RunOptions) -> Result<TextRunSumm
             "[data] has no sources (add [[data.sources]] format = \"text\", path = ...)".into(),
         ));
     }
+    // The downstream sets are read after training: a wrong path must not
+    // wait for it.
+    for d in cfg.eval.downstream.iter().filter(|_| primary) {
+        source_path(&d.source, &opts.data_root)?;
+    }
     let seed = cfg.trainer.seed;
     (opts.log)(&format!(
         "reading {} corpus source(s) from {}",
@@ -238,8 +316,8 @@ pub fn pretrain(cfg: &TextRunConfig, mut opts: RunOptions) -> Result<TextRunSumm
     let (docs, corpus) = read_all(&cfg.data.sources, &opts.data_root, cfg.data.lossy_utf8)?;
     let (train_docs, val_docs) = split_documents(docs, cfg.data.validation_fraction, seed);
     if train_docs.is_empty() || val_docs.is_empty() {
-        return Err(Error::Config(format!(
-            "the corpus has {} document(s): training and validation need at least one each",
+        return Err(Error::Data(format!(
+            "the corpus has {} document(s): training and validation need at least one each (add documents, or change [data] validation_fraction)",
             train_docs.len() + val_docs.len()
         )));
     }
@@ -247,6 +325,13 @@ pub fn pretrain(cfg: &TextRunConfig, mut opts: RunOptions) -> Result<TextRunSumm
         "{} documents ({} train / {} validation, split by document); {} empty skipped, {} decoded lossily",
         corpus.documents, train_docs.len(), val_docs.len(), corpus.empty_skipped, corpus.lossy_files
     ));
+    if corpus.duplicates_skipped > 0 {
+        (opts.log)(&format!(
+            "{} path(s) skipped because they lead to a file or folder already read (links; each file is read once), e.g. {}",
+            corpus.duplicates_skipped,
+            corpus.duplicate_examples.join(", ")
+        ));
+    }
     let t_tok = Instant::now();
     let tok_dir = opts.run_dir.join("tokenizer");
     let tok_file = tok_dir.join("tokenizer.json");
@@ -267,6 +352,14 @@ pub fn pretrain(cfg: &TextRunConfig, mut opts: RunOptions) -> Result<TextRunSumm
         Some(t) => t,
         None => TextTokenizer::from_file(&tok_file)?,
     };
+    if let TokenizerConfig::TrainWordpiece { vocab_size, .. } = &cfg.tokenizer {
+        if tok.vocab_size < *vocab_size {
+            (opts.log)(&format!(
+                "note: the trained vocabulary has {} pieces, fewer than [tokenizer] vocab_size = {vocab_size}: the training documents have no more pairs that occur min_frequency times",
+                tok.vocab_size
+            ));
+        }
+    }
     let max_len = cfg.model.max_len;
     let mut train = pack(&train_docs, &tok, max_len)?;
     let val_all = pack(&val_docs, &tok, max_len)?;
@@ -476,6 +569,148 @@ mod tests {
             .to_string();
         assert!(
             err.contains("sotu") && err.contains("cargo xtask fetch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn impossible_settings_are_refused_before_any_data_naming_the_key() {
+        let (text, path) = preset("mlm-cpu.toml");
+        let cases = [
+            (
+                "max_len = 128",
+                "max_len = 2",
+                "[model] max_len = 2: must be from 8",
+            ),
+            ("max_len = 128", "max_len = 600", "max_len = 600"),
+            (
+                "max_len = 128",
+                "max_len = 128\nmax_position = 64",
+                "max_position (64)",
+            ),
+            (
+                "max_len = 128",
+                "max_len = 128\nheads = 3",
+                "multiple of heads (3)",
+            ),
+            (
+                "max_len = 128",
+                "max_len = 128\nlayers = 0",
+                "[model] layers = 0: must be from 1",
+            ),
+            (
+                "max_len = 128",
+                "max_len = 128\nhidden = 0",
+                "[model] hidden = 0",
+            ),
+            (
+                "max_len = 128",
+                "max_len = 128\nintermediate = -4",
+                "intermediate = -4",
+            ),
+            (
+                "max_len = 128",
+                "max_len = 128\ndropout = 1.0",
+                "dropout = 1",
+            ),
+            (
+                "vocab_size = 8192",
+                "vocab_size = 3",
+                "vocab_size = 3: must be from 6",
+            ),
+            (
+                "min_frequency = 2",
+                "min_frequency = 0",
+                "min_frequency = 0",
+            ),
+            ("mask_prob = 0.15", "mask_prob = 0.0", "mask_prob"),
+            ("mask_prob = 0.15", "mask_prob = 1.5", "mask_prob"),
+            ("batch_size = 32", "batch_size = 0", "[run] batch_size = 0"),
+            ("threads = 2", "threads = 0", "threads"),
+            ("epochs = 1", "epochs = 0", "epochs = 0"),
+            (
+                "validation_fraction = 0.05",
+                "validation_fraction = 0.0",
+                "validation_fraction = 0",
+            ),
+            (
+                "validation_fraction = 0.05",
+                "validation_fraction = 1.0",
+                "validation_fraction = 1",
+            ),
+            (
+                "# max_train_sequences = 16000",
+                "max_train_sequences = 0",
+                "max_train_sequences = 0",
+            ),
+            (
+                "val_sequences = 512",
+                "val_sequences = 0",
+                "val_sequences = 0",
+            ),
+            (
+                "monitor_sequences = 256",
+                "monitor_sequences = 1",
+                "monitor_sequences = 1",
+            ),
+            (
+                "probe = { epochs = 100",
+                "probe = { epochs = 0",
+                "[eval] probe.epochs = 0",
+            ),
+            (
+                "chunks_per_doc = 8",
+                "chunks_per_doc = 0",
+                "chunks_per_doc = 0",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            let err = TextRunConfig::from_toml(&bad, &path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("mlm-cpu.toml") && err.contains(want),
+                "{to}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn pretrain_checks_the_config_before_reading_anything() {
+        let (text, path) = preset("mlm-cpu.toml");
+        let mut cfg = TextRunConfig::from_toml(&text, &path).unwrap();
+        cfg.model.max_len = 2;
+        let run = tempfile::tempdir().unwrap();
+        // The data root does not exist: the config error must come first.
+        let run_once = |cfg: &TextRunConfig| {
+            let mut observer = selfsup_core::trainer::Silent;
+            let mut log = |_: &str| {};
+            let opts = RunOptions {
+                data_root: run.path().join("no-data"),
+                run_dir: run.path().join("run"),
+                resume: false,
+                observer: &mut observer,
+                stop: Default::default(),
+                git_commit: None,
+                log: &mut log,
+                distributed: None,
+            };
+            pretrain(cfg, opts).err().unwrap().to_string()
+        };
+        let err = run_once(&cfg);
+        assert!(err.contains("max_len = 2"), "{err}");
+        cfg.model.max_len = 128;
+        cfg.trainer.epochs = 0;
+        let err = run_once(&cfg);
+        assert!(err.contains("epochs = 0"), "{err}");
+        // A downstream set that is not there is named before the corpus is
+        // read and the model trained, not after.
+        cfg.trainer.epochs = 1;
+        let err = run_once(&cfg);
+        assert!(
+            err.contains("spam-assassin") && err.contains("no such file"),
             "{err}"
         );
     }

@@ -21,6 +21,108 @@ use tokenizers::{
 /// The special tokens every BERT vocabulary must hold.
 pub const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
+/// The smallest `vocab_size` a trained vocabulary may ask for: the special
+/// tokens and at least one piece of text.
+pub const MIN_VOCAB_SIZE: usize = SPECIALS.len() + 1;
+
+/// The largest `vocab_size` a trained vocabulary may ask for (the trainer
+/// allocates tables of that size up front).
+pub const MAX_VOCAB_SIZE: usize = 1 << 20;
+
+/// The longest piece of text handed to the tokenizer at once, in bytes:
+/// `tokenizers` keeps several words of bookkeeping per byte of what it
+/// encodes, so a 50 MB line encoded whole would cost gigabytes.
+pub const ENCODE_PIECE_BYTES: usize = 1 << 16;
+
+/// Where a text may be cut so that its pieces, encoded one by one, give the
+/// ids of the whole text: known for BERT's pre-tokeniser (and normaliser).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SplitRule {
+    /// CJK ideographs are words of their own (`handle_chinese_chars`).
+    cjk: bool,
+}
+
+/// A character BERT's normaliser and pre-tokeniser split at (whitespace that
+/// is not removed as a control character).
+fn is_space_split(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c.is_whitespace() && !c.is_control())
+}
+
+/// A character that is a word of its own: ASCII punctuation, and CJK
+/// ideographs when the normaliser spaces them out.
+fn is_word_split(c: char, cjk: bool) -> bool {
+    c.is_ascii_punctuation()
+        || (cjk
+            && matches!(c as u32,
+                0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+                | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F))
+}
+
+/// Cuts `text` into pieces of at most about `max` bytes, each ending just
+/// after whitespace (else after punctuation or a CJK ideograph), so that the
+/// pieces encoded one by one give the ids of the whole text. Only a run of
+/// more than `max` bytes with none of these (one word of thousands of
+/// characters, which WordPiece maps to a single `[UNK]` when whole) is cut
+/// at a character boundary; a cut at punctuation could also split an added
+/// token of a loaded `tokenizer.json` (the vocabularies built here have
+/// none). Both need a window of [`ENCODE_PIECE_BYTES`] without whitespace.
+/// Without a rule, `text` is one piece.
+fn split_pieces(text: &str, max: usize, rule: Option<SplitRule>) -> impl Iterator<Item = &str> {
+    let max = max.max(4);
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(rule) = rule.filter(|_| rest.len() > max) else {
+            return Some(std::mem::take(&mut rest));
+        };
+        let mut head = max;
+        while !rest.is_char_boundary(head) {
+            head -= 1;
+        }
+        let window = &rest[..head];
+        let after = |(i, c): (usize, char)| i + c.len_utf8();
+        let cut = window
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| is_space_split(c))
+            .or_else(|| {
+                window
+                    .char_indices()
+                    .rev()
+                    .find(|&(_, c)| is_word_split(c, rule.cjk))
+            })
+            .map(after)
+            .unwrap_or(head);
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// The rule for `tok`'s pipeline: `None` (never cut) unless it pre-tokenises
+/// as BERT does, with BERT's normaliser or none.
+fn split_rule(tok: &Tokenizer) -> Option<SplitRule> {
+    let kind = |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()).map(String::from);
+    let pre = serde_json::to_value(tok.get_pre_tokenizer()?).ok()?;
+    if kind(&pre)?.as_str() != "BertPreTokenizer" {
+        return None;
+    }
+    match tok.get_normalizer() {
+        None => Some(SplitRule { cjk: false }),
+        Some(n) => {
+            let v = serde_json::to_value(n).ok()?;
+            if kind(&v)?.as_str() != "BertNormalizer" {
+                return None;
+            }
+            Some(SplitRule {
+                cjk: v.get("handle_chinese_chars")?.as_bool()?,
+            })
+        }
+    }
+}
+
 /// `[tokenizer]`: where the vocabulary comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -52,6 +154,33 @@ fn yes() -> bool {
     true
 }
 
+impl TokenizerConfig {
+    /// Checks the settings that need no data: `Err` names the key and the
+    /// allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        if let TokenizerConfig::TrainWordpiece {
+            vocab_size,
+            min_frequency,
+            ..
+        } = self
+        {
+            if !(MIN_VOCAB_SIZE..=MAX_VOCAB_SIZE).contains(vocab_size) {
+                return Err(format!(
+                    "[tokenizer] vocab_size = {vocab_size}: must be from {MIN_VOCAB_SIZE} (the {} special tokens {} and one piece of text) to {MAX_VOCAB_SIZE}",
+                    SPECIALS.len(),
+                    SPECIALS.join(" ")
+                ));
+            }
+            if *min_frequency < 1 {
+                return Err(
+                    "[tokenizer] min_frequency = 0: must be at least 1 (1 keeps every pair)".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for TokenizerConfig {
     fn default() -> Self {
         TokenizerConfig::TrainWordpiece {
@@ -78,6 +207,32 @@ pub struct TextTokenizer {
     pub is_special: Vec<bool>,
     /// `is_continuation[id]`: a `##` piece inside a word (whole-word masking).
     pub is_continuation: Vec<bool>,
+    /// Where text may be cut for encoding piece by piece.
+    split: Option<SplitRule>,
+}
+
+/// The largest tokenizer or vocabulary file read (bert-base's
+/// `tokenizer.json` is 0.7 MB).
+pub const MAX_TOKENIZER_FILE_BYTES: u64 = 1 << 30;
+
+/// Refuses a tokenizer file over [`MAX_TOKENIZER_FILE_BYTES`] before reading it.
+fn check_file_size(path: &Path) -> TextResult<()> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| TextError::io(path, e))?
+        .len();
+    if len > MAX_TOKENIZER_FILE_BYTES {
+        return Err(tok_err(
+            path,
+            format!("{len} bytes: a tokenizer or vocabulary file may have at most {MAX_TOKENIZER_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The text of a tokenizer or vocabulary file (bounded in size).
+fn read_tokenizer_file(path: &Path) -> TextResult<String> {
+    check_file_size(path)?;
+    std::fs::read_to_string(path).map_err(|e| TextError::io(path, e))
 }
 
 fn tok_err(path: &Path, reason: impl std::fmt::Display) -> TextError {
@@ -99,8 +254,12 @@ fn bert_pipeline(model: WordPiece, lowercase: bool) -> TextResult<Tokenizer> {
 /// `tok`'s normaliser and pre-tokeniser have run over `docs`, sorted.
 fn continuation_alphabet(tok: &Tokenizer, docs: &[Document]) -> tokenizers::Result<Vec<String>> {
     let mut chars = std::collections::BTreeSet::new();
-    for d in docs {
-        let mut normalized = NormalizedString::from(d.text.as_str());
+    let rule = split_rule(tok);
+    for piece in docs
+        .iter()
+        .flat_map(|d| split_pieces(&d.text, ENCODE_PIECE_BYTES, rule))
+    {
+        let mut normalized = NormalizedString::from(piece);
         if let Some(n) = tok.get_normalizer() {
             n.normalize(&mut normalized)?;
         }
@@ -135,7 +294,7 @@ impl TextTokenizer {
             TokenizerConfig::File { path } => Self::from_file(&resolve(path)),
             TokenizerConfig::VocabTxt { path, lowercase } => {
                 let path = resolve(path);
-                let text = std::fs::read_to_string(&path).map_err(|e| TextError::io(&path, e))?;
+                let text = read_tokenizer_file(&path)?;
                 let pieces: Vec<String> = text
                     .lines()
                     .map(|l| l.trim_end_matches('\r').to_string())
@@ -165,6 +324,13 @@ impl TextTokenizer {
         lowercase: bool,
     ) -> TextResult<Self> {
         let here = Path::new("<trained vocabulary>");
+        TokenizerConfig::TrainWordpiece {
+            vocab_size,
+            min_frequency,
+            lowercase,
+        }
+        .validate()
+        .map_err(|e| tok_err(here, e))?;
         if docs.is_empty() {
             return Err(TextError::Empty(
                 "no training document to train a tokenizer on".into(),
@@ -191,8 +357,15 @@ impl TextTokenizer {
             .special_tokens(pinned.map(|s| AddedToken::from(s, true)).collect())
             .build()
             .into();
-        tok.train(&mut trainer, docs.iter().map(|d| d.text.as_str()))
-            .map_err(|e| tok_err(here, e))?;
+        // Fed in bounded pieces cut between words: the same word counts as
+        // whole documents, without the bookkeeping of a 50 MB line at once.
+        let rule = split_rule(&tok);
+        tok.train(
+            &mut trainer,
+            docs.iter()
+                .flat_map(|d| split_pieces(&d.text, ENCODE_PIECE_BYTES, rule)),
+        )
+        .map_err(|e| tok_err(here, e))?;
         // Renumber: specials first, then the other pieces in byte order, so
         // ids do not depend on the trainer's hash maps either.
         let mut pieces: Vec<String> = tok.get_vocab(true).into_keys().collect();
@@ -205,6 +378,17 @@ impl TextTokenizer {
             };
             rank(a).cmp(&rank(b)).then_with(|| a.cmp(b))
         });
+        // The trainer keeps every character of the corpus (and each `##c`
+        // pinned above) whatever `vocab_size` says: refuse rather than hand
+        // back a larger vocabulary than asked for.
+        if pieces.len() > vocab_size {
+            return Err(TextError::Config(format!(
+                "[tokenizer] vocab_size = {vocab_size} is too small for these training documents: they need at least {} pieces ({} special tokens + every character and `##` continuation character they use); set vocab_size to {} or more",
+                pieces.len(),
+                SPECIALS.len(),
+                pieces.len()
+            )));
+        }
         Self::from_pieces(here, pieces, lowercase)
     }
 
@@ -216,8 +400,24 @@ impl TextTokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             ));
         }
-        let tok = Tokenizer::from_file(path)
-            .map_err(|e| tok_err(path, format!("does not parse: {e}")))?;
+        check_file_size(path)?;
+        // tokenizers 0.22 panics on some malformed sections (a decoder
+        // object that is not JSON it expects): a panic is the file's fault.
+        let loaded = std::panic::catch_unwind(|| Tokenizer::from_file(path)).map_err(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the tokenizers crate panicked".into());
+            tok_err(path, format!("does not parse: {why}"))
+        })?;
+        let mut tok = loaded.map_err(|e| tok_err(path, format!("does not parse: {e}")))?;
+        // Packing cuts sequences itself: a truncation kept from the file
+        // would drop every token past it without a word, padding would add
+        // [PAD] inside the text.
+        tok.with_truncation(None)
+            .map_err(|e| tok_err(path, format!("cannot turn truncation off: {e}")))?;
+        tok.with_padding(None);
         let lowercase = serde_json::to_value(tok.get_normalizer())
             .ok()
             .and_then(|v| v.get("lowercase").and_then(|l| l.as_bool()))
@@ -238,7 +438,9 @@ impl TextTokenizer {
                     format!("entry {} (line {}) is empty", i, i + 1),
                 ));
             }
-            if vocab.insert(p.clone(), i as u32).is_some() {
+            let id = u32::try_from(i)
+                .map_err(|_| tok_err(path, format!("more than {} pieces", u32::MAX)))?;
+            if vocab.insert(p.clone(), id).is_some() {
                 return Err(tok_err(
                     path,
                     format!("piece {p:?} appears twice (second time at id {i})"),
@@ -257,18 +459,42 @@ impl TextTokenizer {
 
     fn finish(path: &Path, mut tok: Tokenizer, lowercase: bool) -> TextResult<Self> {
         check_specials(path, |s| tok.token_to_id(s).is_some())?;
-        let ids: Vec<i64> = SPECIALS
-            .iter()
-            .map(|s| i64::from(tok.token_to_id(s).expect("checked above")))
-            .collect();
-        let id = |s: &str| ids[SPECIALS.iter().position(|x| *x == s).expect("a special")];
-        let (cls, sep) = (id("[CLS]"), id("[SEP]"));
+        let special = |s: &str| -> TextResult<i64> {
+            tok.token_to_id(s)
+                .map(i64::from)
+                .ok_or_else(|| tok_err(path, format!("the vocabulary lacks {s}")))
+        };
+        let (pad, unk, cls, sep, mask) = (
+            special("[PAD]")?,
+            special("[UNK]")?,
+            special("[CLS]")?,
+            special("[SEP]")?,
+            special("[MASK]")?,
+        );
         tok.with_post_processor(Some(BertProcessing::new(
             ("[SEP]".into(), sep as u32),
             ("[CLS]".into(), cls as u32),
         )));
         let vocab = tok.get_vocab(true);
         let vocab_size = vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0);
+        if vocab.len() != vocab_size {
+            // The first id without a piece, found without a buffer as large as
+            // the largest id (a file may claim id 4294967295).
+            let mut ids: Vec<usize> = vocab.values().map(|&i| i as usize).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let hole = ids
+                .iter()
+                .enumerate()
+                .find(|(k, &i)| *k != i)
+                .map_or(ids.len(), |(k, _)| k);
+            return Err(tok_err(
+                path,
+                format!(
+                    "ids are not 0..{vocab_size}: no piece has id {hole} (every id below the largest must name a piece)"
+                ),
+            ));
+        }
         let mut is_special = vec![false; vocab_size];
         let mut is_continuation = vec![false; vocab_size];
         for (piece, &i) in &vocab {
@@ -283,21 +509,35 @@ impl TextTokenizer {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_');
             is_continuation[i] = piece.starts_with("##");
         }
-        for s in SPECIALS {
-            is_special[id(s) as usize] = true;
+        for i in [pad, unk, cls, sep, mask] {
+            is_special[i as usize] = true;
+        }
+        if is_special.iter().all(|&s| s) {
+            return Err(tok_err(
+                path,
+                "the vocabulary has only special tokens: add the pieces of the text",
+            ));
         }
         Ok(Self {
             vocab_size,
-            pad_id: id("[PAD]"),
-            unk_id: id("[UNK]"),
+            pad_id: pad,
+            unk_id: unk,
             cls_id: cls,
             sep_id: sep,
-            mask_id: id("[MASK]"),
+            mask_id: mask,
             lowercase,
             is_special,
             is_continuation,
+            split: split_rule(&tok),
             inner: tok,
         })
+    }
+
+    /// `text` cut into pieces of at most about [`ENCODE_PIECE_BYTES`] whose
+    /// ids, encoded one by one and concatenated, are the ids of `text` (one
+    /// piece when this tokenizer's pipeline is not BERT's).
+    pub fn pieces<'a>(&self, text: &'a str) -> impl Iterator<Item = &'a str> {
+        split_pieces(text, ENCODE_PIECE_BYTES, self.split)
     }
 
     /// Ids of `text` without `[CLS]` / `[SEP]`.
@@ -330,7 +570,9 @@ impl TextTokenizer {
             .map_err(|e| tok_err(&json, format!("cannot write: {e}")))?;
         let mut pieces = vec![String::new(); self.vocab_size];
         for (p, i) in self.inner.get_vocab(true) {
-            pieces[i as usize] = p;
+            if let Some(slot) = pieces.get_mut(i as usize) {
+                *slot = p;
+            }
         }
         let txt = dir.join("vocab.txt");
         std::fs::write(&txt, pieces.join("\n") + "\n").map_err(|e| TextError::io(&txt, e))?;
@@ -361,7 +603,7 @@ fn check_specials(path: &Path, has: impl Fn(&str) -> bool) -> TextResult<()> {
 /// Accepts an object `{piece: id}`, an array of pieces, or an array of
 /// `[piece, score]` pairs.
 pub fn read_bert_vocab_json(path: &Path) -> TextResult<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TextError::io(path, e))?;
+    let text = read_tokenizer_file(path)?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| tok_err(path, format!("does not parse as JSON: {e}")))?;
     let raw: Vec<String> = match &value {
@@ -541,5 +783,138 @@ mod tests {
         assert_eq!(tok.encode("The playing").unwrap(), vec![8, 6, 7]);
         assert!(tok.is_continuation[7] && !tok.is_continuation[6]);
         assert!(tok.is_special[1], "[unused0] is special");
+    }
+
+    #[test]
+    fn text_cut_into_pieces_encodes_as_whole() {
+        let tok = TextTokenizer::train(&tiny_docs(), 120, 1, true).unwrap();
+        // Whitespace of several kinds, accents, a combining mark after a
+        // space, CJK and punctuation runs without a space, a special token.
+        let text =
+            "The cat sat.\tA d\u{f6}g\u{a0}runs; \u{4e2d}\u{6587}\u{5b57} \u{301}on (the) mat!! \
+                    x.y,z;w-v cat\rdog [MASK] e\u{3000}nd\u{2028}";
+        let whole = tok.encode(text).unwrap();
+        for max in [7, 8, 11, 16, 33] {
+            let pieces: Vec<&str> = split_pieces(text, max, tok.split).collect();
+            assert_eq!(pieces.concat(), text);
+            let mut ids = Vec::new();
+            for p in &pieces {
+                ids.extend(tok.encode(p).unwrap());
+            }
+            assert_eq!(ids, whole, "max {max}: {pieces:?}");
+        }
+        // Without a rule (a pipeline that is not BERT's) nothing is cut.
+        assert_eq!(split_pieces(text, 4, None).count(), 1);
+    }
+
+    #[test]
+    fn impossible_vocabulary_sizes_are_refused() {
+        let cfg = |vocab_size, min_frequency| TokenizerConfig::TrainWordpiece {
+            vocab_size,
+            min_frequency,
+            lowercase: true,
+        };
+        for v in [0, 3, 5] {
+            let err = cfg(v, 2).validate().unwrap_err();
+            assert!(
+                err.contains(&format!("vocab_size = {v}")) && err.contains("from 6"),
+                "{err}"
+            );
+            assert!(TextTokenizer::train(&tiny_docs(), v, 1, true).is_err());
+        }
+        assert!(cfg(MAX_VOCAB_SIZE + 1, 2).validate().is_err());
+        assert!(cfg(8192, 0)
+            .validate()
+            .unwrap_err()
+            .contains("min_frequency = 0"));
+        assert!(cfg(8192, 2).validate().is_ok());
+        // The alphabet of the documents needs more than 20 pieces: said, with
+        // the number, instead of a larger vocabulary than asked for.
+        let err = TextTokenizer::train(&tiny_docs(), 20, 1, true)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("vocab_size = 20") && err.contains("need at least"),
+            "{err}"
+        );
+        let need: usize = err
+            .split("need at least ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert_eq!(
+            TextTokenizer::train(&tiny_docs(), need, 1, true)
+                .unwrap()
+                .vocab_size,
+            need
+        );
+    }
+
+    #[test]
+    fn a_tokenizer_file_neither_truncates_nor_pads_and_has_no_holes() {
+        let tok = TextTokenizer::train(&tiny_docs(), 120, 1, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        tok.save(dir.path()).unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["truncation"] = serde_json::json!({
+            "direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0
+        });
+        json["padding"] = serde_json::json!({
+            "strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null,
+            "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let again = TextTokenizer::from_file(&path).unwrap();
+        let text = "the cat sat on the mat and the dog sat on the log";
+        assert_eq!(again.encode(text).unwrap(), tok.encode(text).unwrap());
+        assert!(again.encode(text).unwrap().len() > 4);
+
+        // A vocabulary with a hole in its ids, and one of specials only.
+        json["truncation"] = serde_json::Value::Null;
+        json["padding"] = serde_json::Value::Null;
+        json["model"]["vocab"]["zzzz"] = serde_json::json!(500);
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = TextTokenizer::from_file(&path).err().unwrap().to_string();
+        assert!(err.contains("no piece has id"), "{err}");
+        // Found by the fuzzer: an id of 2^32 - 1 asked for a 4 GiB buffer
+        // before the hole was found.
+        json["model"]["vocab"]["zzzz"] = serde_json::json!(4_294_967_295u64);
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = TextTokenizer::from_file(&path).err().unwrap().to_string();
+        assert!(err.contains("no piece has id"), "{err}");
+        // Found by the fuzzer: a decoder section tokenizers cannot read made
+        // it panic; now an error naming the file.
+        json["model"]["vocab"]
+            .as_object_mut()
+            .unwrap()
+            .remove("zzzz");
+        let text = json
+            .to_string()
+            .replacen("\"decoder\":{", "\"decoder\":{\"WordPiece\",", 1);
+        assert!(
+            text.contains("\"decoder\":{\"WordPiece\","),
+            "no decoder section"
+        );
+        std::fs::write(&path, text).unwrap();
+        let err = TextTokenizer::from_file(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("does not parse"),
+            "{err}"
+        );
+        let vocab = dir.path().join("vocab.txt");
+        std::fs::write(&vocab, SPECIALS.join("\n")).unwrap();
+        let cfg = TokenizerConfig::VocabTxt {
+            path: vocab,
+            lowercase: true,
+        };
+        let err = TextTokenizer::build(&cfg, Path::new("/"), &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("only special tokens"), "{err}");
     }
 }

@@ -178,13 +178,16 @@ impl Error {
 }
 
 impl From<Error> for selfsup_core::Error {
-    /// Data errors become core configuration errors carrying the full message
-    /// (I/O errors keep their path and cause; libtorch errors stay libtorch errors).
+    /// Settings stay configuration errors; bad or missing data becomes core's
+    /// data error carrying the full message, not prefixed "invalid
+    /// configuration" (I/O errors keep their path and cause; libtorch errors
+    /// stay libtorch errors).
     fn from(e: Error) -> Self {
         match e {
             Error::Io { path, source } => selfsup_core::Error::Io { path, source },
             Error::Torch(t) => selfsup_core::Error::Torch(t),
-            other => selfsup_core::Error::Config(other.to_string()),
+            Error::Config(m) => selfsup_core::Error::Config(m),
+            other => selfsup_core::Error::Data(other.to_string()),
         }
     }
 }
@@ -215,6 +218,10 @@ mod tests {
             "{s}"
         );
         let core: selfsup_core::Error = e.into();
-        assert!(core.to_string().contains("record 2"));
+        let s = core.to_string();
+        assert!(s.contains("record 2"), "{s}");
+        assert!(!s.contains("invalid configuration"), "a data error: {s}");
+        let core: selfsup_core::Error = Error::Config("augment.views = 0".into()).into();
+        assert!(core.to_string().starts_with("invalid configuration"));
     }
 }

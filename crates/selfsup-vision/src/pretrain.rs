@@ -110,9 +110,55 @@ pub struct VisionRunConfig {
 }
 
 impl VisionRunConfig {
-    /// Parses a config; unknown keys are errors that name the key.
+    /// Parses a config; unknown keys and impossible values
+    /// ([`VisionRunConfig::check`]) are errors that name the file and key.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(format!("{}: {e}", origin.display())))
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
+        cfg.check().map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", origin.display())),
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// The checks that need no data: the trainer's and the method's ranges,
+    /// the encoder and the augmentations, batch size, evaluation settings
+    /// (k >= 1, monitor images when the monitors are on). `pretrain` makes
+    /// them again before reading anything, so flag overrides are covered.
+    pub fn check(&self) -> Result<()> {
+        selfsup_core::run::check_common(&self.trainer, self.run.threads)?;
+        if self.run.batch_size == 0 {
+            return Err(Error::Config(
+                "[run] batch_size = 0: give at least 2 images per batch".into(),
+            ));
+        }
+        if self.data.train_images == Some(0) {
+            return Err(Error::Config(
+                "[data] train_images = 0: leave it out to use every training image".into(),
+            ));
+        }
+        self.model.validate()?;
+        self.augment.validate()?;
+        self.method.check_ranges()?;
+        self.eval
+            .knn
+            .validate("[eval.knn]")
+            .map_err(Error::Config)?;
+        if self.eval.linear_probe {
+            self.eval
+                .linear
+                .validate("[eval.linear]")
+                .map_err(Error::Config)?;
+        }
+        if self.eval.monitor_images < 2 && self.trainer.collapse.enabled {
+            return Err(Error::Config(format!(
+                "[eval] monitor_images = {}: the collapse monitors need at least 2 images \
+                 (set [trainer.collapse] enabled = false to turn the warnings off)",
+                self.eval.monitor_images
+            )));
+        }
+        Ok(())
     }
 
     /// The resolved config as TOML (saved beside every checkpoint).
@@ -139,11 +185,16 @@ pub struct RunSummary {
     pub train_seconds: f64,
     pub train_images_per_s: f64,
     pub wall_seconds: f64,
+    /// Neighbours of the kNN figures (`[eval.knn] k`, clamped to the
+    /// training images).
+    pub knn_k: i64,
     pub knn_top1: f64,
     pub linear_top1: Option<f64>,
     pub raw_knn_top1: f64,
     pub raw_linear_top1: Option<f64>,
     pub collapse_warnings: Vec<String>,
+    /// Whether collapse warnings were on (`[trainer.collapse] enabled`).
+    pub collapse_monitors: bool,
     pub run_dir: PathBuf,
     pub export_dir: PathBuf,
     pub curves: PathBuf,
@@ -493,6 +544,7 @@ pub struct RunOptions<'a> {
 /// Pre-trains, evaluates and exports; writes `summary.json` into the run folder.
 pub fn pretrain(cfg: &VisionRunConfig, mut opts: RunOptions<'_>) -> Result<RunSummary> {
     let wall = Instant::now();
+    cfg.check()?;
     let dist = opts.distributed.take();
     let primary = dist.as_ref().is_none_or(Distributed::is_primary);
     let device = cfg
@@ -623,11 +675,13 @@ pub fn pretrain(cfg: &VisionRunConfig, mut opts: RunOptions<'_>) -> Result<RunSu
         train_seconds: summary.train_seconds,
         train_images_per_s: summary.samples_per_s,
         wall_seconds: wall.elapsed().as_secs_f64(),
+        knn_k: cfg.eval.knn.k.min(evaluator.data.train_y.size()[0]),
         knn_top1: knn,
         linear_top1: linear,
         raw_knn_top1: raw_knn,
         raw_linear_top1: raw_linear,
         collapse_warnings: summary.warnings.clone(),
+        collapse_monitors: cfg.trainer.collapse.enabled,
         run_dir: opts.run_dir.clone(),
         export_dir,
         curves: opts.run_dir.join(selfsup_core::trainer::PLOT_FILE),
@@ -700,6 +754,74 @@ mod tests {
             cfg
         );
         cfg
+    }
+
+    /// Every preset passes the data-free checks; each impossible value the
+    /// reliability issue found trained silently is now refused by
+    /// `from_toml`, naming the file and the key, before any data is read.
+    #[test]
+    fn impossible_settings_are_refused_before_data_naming_the_key() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/vision");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = VisionRunConfig::from_toml(&text, &path) {
+                panic!("{}: {e}", path.display());
+            }
+        }
+        let base = std::fs::read_to_string(dir.join("simclr-cpu.toml")).unwrap();
+        let with = |table: &str, line: &str| -> String {
+            let mut v: toml::Value = toml::from_str(&base).unwrap();
+            let patch: toml::Value = toml::from_str(line).unwrap();
+            let mut t = &mut v;
+            for part in table.split('.').filter(|p| !p.is_empty()) {
+                t = t
+                    .as_table_mut()
+                    .unwrap()
+                    .entry(part)
+                    .or_insert(toml::Value::Table(Default::default()));
+            }
+            for (k, val) in patch.as_table().unwrap() {
+                t.as_table_mut().unwrap().insert(k.clone(), val.clone());
+            }
+            toml::to_string(&v).unwrap()
+        };
+        let cases = [
+            (with("trainer", "epochs = 0"), "epochs = 0"),
+            (with("trainer.optimizer", "lr = -0.3"), "lr = -0.3"),
+            (
+                with("method.loss", "temperature = -0.5"),
+                "temperature = -0.5",
+            ),
+            (with("method.loss", "temperature = 0.0"), "temperature = 0"),
+            (with("run", "threads = 0"), "threads = 0"),
+            (with("run", "batch_size = 0"), "batch_size = 0"),
+            (with("eval", "monitor_images = 0"), "monitor_images = 0"),
+            (with("eval.knn", "k = 0"), "k = 0"),
+            (with("eval.linear", "epochs = 0"), "epochs = 0"),
+            (with("method.head", "layers = 0"), "layers = 0"),
+        ];
+        let origin = Path::new("bad.toml");
+        for (text, needle) in cases {
+            let err = VisionRunConfig::from_toml(&text, origin)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("bad.toml") && err.contains(needle),
+                "{needle}: {err}"
+            );
+        }
+        // The monitors may be off, and then need no images.
+        let off = with("trainer.collapse", "enabled = false");
+        let off = {
+            let mut v: toml::Value = toml::from_str(&off).unwrap();
+            v["eval"]
+                .as_table_mut()
+                .unwrap()
+                .insert("monitor_images".into(), toml::Value::Integer(0));
+            toml::to_string(&v).unwrap()
+        };
+        VisionRunConfig::from_toml(&off, origin).unwrap();
     }
 
     /// The ViT presets build their method, train on their own augmentations'

@@ -42,6 +42,35 @@ impl Default for Wav2Vec2MethodConfig {
 }
 
 impl Wav2Vec2MethodConfig {
+    /// Refuses impossible temperatures and weights, naming the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use selfsup_core::trainer::{non_negative, positive};
+        positive(
+            "[method] min_gumbel_temperature",
+            self.min_gumbel_temperature,
+        )?;
+        positive(
+            "[method] max_gumbel_temperature",
+            self.max_gumbel_temperature,
+        )?;
+        if self.max_gumbel_temperature < self.min_gumbel_temperature {
+            return Err(format!(
+                "[method] max_gumbel_temperature = {} is below min_gumbel_temperature = {}: the temperature anneals from max down to min",
+                self.max_gumbel_temperature, self.min_gumbel_temperature
+            ));
+        }
+        let d = self.gumbel_temperature_decay;
+        if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+            return Err(format!(
+                "[method] gumbel_temperature_decay = {d}: must be in (0, 1] (per-step factor; the paper: 0.999995)"
+            ));
+        }
+        non_negative(
+            "[method] feature_penalty_weight",
+            self.feature_penalty_weight,
+        )
+    }
+
     /// The Gumbel temperature at `step`.
     pub fn temperature(&self, step: u64) -> f64 {
         (self.max_gumbel_temperature * self.gumbel_temperature_decay.powf(step as f64))
@@ -230,6 +259,60 @@ mod tests {
     use crate::eval::AudioEpochEval;
     use selfsup_core::optim::{OptimConfig, OptimKind};
     use selfsup_core::trainer::{Silent, Trainer, TrainerConfig};
+
+    #[test]
+    fn impossible_gumbel_temperatures_name_the_key() {
+        let ok = Wav2Vec2MethodConfig::default();
+        assert!(ok.validate().is_ok());
+        let cases = [
+            (
+                Wav2Vec2MethodConfig {
+                    min_gumbel_temperature: 0.0,
+                    ..ok.clone()
+                },
+                "min_gumbel_temperature = 0",
+            ),
+            (
+                Wav2Vec2MethodConfig {
+                    max_gumbel_temperature: -1.0,
+                    ..ok.clone()
+                },
+                "max_gumbel_temperature = -1",
+            ),
+            (
+                Wav2Vec2MethodConfig {
+                    max_gumbel_temperature: 0.1,
+                    ..ok.clone()
+                },
+                "below min_gumbel_temperature",
+            ),
+            (
+                Wav2Vec2MethodConfig {
+                    gumbel_temperature_decay: 0.0,
+                    ..ok.clone()
+                },
+                "gumbel_temperature_decay = 0",
+            ),
+            (
+                Wav2Vec2MethodConfig {
+                    gumbel_temperature_decay: 1.5,
+                    ..ok.clone()
+                },
+                "gumbel_temperature_decay = 1.5",
+            ),
+            (
+                Wav2Vec2MethodConfig {
+                    feature_penalty_weight: f64::NAN,
+                    ..ok.clone()
+                },
+                "feature_penalty_weight = NaN",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
     use std::sync::Arc;
 
     fn small() -> Wav2Vec2Config {

@@ -3,6 +3,9 @@
 //! (post-norm transformer, group-norm first conv layer, no conv bias, GELU).
 use serde::{Deserialize, Serialize};
 
+/// The most distractors per masked frame (`num_negatives`).
+pub const MAX_NEGATIVES: i64 = 10_000;
+
 /// Architecture and pre-training hyper-parameters of wav2vec 2.0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,8 +72,10 @@ impl Default for Wav2Vec2Config {
 }
 
 impl Wav2Vec2Config {
-    /// Refuses configurations the model cannot be built from.
+    /// Refuses configurations the model cannot be built from, naming the key
+    /// and its range.
     pub fn validate(&self) -> Result<(), String> {
+        use selfsup_core::trainer::{non_negative, positive};
         let n = self.conv_dim.len();
         if n == 0 || self.conv_kernel.len() != n || self.conv_stride.len() != n {
             return Err(format!(
@@ -78,6 +83,71 @@ impl Wav2Vec2Config {
                 n,
                 self.conv_kernel.len(),
                 self.conv_stride.len()
+            ));
+        }
+        for (key, values) in [
+            ("conv_dim", &self.conv_dim),
+            ("conv_kernel", &self.conv_kernel),
+            ("conv_stride", &self.conv_stride),
+        ] {
+            if let Some(v) = values.iter().find(|&&v| v < 1) {
+                return Err(format!(
+                    "[model] {key} holds {v}: every entry must be at least 1"
+                ));
+            }
+        }
+        for (key, v, min) in [
+            ("hidden_size", self.hidden_size, 1),
+            ("num_hidden_layers", self.num_hidden_layers, 1),
+            ("num_attention_heads", self.num_attention_heads, 1),
+            ("intermediate_size", self.intermediate_size, 1),
+            ("num_conv_pos_embeddings", self.num_conv_pos_embeddings, 1),
+            (
+                "num_conv_pos_embedding_groups",
+                self.num_conv_pos_embedding_groups,
+                1,
+            ),
+            ("mask_time_length", self.mask_time_length, 1),
+            ("mask_time_min_masks", self.mask_time_min_masks, 0),
+            ("num_codevector_groups", self.num_codevector_groups, 1),
+            (
+                "num_codevectors_per_group",
+                self.num_codevectors_per_group,
+                2,
+            ),
+            ("codevector_dim", self.codevector_dim, 1),
+            ("proj_codevector_dim", self.proj_codevector_dim, 1),
+            ("num_negatives", self.num_negatives, 1),
+        ] {
+            if v < min {
+                return Err(format!("[model] {key} = {v}: must be at least {min}"));
+            }
+        }
+        for (key, v) in [
+            ("hidden_dropout", self.hidden_dropout),
+            ("attention_dropout", self.attention_dropout),
+            ("activation_dropout", self.activation_dropout),
+            ("feat_proj_dropout", self.feat_proj_dropout),
+            ("feat_quantizer_dropout", self.feat_quantizer_dropout),
+        ] {
+            selfsup_core::trainer::unit_interval(&format!("[model] {key}"), v)?;
+        }
+        if self.num_negatives > MAX_NEGATIVES {
+            return Err(format!(
+                "[model] num_negatives = {}: at most {MAX_NEGATIVES} distractors per masked frame (the paper: 100)",
+                self.num_negatives
+            ));
+        }
+        positive("[model] layer_norm_eps", self.layer_norm_eps)?;
+        positive(
+            "[model] contrastive_logits_temperature",
+            self.contrastive_logits_temperature,
+        )?;
+        non_negative("[model] diversity_loss_weight", self.diversity_loss_weight)?;
+        if !(self.mask_time_prob.is_finite() && (0.0..=1.0).contains(&self.mask_time_prob)) {
+            return Err(format!(
+                "[model] mask_time_prob = {}: must be in [0, 1] (the fraction of frames masked)",
+                self.mask_time_prob
             ));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
@@ -97,19 +167,6 @@ impl Wav2Vec2Config {
                 "[model] codevector_dim {} is not a multiple of num_codevector_groups {}",
                 self.codevector_dim, self.num_codevector_groups
             ));
-        }
-        if !(0.0..=1.0).contains(&(self.mask_time_prob / self.mask_time_length.max(1) as f64))
-            || self.mask_time_length < 1
-        {
-            return Err(
-                "[model] mask_time_length must be >= 1 and mask_time_prob in [0, mask_time_length]"
-                    .into(),
-            );
-        }
-        if self.num_negatives < 1 || self.contrastive_logits_temperature <= 0.0 {
-            return Err(
-                "[model] num_negatives must be >= 1 and contrastive_logits_temperature > 0".into(),
-            );
         }
         Ok(())
     }
@@ -186,5 +243,101 @@ mod tests {
         assert_eq!(c.frames(399), 0);
         assert_eq!(c.frames(16_000), 49);
         assert_eq!(c.frames(720), 2);
+    }
+
+    #[test]
+    fn impossible_sizes_probabilities_and_temperatures_name_the_key() {
+        let ok = Wav2Vec2Config::default();
+        assert!(ok.validate().is_ok());
+        let cases: Vec<(Wav2Vec2Config, &str)> = vec![
+            (
+                Wav2Vec2Config {
+                    num_attention_heads: 0,
+                    ..ok.clone()
+                },
+                "num_attention_heads = 0",
+            ),
+            (
+                Wav2Vec2Config {
+                    num_conv_pos_embedding_groups: 0,
+                    ..ok.clone()
+                },
+                "num_conv_pos_embedding_groups = 0",
+            ),
+            (
+                Wav2Vec2Config {
+                    num_codevector_groups: 0,
+                    ..ok.clone()
+                },
+                "num_codevector_groups = 0",
+            ),
+            (
+                Wav2Vec2Config {
+                    num_codevectors_per_group: 1,
+                    ..ok.clone()
+                },
+                "num_codevectors_per_group = 1",
+            ),
+            (
+                Wav2Vec2Config {
+                    num_negatives: 0,
+                    ..ok.clone()
+                },
+                "num_negatives = 0",
+            ),
+            (
+                Wav2Vec2Config {
+                    num_negatives: 1 << 40,
+                    ..ok.clone()
+                },
+                "at most 10000",
+            ),
+            (
+                Wav2Vec2Config {
+                    mask_time_prob: 1.5,
+                    ..ok.clone()
+                },
+                "mask_time_prob = 1.5",
+            ),
+            (
+                Wav2Vec2Config {
+                    mask_time_prob: f64::NAN,
+                    ..ok.clone()
+                },
+                "mask_time_prob = NaN",
+            ),
+            (
+                Wav2Vec2Config {
+                    contrastive_logits_temperature: 0.0,
+                    ..ok.clone()
+                },
+                "contrastive_logits_temperature = 0",
+            ),
+            (
+                Wav2Vec2Config {
+                    hidden_dropout: 1.0,
+                    ..ok.clone()
+                },
+                "hidden_dropout = 1",
+            ),
+            (
+                Wav2Vec2Config {
+                    conv_stride: vec![5, 2, 2, 0, 2, 2, 2],
+                    ..ok.clone()
+                },
+                "conv_stride holds 0",
+            ),
+            (
+                Wav2Vec2Config {
+                    layer_norm_eps: -1.0,
+                    ..ok.clone()
+                },
+                "layer_norm_eps = -1",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains(want), "{want}: {err}");
+        }
     }
 }

@@ -33,6 +33,17 @@ pub struct KnnConfig {
     pub temperature: f64,
 }
 
+impl KnnConfig {
+    /// Refuses k < 1 and a temperature that is not positive; `key` is the
+    /// config table.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        if self.k < 1 {
+            return Err(format!("{key}.k = {}: give at least 1 neighbour", self.k));
+        }
+        crate::trainer::positive(&format!("{key}.temperature"), self.temperature)
+    }
+}
+
 impl Default for KnnConfig {
     fn default() -> Self {
         Self {

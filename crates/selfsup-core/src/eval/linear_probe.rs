@@ -34,6 +34,24 @@ pub struct LinearProbeConfig {
     pub seed: u64,
 }
 
+impl LinearProbeConfig {
+    /// Refuses zero epochs or batch size, a learning rate that is not
+    /// positive and a negative weight decay; `key` is the config table.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        if self.epochs == 0 {
+            return Err(format!("{key}.epochs = 0: give at least 1"));
+        }
+        if self.batch_size < 1 {
+            return Err(format!(
+                "{key}.batch_size = {}: give at least 1",
+                self.batch_size
+            ));
+        }
+        crate::trainer::positive(&format!("{key}.lr"), self.lr)?;
+        crate::trainer::non_negative(&format!("{key}.weight_decay"), self.weight_decay)
+    }
+}
+
 impl Default for LinearProbeConfig {
     fn default() -> Self {
         Self {

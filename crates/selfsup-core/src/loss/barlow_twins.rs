@@ -24,6 +24,13 @@ pub struct BarlowTwinsConfig {
     pub lambda: f64,
 }
 
+impl BarlowTwinsConfig {
+    /// Refuses a negative redundancy weight; `key` is the config table.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        crate::trainer::non_negative(&format!("{key}.lambda"), self.lambda)
+    }
+}
+
 impl Default for BarlowTwinsConfig {
     fn default() -> Self {
         Self { lambda: 0.0051 }

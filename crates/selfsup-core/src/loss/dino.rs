@@ -27,6 +27,24 @@ pub struct DinoLossConfig {
     pub center_momentum: f64,
 }
 
+impl DinoLossConfig {
+    /// Refuses temperatures that are not positive and a centre momentum
+    /// outside [0, 1); `key` is the config table holding them.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        crate::trainer::positive(&format!("{key}.student_temp"), self.student_temp)?;
+        crate::trainer::positive(&format!("{key}.teacher_temp"), self.teacher_temp)?;
+        crate::trainer::positive(
+            &format!("{key}.warmup_teacher_temp"),
+            self.warmup_teacher_temp,
+        )?;
+        crate::trainer::non_negative(
+            &format!("{key}.warmup_teacher_temp_epochs"),
+            self.warmup_teacher_temp_epochs,
+        )?;
+        crate::trainer::unit_interval(&format!("{key}.center_momentum"), self.center_momentum)
+    }
+}
+
 impl Default for DinoLossConfig {
     fn default() -> Self {
         Self {

@@ -30,6 +30,14 @@ pub struct InfoNceConfig {
     pub temperature: f64,
 }
 
+impl InfoNceConfig {
+    /// Refuses a temperature that is not positive (a negative one maximises
+    /// the loss); `key` is the config table holding it.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        crate::trainer::positive(&format!("{key}.temperature"), self.temperature)
+    }
+}
+
 impl Default for InfoNceConfig {
     fn default() -> Self {
         Self { temperature: 0.5 }

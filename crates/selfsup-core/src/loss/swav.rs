@@ -22,6 +22,19 @@ pub struct SwavLossConfig {
     pub sinkhorn_iterations: usize,
 }
 
+impl SwavLossConfig {
+    /// Refuses a temperature or epsilon that is not positive and zero
+    /// Sinkhorn-Knopp iterations; `key` is the config table holding them.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        crate::trainer::positive(&format!("{key}.temperature"), self.temperature)?;
+        crate::trainer::positive(&format!("{key}.epsilon"), self.epsilon)?;
+        if self.sinkhorn_iterations == 0 {
+            return Err(format!("{key}.sinkhorn_iterations = 0: give at least 1"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SwavLossConfig {
     fn default() -> Self {
         Self {

@@ -30,6 +30,17 @@ pub struct VicRegConfig {
     pub eps: f64,
 }
 
+impl VicRegConfig {
+    /// Refuses negative weights (they reward what the loss should punish)
+    /// and an epsilon that is not positive; `key` is the config table.
+    pub fn validate(&self, key: &str) -> std::result::Result<(), String> {
+        crate::trainer::non_negative(&format!("{key}.sim_coeff"), self.sim_coeff)?;
+        crate::trainer::non_negative(&format!("{key}.std_coeff"), self.std_coeff)?;
+        crate::trainer::non_negative(&format!("{key}.cov_coeff"), self.cov_coeff)?;
+        crate::trainer::positive(&format!("{key}.eps"), self.eps)
+    }
+}
+
 impl Default for VicRegConfig {
     fn default() -> Self {
         Self {

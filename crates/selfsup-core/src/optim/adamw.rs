@@ -1,7 +1,7 @@
 //! AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101): Adam with decoupled
 //! weight decay, matching `torch.optim.AdamW`.
 use super::{Buffers, OptimConfig, Optimizer, Params};
-use crate::Result;
+use crate::{Error, Result};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
@@ -71,7 +71,23 @@ impl Optimizer for AdamW {
     fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
         self.m.load(state, self.device)?;
         self.v.load(state, self.device)?;
-        self.steps = state.get("adamw.steps").map_or(0, |t| t.int64_value(&[]));
+        self.steps = match state.get("adamw.steps") {
+            None => 0,
+            Some(t) if t.numel() == 1 => t
+                .reshape([1])
+                .f_int64_value(&[0])
+                .ok()
+                .filter(|s| *s >= 0)
+                .ok_or_else(|| {
+                    Error::Config("optimiser state adamw.steps is not a step count".into())
+                })?,
+            Some(t) => {
+                return Err(Error::Config(format!(
+                    "optimiser state adamw.steps: shape {:?}, expected a scalar",
+                    t.size()
+                )))
+            }
+        };
         Ok(())
     }
 }

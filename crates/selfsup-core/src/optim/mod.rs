@@ -173,6 +173,9 @@ pub trait Optimizer {
 pub(crate) struct Buffers {
     prefix: &'static str,
     names: Vec<String>,
+    /// The parameters' shapes and kinds: a loaded buffer must have its
+    /// parameter's shape and is converted to its kind.
+    shapes: Vec<(Vec<i64>, tch::Kind)>,
     bufs: Vec<Option<Tensor>>,
 }
 
@@ -181,6 +184,11 @@ impl Buffers {
         Self {
             prefix,
             names: params.names.clone(),
+            shapes: params
+                .tensors
+                .iter()
+                .map(|t| (t.size(), t.kind()))
+                .collect(),
             bufs: params.names.iter().map(|_| None).collect(),
         }
     }
@@ -206,10 +214,27 @@ impl Buffers {
         state: &BTreeMap<String, Tensor>,
         device: tch::Device,
     ) -> Result<()> {
-        for (name, buf) in self.names.iter().zip(self.bufs.iter_mut()) {
-            *buf = state
-                .get(&format!("{}.{name}", self.prefix))
-                .map(|t| t.to_device(device));
+        for ((name, (shape, kind)), buf) in self
+            .names
+            .iter()
+            .zip(&self.shapes)
+            .zip(self.bufs.iter_mut())
+        {
+            let key = format!("{}.{name}", self.prefix);
+            *buf = match state.get(&key) {
+                Some(t) if t.size() != *shape => {
+                    return Err(Error::Config(format!(
+                        "optimiser state {key}: shape {:?}, the parameter has {shape:?}",
+                        t.size()
+                    )))
+                }
+                Some(t) => Some(
+                    t.f_to_kind(*kind)
+                        .and_then(|t| t.f_to_device(device))
+                        .map_err(|e| Error::Config(format!("optimiser state {key}: {e}")))?,
+                ),
+                None => None,
+            };
         }
         let known: std::collections::BTreeSet<String> = self
             .names

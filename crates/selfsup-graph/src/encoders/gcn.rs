@@ -126,7 +126,7 @@ mod tests {
         for (u, v) in [(0, 1), (1, 2), (1, 3)] {
             b.add_edge(u, v, 1.0);
         }
-        let (f, d) = Featurize::Degree.apply(&b);
+        let (f, d) = Featurize::Degree.apply(&b).unwrap();
         let view = b.build(f, d, None).tensors();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let conv = GcnConv::new(&vs.root(), 3, 2);

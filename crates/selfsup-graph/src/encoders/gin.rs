@@ -109,7 +109,7 @@ mod tests {
         for (u, v) in [(0, 1), (1, 2), (1, 3)] {
             b.add_edge(u, v, 1.0);
         }
-        let (f, d) = Featurize::Degree.apply(&b);
+        let (f, d) = Featurize::Degree.apply(&b).unwrap();
         let view = b.build(f, d, None).tensors();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let gin = Gin::new(
@@ -147,7 +147,7 @@ mod tests {
             for (u, v) in [(0, 1), (1, 2), (2, 3), (3, 1)] {
                 b.add_edge(perm[u], perm[v], 1.0);
             }
-            let (f, d) = Featurize::Degree.apply(&b);
+            let (f, d) = Featurize::Degree.apply(&b).unwrap();
             b.build(f, d, None).tensors()
         };
         let vs = nn::VarStore::new(tch::Device::Cpu);

@@ -12,14 +12,28 @@
 //! (a header line `node,label` is skipped). A count that disagrees with the
 //! graph, an id beyond it, a node labelled twice or not at all are errors
 //! naming the file (and line). Class ids follow the sorted class names.
-use crate::error::{read_text, GraphError, GraphResult};
-use crate::graph::GraphBuilder;
+//!
+//! A graph with no edge left (all zero, or only a diagonal) is refused.
+//! Labels are either all one per line or all `node,label` pairs: a file
+//! mixing both is an error naming the first line of the other form.
+use crate::error::{decode_text, read_bytes, GraphError, GraphResult};
+use crate::graph::{GraphBuilder, Origin, MAX_NODES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Reads a square adjacency matrix into a builder.
 pub fn read_adjacency(path: &Path) -> GraphResult<GraphBuilder> {
-    let text = read_text(path)?;
+    adjacency_at(&read_bytes(path)?, path)
+}
+
+/// Parses an adjacency matrix held in memory; `name` stands for the file in
+/// errors. Touches no file.
+pub fn parse_adjacency(bytes: &[u8], name: &str) -> GraphResult<GraphBuilder> {
+    adjacency_at(bytes, Path::new(name))
+}
+
+fn adjacency_at(bytes: &[u8], path: &Path) -> GraphResult<GraphBuilder> {
+    let text = decode_text(bytes, path)?;
     let mut rows: Vec<(usize, Vec<f32>)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let body = raw.trim();
@@ -56,18 +70,36 @@ pub fn read_adjacency(path: &Path) -> GraphResult<GraphBuilder> {
             ));
         }
     }
-    let mut b = GraphBuilder::new(n);
+    // n x n entries were read from the file, so n is far below MAX_NODES.
+    let mut b = GraphBuilder::new(n).with_origin(Origin {
+        path: path.to_path_buf(),
+        line: None,
+        what: format!("a {n} x {n} matrix"),
+    });
     for i in 0..n {
-        if rows[i].1[i] != 0.0 {
-            b.add_edge(i, i, rows[i].1[i]);
+        let (line, row) = (rows[i].0, &rows[i].1);
+        if row[i] != 0.0 {
+            b.add_edge(i, i, row[i]);
         }
         for j in i + 1..n {
-            let w = rows[i].1[j] + rows[j].1[i];
-            if rows[i].1[j] != 0.0 || rows[j].1[i] != 0.0 {
+            let (a, t) = (row[j], rows[j].1[i]);
+            if a != 0.0 || t != 0.0 {
+                let w = a + t;
+                if !w.is_finite() {
+                    return Err(GraphError::line(
+                        path,
+                        line,
+                        format!(
+                            "entries ({i}, {j}) = {a} and ({j}, {i}) = {t} sum to {w} (the \
+                             undirected weight); scale the matrix down"
+                        ),
+                    ));
+                }
                 b.add_edge(i, j, w);
             }
         }
     }
+    b.check_trainable(path)?;
     Ok(b)
 }
 
@@ -80,20 +112,46 @@ pub struct NodeLabels {
 
 /// Reads the labels of a graph of `n` nodes.
 pub fn read_node_labels(path: &Path, n: usize) -> GraphResult<NodeLabels> {
-    let text = read_text(path)?;
+    labels_at(&read_bytes(path)?, path, n)
+}
+
+/// Parses the labels of a graph of `n` nodes held in memory; `name` stands
+/// for the file in errors. Touches no file.
+pub fn parse_node_labels(bytes: &[u8], name: &str, n: usize) -> GraphResult<NodeLabels> {
+    labels_at(bytes, Path::new(name), n)
+}
+
+fn labels_at(bytes: &[u8], path: &Path, n: usize) -> GraphResult<NodeLabels> {
+    if n > MAX_NODES {
+        return Err(GraphError::format(
+            path,
+            format!("labels for {n} nodes: above the limit of {MAX_NODES} nodes"),
+        ));
+    }
+    let text = decode_text(bytes, path)?;
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty())
         .collect();
-    let paired = lines.iter().any(|(_, l)| l.contains(','));
+    let first_pair = lines.iter().find(|(_, l)| l.contains(',')).map(|p| p.0);
     let mut names: Vec<Option<String>> = vec![None; n];
-    if paired {
-        for &(line, l) in &lines {
-            let (node, label) = l.split_once(',').expect("paired lines hold a comma");
+    if let Some(pair_line) = first_pair {
+        for (k, &(line, l)) in lines.iter().enumerate() {
+            let Some((node, label)) = l.split_once(',') else {
+                return Err(GraphError::line(
+                    path,
+                    line,
+                    format!(
+                        "{l:?} is a bare label, but line {pair_line} is a `node,label` pair: \
+                         write every line as `node,label`, or every line as a bare label \
+                         (line i for node i)"
+                    ),
+                ));
+            };
             let (node, label) = (node.trim(), label.trim());
-            if line == lines[0].0 && node.parse::<usize>().is_err() {
+            if k == 0 && node.parse::<usize>().is_err() {
                 continue; // header
             }
             let id: usize = node.parse().map_err(|_| {
@@ -118,12 +176,6 @@ pub fn read_node_labels(path: &Path, n: usize) -> GraphResult<NodeLabels> {
                 ));
             }
         }
-        if let Some(missing) = names.iter().position(Option::is_none) {
-            return Err(GraphError::format(
-                path,
-                format!("node {missing} has no label (the graph has {n} nodes)"),
-            ));
-        }
     } else {
         if lines.len() != n {
             return Err(GraphError::format(
@@ -134,11 +186,22 @@ pub fn read_node_labels(path: &Path, n: usize) -> GraphResult<NodeLabels> {
                 ),
             ));
         }
-        for (i, &(_, l)) in lines.iter().enumerate() {
-            names[i] = Some(l.to_string());
+        for (slot, &(_, l)) in names.iter_mut().zip(&lines) {
+            *slot = Some(l.to_string());
         }
     }
-    let names: Vec<String> = names.into_iter().map(|n| n.expect("checked")).collect();
+    let names: Vec<String> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            name.ok_or_else(|| {
+                GraphError::format(
+                    path,
+                    format!("node {i} has no label (the graph has {n} nodes)"),
+                )
+            })
+        })
+        .collect::<GraphResult<_>>()?;
     let classes: Vec<String> = names
         .iter()
         .cloned()
@@ -151,7 +214,10 @@ pub fn read_node_labels(path: &Path, n: usize) -> GraphResult<NodeLabels> {
         .map(|(i, c)| (c.as_str(), i as i64))
         .collect();
     Ok(NodeLabels {
-        ids: names.iter().map(|n| index[n.as_str()]).collect(),
+        ids: names
+            .iter()
+            .map(|n| index.get(n.as_str()).copied().unwrap_or(0))
+            .collect(),
         classes,
     })
 }
@@ -219,5 +285,45 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("twice"));
+    }
+
+    #[test]
+    fn labels_mixing_pairs_and_bare_lines_name_file_and_line() {
+        let f = file("0,a\nb\n1,c\n");
+        let e = read_node_labels(f.path(), 3).unwrap_err().to_string();
+        assert!(
+            e.contains(&f.path().display().to_string())
+                && e.contains("line 2")
+                && e.contains("bare label")
+                && e.contains("line 1"),
+            "{e}"
+        );
+        // A bare first line before pairs.
+        let e = parse_node_labels(b"a\n0,b\n1,c\n", "labels.csv", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("labels.csv: line 1"), "{e}");
+        let e = parse_node_labels(b"a\n", "labels.csv", usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn a_matrix_without_an_edge_left_is_refused() {
+        let f = file("1 0\n0 2\n");
+        let e = read_adjacency(f.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(&f.path().display().to_string()) && e.contains("2 self-loop(s)"),
+            "{e}"
+        );
+        let e = parse_adjacency(b"0 0\n0 0\n", "zero.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zero.csv") && e.contains("no edge"), "{e}");
+        let e = parse_adjacency(b"0 3e38\n3e38 0\n", "big.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("big.csv: line 1") && e.contains("scale"), "{e}");
     }
 }

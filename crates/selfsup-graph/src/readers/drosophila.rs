@@ -41,7 +41,7 @@ pub fn read_drosophila(
     let lab = base.join(format!("{}_cell_labels.csv", hemisphere.prefix()));
     let b = read_adjacency(&adj)?;
     let labels = read_node_labels(&lab, b.node_count())?;
-    let (f, d) = features.apply(&b);
+    let (f, d) = features.apply(&b)?;
     Ok((b.build(f, d, Some(labels.ids)), labels.classes))
 }
 

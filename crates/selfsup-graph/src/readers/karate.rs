@@ -2,6 +2,7 @@
 //! club each member joined after the split ("Mr. Hi" or "Officer"). Written
 //! out from networkx's `karate_club_graph()` (networkx 3.x), small enough to
 //! live here as a fixture. Node classification: 2 classes.
+use crate::error::GraphResult;
 use crate::graph::{Featurize, Graph, GraphBuilder};
 
 #[rustfmt::skip]
@@ -23,17 +24,17 @@ const OFFICER: [usize; 17] = [
 ];
 
 /// The club as a graph labelled 0 = "Mr. Hi", 1 = "Officer".
-pub fn karate_club(features: Featurize) -> (Graph, Vec<String>) {
+pub fn karate_club(features: Featurize) -> GraphResult<(Graph, Vec<String>)> {
     let mut b = GraphBuilder::new(34);
     for (u, v) in EDGES {
         b.add_edge(u, v, 1.0);
     }
     let labels = (0..34).map(|i| i64::from(OFFICER.contains(&i))).collect();
-    let (f, d) = features.apply(&b);
-    (
+    let (f, d) = features.apply(&b)?;
+    Ok((
         b.build(f, d, Some(labels)),
         vec!["Mr. Hi".into(), "Officer".into()],
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -42,7 +43,7 @@ mod tests {
 
     #[test]
     fn has_networkx_counts() {
-        let (g, _) = karate_club(Featurize::Identity);
+        let (g, _) = karate_club(Featurize::Identity).unwrap();
         assert_eq!((g.nodes(), g.edges()), (34, 78));
         let officers = g.labels.unwrap().iter().sum::<i64>();
         assert_eq!(officers, 17);

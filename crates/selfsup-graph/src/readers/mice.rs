@@ -61,11 +61,14 @@ pub fn read_mice(
     if rows.is_empty() {
         return Err(GraphError::format(&part, "no participant"));
     }
-    let mut builders = rows
+    let builders = rows
         .iter()
         .map(|(f, _)| read_edge_list(f, None))
         .collect::<GraphResult<Vec<_>>>()?;
-    let n = builders.iter().map(|b| b.node_count()).max().unwrap_or(0);
+    // The largest graph sets the shared node count (and is named by errors about it).
+    let largest = builders.iter().max_by_key(|b| b.node_count());
+    let n = largest.map_or(0, |b| b.node_count());
+    let origin = largest.and_then(|b| b.origin().cloned());
     let classes: Vec<String> = rows
         .iter()
         .map(|(_, g)| g.clone())
@@ -74,16 +77,19 @@ pub fn read_mice(
         .collect();
     let labels = rows
         .iter()
-        .map(|(_, g)| classes.iter().position(|c| c == g).expect("collected") as i64)
+        .map(|(_, g)| classes.iter().position(|c| c == g).unwrap_or(0) as i64)
         .collect();
     let graphs = builders
-        .iter_mut()
-        .map(|b| {
+        .into_iter()
+        .map(|mut b| {
             b.grow(n);
-            let (f, d) = features.apply(b);
-            std::mem::replace(b, crate::graph::GraphBuilder::new(0)).build(f, d, None)
+            if let Some(o) = &origin {
+                b = b.with_origin(o.clone());
+            }
+            let (f, d) = features.apply(&b)?;
+            Ok(b.build(f, d, None))
         })
-        .collect();
+        .collect::<GraphResult<_>>()?;
     Ok((graphs, labels, classes))
 }
 
@@ -119,5 +125,28 @@ mod tests {
             err.contains("participants.csv: line 3") && err.contains("sub-9"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dense_features_of_a_huge_shared_vertex_set_name_the_largest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = dir.path().join("mice/edgelists");
+        std::fs::create_dir_all(&e).unwrap();
+        std::fs::write(
+            dir.path().join("mice/participants.csv"),
+            "participant_id,genotype,sex\nsub-1,B6,male\nsub-2,CAST,female\n",
+        )
+        .unwrap();
+        std::fs::write(e.join("sub-1_ses-1_dti.edgelist"), "0 1 5.0\n").unwrap();
+        std::fs::write(e.join("sub-2_ses-1_dti.edgelist"), "0 1\n0 70000 1.0\n").unwrap();
+        let err = read_mice(dir.path(), Featurize::Adjacency)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sub-2_ses-1_dti.edgelist: line 2") && err.contains("node 70000"),
+            "{err}"
+        );
+        let (graphs, _, _) = read_mice(dir.path(), Featurize::Degree).unwrap();
+        assert!(graphs.iter().all(|g| g.nodes() == 70001));
     }
 }

@@ -139,7 +139,7 @@ fn with_labels(
     labels: Option<&Path>,
     features: Featurize,
 ) -> GraphResult<Dataset> {
-    let (f, d) = features.apply(&b);
+    let (f, d) = features.apply(&b)?;
     Ok(match labels {
         Some(p) => {
             let l = adjacency_csv::read_node_labels(p, b.node_count())?;
@@ -176,7 +176,7 @@ pub fn load(cfg: &DataConfig, root: &Path) -> GraphResult<(Dataset, ReadReport)>
             }
         }
         DataConfig::Karate { features } => {
-            let (graph, classes) = karate::karate_club(*features);
+            let (graph, classes) = karate::karate_club(*features)?;
             Dataset::Nodes { graph, classes }
         }
         DataConfig::Qm9(c) => {

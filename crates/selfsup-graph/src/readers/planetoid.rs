@@ -11,14 +11,29 @@
 //! node count are an error naming the file; self-loops and duplicates are
 //! fixed up and counted. Pickles are read by [`crate::pickle`], which runs
 //! no code.
-use crate::error::{read_text, GraphError, GraphResult};
-use crate::graph::{Graph, GraphBuilder};
+//!
+//! Sizes the files state are bounded before allocating: node ids by
+//! [`MAX_NODES`], dense matrices (sparse ones made dense, the node features)
+//! by [`MAX_DENSE_ENTRIES`]; shapes that disagree between files, malformed
+//! CSR index arrays, non-finite values and a graph with no edge left are
+//! errors naming the file.
+use crate::error::{decode_text, read_bytes, GraphError, GraphResult};
+use crate::graph::{Graph, GraphBuilder, MAX_DENSE_ENTRIES, MAX_NODES};
 use crate::pickle::{unpickle, Pickle, V};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 struct Array {
     shape: Vec<usize>,
     data: Vec<f64>,
+}
+
+/// A dense matrix read from a pickled numpy array or scipy CSR matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    /// Row-major `rows x cols`.
+    pub data: Vec<f64>,
 }
 
 fn ints(p: &Pickle, id: usize) -> Option<Vec<i64>> {
@@ -41,6 +56,23 @@ fn global_name(p: &Pickle, id: usize) -> Option<(&str, &str)> {
     }
 }
 
+/// `shape` as sizes, their product bounded by [`MAX_DENSE_ENTRIES`].
+fn sizes(shape: &[i64]) -> Result<(Vec<usize>, usize), String> {
+    let mut dims = Vec::with_capacity(shape.len());
+    let mut total = 1usize;
+    for &d in shape {
+        let d = usize::try_from(d).map_err(|_| format!("negative size in shape {shape:?}"))?;
+        total = total
+            .checked_mul(d)
+            .filter(|&t| t <= MAX_DENSE_ENTRIES)
+            .ok_or_else(|| {
+                format!("shape {shape:?} is above the limit of {MAX_DENSE_ENTRIES} entries")
+            })?;
+        dims.push(d);
+    }
+    Ok((dims, total))
+}
+
 /// A numpy array: `_reconstruct(ndarray, ...)` with state
 /// `(version, shape, dtype, fortran, data)`.
 fn ndarray(p: &Pickle, id: usize) -> Result<Array, String> {
@@ -59,76 +91,82 @@ fn ndarray(p: &Pickle, id: usize) -> Result<Array, String> {
     let V::Tuple(st) = p.get(*state) else {
         return Err("numpy state is not a tuple".into());
     };
-    if st.len() < 5 {
+    let &[_, shape_id, dtype_id, fortran_id, data_id, ..] = st.as_slice() else {
         return Err("numpy state too short".into());
-    }
-    let shape: Vec<usize> = ints(p, st[1])
-        .ok_or("bad shape")?
-        .into_iter()
-        .map(|v| v as usize)
-        .collect();
+    };
+    let (shape, n) = sizes(&ints(p, shape_id).ok_or("bad shape")?)?;
     let V::Obj {
         args,
         state: dstate,
         ..
-    } = p.get(st[2])
+    } = p.get(dtype_id)
     else {
         return Err("bad dtype".into());
     };
     let code = match p.get(*args) {
-        V::Tuple(a) if !a.is_empty() => match p.get(a[0]) {
-            V::Str(s) => s.clone(),
-            V::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        V::Tuple(a) => match a.first().map(|&c| p.get(c)) {
+            Some(V::Str(s)) => s.clone(),
+            Some(V::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
             _ => return Err("bad dtype".into()),
         },
         _ => return Err("bad dtype".into()),
     };
     let big = match dstate.map(|s| p.get(s)) {
-        Some(V::Tuple(t)) if t.len() > 1 => matches!(p.get(t[1]), V::Str(s) if s == ">"),
+        Some(V::Tuple(t)) => {
+            matches!(t.get(1).map(|&o| p.get(o)), Some(V::Str(s)) if s == ">")
+        }
         _ => false,
     };
-    if matches!(p.get(st[3]), V::Bool(true)) && shape.len() > 1 {
+    if matches!(p.get(fortran_id), V::Bool(true)) && shape.len() > 1 {
         return Err("Fortran-ordered arrays are not supported".into());
     }
-    let V::Bytes(raw) = p.get(st[4]) else {
+    let V::Bytes(raw) = p.get(data_id) else {
         return Err("numpy data is not raw bytes".into());
     };
-    let width = code[1..]
-        .parse::<usize>()
-        .map_err(|_| format!("dtype {code:?}"))?;
+    let (kind, width) = match (code.get(..1), code.get(1..).map(str::parse::<usize>)) {
+        (Some(k @ ("f" | "i")), Some(Ok(w @ (4 | 8)))) => (k, w),
+        (Some(k @ ("u" | "b" | "i")), Some(Ok(1))) => (k, 1),
+        _ => {
+            return Err(format!(
+                "unsupported dtype {code:?} (float32/64, int8/32/64, uint8, bool)"
+            ))
+        }
+    };
     let conv = |c: &[u8]| -> f64 {
         let mut b = [0u8; 8];
         b[..width].copy_from_slice(c);
         if big {
             b[..width].reverse();
         }
-        match (&code[..1], width) {
+        let [b0, b1, b2, b3, ..] = b;
+        match (kind, width) {
             ("f", 8) => f64::from_le_bytes(b),
-            ("f", 4) => f32::from_le_bytes(b[..4].try_into().expect("4")) as f64,
+            ("f", 4) => f32::from_le_bytes([b0, b1, b2, b3]) as f64,
             ("i", 8) => i64::from_le_bytes(b) as f64,
-            ("i", 4) => i32::from_le_bytes(b[..4].try_into().expect("4")) as f64,
-            ("u", 1) | ("b", 1) | ("i", 1) => b[0] as f64,
-            _ => f64::NAN,
+            ("i", 4) => i32::from_le_bytes([b0, b1, b2, b3]) as f64,
+            ("i", 1) => b0 as i8 as f64,
+            _ => b0 as f64,
         }
     };
-    let n: usize = shape.iter().product();
-    if raw.len() != n * width {
+    if Some(raw.len()) != n.checked_mul(width) {
         return Err(format!(
             "{} data bytes for shape {shape:?} of {code}",
             raw.len()
         ));
     }
-    let data: Vec<f64> = raw.chunks(width).map(conv).collect();
-    if data.iter().any(|v| v.is_nan()) {
-        return Err(format!("unsupported dtype {code:?}"));
+    let data: Vec<f64> = raw.chunks_exact(width).map(conv).collect();
+    if let Some(k) = data.iter().position(|v| !v.is_finite()) {
+        return Err(format!("entry {k} is not a finite number ({})", data[k]));
     }
     Ok(Array { shape, data })
 }
 
 /// A dense `[rows, cols]` from a scipy CSR matrix or a 2-D numpy array.
 fn matrix(p: &Pickle) -> Result<Array, String> {
-    if let Ok(a) = ndarray(p, p.root) {
-        return Ok(a);
+    if let V::Obj { class, .. } = p.get(p.root) {
+        if matches!(global_name(p, *class), Some((m, "_reconstruct")) if m.starts_with("numpy")) {
+            return ndarray(p, p.root);
+        }
     }
     let V::Obj {
         state: Some(state), ..
@@ -159,99 +197,230 @@ fn matrix(p: &Pickle) -> Result<Array, String> {
             .ok_or("no shape")?,
     )
     .ok_or("bad shape")?;
-    let (rows, cols) = (shape[0] as usize, shape[1] as usize);
-    let mut dense = vec![0f64; rows * cols];
+    let (dims, total) = sizes(&shape)?;
+    let &[rows, cols] = dims.as_slice() else {
+        return Err(format!("a sparse matrix of shape {shape:?}, not 2-D"));
+    };
+    if indices.data.len() != data.data.len() || indptr.data.len() != rows + 1 {
+        return Err(format!(
+            "CSR arrays disagree: {} values, {} column indices, {} row pointers for {rows} rows",
+            data.data.len(),
+            indices.data.len(),
+            indptr.data.len()
+        ));
+    }
+    let as_index = |v: f64, what: &str, limit: usize| -> Result<usize, String> {
+        if v >= 0.0 && v.fract() == 0.0 && v <= limit as f64 {
+            Ok(v as usize)
+        } else {
+            Err(format!("{what} {v} is not an index in 0..={limit}"))
+        }
+    };
+    let mut dense = vec![0f64; total];
+    let mut start = as_index(indptr.data[0], "row pointer", data.data.len())?;
     for r in 0..rows {
-        for k in indptr.data[r] as usize..indptr.data[r + 1] as usize {
-            let c = indices.data[k] as usize;
+        let end = as_index(indptr.data[r + 1], "row pointer", data.data.len())?;
+        if end < start {
+            return Err(format!("row pointers decrease at row {r}"));
+        }
+        for k in start..end {
+            let c = as_index(indices.data[k], "column", cols)?;
             if c >= cols {
                 return Err(format!("column {c} beyond {cols}"));
             }
             dense[r * cols + c] = data.data[k];
         }
+        start = end;
     }
     Ok(Array {
-        shape: vec![rows, cols],
+        shape: dims,
         data: dense,
     })
 }
 
-fn load_pickle(path: &Path) -> GraphResult<Pickle> {
-    let bytes = std::fs::read(path).map_err(|e| GraphError::io(path, e))?;
-    unpickle(&bytes).map_err(|e| GraphError::format(path, e))
+fn pickle_at(bytes: &[u8], path: &Path) -> GraphResult<Pickle> {
+    unpickle(bytes).map_err(|e| GraphError::format(path, e))
+}
+
+fn matrix_at(bytes: &[u8], path: &Path) -> GraphResult<Matrix> {
+    let a = matrix(&pickle_at(bytes, path)?).map_err(|e| GraphError::format(path, e))?;
+    match a.shape[..] {
+        [rows, cols] => Ok(Matrix {
+            rows,
+            cols,
+            data: a.data,
+        }),
+        _ => Err(GraphError::format(
+            path,
+            format!("expected a matrix, shape {:?}", a.shape),
+        )),
+    }
+}
+
+/// Parses one pickled feature or label matrix (a scipy CSR matrix or a 2-D
+/// numpy array) held in memory; `name` stands for the file in errors.
+/// Touches no file.
+pub fn parse_matrix(bytes: &[u8], name: &str) -> GraphResult<Matrix> {
+    matrix_at(bytes, Path::new(name))
+}
+
+/// The Planetoid files `read_planetoid` reads, held in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanetoidFiles<'a> {
+    pub allx: &'a [u8],
+    pub tx: &'a [u8],
+    pub ally: &'a [u8],
+    pub ty: &'a [u8],
+    pub graph: &'a [u8],
+    pub test_index: &'a [u8],
 }
 
 /// Reads `ind.<name>.*` in `dir`; returns the graph (labelled) and class names.
 pub fn read_planetoid(dir: &Path, name: &str) -> GraphResult<(Graph, Vec<String>)> {
     let file = |ext: &str| dir.join(format!("ind.{}.{ext}", name.to_lowercase()));
-    let mat = |ext: &str| -> GraphResult<Array> {
-        let path = file(ext);
-        let a = matrix(&load_pickle(&path)?).map_err(|e| GraphError::format(&path, e))?;
-        if a.shape.len() != 2 {
-            return Err(GraphError::format(
-                &path,
-                format!("expected a matrix, shape {:?}", a.shape),
-            ));
-        }
-        Ok(a)
+    let (allx, tx, ally, ty) = (
+        read_bytes(&file("allx"))?,
+        read_bytes(&file("tx"))?,
+        read_bytes(&file("ally"))?,
+        read_bytes(&file("ty"))?,
+    );
+    let test_index = read_bytes(&file("test.index"))?;
+    let graph = read_bytes(&file("graph"))?;
+    let files = PlanetoidFiles {
+        allx: &allx,
+        tx: &tx,
+        ally: &ally,
+        ty: &ty,
+        graph: &graph,
+        test_index: &test_index,
     };
-    let (allx, tx, ally, ty) = (mat("allx")?, mat("tx")?, mat("ally")?, mat("ty")?);
+    planetoid_at(&files, &file)
+}
+
+/// Parses Planetoid files held in memory; errors name them
+/// `ind.<name>.<ext>`. Touches no file.
+pub fn parse_planetoid(
+    files: &PlanetoidFiles<'_>,
+    name: &str,
+) -> GraphResult<(Graph, Vec<String>)> {
+    planetoid_at(files, &|ext: &str| {
+        PathBuf::from(format!("ind.{}.{ext}", name.to_lowercase()))
+    })
+}
+
+fn planetoid_at(
+    files: &PlanetoidFiles<'_>,
+    file: &dyn Fn(&str) -> PathBuf,
+) -> GraphResult<(Graph, Vec<String>)> {
+    let allx = matrix_at(files.allx, &file("allx"))?;
+    let tx = matrix_at(files.tx, &file("tx"))?;
+    let ally = matrix_at(files.ally, &file("ally"))?;
+    let ty = matrix_at(files.ty, &file("ty"))?;
+    if tx.cols != allx.cols {
+        return Err(GraphError::format(
+            &file("tx"),
+            format!("{} feature columns, allx has {}", tx.cols, allx.cols),
+        ));
+    }
+    if ty.cols != ally.cols {
+        return Err(GraphError::format(
+            &file("ty"),
+            format!("{} label columns, ally has {}", ty.cols, ally.cols),
+        ));
+    }
+    if ally.cols == 0 {
+        return Err(GraphError::format(
+            &file("ally"),
+            "no label column (labels are one-hot rows)",
+        ));
+    }
     let idx_path = file("test.index");
-    let test: Vec<usize> = read_text(&idx_path)?
+    let mut test: Vec<usize> = Vec::new();
+    for (i, l) in decode_text(files.test_index, &idx_path)?
         .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            l.trim()
-                .parse()
-                .map_err(|_| GraphError::line(&idx_path, i + 1, format!("{l:?} is not a node id")))
-        })
-        .collect::<GraphResult<_>>()?;
-    if test.len() != tx.shape[0] || tx.shape[0] != ty.shape[0] || allx.shape[0] != ally.shape[0] {
+    {
+        let l = l.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let id = l
+            .parse::<usize>()
+            .ok()
+            .filter(|&id| id < MAX_NODES)
+            .ok_or_else(|| {
+                GraphError::line(
+                    &idx_path,
+                    i + 1,
+                    format!("{l:?} is not a node id in 0..{MAX_NODES}"),
+                )
+            })?;
+        test.push(id);
+    }
+    if test.len() != tx.rows || tx.rows != ty.rows || allx.rows != ally.rows {
         return Err(GraphError::format(
             &idx_path,
             format!(
                 "{} test ids, tx has {} rows, ty {}, allx {}, ally {}",
                 test.len(),
-                tx.shape[0],
-                ty.shape[0],
-                allx.shape[0],
-                ally.shape[0]
+                tx.rows,
+                ty.rows,
+                allx.rows,
+                ally.rows
             ),
         ));
     }
-    let (f, c) = (allx.shape[1], ally.shape[1]);
-    let lo = *test.iter().min().unwrap_or(&allx.shape[0]);
+    let (f, c) = (allx.cols, ally.cols);
+    let lo = *test.iter().min().unwrap_or(&allx.rows);
     let hi = *test.iter().max().unwrap_or(&0);
-    if lo < allx.shape[0] {
+    if lo < allx.rows {
         return Err(GraphError::format(
             &idx_path,
-            format!("test id {lo} overlaps the {} allx rows", allx.shape[0]),
+            format!("test id {lo} overlaps the {} allx rows", allx.rows),
         ));
     }
-    let n = (hi + 1).max(allx.shape[0]);
+    let n = (hi + 1).max(allx.rows);
+    if n.checked_mul(f)
+        .filter(|&e| e <= MAX_DENSE_ENTRIES)
+        .is_none()
+    {
+        return Err(GraphError::format(
+            &idx_path,
+            format!(
+                "{n} nodes x {f} features is above the limit of {MAX_DENSE_ENTRIES} feature \
+                 entries"
+            ),
+        ));
+    }
     let mut x = vec![0f32; n * f];
     let mut y = vec![0i64; n];
+    let mut seen = vec![false; n];
     let argmax = |row: &[f64]| {
         row.iter()
             .enumerate()
             .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
             .0 as i64
     };
-    for r in 0..allx.shape[0] {
+    for r in 0..allx.rows {
         for k in 0..f {
             x[r * f + k] = allx.data[r * f + k] as f32;
         }
         y[r] = argmax(&ally.data[r * c..(r + 1) * c]);
     }
     for (r, &node) in test.iter().enumerate() {
+        if std::mem::replace(&mut seen[node], true) {
+            return Err(GraphError::format(
+                &idx_path,
+                format!("test id {node} appears twice"),
+            ));
+        }
         for k in 0..f {
             x[node * f + k] = tx.data[r * f + k] as f32;
         }
         y[node] = argmax(&ty.data[r * c..(r + 1) * c]);
     }
     let gpath = file("graph");
-    let p = load_pickle(&gpath)?;
+    let p = pickle_at(files.graph, &gpath)?;
     let pairs = match p.get(p.root) {
         V::Dict(d) | V::Obj { items: d, .. } => d.clone(),
         _ => {
@@ -275,9 +444,10 @@ pub fn read_planetoid(dir: &Path, name: &str) -> GraphResult<(Graph, Vec<String>
                 format!("node {u}: neighbours are not a list of integers"),
             )
         })?;
+        let index = |w: i64| usize::try_from(w).ok().filter(|&w| w < n);
         if let Some(w) = std::iter::once(*u)
             .chain(nbrs.iter().copied())
-            .find(|&w| w < 0 || w as usize >= n)
+            .find(|&w| index(w).is_none())
         {
             return Err(GraphError::format(
                 &gpath,
@@ -285,9 +455,12 @@ pub fn read_planetoid(dir: &Path, name: &str) -> GraphResult<(Graph, Vec<String>
             ));
         }
         for w in nbrs {
-            b.add_edge(*u as usize, w as usize, 1.0);
+            if let (Some(a), Some(b2)) = (index(*u), index(w)) {
+                b.add_edge(a, b2, 1.0);
+            }
         }
     }
+    b.check_trainable(&gpath)?;
     let classes = (0..c).map(|i| format!("class {i}")).collect();
     Ok((b.build(x, f, Some(y)), classes))
 }
@@ -319,5 +492,94 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/planetoid");
         let e = read_planetoid(&dir, "cora").unwrap_err().to_string();
         assert!(e.contains("ind.cora.allx"), "{e}");
+    }
+
+    fn fixture() -> Vec<Vec<u8>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/planetoid");
+        ["allx", "tx", "ally", "ty", "graph", "test.index"]
+            .iter()
+            .map(|e| std::fs::read(dir.join(format!("ind.tiny.{e}"))).unwrap())
+            .collect()
+    }
+
+    fn parse(f: &[Vec<u8>]) -> GraphResult<(Graph, Vec<String>)> {
+        let files = PlanetoidFiles {
+            allx: &f[0],
+            tx: &f[1],
+            ally: &f[2],
+            ty: &f[3],
+            graph: &f[4],
+            test_index: &f[5],
+        };
+        parse_planetoid(&files, "tiny")
+    }
+
+    fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("pattern in fixture");
+        [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+    }
+
+    #[test]
+    fn parses_from_memory_like_the_files() {
+        let (g, classes) = parse(&fixture()).unwrap();
+        assert_eq!((g.nodes(), g.edges(), classes.len()), (6, 6, 3));
+        let m = parse_matrix(&fixture()[0], "allx").unwrap();
+        assert_eq!((m.rows, m.cols), (4, 4));
+    }
+
+    #[test]
+    fn malformed_files_are_errors_naming_them_not_panics() {
+        // An empty dtype code (used to slice `code[1..]`).
+        let mut f = fixture();
+        f[2] = replace(&f[2], b"X\x02\x00\x00\x00i8", b"X\x00\x00\x00\x00");
+        let e = parse(&f).unwrap_err().to_string();
+        assert!(e.contains("ind.tiny.ally") && e.contains("dtype"), "{e}");
+        // A CSR row pointer beyond the stored values (used to index past them).
+        let mut f = fixture();
+        f[0] = replace(
+            &f[0],
+            b"\x03\x00\x00\x00\x04\x00\x00\x00q+",
+            b"\x03\x00\x00\x00\x09\x00\x00\x00q+",
+        );
+        let e = parse(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("ind.tiny.allx") && e.contains("row pointer"),
+            "{e}"
+        );
+        // A sparse shape far beyond the limit (used to allocate it).
+        let mut f = fixture();
+        f[0] = replace(
+            &f[0],
+            b"K\x04K\x04\x86q0",
+            b"J\xff\xff\xff\x7fJ\xff\xff\xff\x7f\x86q0",
+        );
+        let e = parse(&f).unwrap_err().to_string();
+        assert!(e.contains("ind.tiny.allx") && e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn test_ids_that_are_huge_or_repeated_are_refused() {
+        let mut f = fixture();
+        f[5] = b"5\n3000000000\n".to_vec();
+        let e = parse(&f).unwrap_err().to_string();
+        assert!(e.contains("ind.tiny.test.index: line 2"), "{e}");
+        f[5] = b"5\n5\n".to_vec();
+        let e = parse(&f).unwrap_err().to_string();
+        assert!(e.contains("test id 5 appears twice"), "{e}");
+    }
+
+    #[test]
+    fn a_graph_of_self_loops_only_is_refused() {
+        let mut f = fixture();
+        // {0: [0], 1: [1]}
+        f[4] = b"\x80\x02}(K\x00]K\x00aK\x01]K\x01au.".to_vec();
+        let e = parse(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("ind.tiny.graph") && e.contains("2 self-loop(s)"),
+            "{e}"
+        );
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! An unparsable SMILES or target is an error naming the file and line,
 //! unless `skip_unparsable` is set: then the molecule is skipped and counted.
-use crate::error::{read_text, GraphError, GraphResult};
+use crate::error::{decode_text, read_bytes, GraphError, GraphResult};
 use crate::graph::{Graph, GraphBuilder};
 use crate::smiles::parse_smiles;
 use rand::seq::SliceRandom;
@@ -115,11 +115,30 @@ pub fn molecule_graph(smiles: &str) -> Result<Graph, String> {
 
 /// Reads the subset below `root`.
 pub fn read_qm9(root: &Path, cfg: &Qm9Config) -> GraphResult<Qm9Set> {
-    // (file, line number, line) of every molecule.
-    let mut texts = Vec::new();
+    let mut files = Vec::new();
     for f in &cfg.files {
         let path = root.join(f);
-        texts.push((path.clone(), read_text(&path)?));
+        let bytes = read_bytes(&path)?;
+        files.push((path, bytes));
+    }
+    let files: Vec<(&Path, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_path(), b.as_slice()))
+        .collect();
+    qm9_at(&files, cfg)
+}
+
+/// Parses QM9 CSV files held in memory, `(name, bytes)` each (`name` stands
+/// for the file in errors); `cfg.files` is not used. Touches no file.
+pub fn parse_qm9(files: &[(&str, &[u8])], cfg: &Qm9Config) -> GraphResult<Qm9Set> {
+    let files: Vec<(&Path, &[u8])> = files.iter().map(|&(n, b)| (Path::new(n), b)).collect();
+    qm9_at(&files, cfg)
+}
+
+fn qm9_at(files: &[(&Path, &[u8])], cfg: &Qm9Config) -> GraphResult<Qm9Set> {
+    let mut texts = Vec::new();
+    for &(path, bytes) in files {
+        texts.push((path, decode_text(bytes, path)?));
     }
     let mut rows: Vec<(usize, usize, usize, usize)> = Vec::new(); // file, line, smiles col, target col
     let mut lines_of = Vec::new();
@@ -150,7 +169,7 @@ pub fn read_qm9(root: &Path, cfg: &Qm9Config) -> GraphResult<Qm9Set> {
         skipped: 0,
     };
     for (k, i, s, t) in rows {
-        let path = &texts[k].0;
+        let path = texts[k].0;
         let fields = csv_fields(lines_of[k][i]);
         let parsed = match (fields.get(s), fields.get(t)) {
             (Some(smiles), Some(target)) => molecule_graph(smiles)
@@ -182,7 +201,17 @@ pub fn read_qm9(root: &Path, cfg: &Qm9Config) -> GraphResult<Qm9Set> {
         }
     }
     if set.graphs.is_empty() {
-        return Err(GraphError::Invalid("QM9: no molecule was read".into()));
+        return Err(GraphError::Invalid(format!(
+            "QM9: no molecule was read ({} skipped as unparsable)",
+            set.skipped
+        )));
+    }
+    if set.graphs.iter().all(|g| g.edges() == 0) {
+        return Err(GraphError::Invalid(format!(
+            "QM9: none of the {} molecules read has a bond between heavy atoms, nothing to \
+             train on; raise [data] molecules or give other files",
+            set.graphs.len()
+        )));
     }
     Ok(set)
 }
@@ -225,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = write(
             dir.path(),
-            "\"a\",1,\"C\",\"x\",1,\"x\",0.5\n\"b\",2,\"C1CC\",\"x\",1,\"x\",0.5\n",
+            "\"a\",1,\"CC\",\"x\",1,\"x\",0.5\n\"b\",2,\"C1CC\",\"x\",1,\"x\",0.5\n",
         );
         let e = read_qm9(dir.path(), &cfg).unwrap_err().to_string();
         assert!(
@@ -235,5 +264,43 @@ mod tests {
         cfg.skip_unparsable = true;
         let set = read_qm9(dir.path(), &cfg).unwrap();
         assert_eq!((set.graphs.len(), set.skipped), (1, 1));
+    }
+
+    #[test]
+    fn unknown_elements_and_exceeded_valences_name_file_and_line_or_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = write(
+            dir.path(),
+            "\"a\",1,\"CC\",\"x\",1,\"x\",0.5\n\"b\",2,\"[Xx]C\",\"x\",1,\"x\",0.5\n\
+             \"c\",3,\"C(C)(C)(C)(C)C\",\"x\",1,\"x\",0.5\n",
+        );
+        let e = read_qm9(dir.path(), &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("part.csv: line 3") && e.contains("unknown element"),
+            "{e}"
+        );
+        cfg.skip_unparsable = true;
+        let set = read_qm9(dir.path(), &cfg).unwrap();
+        assert_eq!((set.graphs.len(), set.skipped), (1, 2));
+        let body = "\"c\",3,\"C(C)(C)(C)(C)C\",\"x\",1,\"x\",0.5\n";
+        let text = format!("{HEADER}{body}");
+        let e = parse_qm9(&[("mem.csv", text.as_bytes())], &Qm9Config::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mem.csv: line 2") && e.contains("valence"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn molecules_without_any_bond_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(
+            dir.path(),
+            "\"a\",1,\"C\",\"x\",1,\"x\",0.5\n\"b\",2,\"O\",\"x\",1,\"x\",0.5\n",
+        );
+        let e = read_qm9(dir.path(), &cfg).unwrap_err().to_string();
+        assert!(e.contains("no bond") || e.contains("bond between"), "{e}");
     }
 }

@@ -18,6 +18,16 @@ fn is_brown_file(name: &str) -> bool {
 /// `cats.txt`: `<file> <genre>` per line.
 pub fn read_brown_genres(path: &Path) -> TextResult<BTreeMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| TextError::io(path, e))?;
+    brown_genres(path, bytes)
+}
+
+/// Parses the content of ONE `cats.txt` from memory (no filesystem): `name`
+/// is what errors name.
+pub fn parse_brown_genres(bytes: &[u8], name: &str) -> TextResult<BTreeMap<String, String>> {
+    brown_genres(Path::new(name), bytes.to_vec())
+}
+
+fn brown_genres(path: &Path, bytes: Vec<u8>) -> TextResult<BTreeMap<String, String>> {
     let (text, _) = decode_utf8(path, bytes, false)?;
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -57,8 +67,50 @@ fn strip_tags(path: &Path, line_no: usize, line: &str) -> TextResult<String> {
     Ok(words.join(" "))
 }
 
+/// Parses the content of ONE Brown file (`word/tag` tokens) from memory (no
+/// filesystem): `name` is the document id and what errors name; `genre`
+/// becomes its label. Gives no document when the file has no token
+/// (counted in the report).
+pub fn parse_brown(
+    bytes: &[u8],
+    name: &str,
+    genre: Option<&str>,
+) -> TextResult<(Vec<Document>, ReadReport)> {
+    let mut report = ReadReport::default();
+    let doc = brown_document(Path::new(name), bytes.to_vec(), genre, &mut report)?;
+    Ok((doc.into_iter().collect(), report))
+}
+
+fn brown_document(
+    file: &Path,
+    bytes: Vec<u8>,
+    genre: Option<&str>,
+    report: &mut ReadReport,
+) -> TextResult<Option<Document>> {
+    report.files += 1;
+    let (raw, _) = decode_utf8(file, bytes, false)?;
+    let mut lines = Vec::new();
+    for (i, line) in raw.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines.push(strip_tags(file, i + 1, line)?);
+    }
+    if lines.is_empty() {
+        report.skip_empty(&file.display().to_string());
+        return Ok(None);
+    }
+    report.documents += 1;
+    Ok(Some(Document {
+        id: file.display().to_string(),
+        text: lines.join("\n"),
+        label: genre.map(str::to_string),
+    }))
+}
+
 /// Reads the Brown files of folder `path`; each gets its genre from
-/// `cats.txt` when the folder has one.
+/// `cats.txt` when the folder has one. Two names for one real file (links)
+/// are read once; the others are counted as duplicates.
 pub fn read_brown(path: &Path) -> TextResult<(Vec<Document>, ReadReport)> {
     let cats = path.join("cats.txt");
     let genres = if cats.exists() {
@@ -80,27 +132,17 @@ pub fn read_brown(path: &Path) -> TextResult<(Vec<Document>, ReadReport)> {
     }
     let mut report = ReadReport::default();
     let mut docs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for name in names {
         let file = path.join(&name);
-        let bytes = std::fs::read(&file).map_err(|e| TextError::io(&file, e))?;
-        report.files += 1;
-        let (raw, _) = decode_utf8(&file, bytes, false)?;
-        let mut lines = Vec::new();
-        for (i, line) in raw.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            lines.push(strip_tags(&file, i + 1, line)?);
-        }
-        if lines.is_empty() {
-            report.skip_empty(&file.display().to_string());
+        let real = std::fs::canonicalize(&file).map_err(|e| TextError::io(&file, e))?;
+        if !seen.insert(real) {
+            report.skip_duplicate(&file.display().to_string());
             continue;
         }
-        docs.push(Document {
-            id: file.display().to_string(),
-            text: lines.join("\n"),
-            label: genres.get(&name).cloned(),
-        });
+        let bytes = std::fs::read(&file).map_err(|e| TextError::io(&file, e))?;
+        let genre = genres.get(&name).map(String::as_str);
+        docs.extend(brown_document(&file, bytes, genre, &mut report)?);
     }
     report.documents = docs.len();
     Ok((docs, report))

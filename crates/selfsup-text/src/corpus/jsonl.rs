@@ -3,7 +3,74 @@ use super::{decode_utf8, files_under, Document, ReadReport};
 use crate::error::{TextError, TextResult};
 use std::path::Path;
 
-/// Reads every `.jsonl` file under `path` (or `path` itself).
+/// Parses the content of ONE JSON Lines file from memory (no filesystem):
+/// `name` is what errors and document ids (`name:line`) name. Records whose
+/// text is empty are skipped and counted; no record at all is not an error
+/// here (the folder reader decides).
+pub fn parse_jsonl(
+    bytes: &[u8],
+    name: &str,
+    text_field: &str,
+    lossy: bool,
+) -> TextResult<(Vec<Document>, ReadReport)> {
+    let mut report = ReadReport::default();
+    let mut docs = Vec::new();
+    jsonl_documents(
+        Path::new(name),
+        bytes.to_vec(),
+        text_field,
+        lossy,
+        &mut docs,
+        &mut report,
+    )?;
+    report.documents = docs.len();
+    Ok((docs, report))
+}
+
+/// The records of one file, appended to `docs`.
+fn jsonl_documents(
+    file: &Path,
+    bytes: Vec<u8>,
+    field: &str,
+    lossy: bool,
+    docs: &mut Vec<Document>,
+    report: &mut ReadReport,
+) -> TextResult<()> {
+    report.files += 1;
+    let (text, replaced) = decode_utf8(file, bytes, lossy)?;
+    report.lossy_files += usize::from(replaced);
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |reason: String| TextError::Jsonl {
+            path: file.to_path_buf(),
+            line: i + 1,
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let text = value
+            .get(field)
+            .ok_or_else(|| bad(format!("no \"{field}\" field (set text_field)")))?
+            .as_str()
+            .ok_or_else(|| bad(format!("\"{field}\" is not a string")))?;
+        let id = format!("{}:{}", file.display(), i + 1);
+        if text.trim().is_empty() {
+            report.skip_empty(&id);
+            continue;
+        }
+        docs.push(Document {
+            id,
+            text: text.to_string(),
+            label: None,
+        });
+    }
+    Ok(())
+}
+
+/// Reads every `.jsonl` file under `path` (or `path` itself; each real file
+/// once, however many links lead to it).
 pub fn read_jsonl(
     path: &Path,
     field: &str,
@@ -11,42 +78,13 @@ pub fn read_jsonl(
 ) -> TextResult<(Vec<Document>, ReadReport)> {
     let mut report = ReadReport::default();
     let mut docs = Vec::new();
-    let files: Vec<_> = files_under(path)?
+    let files: Vec<_> = files_under(path, &mut report)?
         .into_iter()
         .filter(|p| path.is_file() || p.extension().is_some_and(|e| e == "jsonl" || e == "json"))
         .collect();
     for file in files {
         let bytes = std::fs::read(&file).map_err(|e| TextError::io(&file, e))?;
-        report.files += 1;
-        let (text, replaced) = decode_utf8(&file, bytes, lossy)?;
-        report.lossy_files += usize::from(replaced);
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let bad = |reason: String| TextError::Jsonl {
-                path: file.clone(),
-                line: i + 1,
-                reason,
-            };
-            let value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
-            let text = value
-                .get(field)
-                .ok_or_else(|| bad(format!("no \"{field}\" field (set text_field)")))?
-                .as_str()
-                .ok_or_else(|| bad(format!("\"{field}\" is not a string")))?;
-            let id = format!("{}:{}", file.display(), i + 1);
-            if text.trim().is_empty() {
-                report.skip_empty(&id);
-                continue;
-            }
-            docs.push(Document {
-                id,
-                text: text.to_string(),
-                label: None,
-            });
-        }
+        jsonl_documents(&file, bytes, field, lossy, &mut docs, &mut report)?;
     }
     report.documents = docs.len();
     if docs.is_empty() {

@@ -10,10 +10,10 @@ mod jsonl;
 mod spam;
 mod text_folder;
 
-pub use brown::{read_brown, read_brown_genres};
-pub use jsonl::read_jsonl;
-pub use spam::read_spam_assassin;
-pub use text_folder::read_text_folder;
+pub use brown::{parse_brown, parse_brown_genres, read_brown, read_brown_genres};
+pub use jsonl::{parse_jsonl, read_jsonl};
+pub use spam::{parse_spam_assassin, read_spam_assassin};
+pub use text_folder::{parse_text, read_text_folder};
 
 use crate::error::{TextError, TextResult};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,11 @@ pub struct ReadReport {
     pub empty_examples: Vec<String>,
     /// Files decoded with invalid UTF-8 bytes replaced (lossy mode only).
     pub lossy_files: usize,
+    /// Paths skipped because they lead to a file or folder already read
+    /// (symbolic links, link loops): each real file is read once.
+    pub duplicates_skipped: usize,
+    /// A few of those, for the log.
+    pub duplicate_examples: Vec<String>,
 }
 
 impl ReadReport {
@@ -50,6 +55,13 @@ impl ReadReport {
         self.empty_skipped += 1;
         if self.empty_examples.len() < 5 {
             self.empty_examples.push(what.to_string());
+        }
+    }
+
+    pub(crate) fn skip_duplicate(&mut self, what: &str) {
+        self.duplicates_skipped += 1;
+        if self.duplicate_examples.len() < 5 {
+            self.duplicate_examples.push(what.to_string());
         }
     }
 
@@ -64,6 +76,12 @@ impl ReadReport {
             }
         }
         self.lossy_files += other.lossy_files;
+        self.duplicates_skipped += other.duplicates_skipped;
+        for e in &other.duplicate_examples {
+            if self.duplicate_examples.len() < 5 {
+                self.duplicate_examples.push(e.clone());
+            }
+        }
     }
 }
 
@@ -102,12 +120,9 @@ impl SourceConfig {
     }
 }
 
-/// Reads one source.
-pub fn read_source(
-    src: &SourceConfig,
-    root: &Path,
-    lossy: bool,
-) -> TextResult<(Vec<Document>, ReadReport)> {
+/// Where `src` is (relative paths are taken from `root`); an error naming
+/// it when there is nothing there.
+pub fn source_path(src: &SourceConfig, root: &Path) -> TextResult<PathBuf> {
     let path = if src.path().is_absolute() {
         src.path().to_path_buf()
     } else {
@@ -122,6 +137,16 @@ pub fn read_source(
             ),
         });
     }
+    Ok(path)
+}
+
+/// Reads one source.
+pub fn read_source(
+    src: &SourceConfig,
+    root: &Path,
+    lossy: bool,
+) -> TextResult<(Vec<Document>, ReadReport)> {
+    let path = source_path(src, root)?;
     match src {
         SourceConfig::Text { .. } => read_text_folder(&path, lossy),
         SourceConfig::Jsonl { text_field, .. } => read_jsonl(&path, text_field, lossy),
@@ -148,29 +173,83 @@ pub fn decode_utf8(path: &Path, bytes: Vec<u8>, lossy: bool) -> TextResult<(Stri
     }
 }
 
-/// Every regular file under `path` (or `path` itself), sorted, hidden files skipped.
-pub(crate) fn files_under(path: &Path) -> TextResult<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// Every regular file under `path` (or `path` itself), sorted, hidden files
+/// skipped, each real file once.
+///
+/// Links are followed, but every folder is listed once (by its canonical
+/// path), so a link loop ends, and a file reached by several paths is read
+/// once: the path without a link in it when there is one (the walk lists the
+/// real tree before following links), else the smallest. The other paths are
+/// counted in `report` (`duplicates_skipped`).
+pub(crate) fn files_under(path: &Path, report: &mut ReadReport) -> TextResult<Vec<PathBuf>> {
+    use std::collections::{BTreeMap, HashSet};
     if path.is_file() {
-        out.push(path.to_path_buf());
-        return Ok(out);
+        return Ok(vec![path.to_path_buf()]);
     }
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| TextError::io(&dir, e))?;
-        for entry in entries {
+    let mut listed: HashSet<PathBuf> = HashSet::new();
+    // Canonical path -> (whether reached through a link, the path as found).
+    let mut files: BTreeMap<PathBuf, (bool, PathBuf)> = BTreeMap::new();
+    // Folders to list: the real tree first, then those reached through links.
+    let mut real_dirs = vec![path.to_path_buf()];
+    let mut linked_dirs: Vec<PathBuf> = Vec::new();
+    loop {
+        let (dir, via_link) = match real_dirs.pop() {
+            Some(d) => (d, false),
+            None => match linked_dirs.pop() {
+                Some(d) => (d, true),
+                None => break,
+            },
+        };
+        let real = std::fs::canonicalize(&dir).map_err(|e| TextError::io(&dir, e))?;
+        if !listed.insert(real) {
+            report.skip_duplicate(&format!(
+                "{} (a link to a folder already read)",
+                dir.display()
+            ));
+            continue;
+        }
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| TextError::io(&dir, e))? {
             let entry = entry.map_err(|e| TextError::io(&dir, e))?;
-            let p = entry.path();
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            entries.push((entry.path(), via_link || is_link));
+        }
+        entries.sort();
+        // Reversed so that the stacks list folders in name order.
+        for (p, linked) in entries.into_iter().rev() {
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_dir() => {
+                    if linked {
+                        linked_dirs.push(p);
+                    } else {
+                        real_dirs.push(p);
+                    }
+                }
+                Ok(_) => {
+                    let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+                    let keep = match files.get(&real) {
+                        None => true,
+                        Some((old_linked, old)) => (linked, &p) < (*old_linked, old),
+                    };
+                    if keep {
+                        if let Some((_, old)) = files.insert(real, (linked, p)) {
+                            report.skip_duplicate(&old.display().to_string());
+                        }
+                    } else {
+                        report.skip_duplicate(&p.display().to_string());
+                    }
+                }
+                // A broken link: kept, so that reading it names it.
+                Err(_) => {
+                    files.insert(p.clone(), (linked, p));
+                }
             }
         }
     }
+    let mut out: Vec<PathBuf> = files.into_values().map(|(_, p)| p).collect();
     out.sort();
     Ok(out)
 }
@@ -206,9 +285,9 @@ pub fn split_documents(
         .into_iter()
         .partition(|d| is_held_out(&d.id, fraction, seed));
     if fraction > 0.0 && held.is_empty() && train.len() >= 2 {
-        held.push(train.pop().expect("two documents"));
+        held.extend(train.pop());
     } else if train.is_empty() && held.len() >= 2 {
-        train.push(held.pop().expect("two documents"));
+        train.extend(held.pop());
     }
     (train, held)
 }
@@ -259,5 +338,118 @@ mod tests {
         assert_eq!(s, "ok \u{FFFD} bad");
         let (s, _) = decode_utf8(p, b"\xEF\xBB\xBFhi".to_vec(), false).unwrap();
         assert_eq!(s, "hi");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_and_link_loops_read_each_file_once() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.txt"), "first document").unwrap();
+        std::fs::write(root.join("sub/b.txt"), "second document").unwrap();
+        // A loop back to the root, a second name for a folder and a file.
+        symlink(root, root.join("sub/loop")).unwrap();
+        symlink(root.join("sub"), root.join("again")).unwrap();
+        symlink(root.join("a.txt"), root.join("0-alias.txt")).unwrap();
+        let (docs, report) = read_text_folder(root, false).unwrap();
+        let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(docs.len(), 2, "{ids:?}");
+        // The real paths are kept, not the links.
+        assert!(
+            ids[0].ends_with("/a.txt") && ids[1].ends_with("sub/b.txt"),
+            "{ids:?}"
+        );
+        assert_eq!(report.files, 2);
+        assert_eq!(
+            report.duplicates_skipped, 3,
+            "{:?}",
+            report.duplicate_examples
+        );
+        assert!(report.duplicate_examples.iter().any(|e| e.contains("loop")));
+
+        // Every other walker: JSON Lines, SpamAssassin, Brown.
+        let j = tempfile::tempdir().unwrap();
+        std::fs::write(j.path().join("c.jsonl"), "{\"text\": \"one\"}\n").unwrap();
+        symlink(j.path(), j.path().join("loop")).unwrap();
+        let (docs, report) = read_jsonl(j.path(), "text", false).unwrap();
+        assert_eq!((docs.len(), report.duplicates_skipped), (1, 1));
+
+        let m = tempfile::tempdir().unwrap();
+        std::fs::create_dir(m.path().join("spam")).unwrap();
+        std::fs::write(m.path().join("spam/1"), "From: x\n\nwin now\n").unwrap();
+        symlink(m.path(), m.path().join("spam/loop")).unwrap();
+        let (docs, report) = read_spam_assassin(m.path()).unwrap();
+        assert_eq!((docs.len(), report.duplicates_skipped), (1, 1));
+
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(b.path().join("ca01"), "The/at cat/nn\n").unwrap();
+        symlink(b.path().join("ca01"), b.path().join("ca02")).unwrap();
+        let (docs, report) = read_brown(b.path()).unwrap();
+        assert_eq!((docs.len(), report.duplicates_skipped), (1, 1));
+    }
+
+    #[test]
+    fn each_format_parses_one_file_from_memory() {
+        let (d, r) = parse_text(b"Hello\r\nworld", "mem.txt", false).unwrap();
+        assert_eq!(
+            (d[0].id.as_str(), d[0].text.as_str()),
+            ("mem.txt", "Hello\nworld")
+        );
+        assert_eq!(r.documents, 1);
+        let (d, r) = parse_text(b" \n", "blank.txt", false).unwrap();
+        assert!(d.is_empty() && r.empty_skipped == 1);
+        let err = parse_text(b"\xff", "bad.txt", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.txt") && err.contains("byte offset 0"),
+            "{err}"
+        );
+
+        let (d, _) =
+            parse_jsonl(b"{\"t\": \"a\"}\n\n{\"t\": \"b\"}\n", "m.jsonl", "t", false).unwrap();
+        assert_eq!((d.len(), d[1].id.as_str()), (2, "m.jsonl:3"));
+        let err = parse_jsonl(b"[1, 2]\n", "m.jsonl", "t", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.jsonl: line 1"), "{err}");
+
+        let (d, _) = parse_brown(b"\tThe/at cat/nn\n", "ca01", Some("news")).unwrap();
+        assert_eq!(
+            (d[0].text.as_str(), d[0].label.as_deref()),
+            ("The cat", Some("news"))
+        );
+        let err = parse_brown(b"/x\n", "ca01", None).unwrap_err().to_string();
+        assert!(err.contains("ca01") && err.contains("line 1"), "{err}");
+        let g = parse_brown_genres(b"ca01 news\n", "cats.txt").unwrap();
+        assert_eq!(g["ca01"], "news");
+        assert!(parse_brown_genres(b"ca01\n", "cats.txt").is_err());
+
+        let (d, r) = parse_spam_assassin(b"Subject: x\n\nbody \xff\n", "0001", true).unwrap();
+        assert_eq!(d[0].label.as_deref(), Some(spam::SPAM));
+        assert_eq!(r.lossy_files, 1);
+        let (d, _) = parse_spam_assassin(b"no header break", "0002", false).unwrap();
+        assert_eq!(d[0].label.as_deref(), Some(spam::HAM));
+
+        // Garbage never panics.
+        let junk: [&[u8]; 6] = [
+            b"",
+            b"\xEF\xBB\xBF",
+            b"\r\n\r\n",
+            b"{\"t\": 1}",
+            b"/",
+            b"\x00\xc3",
+        ];
+        for bytes in junk {
+            for lossy in [false, true] {
+                let _ = parse_text(bytes, "j", lossy);
+                let _ = parse_jsonl(bytes, "j", "t", lossy);
+                let _ = parse_spam_assassin(bytes, "j", lossy);
+            }
+            let _ = parse_brown(bytes, "j", None);
+            let _ = parse_brown_genres(bytes, "j");
+        }
     }
 }

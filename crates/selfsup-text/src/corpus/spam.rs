@@ -23,45 +23,72 @@ fn body(mail: &str) -> &str {
     mail
 }
 
-/// Reads the mail folders under `path` (`spam*` = spam, others = ham).
+/// Parses ONE raw e-mail from memory (no filesystem): `name` is the
+/// document id and what errors name; `spam` picks the label ([`SPAM`] or
+/// [`HAM`]). Invalid UTF-8 is replaced and counted. Gives no document when
+/// the body is empty (counted in the report).
+pub fn parse_spam_assassin(
+    bytes: &[u8],
+    name: &str,
+    spam: bool,
+) -> TextResult<(Vec<Document>, ReadReport)> {
+    let mut report = ReadReport::default();
+    let doc = mail_document(Path::new(name), bytes.to_vec(), spam, &mut report)?;
+    Ok((doc.into_iter().collect(), report))
+}
+
+fn mail_document(
+    file: &Path,
+    bytes: Vec<u8>,
+    spam: bool,
+    report: &mut ReadReport,
+) -> TextResult<Option<Document>> {
+    report.files += 1;
+    let (text, replaced) = decode_utf8(file, bytes, true)?;
+    report.lossy_files += usize::from(replaced);
+    let text = body(&text).replace("\r\n", "\n");
+    if text.trim().is_empty() {
+        report.skip_empty(&file.display().to_string());
+        return Ok(None);
+    }
+    report.documents += 1;
+    let label = if spam { SPAM } else { HAM };
+    Ok(Some(Document {
+        id: file.display().to_string(),
+        text,
+        label: Some(label.to_string()),
+    }))
+}
+
+/// Reads the mail folders under `path` (`spam*` = spam, others = ham; each
+/// real file once, however many links lead to it).
 /// Files named `cmds` (the original archive's move list) are not mail and
 /// are skipped and counted as empty.
 pub fn read_spam_assassin(path: &Path) -> TextResult<(Vec<Document>, ReadReport)> {
     let mut report = ReadReport::default();
     let mut docs = Vec::new();
-    for file in files_under(path)? {
+    for file in files_under(path, &mut report)? {
         let folder = file
             .parent()
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().to_lowercase())
             .unwrap_or_default();
-        report.files += 1;
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         if name == "cmds" {
+            report.files += 1;
             report.skip_empty(&file.display().to_string());
             continue;
         }
         let bytes = std::fs::read(&file).map_err(|e| TextError::io(&file, e))?;
-        let (text, replaced) = decode_utf8(&file, bytes, true)?;
-        report.lossy_files += usize::from(replaced);
-        let text = body(&text).replace("\r\n", "\n");
-        if text.trim().is_empty() {
-            report.skip_empty(&file.display().to_string());
-            continue;
-        }
-        let label = if folder.starts_with("spam") {
-            SPAM
-        } else {
-            HAM
-        };
-        docs.push(Document {
-            id: file.display().to_string(),
-            text,
-            label: Some(label.to_string()),
-        });
+        docs.extend(mail_document(
+            &file,
+            bytes,
+            folder.starts_with("spam"),
+            &mut report,
+        )?);
     }
     report.documents = docs.len();
     if docs.is_empty() {

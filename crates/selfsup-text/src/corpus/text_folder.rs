@@ -3,11 +3,52 @@ use super::{decode_utf8, files_under, Document, ReadReport};
 use crate::error::{TextError, TextResult};
 use std::path::Path;
 
-/// Reads every `.txt` file under `path` (recursively, sorted).
+/// Parses the content of ONE `.txt` file from memory (no filesystem):
+/// `name` is the document id and what errors name. Gives no document when
+/// the text is empty or whitespace (counted in the report).
+pub fn parse_text(
+    bytes: &[u8],
+    name: &str,
+    lossy: bool,
+) -> TextResult<(Vec<Document>, ReadReport)> {
+    let mut report = ReadReport::default();
+    let doc = text_document(Path::new(name), bytes.to_vec(), lossy, &mut report)?;
+    Ok((doc.into_iter().collect(), report))
+}
+
+/// One file's document (decoded in place: `bytes` is not copied).
+fn text_document(
+    file: &Path,
+    bytes: Vec<u8>,
+    lossy: bool,
+    report: &mut ReadReport,
+) -> TextResult<Option<Document>> {
+    report.files += 1;
+    let (text, replaced) = decode_utf8(file, bytes, lossy)?;
+    report.lossy_files += usize::from(replaced);
+    if text.trim().is_empty() {
+        report.skip_empty(&file.display().to_string());
+        return Ok(None);
+    }
+    let text = if text.contains("\r\n") {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    };
+    report.documents += 1;
+    Ok(Some(Document {
+        id: file.display().to_string(),
+        text,
+        label: None,
+    }))
+}
+
+/// Reads every `.txt` file under `path` (recursively, sorted; each real
+/// file once, however many links lead to it).
 pub fn read_text_folder(path: &Path, lossy: bool) -> TextResult<(Vec<Document>, ReadReport)> {
     let mut report = ReadReport::default();
     let mut docs = Vec::new();
-    let files: Vec<_> = files_under(path)?
+    let files: Vec<_> = files_under(path, &mut report)?
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")))
         .collect();
@@ -19,18 +60,7 @@ pub fn read_text_folder(path: &Path, lossy: bool) -> TextResult<(Vec<Document>, 
     }
     for file in files {
         let bytes = std::fs::read(&file).map_err(|e| TextError::io(&file, e))?;
-        report.files += 1;
-        let (text, replaced) = decode_utf8(&file, bytes, lossy)?;
-        report.lossy_files += usize::from(replaced);
-        if text.trim().is_empty() {
-            report.skip_empty(&file.display().to_string());
-            continue;
-        }
-        docs.push(Document {
-            id: file.display().to_string(),
-            text: text.replace("\r\n", "\n"),
-            label: None,
-        });
+        docs.extend(text_document(&file, bytes, lossy, &mut report)?);
     }
     report.documents = docs.len();
     Ok((docs, report))

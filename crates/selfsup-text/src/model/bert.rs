@@ -66,12 +66,67 @@ impl Default for ModelConfig {
     }
 }
 
+/// The largest layer count, hidden size, heads, intermediate size and
+/// learned positions `[model]` accepts (far above any BERT; they bound what
+/// is allocated before anything is).
+pub const MAX_LAYERS: i64 = 256;
+pub const MAX_HIDDEN: i64 = 16_384;
+pub const MAX_INTERMEDIATE: i64 = 65_536;
+pub const MAX_POSITION: i64 = 65_536;
+/// The smallest `max_len`: `[CLS]`, `[SEP]` and a few tokens of text.
+pub const MIN_MAX_LEN: usize = crate::packing::MIN_MAX_LEN;
+/// The most parameters a resolved model may have (4 Gi: 16 GiB of f32
+/// weights before optimiser state).
+pub const MAX_PARAMETERS: i64 = 1 << 32;
+
 impl ModelConfig {
+    /// Checks every size that does not depend on the vocabulary; `Err`
+    /// names the key and the allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        let (l, h, a, i) = self.size.dims();
+        let (layers, hidden, heads, intermediate) = (
+            self.layers.unwrap_or(l),
+            self.hidden.unwrap_or(h),
+            self.heads.unwrap_or(a),
+            self.intermediate.unwrap_or(i),
+        );
+        for (key, v, max) in [
+            ("layers", layers, MAX_LAYERS),
+            ("hidden", hidden, MAX_HIDDEN),
+            ("heads", heads, hidden.clamp(1, MAX_HIDDEN)),
+            ("intermediate", intermediate, MAX_INTERMEDIATE),
+            ("max_position", self.max_position, MAX_POSITION),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(format!("[model] {key} = {v}: must be from 1 to {max}"));
+            }
+        }
+        if hidden % heads != 0 {
+            return Err(format!(
+                "[model] hidden ({hidden}) must be a multiple of heads ({heads})"
+            ));
+        }
+        if self.max_len < MIN_MAX_LEN || self.max_len as i64 > self.max_position {
+            return Err(format!(
+                "[model] max_len = {}: must be from {MIN_MAX_LEN} ([CLS], [SEP] and some text) to max_position ({})",
+                self.max_len, self.max_position
+            ));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return Err(format!(
+                "[model] dropout = {}: must be at least 0 and below 1",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+
     /// The architecture for a vocabulary of `vocab_size` with `pad_id`.
     pub fn resolve(&self, vocab_size: usize, pad_id: i64) -> Result<BertConfig, String> {
+        self.validate()?;
         let (l, h, a, i) = self.size.dims();
         let cfg = BertConfig {
-            vocab_size: vocab_size as i64,
+            vocab_size: i64::try_from(vocab_size).unwrap_or(i64::MAX),
             hidden: self.hidden.unwrap_or(h),
             layers: self.layers.unwrap_or(l),
             heads: self.heads.unwrap_or(a),
@@ -83,25 +138,29 @@ impl ModelConfig {
             initializer_range: 0.02,
             pad_token_id: pad_id,
         };
-        if cfg.hidden % cfg.heads != 0 {
+        if !(0..cfg.vocab_size).contains(&pad_id) {
             return Err(format!(
-                "[model] hidden ({}) must be a multiple of heads ({})",
-                cfg.hidden, cfg.heads
+                "[PAD] id {pad_id} is outside the vocabulary of {vocab_size} pieces"
             ));
         }
-        if self.max_len as i64 > cfg.max_position || self.max_len < 8 {
-            return Err(format!(
-                "[model] max_len ({}) must be between 8 and max_position ({})",
-                self.max_len, cfg.max_position
-            ));
+        // Embeddings (words, positions, token types), per layer the
+        // attention and the feed-forward, the MLM head's transform.
+        let (h, i) = (cfg.hidden, cfg.intermediate);
+        let params = [cfg.vocab_size, cfg.max_position, cfg.type_vocab]
+            .iter()
+            .try_fold(0i64, |acc, &rows| acc.checked_add(rows.checked_mul(h)?))
+            .and_then(|emb| {
+                let layer = (4 * h * h).checked_add(2 * h * i)?;
+                emb.checked_add(cfg.layers.checked_mul(layer)?)?
+                    .checked_add(h * h)
+            });
+        match params {
+            Some(p) if p <= MAX_PARAMETERS => Ok(cfg),
+            _ => Err(format!(
+                "[model] a vocabulary of {vocab_size} pieces with hidden = {h}, layers = {}, intermediate = {i} and max_position = {} makes more than {MAX_PARAMETERS} parameters: make the model smaller",
+                cfg.layers, cfg.max_position
+            )),
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "[model] dropout must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        Ok(cfg)
     }
 }
 

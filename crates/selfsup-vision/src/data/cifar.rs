@@ -4,7 +4,7 @@
 //! 1024 green, 1024 blue, each 32x32 row-major: CHW). A CIFAR-100 record has
 //! two label bytes (coarse, then fine) before the same 3072 bytes; the fine
 //! label is used. Pixels are converted to HWC. Files may be gzipped.
-use super::idx::read_maybe_gzip;
+use super::idx::{decode_maybe_gzip, read_maybe_gzip};
 use super::{ImageDataset, Split};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -80,6 +80,29 @@ pub fn read_cifar_file(
     labels: &mut Vec<i64>,
 ) -> Result<()> {
     let bytes = read_maybe_gzip(path)?;
+    parse_cifar_bytes(path, &bytes, kind, pixels, labels)
+}
+
+/// [`read_cifar_file`] on bytes already in memory (plain or gzipped): `path`
+/// is only named in errors. Reads no file.
+pub fn parse_cifar(
+    path: &Path,
+    raw: Vec<u8>,
+    kind: CifarKind,
+    pixels: &mut Vec<u8>,
+    labels: &mut Vec<i64>,
+) -> Result<()> {
+    let bytes = decode_maybe_gzip(path, raw)?;
+    parse_cifar_bytes(path, &bytes, kind, pixels, labels)
+}
+
+fn parse_cifar_bytes(
+    path: &Path,
+    bytes: &[u8],
+    kind: CifarKind,
+    pixels: &mut Vec<u8>,
+    labels: &mut Vec<i64>,
+) -> Result<()> {
     let rs = kind.record_size();
     if bytes.is_empty() {
         return Err(Error::Empty {
@@ -87,7 +110,7 @@ pub fn read_cifar_file(
             what: "empty file, no CIFAR record".into(),
         });
     }
-    if bytes.len() % rs != 0 {
+    if !bytes.len().is_multiple_of(rs) {
         let record = bytes.len() / rs;
         return Err(Error::CifarLength {
             path: path.to_path_buf(),
@@ -330,5 +353,22 @@ mod tests {
         std::fs::write(t.path().join("test_batch.bin"), b).unwrap();
         let s = read_cifar10(t.path(), Split::Test).unwrap_err().to_string();
         assert!(s.contains("record 1") && s.contains("label 42"), "{s}");
+    }
+
+    #[test]
+    fn in_memory_gzip_matches_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("train.bin");
+        std::fs::write(&path, records(2, CifarKind::Cifar100)).unwrap();
+        let (mut p1, mut l1) = (Vec::new(), Vec::new());
+        read_cifar_file(&path, CifarKind::Cifar100, &mut p1, &mut l1).unwrap();
+        let gz = crate::data::idx::fixture::gzip(&records(2, CifarKind::Cifar100));
+        let (mut p2, mut l2) = (Vec::new(), Vec::new());
+        parse_cifar(&path, gz, CifarKind::Cifar100, &mut p2, &mut l2).unwrap();
+        assert_eq!((&p1, &l1), (&p2, &l2));
+        let e = parse_cifar(&path, vec![1; 10], CifarKind::Cifar100, &mut p2, &mut l2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train.bin") && e.contains("record 0"), "{e}");
     }
 }

@@ -29,20 +29,49 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// Largest decompressed size of a gzipped dataset file (1 GiB). The largest
+/// real one, Fashion-MNIST's training images, is 47 MB; a stream that inflates
+/// past this is corrupt or a decompression bomb, and is refused before the
+/// memory is taken.
+pub const MAX_DECOMPRESSED: usize = 1 << 30;
+
 /// Reads a whole file, decompressing it when it starts with the gzip magic
 /// bytes `1f 8b`.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_maybe_gzip(path, raw)
+}
+
+/// The bytes of a file read by [`read_maybe_gzip`]: `raw` itself, or its
+/// decompression when it starts with the gzip magic bytes `1f 8b`. `path` is
+/// only named in errors. More than [`MAX_DECOMPRESSED`] bytes of output is an
+/// error.
+pub fn decode_maybe_gzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
+    inflate_at_most(path, raw, MAX_DECOMPRESSED)
+}
+
+fn inflate_at_most(path: &Path, raw: Vec<u8>, limit: usize) -> Result<Vec<u8>> {
     if raw.len() < 2 || raw[..2] != [0x1f, 0x8b] {
         return Ok(raw);
     }
-    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
     let mut dec = MultiGzDecoder::new(raw.as_slice());
     let mut buf = vec![0u8; 1 << 16];
     loop {
         match dec.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                if out.len().saturating_add(n) > limit {
+                    return Err(Error::bad_length(
+                        path,
+                        format!(
+                            "the gzip stream inflates to more than {limit} bytes, the limit for a \
+                             dataset file; the file is corrupt or not a dataset file: download it again"
+                        ),
+                    ));
+                }
+                out.extend_from_slice(&buf[..n])
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
                 return Err(Error::Gzip {
@@ -139,6 +168,20 @@ fn parse_idx(path: &Path, bytes: &[u8], expected: u32, kind: &'static str) -> Re
 /// largest label.
 pub fn read_idx_pair(images: &Path, labels: &Path, name: &str) -> Result<ImageDataset> {
     let img_bytes = read_maybe_gzip(images)?;
+    let lab_bytes = read_maybe_gzip(labels)?;
+    parse_idx_pair(images, img_bytes, labels, lab_bytes, name)
+}
+
+/// [`read_idx_pair`] on bytes already in memory (each plain or gzipped):
+/// `images` and `labels` are only named in errors. Reads no file.
+pub fn parse_idx_pair(
+    images: &Path,
+    img_bytes: Vec<u8>,
+    labels: &Path,
+    lab_bytes: Vec<u8>,
+    name: &str,
+) -> Result<ImageDataset> {
+    let img_bytes = decode_maybe_gzip(images, img_bytes)?;
     let dims = parse_idx(images, &img_bytes, IMAGES_MAGIC, "images")?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if n == 0 || h == 0 || w == 0 {
@@ -147,7 +190,7 @@ pub fn read_idx_pair(images: &Path, labels: &Path, name: &str) -> Result<ImageDa
             what: format!("holds no image ({n} x {h} x {w})"),
         });
     }
-    let lab_bytes = read_maybe_gzip(labels)?;
+    let lab_bytes = decode_maybe_gzip(labels, lab_bytes)?;
     let ldims = parse_idx(labels, &lab_bytes, LABELS_MAGIC, "labels")?;
     if ldims[0] != n {
         return Err(Error::CountMismatch {
@@ -351,6 +394,30 @@ mod tests {
         let ip = write(t.path(), "corrupt.gz", &bad);
         let e = read_maybe_gzip(&ip).unwrap_err().to_string();
         assert!(e.contains("corrupt.gz"), "{e}");
+    }
+
+    #[test]
+    fn gzip_bomb_is_refused_at_the_limit() {
+        let gz = gzip(&vec![0u8; 100_000]);
+        let p = Path::new("bomb-images.gz");
+        let e = inflate_at_most(p, gz.clone(), 50_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bomb-images.gz") && e.contains("more than 50000 bytes"),
+            "{e}"
+        );
+        assert_eq!(inflate_at_most(p, gz, 100_000).unwrap().len(), 100_000);
+    }
+
+    #[test]
+    fn in_memory_pair_matches_the_files() {
+        let t = tempfile::tempdir().unwrap();
+        let ip = write(t.path(), "i", &images(3, 2, 5));
+        let lp = write(t.path(), "l", &labels(3));
+        let a = read_idx_pair(&ip, &lp, "a").unwrap();
+        let b = parse_idx_pair(&ip, gzip(&images(3, 2, 5)), &lp, labels(3), "a").unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

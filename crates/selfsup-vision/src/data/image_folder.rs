@@ -52,21 +52,82 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Largest width or height of an image file the readers decode (8192 pixels):
+/// the decoded RGB copy of the largest allowed image stays under 200 MiB.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// Most memory the image decoder may take for one image (256 MiB).
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+
 /// Decodes one image, converts it to `channels` channels and resizes it to
 /// `height x width`; returns HWC bytes.
 fn decode(path: &Path, height: usize, width: usize, channels: usize) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_image_bytes(path, &bytes, height, width, channels)
+}
+
+/// Decodes the bytes of one image file (PNG or JPEG, told by its content),
+/// converts it to `channels` channels (1 or 3) and resizes it to `height x
+/// width` (both at least 1); returns HWC bytes. `path` is only named in
+/// errors. Images wider or taller than [`MAX_IMAGE_SIDE`], or whose decoding
+/// needs more than [`MAX_DECODE_BYTES`], are refused before decoding.
+pub fn decode_image_bytes(
+    path: &Path,
+    bytes: &[u8],
+    height: usize,
+    width: usize,
+    channels: usize,
+) -> Result<Vec<u8>> {
     let corrupt = |reason: String| Error::CorruptImage {
         path: path.to_path_buf(),
         reason,
     };
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let (w, h) = match (u32::try_from(width), u32::try_from(height)) {
+        (Ok(w), Ok(h))
+            if (1..=MAX_IMAGE_SIDE).contains(&w)
+                && (1..=MAX_IMAGE_SIDE).contains(&h)
+                && (channels == 1 || channels == 3) =>
+        {
+            (w, h)
+        }
+        _ => {
+            return Err(Error::Config(format!(
+                "cannot decode {} to {height}x{width}x{channels}: the size must be at least 1x1 \
+                 and at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, with 1 or 3 channels",
+                path.display()
+            )))
+        }
+    };
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| corrupt(e.to_string()))?;
-    let (w, h) = (width as u32, height as u32);
-    let bytes = if channels == 1 {
+        .map_err(|e| Error::io(path, e))?;
+    reader.limits(limits);
+    // The decoders are third-party code that can panic on a corrupt file
+    // (zune-jpeg 0.5 indexes out of bounds in its AVX2 IDCT on some malformed
+    // JPEGs): a panic is this file's error, not the end of the run.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))
+        .map_err(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            corrupt(format!(
+                "the image decoder failed on it ({what}); the file is corrupt: replace or delete it"
+            ))
+        })?;
+    let img = decoded.map_err(|e| match e {
+        image::ImageError::Limits(l) => corrupt(format!(
+            "{l}: images up to {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels and {} MiB decoded are \
+             read; scale the image down",
+            MAX_DECODE_BYTES >> 20
+        )),
+        e => corrupt(e.to_string()),
+    })?;
+    let out = if channels == 1 {
         let g = img.to_luma8();
         if g.dimensions() == (w, h) {
             g.into_raw()
@@ -81,13 +142,16 @@ fn decode(path: &Path, height: usize, width: usize, channels: usize) -> Result<V
             image::imageops::resize(&c, w, h, FilterType::Triangle).into_raw()
         }
     };
-    if bytes.len() != height * width * channels {
+    let want = height
+        .checked_mul(width)
+        .and_then(|p| p.checked_mul(channels));
+    if Some(out.len()) != want {
         return Err(corrupt(format!(
             "decoded to {} bytes, expected {height}x{width}x{channels}",
-            bytes.len()
+            out.len()
         )));
     }
-    Ok(bytes)
+    Ok(out)
 }
 
 /// Reads an ImageFolder tree into a dataset of `height x width` images with
@@ -218,6 +282,64 @@ mod tests {
         let e = read_image_folder(t.path(), 4, 4, 3).unwrap_err();
         assert!(matches!(e, Error::CorruptImage { .. }), "{e}");
         assert!(e.to_string().contains("broken.png"), "{e}");
+    }
+
+    #[test]
+    fn oversized_image_header_is_refused_before_decoding() {
+        // A valid PNG of 2x2 whose IHDR claims 60000 x 60000 pixels (CRC fixed
+        // up): refused by the limits, naming the file and the limit.
+        let mut bytes = Vec::new();
+        image::RgbImage::from_pixel(2, 2, image::Rgb([1, 2, 3]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        // IHDR data starts at byte 16 (8 signature + 4 length + 4 type).
+        bytes[16..20].copy_from_slice(&60000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&60000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let e = decode_image_bytes(Path::new("huge.png"), &bytes, 4, 4, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("huge.png") && e.contains("8192x8192"), "{e}");
+        let e = decode_image_bytes(Path::new("x.png"), &bytes, 0, 4, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.png") && e.contains("at least 1x1"), "{e}");
+        let e = decode_image_bytes(Path::new("x.png"), &bytes, 4, 1 << 40, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 8192x8192"), "{e}");
+    }
+
+    /// A 947-byte JPEG found by the fuzzer (selfsup-fuzz `image`) on which
+    /// zune-jpeg's AVX2 IDCT panics (index out of bounds): an error naming the
+    /// file, not a panic (on CPUs without AVX2 it is refused by the decoder).
+    #[test]
+    fn decoder_panic_is_a_corrupt_image_error() {
+        let bytes = include_bytes!("../../tests/fixtures/jpeg-idct-out-of-bounds.jpg");
+        for (h, w, c) in [(8, 8, 3), (5, 7, 1)] {
+            let e = decode_image_bytes(Path::new("broken.jpg"), bytes, h, w, c).unwrap_err();
+            assert!(matches!(e, Error::CorruptImage { .. }), "{e}");
+            assert!(e.to_string().contains("broken.jpg"), "{e}");
+        }
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
     }
 
     #[test]

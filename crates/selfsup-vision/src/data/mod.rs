@@ -80,7 +80,14 @@ impl ImageDataset {
                 "{name}: images must have 1 or 3 channels, not {channels}"
             )));
         }
-        let per = height * width * channels;
+        let Some(per) = height
+            .checked_mul(width)
+            .and_then(|p| p.checked_mul(channels))
+        else {
+            return Err(Error::Config(format!(
+                "{name}: image shape {height}x{width}x{channels} overflows"
+            )));
+        };
         if per == 0 {
             return Err(Error::Config(format!(
                 "{name}: empty image shape {height}x{width}x{channels}"
@@ -353,6 +360,8 @@ mod tests {
         assert!(ImageDataset::new("x", 2, 2, 1, vec![0; 5], None, vec![]).is_err());
         assert!(ImageDataset::new("x", 2, 2, 2, vec![0; 8], None, vec![]).is_err());
         assert!(ImageDataset::new("x", 2, 2, 1, vec![0; 8], Some(vec![0]), vec![]).is_err());
+        let e = ImageDataset::new("x", usize::MAX, 2, 1, vec![0; 8], None, vec![]).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{e}");
     }
 
     #[test]

@@ -119,6 +119,80 @@ impl MethodConfig {
         }
     }
 
+    /// Refuses settings of the method that would train nonsense whatever the
+    /// data (a temperature that is not positive, an EMA momentum above 1, a
+    /// head without layers, a mask ratio outside (0, 1)), before any data is
+    /// read; the error names the `[method]` key.
+    pub fn check_ranges(&self) -> Result<()> {
+        use selfsup_core::trainer::{non_negative, positive};
+        let k = |s: &str| format!("[method] {s}");
+        let r: std::result::Result<(), String> = match self {
+            Self::Simclr(m) => m.head.validate(&k("head")).and(m.loss.validate(&k("loss"))),
+            Self::MocoV2(m) => m
+                .projector
+                .validate(&k("projector"))
+                .and(m.loss.validate(&k("loss")))
+                .and(m.ema.validate(&k("ema"))),
+            Self::MocoV3(m) => m
+                .projector
+                .validate(&k("projector"))
+                .and(m.predictor.validate(&k("predictor")))
+                .and(m.loss.validate(&k("loss")))
+                .and(m.ema.validate(&k("ema"))),
+            Self::Byol(m) => m
+                .projector
+                .validate(&k("projector"))
+                .and(m.predictor.validate(&k("predictor")))
+                .and(m.ema.validate(&k("ema"))),
+            Self::Simsiam(m) => m
+                .projector
+                .validate(&k("projector"))
+                .and(m.predictor.validate(&k("predictor"))),
+            Self::Dino(m) => m
+                .loss
+                .validate(&k("loss"))
+                .and(m.ema.validate(&k("ema")))
+                .and(non_negative(
+                    &k("freeze_last_layer_epochs"),
+                    m.freeze_last_layer_epochs,
+                )),
+            Self::BarlowTwins(m) => m
+                .projector
+                .validate(&k("projector"))
+                .and(m.loss.validate(&k("loss"))),
+            Self::Vicreg(m) => m
+                .projector
+                .validate(&k("projector"))
+                .and(m.loss.validate(&k("loss"))),
+            Self::Swav(m) => m
+                .projector
+                .validate(&k("projector"))
+                .and(m.loss.validate(&k("loss")))
+                .and(if m.prototypes < 1 {
+                    Err(k("prototypes must be at least 1"))
+                } else {
+                    Ok(())
+                }),
+            Self::Mae(m) => {
+                if m.mask_ratio.is_finite() && m.mask_ratio > 0.0 && m.mask_ratio < 1.0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} = {}: must be above 0 and below 1",
+                        k("mask_ratio"),
+                        m.mask_ratio
+                    ))
+                }
+            }
+            Self::Ijepa(m) => m.ema.validate(&k("ema")),
+            Self::Colorization(m) => {
+                positive(&k("bin_size"), m.bin_size).and(non_negative(&k("rebalance"), m.rebalance))
+            }
+            Self::Rotation(_) | Self::Context(_) | Self::Jigsaw(_) => Ok(()),
+        };
+        r.map_err(Error::Config)
+    }
+
     /// Refuses, before anything is built, a method that does not fit the
     /// encoder, the views or the data: the error says which key to change.
     pub fn validate(
