@@ -10,6 +10,7 @@
 //! ```
 mod audio;
 mod clip;
+mod config_file;
 mod distributed;
 mod graph;
 mod progress;
@@ -40,8 +41,15 @@ struct Cli {
 enum Cmd {
     /// Pre-train from a TOML run config, evaluate, export.
     Pretrain {
+        /// The TOML run config (e.g. configs/vision/simclr-cpu.toml); it may
+        /// `include = "base.toml"` (relative to itself) and override its tables.
         #[arg(long)]
         config: PathBuf,
+        /// Override one config value, KEY=VALUE with a dotted key and a TOML
+        /// value, e.g. --set trainer.optimizer.lr=0.1 --set eval.knn.k=20
+        /// (repeatable; applied before the config is checked).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Dataset folder (overrides [data] path); for text configs the data
         /// root the sources are relative to (default ~/.cache/selfsup/datasets).
         #[arg(long)]
@@ -55,24 +63,31 @@ enum Cmd {
         #[arg(long)]
         run_dir: Option<PathBuf>,
         /// Continue from the run folder's last checkpoint.
-        #[arg(long, conflicts_with = "overwrite")]
+        #[arg(long, conflicts_with = "overwrite", group = "resuming")]
         resume: bool,
+        /// Continue from the run folder's checkpoint if it has one, else start
+        /// afresh (says which on stderr).
+        #[arg(long, conflicts_with_all = ["resume", "overwrite"], group = "resuming")]
+        resume_auto: bool,
         /// Start afresh in a run folder that holds an earlier run: its
         /// checkpoint, metrics, curves, summary, config and export are removed first.
         #[arg(long)]
         overwrite: bool,
-        /// With --resume: continue although the config differs from the
+        /// With --resume or --resume-auto: continue although the config differs from the
         /// checkpoint's (seed, optimiser, schedule, method, model, data, ...;
         /// epochs, checkpoint_every, device, threads and batch_size may change freely).
-        #[arg(long, requires = "resume")]
+        #[arg(long, requires = "resuming")]
         allow_config_change: bool,
+        /// Epochs to train (default: the config's [trainer] epochs).
         #[arg(long)]
         epochs: Option<usize>,
-        /// cpu, cuda or auto.
+        /// cpu, cuda, cuda:N or auto (default: the config's [run] device).
         #[arg(long)]
         device: Option<String>,
+        /// Examples per step (default: the config's [run] batch_size).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// CPU threads (default: the config's [run] threads).
         #[arg(long)]
         threads: Option<usize>,
         /// Stop early as if interrupted after this many steps (testing resume).
@@ -88,18 +103,25 @@ enum Cmd {
     },
     /// Evaluate a checkpoint's frozen encoder on the test split.
     Eval {
+        /// knn: k-nearest-neighbour vote; linear: a linear probe trained on
+        /// the frozen features.
         protocol: Protocol,
+        /// A run's checkpoint.safetensors.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Dataset folder (default: the checkpoint's config's [data] path).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// cpu, cuda, cuda:N or auto (default: the checkpoint's config's [run] device).
         #[arg(long)]
         device: Option<String>,
     },
     /// Export a checkpoint's encoder as safetensors + config.json.
     Export {
+        /// A run's checkpoint.safetensors.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Output folder for model.safetensors and config.json.
         #[arg(long)]
         out: PathBuf,
     },
@@ -118,7 +140,8 @@ enum Cmd {
         /// Output JSON Lines file.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long)]
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
         device: Option<String>,
     },
 }
@@ -206,11 +229,8 @@ fn method_name(value: &toml::Value) -> Option<&str> {
         .and_then(|n| n.as_str())
 }
 
-fn read_config(path: &Path) -> Result<AnyConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config {}", path.display()))?;
-    let value: toml::Value =
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+fn read_config(path: &Path, sets: &[String]) -> Result<AnyConfig> {
+    let config_file::Loaded { text, value } = config_file::load(path, sets)?;
     let method = method_name(&value);
     match method {
         None => anyhow::bail!(
@@ -219,11 +239,19 @@ fn read_config(path: &Path) -> Result<AnyConfig> {
             path.display(),
             method_names()
         ),
-        Some(m) if modality_of(m).is_none() => anyhow::bail!(
-            "{}: [method] name = \"{m}\" is not a method; the methods are:\n{}",
-            path.display(),
-            method_names()
-        ),
+        Some(m) if modality_of(m).is_none() => {
+            let all = modalities()
+                .into_iter()
+                .flat_map(|(_, names)| names.iter().copied());
+            let hint = config_file::nearest(m, all)
+                .map(|n| format!(" (did you mean \"{n}\"?)"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "{}: [method] name = \"{m}\" is not a method{hint}; the methods are:\n{}",
+                path.display(),
+                method_names()
+            )
+        }
         Some(_) => {}
     }
     if method.is_some_and(|m| graph::GRAPH_METHODS.contains(&m)) {
@@ -435,14 +463,32 @@ fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `--resume-auto`: whether the run folder holds a checkpoint to resume
+/// from, said on stderr.
+fn resume_auto_found(run_dir: &Path) -> bool {
+    let checkpoint = run_dir.join(selfsup_core::trainer::CHECKPOINT_FILE);
+    let found = checkpoint.is_file();
+    if found {
+        eprintln!("--resume-auto: resuming from {}", checkpoint.display());
+    } else {
+        eprintln!(
+            "--resume-auto: no checkpoint in {}, starting afresh",
+            run_dir.display()
+        );
+    }
+    found
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Pretrain {
             config,
+            set,
             data,
             recordings,
             run_dir,
             resume,
+            resume_auto,
             overwrite,
             allow_config_change,
             epochs,
@@ -462,7 +508,8 @@ fn run(cli: Cli) -> Result<()> {
                 overwrite,
                 allow_config_change,
             };
-            let cfg = read_config(&config)?;
+            let cfg = read_config(&config, &set)?;
+            let resume = resume || (resume_auto && resume_auto_found(&run_dir));
             if recordings.is_some() && !matches!(cfg, AnyConfig::Audio(_)) {
                 anyhow::bail!(
                     "--recordings is for audio configs ([method] name = \"wav2vec2\"); {} is not one: give its data with --data",

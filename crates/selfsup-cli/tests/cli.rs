@@ -284,3 +284,190 @@ fn checkpoint_of_another_model_is_refused() {
         text(&out)
     );
 }
+
+#[test]
+fn set_overrides_are_checked_like_the_config_file() {
+    let fx = Fixture::new();
+    let cases: [(&str, &[&str]); 5] = [
+        ("trainer.bogus=1", &["bogus", "run.toml"]),
+        ("trainer.optimizer.lr=-1", &["lr"]),
+        ("noequals", &["--set noequals", "KEY=VALUE"]),
+        ("=1", &["--set =1", "empty"]),
+        ("run.device.x=1", &["--set run.device.x=1", "not a table"]),
+    ];
+    for (set, wanted) in cases {
+        let out = fx.pretrain("r", &["--set", set]);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        for w in wanted {
+            assert!(text(&out).contains(w), "--set {set}: {}", text(&out));
+        }
+    }
+}
+
+#[test]
+fn include_merges_under_the_including_file() {
+    let fx = Fixture::new();
+    std::fs::create_dir(fx.path("presets")).unwrap();
+    std::fs::write(fx.path("presets/base.toml"), CONFIG).unwrap();
+    let write = |name: &str, body: &str| std::fs::write(fx.path(name), body).unwrap();
+    let run = |name: &str| {
+        fx.selfsup(&[
+            "pretrain",
+            "--config",
+            name,
+            "--data",
+            "data",
+            "--run-dir",
+            "r",
+        ])
+    };
+    // The including file wins: its bad epochs is what is refused.
+    write(
+        "presets/child.toml",
+        "include = \"base.toml\"\n[trainer]\nepochs = 0\n",
+    );
+    let out = run("presets/child.toml");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("epochs"), "{}", text(&out));
+    // The method comes from the base; a misspelt one in the child is named with its nearest match.
+    write(
+        "presets/typo.toml",
+        "include = \"child.toml\"\n[method]\nname = \"simclar\"\n",
+    );
+    let out = run("presets/typo.toml");
+    assert!(
+        text(&out).contains("did you mean \"simclr\"") && text(&out).contains("mlm"),
+        "{}",
+        text(&out)
+    );
+    write("presets/missing.toml", "include = \"nothere.toml\"\n");
+    let out = run("presets/missing.toml");
+    assert!(text(&out).contains("nothere.toml"), "{}", text(&out));
+    write("presets/a.toml", "include = \"b.toml\"\n");
+    write("presets/b.toml", "include = \"a.toml\"\n");
+    let out = run("presets/a.toml");
+    assert!(
+        text(&out).contains("cycle") && text(&out).contains("b.toml"),
+        "{}",
+        text(&out)
+    );
+    // A good chain trains like the file itself would (refused here only for the missing data).
+    write("presets/ok.toml", "include = \"base.toml\"\n");
+    let out = fx.selfsup(&[
+        "pretrain",
+        "--config",
+        "presets/ok.toml",
+        "--data",
+        "nowhere",
+        "--run-dir",
+        "r",
+    ]);
+    assert!(text(&out).contains("nowhere"), "{}", text(&out));
+}
+
+#[test]
+fn resume_auto_says_what_it_did() {
+    let fx = Fixture::new();
+    let out = fx.selfsup(&[
+        "pretrain",
+        "--config",
+        "run.toml",
+        "--data",
+        "nowhere",
+        "--run-dir",
+        "empty",
+        "--resume-auto",
+    ]);
+    assert!(
+        text(&out).contains("--resume-auto: no checkpoint"),
+        "{}",
+        text(&out)
+    );
+    for other in ["--resume", "--overwrite"] {
+        let out = fx.pretrain("r", &["--resume-auto", other]);
+        assert!(!out.status.success());
+        assert!(text(&out).contains("cannot be used with"), "{}", text(&out));
+    }
+}
+
+#[test]
+fn set_overrides_are_part_of_the_resumed_config() {
+    let fx = Fixture::new();
+    let out = fx.pretrain(
+        "r",
+        &["--set", "trainer.optimizer.lr=0.1", "--stop-after", "1"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        fx.path("r/checkpoint.safetensors").exists(),
+        "{}",
+        text(&out)
+    );
+    // Without the override the config differs from the checkpoint's.
+    let out = fx.pretrain("r", &["--resume-auto", "--stop-after", "2"]);
+    assert!(
+        text(&out).contains("--resume-auto: resuming from") && text(&out).contains("lr"),
+        "{}",
+        text(&out)
+    );
+    assert!(!fx.path("r/summary.json").exists());
+    let out = fx.pretrain("r", &["--resume-auto", "--set", "trainer.optimizer.lr=0.1"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn every_flag_is_documented_with_its_default() {
+    let fx = Fixture::new();
+    for sub in ["pretrain", "eval", "export", "embed"] {
+        let out = fx.selfsup(&[sub, "--help"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let help = text(&out);
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("--") || t.starts_with("-h") || t.starts_with('<') {
+                // Short layout: "--flag <X>  doc"; long layout: the doc on the next line.
+                let inline = t
+                    .split_once("  ")
+                    .is_some_and(|(_, doc)| !doc.trim().is_empty());
+                let next = lines.get(i + 1).map_or("", |l| l.trim());
+                assert!(
+                    inline || !next.is_empty(),
+                    "{sub}: {t} has no help:\n{help}"
+                );
+            }
+        }
+    }
+    let pretrain = text(&fx.selfsup(&["pretrain", "--help"]));
+    for w in [
+        "[default: auto]",
+        "[default: 1800]",
+        "default: the config's [trainer] epochs",
+    ] {
+        assert!(pretrain.contains(w), "{w}:\n{pretrain}");
+    }
+    let embed = text(&fx.selfsup(&["embed", "--help"]));
+    assert!(embed.contains("[default: cpu]"), "{embed}");
+}
+
+#[test]
+fn device_accepts_a_gpu_number() {
+    let fx = Fixture::new();
+    let out = fx.pretrain("r", &["--device", "cuda:x"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("cuda:N"), "{}", text(&out));
+    // cuda:0 parses: what stops this run (no GPU, or no data) is not the flag.
+    let out = fx.selfsup(&[
+        "pretrain",
+        "--config",
+        "run.toml",
+        "--data",
+        "nowhere",
+        "--run-dir",
+        "r",
+        "--device",
+        "cuda:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(!text(&out).contains("unknown device"), "{}", text(&out));
+}

@@ -1,4 +1,4 @@
-//! Device selection (`cpu`, `cuda`, `auto`).
+//! Device selection (`cpu`, `cuda`, `cuda:N`, `auto`).
 //!
 //! Rust links with `--as-needed`, so nothing in a binary references
 //! `libtorch_cuda.so` and the dynamic loader never loads it: libtorch then
@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
 /// Where to train, as written in configs and on the command line.
+/// Written as `cpu`, `cuda`, `cuda:N` or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceChoice {
     Cpu,
     Cuda,
+    /// GPU number N (`cuda:N`), whatever the process's rank.
+    CudaIndex(usize),
     /// CUDA when a GPU is visible, otherwise CPU.
     #[default]
     Auto,
@@ -28,9 +31,30 @@ impl std::str::FromStr for DeviceChoice {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
             "auto" => Ok(Self::Auto),
-            other => Err(Error::Config(format!(
-                "unknown device '{other}' (expected cpu, cuda or auto)"
-            ))),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(Self::CudaIndex(i)),
+                _ => Err(Error::Config(format!(
+                    "unknown device '{other}' (expected cpu, cuda, cuda:N or auto)"
+                ))),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(d: DeviceChoice) -> String {
+        match d {
+            DeviceChoice::Cpu => "cpu".into(),
+            DeviceChoice::Cuda => "cuda".into(),
+            DeviceChoice::CudaIndex(i) => format!("cuda:{i}"),
+            DeviceChoice::Auto => "auto".into(),
         }
     }
 }
@@ -70,8 +94,19 @@ impl DeviceChoice {
             (Self::Cuda, true) | (Self::Auto, true) => Ok(tch::Device::Cuda(
                 local_rank % tch::Cuda::device_count().max(1) as usize,
             )),
+            (Self::CudaIndex(i), true) => {
+                let count = tch::Cuda::device_count();
+                if i64::try_from(i).is_ok_and(|i| i < count) {
+                    Ok(tch::Device::Cuda(i))
+                } else {
+                    Err(Error::Device(format!(
+                        "--device cuda:{i} was asked for, but libtorch sees {count} CUDA device(s) \
+                         (numbered from 0)"
+                    )))
+                }
+            }
             (Self::Auto, false) => Ok(tch::Device::Cpu),
-            (Self::Cuda, false) => Err(Error::Device(
+            (Self::Cuda | Self::CudaIndex(_), false) => Err(Error::Device(
                 "--device cuda was asked for, but libtorch sees no CUDA device \
                  (is this a GPU machine with a CUDA build of libtorch on LD_LIBRARY_PATH?)"
                     .into(),
@@ -98,6 +133,15 @@ mod tests {
     fn parses_and_resolves_cpu() {
         assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
         assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::CudaIndex(1)
+        );
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert!("cuda:".parse::<DeviceChoice>().is_err());
+        for d in ["cpu", "cuda", "cuda:3", "auto"] {
+            assert_eq!(String::from(d.parse::<DeviceChoice>().unwrap()), d);
+        }
         assert_eq!(DeviceChoice::Cpu.resolve().unwrap(), tch::Device::Cpu);
         // auto never fails: it falls back to the CPU.
         DeviceChoice::Auto.resolve().unwrap();
