@@ -187,11 +187,8 @@ impl AudioRunConfig {
                 "[data] max_clips = 0: give at least 1 (or leave it out for all clips)".into(),
             );
         }
-        if cfg.run.threads == Some(0) {
-            return Err("[run] threads = 0: give at least 1 (or leave it out)".into());
-        }
         cfg.eval.probe.validate("[eval.probe]")?;
-        cfg.trainer.validate()?;
+        selfsup_core::run::common_ranges(&cfg.trainer, cfg.run.threads)?;
         let crop = (cfg.data.crop_seconds * TARGET_RATE as f64) as i64;
         if cfg.model.frames(crop) < cfg.model.mask_time_length.saturating_mul(2) {
             return Err(format!(

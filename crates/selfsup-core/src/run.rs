@@ -44,23 +44,36 @@ impl RunOptions<'_> {
 
 /// Refuses `[run] threads = 0` (libtorch aborts on it) and absurd counts.
 pub fn check_threads(threads: Option<usize>) -> Result<()> {
+    threads_in_range(threads).map_err(Error::Config)
+}
+
+fn threads_in_range(threads: Option<usize>) -> std::result::Result<(), String> {
     match threads {
-        Some(0) => Err(Error::Config(
+        Some(0) => Err(
             "[run] threads = 0 (or --threads 0): give at least 1, or leave it out for libtorch's default"
                 .into(),
-        )),
-        Some(t) if t > 4096 => Err(Error::Config(format!(
+        ),
+        Some(t) if t > 4096 => Err(format!(
             "[run] threads = {t}: at most 4096 intra-op threads"
-        ))),
+        )),
         _ => Ok(()),
     }
 }
 
-/// The checks every modality's run settings share, made before any data is
-/// read: the trainer's ranges ([`TrainerConfig::validate`]) and the thread count.
+/// The ranges every modality's run settings share, as a message naming the
+/// key: the trainer's ([`TrainerConfig::validate`]) and the thread count.
+/// For a modality's own `validate`, which adds the config file's name.
+pub fn common_ranges(
+    trainer: &crate::trainer::TrainerConfig,
+    threads: Option<usize>,
+) -> std::result::Result<(), String> {
+    trainer.validate()?;
+    threads_in_range(threads)
+}
+
+/// [`common_ranges`] as a configuration error, made before any data is read.
 pub fn check_common(trainer: &crate::trainer::TrainerConfig, threads: Option<usize>) -> Result<()> {
-    trainer.validate().map_err(Error::Config)?;
-    check_threads(threads)
+    common_ranges(trainer, threads).map_err(Error::Config)
 }
 
 #[cfg(test)]

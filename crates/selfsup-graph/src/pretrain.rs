@@ -78,21 +78,7 @@ impl GraphRunConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         use selfsup_core::trainer::{positive, unit_interval};
         let cfg = self;
-        cfg.trainer.validate()?;
-        match cfg.run.threads {
-            Some(0) => {
-                return Err(
-                    "[run] threads = 0: give at least 1, or leave it out for libtorch's default"
-                        .into(),
-                )
-            }
-            Some(t) if t > 4096 => {
-                return Err(format!(
-                    "[run] threads = {t}: at most 4096 intra-op threads"
-                ))
-            }
-            _ => {}
-        }
+        selfsup_core::run::common_ranges(&cfg.trainer, cfg.run.threads)?;
         if cfg.run.batch_size == 0 {
             return Err("[run] batch_size = 0: give at least 1 graph per batch".into());
         }

@@ -269,9 +269,6 @@ impl ClipRunConfig {
         if self.run.batch_size < 2 {
             return Err("[run] batch_size must be at least 2 (in-batch negatives)".into());
         }
-        if self.run.threads == Some(0) {
-            return Err("[run] threads = 0: give at least 1 (or leave it out)".into());
-        }
         if self.model.embed_dim < 1 {
             return Err(format!(
                 "[model] embed_dim = {}: must be at least 1",
@@ -300,7 +297,7 @@ impl ClipRunConfig {
                 clip.init_temperature, clip.max_logit_scale
             ));
         }
-        self.trainer.validate()?;
+        selfsup_core::run::common_ranges(&self.trainer, self.run.threads)?;
         Ok(())
     }
 
