@@ -2,8 +2,9 @@
 //! folder arrives as `DEP_TCH_LIBTORCH_LIB`) and gloo's headers, which the
 //! PyPI wheel lacks: `SELFSUP_GLOO_INCLUDE` (what `cargo xtask` sets, from
 //! Debian's libgloo-dev unpacked into ~/.cache/selfsup) or /usr/include.
-//! NCCL is compiled in when libtorch_cuda and the NCCL and CUDA headers of the
-//! wheel's nvidia packages are present, unless `SELFSUP_NO_NCCL=1`.
+//! NCCL is compiled, into `libselfsup_c10d_nccl.so` (loaded at run time, only
+//! by runs that ask for NCCL), when libtorch_cuda and the NCCL and CUDA headers
+//! of the wheel's nvidia packages are present, unless `SELFSUP_NO_NCCL=1`.
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -29,31 +30,54 @@ fn main() {
     let gloo = gloo_include();
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
 
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        .include(&gloo)
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .define("USE_C10D_GLOO", None)
-        .file("cpp/c10d_shim.cpp")
-        .file("cpp/c10d_nccl.cpp");
+    let base = || {
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .pic(true)
+            .warnings(false)
+            .include(root.join("include"))
+            .include(root.join("include/torch/csrc/api/include"))
+            .include(&gloo)
+            .flag("-std=c++17")
+            .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+            .flag("-DGLOG_USE_GLOG_EXPORT")
+            .define("USE_C10D_GLOO", None);
+        build
+    };
+    // NCCL lives in a shared library of its own, dlopen'ed when a run asks for
+    // it: linking libtorch_cuda into the binaries would make every binary need
+    // libnccl.so.2 and the CUDA runtime just to start.
     if let Some(dirs) = nccl_includes(&lib) {
-        build.define("USE_C10D_NCCL", None).define("USE_CUDA", None);
+        let mut nccl = base();
+        nccl.define("USE_C10D_NCCL", None)
+            .define("USE_CUDA", None)
+            .file("cpp/c10d_nccl.cpp");
         for d in dirs {
-            build.include(d);
+            nccl.include(d);
         }
-        println!("cargo:rustc-link-lib=torch_cuda");
-        println!("cargo:rustc-link-lib=c10_cuda");
+        let objects = nccl.compile_intermediates();
+        let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        let so = out_dir.join("libselfsup_c10d_nccl.so");
+        let status = nccl
+            .get_compiler()
+            .to_command()
+            .arg("-shared")
+            .args(&objects)
+            .arg("-o")
+            .arg(&so)
+            .arg(format!("-L{}", lib.display()))
+            .arg("-Wl,--no-as-needed")
+            .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"])
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .status()
+            .expect("running the C++ compiler to link libselfsup_c10d_nccl.so");
+        assert!(status.success(), "linking {} failed", so.display());
+        println!("cargo:rustc-env=SELFSUP_C10D_NCCL_LIB={}", so.display());
         println!("cargo:rustc-cfg=selfsup_nccl");
     }
     println!("cargo::rustc-check-cfg=cfg(selfsup_nccl)");
-    build.compile("selfsup_c10d");
+    base().file("cpp/c10d_shim.cpp").compile("selfsup_c10d");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=torch_cpu");
     println!("cargo:rustc-link-lib=c10");

@@ -394,10 +394,24 @@ fn simsiam_without_stop_gradient_is_flagged() {
     // SGD at lr 1.0 for 240 steps: the projector's batch norm hides the
     // collapse from std and rank, uniformity sees it (about -0.14 here, against
     // -1.2 to -2.4 for the healthy methods on this fixture).
-    let mut case = Case::new(MethodConfig::Simsiam(m));
-    case.optimizer.lr = 1.0;
-    case.epochs = 60;
-    let (name, _, last, warnings) = train(case);
+    let case = |stop_gradient: bool| {
+        let mut case = Case::new(MethodConfig::Simsiam(SimSiamConfig {
+            stop_gradient,
+            ..m.clone()
+        }));
+        case.optimizer.lr = 1.0;
+        case.epochs = 60;
+        case
+    };
+    ablation_is_flagged_and_control_is_not(case(false), case(true));
+}
+
+/// The test of a collapse ablation, made able to fail: the ablation must be
+/// flagged, and the healthy method under the very same fixture, optimiser
+/// and steps must not be (so neither the fixture nor the starting point
+/// alone can satisfy the monitors).
+fn ablation_is_flagged_and_control_is_not(ablation: Case, control: Case) {
+    let (name, _, last, warnings) = train(ablation);
     assert!(
         !warnings.is_empty(),
         "{name}: collapse not flagged (final loss {last})"
@@ -406,6 +420,12 @@ fn simsiam_without_stop_gradient_is_flagged() {
     assert!(
         warnings.iter().all(|w| w.contains("before the first step")),
         "{name}: {warnings:?}"
+    );
+    let (name, _, last, warnings) = train(control);
+    assert!(
+        warnings.is_empty(),
+        "{name} (healthy control, same steps): flagged although it should not collapse \
+         (final loss {last}): {warnings:?}"
     );
 }
 
@@ -414,28 +434,25 @@ fn simsiam_without_stop_gradient_is_flagged() {
 fn byol_without_predictor_is_flagged() {
     let m = ByolConfig {
         projector: head(2, 32, false),
+        predictor: head(2, 32, false),
         use_predictor: false,
         ema: EmaConfig {
             base: 0.99,
             end: 1.0,
         },
-        ..Default::default()
     };
     // 240 steps at lr 1.0 with momentum 0.99 (the paper's 0.996 is for
     // 100k+ steps): uniformity about -0.12.
-    let mut case = Case::new(MethodConfig::Byol(m));
-    case.optimizer.lr = 1.0;
-    case.epochs = 60;
-    let (name, _, last, warnings) = train(case);
-    assert!(
-        !warnings.is_empty(),
-        "{name}: collapse not flagged (final loss {last})"
-    );
-    // Judged against the figures before the first step, which it quotes.
-    assert!(
-        warnings.iter().all(|w| w.contains("before the first step")),
-        "{name}: {warnings:?}"
-    );
+    let case = |use_predictor: bool| {
+        let mut case = Case::new(MethodConfig::Byol(ByolConfig {
+            use_predictor,
+            ..m.clone()
+        }));
+        case.optimizer.lr = 1.0;
+        case.epochs = 60;
+        case
+    };
+    ablation_is_flagged_and_control_is_not(case(false), case(true));
 }
 
 #[test]

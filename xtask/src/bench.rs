@@ -24,11 +24,6 @@ pub(crate) fn bench_venv() -> PathBuf {
     cache_dir().join("bench-venv")
 }
 
-/// The bench venv's python when it can import torchvision.
-pub fn python_with_torchvision() -> Option<PathBuf> {
-    python_with("torchvision")
-}
-
 /// The bench venv's python when it can import `module`.
 pub fn python_with(module: &str) -> Option<PathBuf> {
     let py = bench_venv().join("bin/python");

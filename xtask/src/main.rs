@@ -18,13 +18,16 @@
 //! - `test`: set-up, then every test of the workspace (the fuzz crate's test
 //!   is the short fuzz pass: a fixed number of executions per reader).
 //! - `bench`: set-up, fetch, then the benchmarks beside their Python references.
+//! - `gpu-kit`: the one-folder kit a lent GPU machine runs in one command.
 mod audio;
 mod bench;
+mod bench_folder;
 mod bench_scaling;
 mod c10d_env;
 mod clip;
 mod fetch;
 mod fuzz;
+mod gpu_kit;
 mod graph;
 mod launch;
 mod paths;
@@ -53,13 +56,20 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Pre-train a vision method on Fashion-MNIST, evaluate and export it.
+    /// Pre-train a vision method on Fashion-MNIST (or your folder of images:
+    /// `--preset folder --data DIR`), evaluate and export it.
     PretrainVision {
         #[arg(long, default_value = "simclr")]
         method: String,
-        /// `cpu` (small CNN, minutes on 2 cores) or `gpu` (ResNet-18, batch 512, 200 epochs).
+        /// `cpu` (small CNN, minutes on 2 cores), `gpu` (ResNet-18, batch 512,
+        /// 200 epochs) or `folder` (configs/vision/<method>-folder-cpu.toml:
+        /// your own images, with --data DIR).
         #[arg(long, default_value = "cpu")]
         preset: String,
+        /// Dataset folder passed to `selfsup pretrain --data` (default:
+        /// Fashion-MNIST, fetched; required by image-folder presets).
+        #[arg(long)]
+        data: Option<PathBuf>,
         #[arg(long)]
         epochs: Option<usize>,
         /// cpu, cuda or auto.
@@ -143,6 +153,11 @@ enum Cmd {
     /// writes target/fuzz/report.{json,md} and crashing inputs under
     /// target/fuzz/crashes/.
     Fuzz(fuzz::FuzzArgs),
+    /// Assemble the GPU kit (target/gpu-kit, at most 64 MiB): the stripped
+    /// release binary, configs, data slices, PyTorch peers and run.sh, which
+    /// checks every modality, the throughput beside PyTorch and time to
+    /// accuracy on a GPU machine in one command (benchmarks/gpu/).
+    GpuKit(gpu_kit::GpuKitArgs),
     /// Run every test of the workspace (CI runs exactly this).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -182,6 +197,15 @@ enum Cmd {
         /// Wav2Vec2ForPreTraining (audio seconds per second; target/bench/audio.md).
         #[arg(long, conflicts_with_all = ["methods", "quick", "text", "graph", "clip", "scaling"])]
         audio: bool,
+        /// Instead: the SimCLR CPU preset on a folder of JPEGs made from
+        /// Fashion-MNIST (28 px grey and 64 px RGB, cold and warm cache)
+        /// beside the IDX files (target/bench/image_folder.md); `--images N`
+        /// (default 50000), `--epochs` (default 2).
+        #[arg(long, conflicts_with_all = ["methods", "quick", "text", "graph", "clip", "scaling", "audio"])]
+        image_folder: bool,
+        /// With --image-folder: training images written and read.
+        #[arg(long, requires = "image_folder")]
+        images: Option<usize>,
     },
 }
 
@@ -202,6 +226,7 @@ fn main() -> Result<()> {
         Cmd::PretrainVision {
             method,
             preset,
+            data,
             epochs,
             device,
             run_dir,
@@ -216,7 +241,7 @@ fn main() -> Result<()> {
                 overwrite,
                 ..PretrainArgs::default()
             };
-            pretrain_vision(&method, &preset, opts, run_dir, nproc)
+            pretrain_vision(&method, &preset, data, opts, run_dir, nproc)
         }
         Cmd::PretrainText {
             preset,
@@ -258,8 +283,15 @@ fn main() -> Result<()> {
         Cmd::PretrainGraph(a) => graph::pretrain_graph(a),
         Cmd::PretrainAudio(a) => audio::pretrain_audio(a),
         Cmd::Fuzz(a) => fuzz::fuzz(a),
+        Cmd::GpuKit(a) => gpu_kit::gpu_kit(a),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { text: true, .. } => bench::text(),
+        Cmd::Bench {
+            image_folder: true,
+            images,
+            epochs,
+            ..
+        } => bench_folder::bench(images, epochs),
         Cmd::Bench {
             audio: true,
             epochs,
@@ -290,14 +322,37 @@ fn main() -> Result<()> {
 fn pretrain_vision(
     method: &str,
     preset: &str,
+    data: Option<PathBuf>,
     opts: PretrainArgs,
     run_dir: Option<PathBuf>,
     nproc: usize,
 ) -> Result<()> {
     let root = paths::workspace_root();
+    let preset = if preset == "folder" {
+        "folder-cpu"
+    } else {
+        preset
+    };
     let config = preset_config(&format!("vision/{method}-{preset}.toml"))?;
+    let folder_preset = std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| {
+            t.get("data")
+                .and_then(|d| d.get("format"))
+                .and_then(|f| f.as_str())
+                == Some("image-folder")
+        });
     let env = torch_env::ensure()?;
-    let data = fetch::fetch("fashion-mnist", false)?;
+    let data = match data {
+        Some(d) => d,
+        None if folder_preset => bail!(
+            "{} reads your own folder of images: give it with --data DIR (class folders of \
+             images, or images directly in the folder)",
+            config.display()
+        ),
+        None => fetch::fetch("fashion-mnist", false)?,
+    };
     let bin = build_cli(&env)?;
     let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/{method}-{preset}")));
     let command = || {
@@ -432,30 +487,58 @@ pub(crate) fn build_cli(env: &torch_env::TorchEnv) -> Result<PathBuf> {
     Ok(paths::target_dir().join("release/selfsup"))
 }
 
+/// `cargo test --workspace` with the Python the export checks need: the
+/// libtorch venv with the pinned torchvision, timm, transformers and
+/// tensorboard (installed once), named by SELFSUP_PYTHON, SELFSUP_TIMM_PYTHON,
+/// SELFSUP_HF_PYTHON and SELFSUP_TB_PYTHON; the GPU kit's datasets fetched for
+/// crates/selfsup-cli/tests/gpu_kit.rs. Under `CI=true` a Python without
+/// them is an error, never a skipped check.
 fn test(args: &[String]) -> Result<()> {
     let env = torch_env::ensure()?;
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let python = match torch_env::ensure_test_python(&env) {
+        Ok(Some(py)) => Some(py),
+        // A user's LIBTORCH has no venv to install into: the bench venv, if
+        // it has every package.
+        Ok(None) => ["torchvision", "timm", "transformers", "tensorboard"]
+            .iter()
+            .all(|m| bench::python_with(m).is_some())
+            .then(|| bench::bench_venv().join("bin/python")),
+        Err(e) if ci => {
+            return Err(e.context("CI=true: the export checks need their Python packages"))
+        }
+        Err(e) => {
+            eprintln!("xtask: {e:#}\nxtask: the export checks of the tests will be skipped");
+            None
+        }
+    };
+    if python.is_none() && ci {
+        bail!(
+            "CI=true: no Python with torchvision, timm, transformers and tensorboard for the export \
+             checks (LIBTORCH is set, so xtask has no venv to install them into): create the bench \
+             venv (cargo xtask bench) or unset LIBTORCH"
+        );
+    }
+    for name in gpu_kit::KIT_DATASETS {
+        fetch::fetch(name, false)?;
+    }
     let mut cmd = Command::new(cargo());
     cmd.args(["test", "--workspace"]);
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
     env.apply(&mut cmd);
-    // The torchvision interoperability test runs when the bench venv has torchvision.
-    if let Some(py) = bench::python_with_torchvision() {
-        cmd.env("SELFSUP_PYTHON", py);
+    if let Some(py) = python {
+        for var in [
+            "SELFSUP_PYTHON",
+            "SELFSUP_TIMM_PYTHON",
+            "SELFSUP_HF_PYTHON",
+            "SELFSUP_TB_PYTHON",
+        ] {
+            cmd.env(var, &py);
+        }
     }
-    // Likewise the timm check of exported ViTs.
-    if let Some(py) = bench::python_with("timm") {
-        cmd.env("SELFSUP_TIMM_PYTHON", py);
-    }
-    // And the transformers check of exported BERT encoders.
-    if let Some(py) = bench::python_with("transformers") {
-        cmd.env("SELFSUP_HF_PYTHON", py);
-    }
-    // And TensorBoard reading the event files of metrics.jsonl's records.
-    if let Some(py) = bench::python_with("tensorboard") {
-        cmd.env("SELFSUP_TB_PYTHON", py);
-    }
+    cmd.env("SELFSUP_KIT_DATASETS", paths::cache_dir().join("datasets"));
     run(&mut cmd)
 }
 

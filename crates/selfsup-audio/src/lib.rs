@@ -16,6 +16,7 @@
 //! - [`pretrain`]: the workflow the CLI runs
 pub mod batch;
 pub mod dataset;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod export;

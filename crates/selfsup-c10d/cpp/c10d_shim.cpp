@@ -6,25 +6,34 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <dlfcn.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
-// Declared in c10d_nccl.cpp: NULL and an error when this build has no NCCL.
-c10::intrusive_ptr<c10d::Backend> selfsup_make_nccl(const c10::intrusive_ptr<c10d::Store>& store,
-                                                    int rank, int size,
-                                                    std::chrono::milliseconds timeout);
-bool selfsup_nccl_built();
+// `selfsup_c10d_nccl_make` of libselfsup_c10d_nccl.so (c10d_nccl.cpp), once
+// selfsup_c10d_load_nccl has loaded it: this object never references
+// libtorch_cuda, so binaries start where NCCL or CUDA is missing.
+using nccl_make_fn = int (*)(const c10::intrusive_ptr<c10d::Store>*, int, int, int64_t,
+                             c10::intrusive_ptr<c10d::Backend>*, char**);
+std::atomic<nccl_make_fn> nccl_make{nullptr};
 
 struct selfsup_pg {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   int rank;
   int size;
+  // NCCL's Work::wait() returns at once (it only orders the CUDA streams):
+  // the shim polls it against this deadline instead (see wait()).
+  bool poll_work = false;
+  std::chrono::milliseconds timeout{0};
   std::mutex deferred_mutex;
   std::string deferred;  // first failure inside a backward pass
 };
@@ -56,7 +65,26 @@ int guarded(char** err, F&& f) {
   return 1;
 }
 
-void wait(const c10::intrusive_ptr<c10d::Work>& work) {
+// Waits for `work`. Gloo's wait() blocks and fails on its own timeout. NCCL's
+// returns at once: a dead rank would then be found by NCCL's watchdog, which
+// tears the process down without a word for Rust. So NCCL work is polled until
+// it completes or `pg->timeout` passes (the watchdog is set later, see
+// c10d_nccl.cpp), then aborted with the same message as a dead Gloo peer's.
+void wait(selfsup_pg* pg, const c10::intrusive_ptr<c10d::Work>& work) {
+  if (pg->poll_work) {
+    const auto deadline = std::chrono::steady_clock::now() + pg->timeout;
+    while (!work->isCompleted()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        work->abort();
+        throw std::runtime_error(
+            "NCCL collective did not complete within " +
+            std::to_string(pg->timeout.count() / 1000) +
+            " s: another rank has probably exited or stopped (see its log); --dist-timeout "
+            "sets this limit");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
   work->wait();
 }
 
@@ -66,13 +94,13 @@ at::Tensor all_gather(selfsup_pg* pg, const at::Tensor& input) {
   for (int r = 0; r < pg->size; ++r) {
     out[0].push_back(at::empty_like(in[0]));
   }
-  wait(pg->backend->allgather(out, in));
+  wait(pg, pg->backend->allgather(out, in));
   return at::cat(out[0], 0);
 }
 
 at::Tensor all_reduce_sum(selfsup_pg* pg, const at::Tensor& input) {
   std::vector<at::Tensor> t{input.contiguous().clone()};
-  wait(pg->backend->allreduce(t));
+  wait(pg, pg->backend->allreduce(t));
   return t[0];
 }
 
@@ -159,7 +187,17 @@ selfsup_pg* selfsup_c10d_new(const char* backend, const char* master_addr, uint1
       }
       pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
     } else if (name == "nccl") {
-      pg = selfsup_make_nccl(store, rank, world_size, timeout);
+      nccl_make_fn make = nccl_make.load();
+      if (make == nullptr) {
+        throw std::runtime_error("NCCL is not loaded (selfsup_c10d_load_nccl was not called)");
+      }
+      c10::intrusive_ptr<c10d::Store> base = store;
+      char* make_err = nullptr;
+      if (make(&base, rank, world_size, timeout_ms, &pg, &make_err) != 0) {
+        std::string msg = make_err != nullptr ? make_err : "unknown error";
+        std::free(make_err);
+        throw std::runtime_error(msg);
+      }
     } else {
       throw std::invalid_argument("unknown c10d backend '" + name + "' (gloo or nccl)");
     }
@@ -168,6 +206,8 @@ selfsup_pg* selfsup_c10d_new(const char* backend, const char* master_addr, uint1
     result->backend = pg;
     result->rank = rank;
     result->size = world_size;
+    result->poll_work = name == "nccl";
+    result->timeout = timeout;
   });
   return result;
 }
@@ -181,7 +221,27 @@ void selfsup_c10d_free_error(char* err) {
 }
 
 int selfsup_c10d_has_nccl(void) {
-  return selfsup_nccl_built() ? 1 : 0;
+  return nccl_make.load() != nullptr ? 1 : 0;
+}
+
+int selfsup_c10d_load_nccl(const char* path, char** err) {
+  if (nccl_make.load() != nullptr) {
+    return 0;
+  }
+  void* handle = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+  if (handle == nullptr) {
+    const char* why = dlerror();
+    *err = dup_message(why != nullptr ? why : "dlopen failed");
+    return 1;
+  }
+  void* sym = dlsym(handle, "selfsup_c10d_nccl_make");
+  if (sym == nullptr) {
+    *err = dup_message("libselfsup_c10d_nccl.so lacks selfsup_c10d_nccl_make (a stale build?)");
+    return 1;
+  }
+  // The handle stays open for the life of the process on purpose.
+  nccl_make.store(reinterpret_cast<nccl_make_fn>(sym));
+  return 0;
 }
 
 int selfsup_c10d_deferred_error(selfsup_pg* pg, char** err) {
@@ -198,7 +258,7 @@ int selfsup_c10d_all_reduce_sum(selfsup_pg* pg, void* tensor, char** err) {
     auto* t = static_cast<at::Tensor*>(tensor);
     TORCH_CHECK(t->is_contiguous(), "all_reduce needs a contiguous tensor");
     std::vector<at::Tensor> ts{*t};
-    wait(pg->backend->allreduce(ts));
+    wait(pg, pg->backend->allreduce(ts));
   });
 }
 
@@ -209,12 +269,12 @@ int selfsup_c10d_broadcast(selfsup_pg* pg, void* tensor, int root, char** err) {
     std::vector<at::Tensor> ts{*t};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    wait(pg->backend->broadcast(ts, opts));
+    wait(pg, pg->backend->broadcast(ts, opts));
   });
 }
 
 int selfsup_c10d_barrier(selfsup_pg* pg, char** err) {
-  return guarded(err, [&] { wait(pg->backend->barrier()); });
+  return guarded(err, [&] { wait(pg, pg->backend->barrier()); });
 }
 
 int selfsup_c10d_all_gather_with_grad(selfsup_pg* pg, void* input, void** out, char** err) {

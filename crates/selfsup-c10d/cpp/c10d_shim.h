@@ -18,8 +18,11 @@ selfsup_pg* selfsup_c10d_new(const char* backend, const char* master_addr, uint1
                              int rank, int world_size, int64_t timeout_ms, char** err);
 void selfsup_c10d_free(selfsup_pg* pg);
 void selfsup_c10d_free_error(char* err);
-// 1 when this build can create NCCL process groups.
+// 1 when NCCL process groups can be created (selfsup_c10d_load_nccl succeeded).
 int selfsup_c10d_has_nccl(void);
+// Loads libselfsup_c10d_nccl.so from `path` (dlopen; it brings libtorch_cuda,
+// NCCL and the CUDA runtime); 0 on success, 1 and dlerror's text on failure.
+int selfsup_c10d_load_nccl(const char* path, char** err);
 // 1 (and the message) when a collective inside autograd's backward failed:
 // backward cannot return an error, so the shim keeps the first one here and
 // hands back zero gradients until the caller stops.

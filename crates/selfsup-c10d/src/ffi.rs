@@ -18,7 +18,7 @@ extern "C" {
     ) -> *mut SelfsupPg;
     pub fn selfsup_c10d_free(pg: *mut SelfsupPg);
     pub fn selfsup_c10d_free_error(err: *mut c_char);
-    pub fn selfsup_c10d_has_nccl() -> c_int;
+    pub fn selfsup_c10d_load_nccl(path: *const c_char, err: *mut *mut c_char) -> c_int;
     pub fn selfsup_c10d_deferred_error(pg: *mut SelfsupPg, err: *mut *mut c_char) -> c_int;
     pub fn selfsup_c10d_all_reduce_sum(
         pg: *mut SelfsupPg,

@@ -24,6 +24,10 @@ pub struct Launch {
     pub world_size: usize,
     /// Index on this host (picks the GPU).
     pub local_rank: usize,
+    /// Ranks on this host (`LOCAL_WORLD_SIZE`, or SLURM's
+    /// `SLURM_NTASKS_PER_NODE`; at least `local_rank + 1` when unset): more
+    /// than the host's GPUs is refused before the rendezvous.
+    pub local_world_size: usize,
     pub master_addr: String,
     pub master_port: u16,
     pub launcher: Launcher,
@@ -68,6 +72,25 @@ impl Launch {
             )));
         }
         let local_rank = number(local_var)?.unwrap_or(0);
+        let local_world_var = match launcher {
+            Launcher::Torchrun => "LOCAL_WORLD_SIZE",
+            Launcher::Slurm => "SLURM_NTASKS_PER_NODE",
+        };
+        // SLURM writes heterogeneous layouts as "2(x3),1": the first count is this
+        // host's when the hosts are alike; a bound, not a promise, either way.
+        let local_world_size = match var(local_world_var) {
+            None => None,
+            Some(v) => {
+                let digits: String = v.trim().chars().take_while(char::is_ascii_digit).collect();
+                Some(digits.parse::<usize>().map_err(|_| {
+                    Error::Launch(format!(
+                        "{local_world_var}={v:?} is not a non-negative integer"
+                    ))
+                })?)
+            }
+        }
+        .unwrap_or(0)
+        .max(local_rank + 1);
         let master_addr = var("MASTER_ADDR")
             .or_else(|| (launcher == Launcher::Slurm).then(|| var("SLURM_LAUNCH_NODE_IPADDR")).flatten())
             .ok_or_else(|| {
@@ -86,6 +109,7 @@ impl Launch {
             rank,
             world_size,
             local_rank,
+            local_world_size,
             master_addr,
             master_port,
             launcher,
@@ -121,12 +145,14 @@ mod tests {
             ("WORLD_SIZE", "4"),
             ("RANK", "3"),
             ("LOCAL_RANK", "1"),
+            ("LOCAL_WORLD_SIZE", "2"),
             ("MASTER_ADDR", "10.0.0.1"),
             ("MASTER_PORT", "29600"),
         ]))
         .unwrap()
         .unwrap();
         assert_eq!((l.rank, l.world_size, l.local_rank), (3, 4, 1));
+        assert_eq!(l.local_world_size, 2);
         assert_eq!((l.master_addr.as_str(), l.master_port), ("10.0.0.1", 29600));
         assert_eq!(l.launcher, Launcher::Torchrun);
     }
@@ -142,8 +168,41 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((l.rank, l.world_size, l.master_port), (1, 2, DEFAULT_PORT));
+        // No SLURM_NTASKS_PER_NODE: at least this rank's slot.
+        assert_eq!(l.local_world_size, 1);
         assert_eq!(l.master_addr, "192.168.1.7");
         assert_eq!(l.launcher, Launcher::Slurm);
+    }
+
+    #[test]
+    fn local_world_size_from_slurm_layouts_and_torchrun() {
+        let base = [
+            ("SLURM_NTASKS", "6"),
+            ("SLURM_PROCID", "4"),
+            ("SLURM_LOCALID", "1"),
+            ("MASTER_ADDR", "h"),
+        ];
+        for (layout, want) in [("3", 3), ("2(x3)", 2), ("", 2)] {
+            let mut v = base.to_vec();
+            v.push(("SLURM_NTASKS_PER_NODE", layout));
+            let l = Launch::from_vars(vars(&v)).map(Option::unwrap);
+            if layout.is_empty() {
+                assert!(l.unwrap_err().to_string().contains("SLURM_NTASKS_PER_NODE"));
+            } else {
+                assert_eq!(l.unwrap().local_world_size, want, "{layout}");
+            }
+        }
+        // LOCAL_WORLD_SIZE below LOCAL_RANK + 1 is raised to it.
+        let l = Launch::from_vars(vars(&[
+            ("WORLD_SIZE", "2"),
+            ("RANK", "1"),
+            ("LOCAL_RANK", "1"),
+            ("LOCAL_WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "h"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(l.local_world_size, 2);
     }
 
     #[test]

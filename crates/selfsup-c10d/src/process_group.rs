@@ -28,12 +28,79 @@ impl Backend {
         }
     }
 
-    /// Whether this build can create NCCL groups (libtorch with CUDA and the
-    /// NCCL headers were found when it was compiled).
-    pub fn nccl_available() -> bool {
-        // SAFETY: a pure query of a compile-time flag.
-        unsafe { ffi::selfsup_c10d_has_nccl() == 1 }
+    /// Whether this build has NCCL support (libtorch with CUDA and the NCCL
+    /// headers were found when it was compiled), loaded or not.
+    pub fn nccl_built() -> bool {
+        cfg!(selfsup_nccl)
     }
+
+    /// Whether NCCL groups can be created here: the build has NCCL and its
+    /// library (with libtorch_cuda, NCCL and the CUDA runtime) loads.
+    pub fn nccl_available() -> bool {
+        load_nccl().is_ok()
+    }
+}
+
+/// Where `libselfsup_c10d_nccl.so` may be: where the build wrote it, then
+/// beside the running binary.
+fn nccl_library_paths() -> Vec<std::path::PathBuf> {
+    const NAME: &str = "libselfsup_c10d_nccl.so";
+    let mut paths = Vec::new();
+    if let Some(built) = option_env!("SELFSUP_C10D_NCCL_LIB") {
+        paths.push(std::path::PathBuf::from(built));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.to_path_buf()))
+    {
+        paths.push(dir.join(NAME));
+    }
+    paths
+}
+
+/// Loads the NCCL part of the shim, once; the error says why it cannot be.
+/// Nothing of NCCL or CUDA is linked into the binaries: only this load
+/// brings them in, so CPU runs start on machines without them.
+fn load_nccl() -> std::result::Result<(), String> {
+    static LOADED: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            if !cfg!(selfsup_nccl) {
+                return Err("this selfsup was built without NCCL (build.rs found no \
+                            libtorch_cuda or no NCCL/CUDA headers); use --backend gloo"
+                    .into());
+            }
+            // libtorch_cuda first, as every CUDA use of selfsup.
+            selfsup_core::device::load_cuda_library();
+            let mut why = Vec::new();
+            for path in nccl_library_paths() {
+                if !path.exists() {
+                    continue;
+                }
+                let Ok(c) = CString::new(path.to_string_lossy().as_bytes()) else {
+                    continue;
+                };
+                let mut err: *mut c_char = std::ptr::null_mut();
+                // SAFETY: a valid C string; err receives a message on failure.
+                if unsafe { ffi::selfsup_c10d_load_nccl(c.as_ptr(), &mut err) } == 0 {
+                    return Ok(());
+                }
+                why.push(format!("{}: {}", path.display(), take_message(err)));
+            }
+            if why.is_empty() {
+                why.push(format!(
+                    "libselfsup_c10d_nccl.so not found (looked at {:?})",
+                    nccl_library_paths()
+                ));
+            }
+            Err(format!(
+                "NCCL cannot be loaded ({}); is libnccl.so.2 installed beside libtorch \
+                 (pip's nvidia-nccl)? Or use --backend gloo",
+                why.join("; ")
+            ))
+        })
+        .clone()
 }
 
 /// Gradients are averaged in flat buckets of at most this many bytes (as
@@ -77,6 +144,9 @@ impl ProcessGroup {
         };
         let addr = CString::new(launch.master_addr.as_str())
             .map_err(|_| join_err("MASTER_ADDR contains a NUL byte".into()))?;
+        if backend == Backend::Nccl {
+            load_nccl().map_err(join_err)?;
+        }
         let name = CString::new(backend.name()).expect("backend names have no NUL");
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: valid C strings; err receives a message on failure.

@@ -17,6 +17,7 @@ fn launch(rank: usize, world_size: usize, port: u16) -> Launch {
         rank,
         world_size,
         local_rank: rank,
+        local_world_size: world_size,
         master_addr: "127.0.0.1".into(),
         master_port: port,
         launcher: Launcher::Torchrun,

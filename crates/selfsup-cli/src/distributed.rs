@@ -25,7 +25,9 @@ pub fn join(
     let Some(launch) = Launch::from_vars(|k| std::env::var(k).ok())? else {
         return Ok(None);
     };
-    let on_cuda = device.resolve_on(launch.local_rank)?.is_cuda();
+    let on_cuda = device
+        .resolve_local(launch.local_rank, launch.local_world_size)?
+        .is_cuda();
     let backend = match backend {
         BackendChoice::Gloo => Backend::Gloo,
         BackendChoice::Nccl => Backend::Nccl,

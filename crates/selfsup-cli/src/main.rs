@@ -12,6 +12,7 @@ mod audio;
 mod clip;
 mod config_file;
 mod distributed;
+mod embed;
 mod graph;
 mod progress;
 mod restore;
@@ -112,11 +113,13 @@ enum Cmd {
         /// Dataset folder (default: the checkpoint's config's [data] path).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// cpu, cuda, cuda:N or auto (default: the checkpoint's config's [run] device).
+        /// cpu, cuda, cuda:N or auto (default: auto, a GPU when one is visible, else
+        /// the CPU; the checkpoint's [run] device is not used).
         #[arg(long)]
         device: Option<String>,
     },
-    /// Export a checkpoint's encoder as safetensors + config.json.
+    /// Export a checkpoint's encoder as safetensors + config.json (on the CPU,
+    /// whatever device the checkpoint was trained on).
     Export {
         /// A run's checkpoint.safetensors.
         #[arg(long)]
@@ -125,24 +128,43 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Embed images or texts with a CLIP export folder or run checkpoint
-    /// (one JSON line per item: {"id", "embedding"}, unit vectors).
+    /// Embed images, texts, audio clips or a graph with an export folder or
+    /// run checkpoint of any modality (vision, text, audio, graph, CLIP; its
+    /// config says which). The output's extension picks the format: .jsonl
+    /// (one {"id", "embedding"} a line), .npy or .safetensors (float32 [N, D];
+    /// the ids one a line in <stem>.ids.txt beside it).
     Embed {
         /// An export folder (runs/<name>/export) or a run's checkpoint.safetensors.
         #[arg(long)]
         checkpoint: PathBuf,
-        /// A folder of png / jpg images.
-        #[arg(long, conflicts_with = "texts")]
+        /// A folder of png / jpg / webp images, for vision and CLIP models
+        /// (files directly in it; other files are skipped and counted).
+        #[arg(long)]
         images: Option<PathBuf>,
-        /// A text file, one text per line.
+        /// A text file, one text per line, for text (BERT) and CLIP models.
         #[arg(long)]
         texts: Option<PathBuf>,
-        /// Output JSON Lines file.
+        /// A folder of .wav / .ogg clips, for audio (wav2vec 2.0) models.
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// A graph file for graph models: an edge list ("u v [w]" lines), or
+        /// an adjacency matrix if it ends in .csv; one embedding per node.
+        #[arg(long)]
+        graph: Option<PathBuf>,
+        /// Output file: .jsonl, .npy or .safetensors.
         #[arg(long)]
         out: PathBuf,
         /// cpu, cuda, cuda:N or auto.
         #[arg(long, default_value = "cpu")]
-        device: Option<String>,
+        device: String,
+        /// Images or texts per forward pass, for vision and text models (CLIP
+        /// batches as its evaluation does; audio clips and graphs go one at a time).
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Vision: side the images are resized to (default: the export's
+        /// image_size, or the checkpoint's dataset's).
+        #[arg(long)]
+        image_size: Option<usize>,
     },
 }
 
@@ -638,8 +660,22 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             images,
             texts,
+            audio,
+            graph,
             out,
             device,
-        } => clip::embed(&checkpoint, images, texts, &out, device),
+            batch_size,
+            image_size,
+        } => embed::run(embed::Args {
+            checkpoint,
+            images,
+            texts,
+            audio,
+            graph,
+            out,
+            device,
+            batch_size,
+            image_size,
+        }),
     }
 }

@@ -5,6 +5,15 @@ use selfsup_core::trainer::{EpochReport, Observer, StepReport};
 use selfsup_vision::pretrain::RunSummary;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+/// The phase being shown: its name, its bar (hidden when stderr is not a
+/// terminal) and when it started.
+struct Phase {
+    name: String,
+    bar: ProgressBar,
+    started: Instant,
+}
 
 /// Draws one bar over the whole run: epoch, step, loss, images/s, ETA.
 pub struct Bars {
@@ -17,6 +26,7 @@ pub struct Bars {
     unit: &'static str,
     /// Draws and prints nothing (ranks other than 0 of a data-parallel run).
     quiet: bool,
+    phase: Option<Phase>,
 }
 
 impl Bars {
@@ -29,6 +39,7 @@ impl Bars {
             scale: 1.0,
             unit: "img/s",
             quiet: false,
+            phase: None,
         }
     }
 
@@ -57,6 +68,9 @@ impl Bars {
     }
 
     pub fn finish(&mut self) {
+        if let Some(p) = self.phase.take() {
+            p.bar.finish_and_clear();
+        }
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
@@ -64,6 +78,54 @@ impl Bars {
 }
 
 impl Observer for Bars {
+    /// A bar per phase on a terminal (cleared at the end, then one line with
+    /// its time); off a terminal, only that line when the phase ends. Notes
+    /// (`total == 0`) are one line.
+    fn phase(&mut self, name: &str, done: usize, total: usize) {
+        if self.quiet {
+            return;
+        }
+        if total == 0 {
+            self.println(name);
+            return;
+        }
+        if self.phase.as_ref().is_none_or(|p| p.name != name) {
+            if let Some(p) = self.phase.take() {
+                p.bar.finish_and_clear();
+            }
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(name.to_string());
+            self.phase = Some(Phase {
+                name: name.to_string(),
+                bar,
+                started: Instant::now(),
+            });
+        }
+        if let Some(p) = &self.phase {
+            p.bar.set_length(total as u64);
+            p.bar.set_position(done as u64);
+        }
+        if done >= total {
+            if let Some(p) = self.phase.take() {
+                p.bar.finish_and_clear();
+                let what = if total > 2 {
+                    format!(" ({total})")
+                } else {
+                    String::new()
+                };
+                self.println(&format!(
+                    "{name}{what}: {:.1} s",
+                    p.started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+    }
+
     fn on_start(&mut self, start_step: u64, total_steps: u64) {
         let bar = if self.quiet {
             ProgressBar::hidden()
@@ -137,13 +199,18 @@ impl Observer for Bars {
                 )
             })
             .unwrap_or_default();
+        // No metrics (an unlabelled image folder): no dangling separator.
+        let metrics = if metrics.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", metrics.join(", "))
+        };
         let line = format!(
-            "epoch {:>3}: loss {:.4}, {:.0} {}, {}{collapse}",
+            "epoch {:>3}: loss {:.4}, {:.0} {}{metrics}{collapse}",
             r.epoch + 1,
             r.mean_loss,
             r.samples_per_s * self.scale,
             self.unit,
-            metrics.join(", ")
         );
         self.println(&line);
         for w in &r.warnings {
@@ -183,28 +250,60 @@ pub fn print_summary(s: &RunSummary, peak_rss_mb: Option<f64>, knn_k: i64) {
         s.wall_seconds,
         peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
     );
-    println!("{}", knn_line(knn_k, s.train_images, s.knn_top1));
-    if let Some(l) = s.linear_top1 {
+    match (s.knn_top1, s.raw_knn_top1) {
+        (Some(knn), Some(raw)) => {
+            println!("{}", knn_line(knn_k, s.eval_train_images, knn));
+            if let Some(l) = s.linear_top1 {
+                println!(
+                    "  linear probe top-1 (test split):           {:.2}%",
+                    l * 100.0
+                );
+            }
+            println!(
+                "  raw-pixel kNN baseline:                     {:.2}%",
+                raw * 100.0
+            );
+            if let Some(l) = s.raw_linear_top1 {
+                println!(
+                    "  raw-pixel linear probe baseline:            {:.2}%",
+                    l * 100.0
+                );
+            }
+            let gain = (knn - raw) * 100.0;
+            print!("  pre-training bought {gain:+.2} points of kNN accuracy over raw pixels");
+            match (s.linear_top1, s.raw_linear_top1) {
+                (Some(l), Some(r)) => {
+                    println!(", {:+.2} points of linear-probe accuracy", (l - r) * 100.0)
+                }
+                _ => println!(),
+            }
+            println!("  evaluated on: {}", s.evaluation);
+        }
+        _ => println!("  evaluation {}", s.evaluation),
+    }
+    if let Some(c) = &s.image_cache {
         println!(
-            "  linear probe top-1 (test split):           {:.2}%",
-            l * 100.0
+            "  image cache: {} ({})",
+            if c.hit {
+                "hit, nothing decoded".to_string()
+            } else {
+                format!("built in {:.1} s", c.build_seconds)
+            },
+            c.pixels_file.display()
         );
     }
-    println!(
-        "  raw-pixel kNN baseline:                     {:.2}%",
-        s.raw_knn_top1 * 100.0
-    );
-    if let Some(l) = s.raw_linear_top1 {
+    if s.skipped_files > 0 {
+        let names: Vec<&str> = s
+            .skipped_examples
+            .iter()
+            .take(5)
+            .map(|f| f.file.as_str())
+            .collect();
         println!(
-            "  raw-pixel linear probe baseline:            {:.2}%",
-            l * 100.0
+            "  skipped {} unreadable image(s) (skip_bad): {}",
+            s.skipped_files,
+            names.join(", ")
         );
-    }
-    let gain = (s.knn_top1 - s.raw_knn_top1) * 100.0;
-    print!("  pre-training bought {gain:+.2} points of kNN accuracy over raw pixels");
-    match (s.linear_top1, s.raw_linear_top1) {
-        (Some(l), Some(r)) => println!(", {:+.2} points of linear-probe accuracy", (l - r) * 100.0),
-        _ => println!(),
     }
     if s.collapse_warnings.is_empty() {
         println!("  collapse monitors: no warning");

@@ -53,17 +53,26 @@ pub fn check_vision(path: &Path, meta: &checkpoint::CheckpointMeta, command: &st
     )
 }
 
+/// The device `eval` / `export` run on: `--device` when given, otherwise
+/// `auto` (a GPU when one is visible, else the CPU). Never the checkpoint's
+/// `[run] device`: a checkpoint trained with `device = "cuda"` must load on a
+/// machine without a GPU.
+pub fn device_choice(flag: Option<&str>) -> Result<DeviceChoice> {
+    Ok(match flag {
+        Some(d) => d.parse::<DeviceChoice>()?,
+        None => DeviceChoice::Auto,
+    })
+}
+
+/// The checkpoint at `path` rebuilt on `device` (`--device`; see
+/// [`device_choice`]) for `command` (`eval` or `export`).
 pub fn load(path: &Path, device: Option<&str>, command: &str) -> Result<Loaded> {
     let meta = checkpoint::read_meta(path)?;
     check_vision(path, &meta, command)?;
     let cfg = VisionRunConfig::from_toml(&meta.config, path)
         .with_context(|| format!("the config stored in {}", path.display()))?;
-    let device = match device {
-        Some(d) => d.parse::<DeviceChoice>()?,
-        None => cfg.run.device,
-    }
-    .resolve()?;
-    let method = build_method(&cfg, device, cfg.data.format.channels())?;
+    let device = device_choice(device)?.resolve()?;
+    let method = build_method(&cfg, device, cfg.data.channels())?;
     checkpoint::restore_model(path, method.var_store(), method.name())?;
     Ok(Loaded { cfg, method })
 }
@@ -90,10 +99,30 @@ impl Loaded {
         export(
             &self.cfg,
             self.method.as_ref(),
-            self.cfg.data.format.channels(),
+            self.cfg.data.channels(),
             out,
             serde_json::json!({}),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `--device`, eval / export resolve `auto` whatever the
+    /// checkpoint's config says, so a GPU run's checkpoint loads on a CPU.
+    #[test]
+    fn eval_and_export_default_to_auto_not_the_checkpoint_device() {
+        assert_eq!(device_choice(None).unwrap(), DeviceChoice::Auto);
+        assert_eq!(device_choice(Some("cpu")).unwrap(), DeviceChoice::Cpu);
+        assert_eq!(
+            device_choice(Some("cuda:1")).unwrap(),
+            DeviceChoice::CudaIndex(1)
+        );
+        assert!(device_choice(Some("gpu")).is_err());
+        // auto resolves on any machine (the CPU here).
+        device_choice(None).unwrap().resolve().unwrap();
     }
 }

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod distributed;
 pub mod ema;
+pub mod embeddings;
 pub mod encoder;
 pub mod error;
 pub mod eval;

@@ -192,6 +192,11 @@ pub trait Observer {
     fn on_init(&mut self, _collapse: &CollapseStats) {}
     fn on_step(&mut self, _r: &StepReport) {}
     fn on_epoch(&mut self, _r: &EpochReport) {}
+    /// Progress of a workflow phase outside the training loop (reading the
+    /// data, a baseline, features, a probe, the export): `done` of `total`
+    /// units, `done == total` when the phase ends. `total == 0` is a one-off
+    /// note about the phase (e.g. why it is skipped), `name` being the text.
+    fn phase(&mut self, _name: &str, _done: usize, _total: usize) {}
 }
 
 /// An observer that ignores everything.

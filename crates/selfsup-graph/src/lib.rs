@@ -16,6 +16,7 @@
 //! - [`export`]: embeddings (safetensors, `.npy`) and encoder weights
 //! - [`pretrain`]: the workflow the CLI runs
 pub mod augment;
+pub mod embed;
 pub mod encoders;
 pub mod error;
 pub mod eval;

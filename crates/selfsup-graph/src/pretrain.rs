@@ -412,6 +412,7 @@ pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummar
     });
     let config_json = serde_json::json!({
         "method": cfg.method, "encoder": cfg.encoder, "in_features": report.feature_dim,
+        "data": cfg.data,
         "level": if cfg.method.graph_level() { "graph" } else { "node" },
     });
     export(

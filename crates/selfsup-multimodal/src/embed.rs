@@ -13,7 +13,7 @@ use selfsup_core::{Error, Result};
 use selfsup_text::tokenizer::TextTokenizer;
 use selfsup_vision::data::{ImageDataset, Normalize};
 use std::path::{Path, PathBuf};
-use tch::{Device, Tensor};
+use tch::Device;
 
 /// A model ready to embed.
 pub struct LoadedClip {
@@ -24,12 +24,10 @@ pub struct LoadedClip {
 }
 
 /// What was embedded: one id (file name or text) per row of `embeddings`
-/// (unit rows), and the files that were not images, skipped.
-pub struct Embedded {
-    pub ids: Vec<String>,
-    pub embeddings: Tensor,
-    pub skipped: Vec<PathBuf>,
-}
+/// (unit rows), and the files that were not images, skipped; written by
+/// `selfsup_core::embeddings::write_embeddings` (JSON Lines, `.npy`,
+/// `.safetensors`).
+pub use selfsup_core::embeddings::Embedded;
 
 /// Loads an export folder (`config.json`, `model.safetensors`,
 /// `tokenizer.json`) or a run checkpoint (`<run>/checkpoint.safetensors`,

@@ -11,6 +11,7 @@
 //! - [`export`]: transformers' `BertForMaskedLM` layout
 //! - [`pretrain`]: the workflow the CLI runs
 pub mod corpus;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -1,5 +1,6 @@
 pub mod augment;
 pub mod data;
+pub mod embed;
 pub mod error;
 pub mod export;
 pub mod loader;

@@ -2,6 +2,9 @@
 //! evaluation -> export. The `selfsup` binary and the examples call this; it
 //! reads no argv or environment and draws nothing.
 use crate::augment::{AugmentConfig, Augmenter};
+use crate::data::folder_cache::{
+    default_cache_root, load_image_folder, CacheReport, FolderOptions, SkippedFile, MAX_CACHE_SIDE,
+};
 use crate::data::{self, ImageDataset, Normalize, Split};
 use crate::export::export_encoder;
 use crate::loader::ViewLoader;
@@ -36,17 +39,133 @@ pub enum DataFormat {
     Cifar10,
     /// CIFAR-100 binary files.
     Cifar100,
+    /// The user's own folder of PNG / JPEG / WebP images: class sub-folders
+    /// (labelled, `root/<class>/**/<image>`) or images directly in the folder
+    /// (unlabelled); decoded once into a memory-mapped cache
+    /// ([`crate::data::folder_cache`]).
+    ImageFolder,
 }
+
+/// Side of the square images of an image folder when `image_size` is not given.
+pub const DEFAULT_IMAGE_SIZE: usize = 64;
+/// Channels of an image folder's images when `channels` is not given.
+pub const DEFAULT_FOLDER_CHANNELS: usize = 3;
+/// Train and test images evaluation uses on an image folder when
+/// `[eval] knn_train_images` / `test_images` are not given.
+pub const DEFAULT_FOLDER_EVAL_IMAGES: usize = 5000;
 
 /// `[data]`: where the images come from.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
+    /// `fashion-mnist` (default), `cifar10`, `cifar100` or `image-folder`.
     pub format: DataFormat,
     /// Folder of the dataset; `--data` overrides it.
     pub path: Option<PathBuf>,
-    /// Pre-train on the first N training images only (all when absent).
+    /// Pre-train on the first N training images only (all when absent); on an
+    /// image folder, N images evenly spread over the sorted files (so every
+    /// class keeps its share).
     pub train_images: Option<usize>,
+    /// image-folder: side of the square images, in pixels (default 64, at
+    /// most 1024). Each image's largest centred square is cut out (the
+    /// shorter side kept whole) and resized to this side: torchvision's
+    /// `Resize(s)` + `CenterCrop(s)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// image-folder: 1 (grey) or 3 (RGB, default). Grey, RGBA (over white),
+    /// palette and 16-bit images are converted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// image-folder: a labelled folder (the training folder's class names)
+    /// scored by kNN and the linear probe. Without it, evaluation is skipped
+    /// and the summary says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_path: Option<PathBuf>,
+    /// image-folder: skip unreadable images and count them (default false:
+    /// the first one is an error naming it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_bad: Option<bool>,
+    /// image-folder: where decoded images are cached (default
+    /// `$SELFSUP_CACHE_DIR`, else `~/.cache/selfsup/image-cache`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl DataConfig {
+    /// Colour channels of the images this config reads.
+    pub fn channels(&self) -> i64 {
+        match self.format {
+            DataFormat::ImageFolder => self.channels.unwrap_or(DEFAULT_FOLDER_CHANNELS) as i64,
+            f => f.channels(),
+        }
+    }
+
+    /// How an image folder is read (side, channels, skip_bad, cache).
+    pub fn folder_options(&self) -> FolderOptions {
+        FolderOptions {
+            side: self.image_size.unwrap_or(DEFAULT_IMAGE_SIZE),
+            channels: self.channels.unwrap_or(DEFAULT_FOLDER_CHANNELS),
+            skip_bad: self.skip_bad.unwrap_or(false),
+            cache_root: self.cache_dir.clone().unwrap_or_else(default_cache_root),
+        }
+    }
+
+    /// The `[data]` keys valid for the format, and their ranges.
+    pub fn check(&self) -> Result<()> {
+        if self.train_images == Some(0) {
+            return Err(Error::Config(
+                "[data] train_images = 0: leave it out to use every training image".into(),
+            ));
+        }
+        if self.format != DataFormat::ImageFolder {
+            let set = [
+                ("image_size", self.image_size.is_some()),
+                ("channels", self.channels.is_some()),
+                ("test_path", self.test_path.is_some()),
+                ("skip_bad", self.skip_bad.is_some()),
+                ("cache_dir", self.cache_dir.is_some()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+                let name = serde_json::to_value(self.format)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Err(Error::Config(format!(
+                    "[data] {key}: only for format = \"image-folder\"; {name} has fixed image \
+                     sizes, channels and splits (remove the key)"
+                )));
+            }
+            return Ok(());
+        }
+        if let Some(s) = self.image_size {
+            if !(1..=MAX_CACHE_SIDE).contains(&s) {
+                return Err(Error::Config(format!(
+                    "[data] image_size = {s}: give a side in 1..={MAX_CACHE_SIDE} pixels"
+                )));
+            }
+        }
+        if let Some(c) = self.channels {
+            if c != 1 && c != 3 {
+                return Err(Error::Config(format!(
+                    "[data] channels = {c}: give 1 (grey) or 3 (RGB)"
+                )));
+            }
+        }
+        if self
+            .test_path
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+            || self
+                .cache_dir
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(Error::Config(
+                "[data] test_path / cache_dir = \"\": give a folder or leave the key out".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[eval]`: how the representation is measured.
@@ -61,6 +180,16 @@ pub struct EvalConfig {
     pub monitor_images: usize,
     /// Also train the linear probe at the end.
     pub linear_probe: bool,
+    /// At most this many training images (evenly spread) form the kNN
+    /// memory bank and the probes' training set; bounds the memory of the
+    /// raw-pixel baselines (N x H*W*C floats). Default: all of them, except
+    /// on an image folder: 5000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_train_images: Option<usize>,
+    /// At most this many test images (evenly spread) are scored. Default:
+    /// all of them, except on an image folder: 5000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_images: Option<usize>,
 }
 
 impl Default for EvalConfig {
@@ -71,6 +200,8 @@ impl Default for EvalConfig {
             knn_every_epoch: true,
             monitor_images: 1024,
             linear_probe: true,
+            knn_train_images: None,
+            test_images: None,
         }
     }
 }
@@ -133,10 +264,16 @@ impl VisionRunConfig {
                 "[run] batch_size = 0: give at least 2 images per batch".into(),
             ));
         }
-        if self.data.train_images == Some(0) {
-            return Err(Error::Config(
-                "[data] train_images = 0: leave it out to use every training image".into(),
-            ));
+        self.data.check()?;
+        for (key, v) in [
+            ("knn_train_images", self.eval.knn_train_images),
+            ("test_images", self.eval.test_images),
+        ] {
+            if v == Some(0) {
+                return Err(Error::Config(format!(
+                    "[eval] {key} = 0: leave it out to use the default"
+                )));
+            }
         }
         self.model.validate()?;
         self.augment.validate()?;
@@ -174,7 +311,10 @@ pub struct RunSummary {
     pub dataset: String,
     pub device: String,
     pub train_images: usize,
+    /// Test images scored (0 when evaluation was skipped).
     pub test_images: usize,
+    /// Training images in the kNN bank / probe training set.
+    pub eval_train_images: usize,
     /// Images per batch per rank.
     pub batch_size: usize,
     /// Data-parallel ranks (1: one process).
@@ -186,15 +326,24 @@ pub struct RunSummary {
     pub train_images_per_s: f64,
     pub wall_seconds: f64,
     /// Neighbours of the kNN figures (`[eval.knn] k`, clamped to the
-    /// training images).
-    pub knn_k: i64,
-    pub knn_top1: f64,
+    /// training images); `None` when evaluation was skipped.
+    pub knn_k: Option<i64>,
+    /// `None`: evaluation skipped (see `evaluation`), or a rank other than 0.
+    pub knn_top1: Option<f64>,
     pub linear_top1: Option<f64>,
-    pub raw_knn_top1: f64,
+    pub raw_knn_top1: Option<f64>,
     pub raw_linear_top1: Option<f64>,
+    /// What the figures were measured on, or why there are none.
+    pub evaluation: String,
     pub collapse_warnings: Vec<String>,
     /// Whether collapse warnings were on (`[trainer.collapse] enabled`).
     pub collapse_monitors: bool,
+    /// Image folders: the decoded-image cache of the training folder.
+    pub image_cache: Option<CacheReport>,
+    /// Image folders with `skip_bad`: unreadable files skipped (train + test).
+    pub skipped_files: usize,
+    /// The first of them (relative path and reason).
+    pub skipped_examples: Vec<SkippedFile>,
     pub run_dir: PathBuf,
     pub export_dir: PathBuf,
     pub curves: PathBuf,
@@ -203,11 +352,13 @@ pub struct RunSummary {
 }
 
 impl DataFormat {
-    /// Colour channels of the images.
+    /// Colour channels of the images (an image folder: its default, see
+    /// [`DataConfig::channels`]).
     pub fn channels(self) -> i64 {
         match self {
             Self::FashionMnist => 1,
             Self::Cifar10 | Self::Cifar100 => 3,
+            Self::ImageFolder => DEFAULT_FOLDER_CHANNELS as i64,
         }
     }
 }
@@ -217,6 +368,11 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
         DataFormat::FashionMnist => data::idx::read_fashion_mnist(dir, split),
         DataFormat::Cifar10 => data::cifar::read_cifar10(dir, split),
         DataFormat::Cifar100 => data::cifar::read_cifar100(dir, split),
+        DataFormat::ImageFolder => {
+            return Err(Error::Config(
+                "an image folder has no built-in splits: give [data] test_path".into(),
+            ))
+        }
     };
     ds.map_err(Error::from)
 }
@@ -368,19 +524,49 @@ pub fn features<M: Method + ?Sized>(method: &M, xs: &Tensor, chunk: i64) -> Tens
     })
 }
 
-/// The labelled images evaluation uses: the (pre-training) train split as the
-/// kNN memory bank / probe training set, the test split to score.
+/// `k` indices evenly spread over `0..n` (all of them when `k >= n`).
+pub fn spread(n: usize, k: usize) -> Vec<usize> {
+    if k >= n {
+        (0..n).collect()
+    } else {
+        (0..k).map(|i| i * n / k).collect()
+    }
+}
+
+/// Test rows scored per raw-pixel kNN call (bounds the test features held).
+const RAW_KNN_TEST_CHUNK: usize = 1024;
+
+/// The labelled images evaluation uses: (a spread of) the pre-training
+/// train split as the kNN memory bank / probe training set, the test split
+/// to score. Images stay bytes; float tensors are made chunk by chunk.
 pub struct EvalData {
-    pub train_x: Tensor,
+    pub train: ImageDataset,
     pub train_y: Tensor,
-    pub test_x: Tensor,
+    pub test: ImageDataset,
     pub test_y: Tensor,
     pub classes: i64,
+    pub norm: Normalize,
 }
 
 impl EvalData {
-    /// Normalised, un-augmented tensors of both splits.
+    /// Every image of both splits.
     pub fn new(train: &ImageDataset, test: &ImageDataset, norm: &Normalize) -> Result<Self> {
+        Self::capped(train, test, norm, None, None)
+    }
+
+    /// At most `max_train` / `max_test` images of each split, evenly spread.
+    pub fn capped(
+        train: &ImageDataset,
+        test: &ImageDataset,
+        norm: &Normalize,
+        max_train: Option<usize>,
+        max_test: Option<usize>,
+    ) -> Result<Self> {
+        let pick = |d: &ImageDataset, cap: Option<usize>| match cap {
+            Some(k) if k < d.len() => d.subset(&spread(d.len(), k)),
+            _ => d.clone(),
+        };
+        let (train, test) = (pick(train, max_train), pick(test, max_test));
         let labels = |d: &ImageDataset| {
             d.labels_tensor().ok_or_else(|| {
                 Error::Config(format!(
@@ -390,34 +576,70 @@ impl EvalData {
             })
         };
         Ok(Self {
-            train_x: train.to_tensor(&(0..train.len()).collect::<Vec<_>>(), norm),
-            train_y: labels(train)?,
-            test_x: test.to_tensor(&(0..test.len()).collect::<Vec<_>>(), norm),
-            test_y: labels(test)?,
+            train_y: labels(&train)?,
+            test_y: labels(&test)?,
             classes: train.classes.len().max(1) as i64,
+            norm: norm.clone(),
+            train,
+            test,
         })
     }
 
-    /// Loads both splits as a run config describes them.
+    /// Loads both splits as a run config describes them (an image folder
+    /// needs its `test_path`).
     pub fn load(cfg: &VisionRunConfig, data_dir: &Path) -> Result<Self> {
-        let (train, test) = load_splits(&cfg.data, data_dir)?;
-        Self::new(&train, &test, &Normalize::for_channels(train.channels))
+        let loaded = load_data(cfg, data_dir, &mut selfsup_core::trainer::Silent)?;
+        let test = loaded.test.ok_or_else(|| {
+            Error::Config(format!(
+                "cannot evaluate: {}",
+                loaded.evaluation.trim_start_matches("skipped: ")
+            ))
+        })?;
+        let norm = Normalize::for_channels(loaded.train.channels);
+        let (max_train, max_test) = eval_caps(cfg);
+        Self::capped(&loaded.train, &test, &norm, max_train, max_test)
     }
 
     /// Frozen encoder features of both splits (computed once, used by every protocol).
     pub fn features<M: Method + ?Sized>(&self, method: &M) -> Features {
         Features {
-            train: features(method, &self.train_x, 512),
-            test: features(method, &self.test_x, 512),
+            train: dataset_features(method, &self.train, &self.norm, 512),
+            test: dataset_features(method, &self.test, &self.norm, 512),
         }
     }
 
     /// The raw pixels as features: the baseline pre-training has to beat.
     pub fn raw_features(&self) -> Features {
+        let all = |d: &ImageDataset| {
+            d.to_tensor(&(0..d.len()).collect::<Vec<_>>(), &self.norm)
+                .flatten(1, -1)
+        };
         Features {
-            train: self.train_x.flatten(1, -1),
-            test: self.test_x.flatten(1, -1),
+            train: all(&self.train),
+            test: all(&self.test),
         }
+    }
+
+    /// Weighted kNN top-1 of the raw pixels, the test images scored a chunk
+    /// at a time (the same figure as `knn(&raw_features())`, without holding
+    /// the test split's floats).
+    pub fn raw_knn(&self, cfg: &KnnConfig) -> Result<f64> {
+        let bank = self
+            .train
+            .to_tensor(&(0..self.train.len()).collect::<Vec<_>>(), &self.norm)
+            .flatten(1, -1);
+        let n = self.test.len();
+        let mut correct = 0.0;
+        let mut start = 0;
+        while start < n {
+            let idx: Vec<usize> = (start..(start + RAW_KNN_TEST_CHUNK).min(n)).collect();
+            let x = self.test.to_tensor(&idx, &self.norm).flatten(1, -1);
+            let y = self.test_y.narrow(0, start as i64, idx.len() as i64);
+            let acc = knn_top1(&bank, &self.train_y, &x, &y, self.classes, cfg)?;
+            correct += acc * idx.len() as f64;
+            start += idx.len();
+        }
+        Ok(if n == 0 { 0.0 } else { correct / n as f64 })
     }
 
     /// Weighted kNN top-1 on the test split.
@@ -445,21 +667,165 @@ impl EvalData {
     }
 }
 
+/// Encoder features of every image of `d`, `chunk` images at a time (only one
+/// chunk of float images exists at once), returned on the CPU.
+pub fn dataset_features<M: Method + ?Sized>(
+    method: &M,
+    d: &ImageDataset,
+    norm: &Normalize,
+    chunk: usize,
+) -> Tensor {
+    let device = method.var_store().device();
+    let n = d.len();
+    let chunk = chunk.max(1);
+    tch::no_grad(|| {
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(chunk)
+            .map(|s| {
+                let idx: Vec<usize> = (s..(s + chunk).min(n)).collect();
+                method
+                    .embed(&d.to_tensor(&idx, norm).to_device(device))
+                    .to_device(tch::Device::Cpu)
+            })
+            .collect();
+        if parts.is_empty() {
+            Tensor::zeros([0, 0], (tch::Kind::Float, tch::Device::Cpu))
+        } else {
+            Tensor::cat(&parts, 0)
+        }
+    })
+}
+
 /// Features of the train and test splits under one representation.
 pub struct Features {
     pub train: Tensor,
     pub test: Tensor,
 }
 
-/// Train split (cut to `train_images`) and test split.
-pub fn load_splits(cfg: &DataConfig, dir: &Path) -> Result<(ImageDataset, ImageDataset)> {
-    let mut train = load_split(cfg, dir, Split::Train)?;
-    if let Some(n) = cfg.train_images {
+/// The most train / test images evaluation uses (the config's, or the image
+/// folder defaults).
+pub fn eval_caps(cfg: &VisionRunConfig) -> (Option<usize>, Option<usize>) {
+    let default =
+        (cfg.data.format == DataFormat::ImageFolder).then_some(DEFAULT_FOLDER_EVAL_IMAGES);
+    (
+        cfg.eval.knn_train_images.or(default),
+        cfg.eval.test_images.or(default),
+    )
+}
+
+/// The data of a run: the training images, the test images when there are
+/// any to evaluate on, and what evaluation will measure (or why it cannot).
+pub struct LoadedData {
+    pub train: ImageDataset,
+    pub test: Option<ImageDataset>,
+    /// "test split", "test folder DIR", or why evaluation is skipped.
+    pub evaluation: String,
+    /// Image folders: the training folder's cache.
+    pub cache: Option<CacheReport>,
+    /// Image folders: skipped files of both folders, and the first ones.
+    pub skipped: (usize, Vec<SkippedFile>),
+}
+
+/// Train split (cut to `train_images`) and test split (an image folder's
+/// `test_path`, when given).
+pub fn load_data(cfg: &VisionRunConfig, dir: &Path, obs: &mut dyn Observer) -> Result<LoadedData> {
+    let dc = &cfg.data;
+    if dc.format != DataFormat::ImageFolder {
+        obs.phase("reading data", 0, 2);
+        let mut train = load_split(dc, dir, Split::Train)?;
+        if let Some(n) = dc.train_images {
+            train = train.prefix(n);
+        }
+        obs.phase("reading data", 1, 2);
+        let test = load_split(dc, dir, Split::Test)?;
+        obs.phase("reading data", 2, 2);
+        return Ok(LoadedData {
+            train,
+            test: Some(test),
+            evaluation: "test split".into(),
+            cache: None,
+            skipped: (0, Vec::new()),
+        });
+    }
+    let opts = dc.folder_options();
+    let (mut train, report) =
+        load_image_folder(dir, &opts, &mut |d, t| obs.phase("reading images", d, t))?;
+    if let Some(n) = dc.train_images {
         if n < train.len() {
-            train = train.subset(&(0..n).collect::<Vec<_>>());
+            train = train.subset(&spread(train.len(), n));
         }
     }
-    Ok((train, load_split(cfg, dir, Split::Test)?))
+    let mut skipped = (report.skipped_count, report.skipped.clone());
+    let (test, evaluation) = match (&dc.test_path, train.labels.is_some()) {
+        (_, false) => (
+            None,
+            format!(
+                "skipped: {} is unlabelled (images directly in the folder, no class folders), \
+                 so there is no kNN, linear probe or raw-pixel baseline; the collapse monitors \
+                 still run",
+                dir.display()
+            ),
+        ),
+        (None, true) => (
+            None,
+            "skipped: no [data] test_path (a labelled folder with the same class folders) was \
+             given, so there is no kNN, linear probe or raw-pixel baseline; the collapse \
+             monitors still run"
+                .to_string(),
+        ),
+        (Some(tp), true) => {
+            let (mut test, tr) = load_image_folder(tp, &opts, &mut |d, t| {
+                obs.phase("reading test images", d, t)
+            })?;
+            skipped.0 += tr.skipped_count;
+            skipped.1.extend(tr.skipped);
+            remap_test_labels(&train, &mut test, tp)?;
+            (Some(test), format!("test folder {}", tp.display()))
+        }
+    };
+    Ok(LoadedData {
+        train,
+        test,
+        evaluation,
+        cache: Some(report),
+        skipped,
+    })
+}
+
+/// Gives the test folder's images the training folder's label of their
+/// class name; a class the training folder lacks (or an unlabelled test
+/// folder) is an error naming it.
+fn remap_test_labels(
+    train: &ImageDataset,
+    test: &mut ImageDataset,
+    test_path: &Path,
+) -> Result<()> {
+    let Some(labels) = &test.labels else {
+        return Err(Error::Config(format!(
+            "[data] test_path = {}: the test folder must be labelled (class folders with the \
+             training folder's class names), not a folder of images",
+            test_path.display()
+        )));
+    };
+    let mut map = Vec::with_capacity(test.classes.len());
+    for name in &test.classes {
+        let Some(i) = train.classes.iter().position(|c| c == name) else {
+            return Err(Error::Config(format!(
+                "[data] test_path = {}: class folder '{name}' is not a class of the training \
+                 folder (its classes: {})",
+                test_path.display(),
+                train.classes.join(", ")
+            )));
+        };
+        map.push(i as i64);
+    }
+    let remapped = labels
+        .iter()
+        .map(|&l| map.get(l as usize).copied().unwrap_or(0))
+        .collect();
+    test.labels = Some(remapped);
+    test.classes = train.classes.clone();
+    Ok(())
 }
 
 /// Exports a method's encoder with its config into `dir`; `in_channels` are
@@ -489,26 +855,29 @@ pub fn export(
     Ok(())
 }
 
-/// Per-epoch kNN on the test split and views for the collapse monitors.
+/// Per-epoch kNN on the test split (when there is one) and views for the
+/// collapse monitors.
 struct VisionEvaluator {
-    data: EvalData,
+    data: Option<EvalData>,
     monitor_views: Option<(Tensor, Tensor)>,
     knn: KnnConfig,
     every_epoch: bool,
-    raw_knn: f64,
+    raw_knn: Option<f64>,
 }
 
 impl<M: Method + ?Sized> EpochEvaluator<M> for VisionEvaluator {
     fn evaluate(&mut self, method: &M, _epoch: usize) -> Result<EpochEval> {
-        let mut metrics = vec![("baseline: raw-pixel kNN".to_string(), self.raw_knn)];
-        if self.every_epoch {
-            let f = self.data.features(method);
-            metrics.push(("kNN top-1".into(), self.data.knn(&f, &self.knn)?));
+        let mut metrics = Vec::new();
+        if let Some(r) = self.raw_knn {
+            metrics.push(("baseline: raw-pixel kNN".to_string(), r));
+        }
+        if let (true, Some(data)) = (self.every_epoch, &self.data) {
+            let f = data.features(method);
+            metrics.push(("kNN top-1".into(), data.knn(&f, &self.knn)?));
         }
         let views = EpochEvaluator::<M>::monitor_views(self, method)?;
         Ok(EpochEval { metrics, views })
     }
-
     fn monitor_views(&mut self, method: &M) -> Result<Option<(Tensor, Tensor)>> {
         Ok(self.monitor_views.as_ref().map(|(a, b)| {
             let device = method.var_store().device();
@@ -536,8 +905,8 @@ pub struct RunOptions<'a> {
     pub git_commit: Option<String>,
     /// A data-parallel run's collective (`None`: one process). Every rank
     /// trains its shard of each global batch; rank 0 alone evaluates, writes
-    /// the run folder and exports (the other ranks' summaries carry NaN and
-    /// `None` for the evaluations).
+    /// the run folder and exports (the other ranks' summaries carry `None`
+    /// for the evaluations).
     pub distributed: Option<Distributed>,
 }
 
@@ -559,10 +928,41 @@ pub fn pretrain(cfg: &VisionRunConfig, mut opts: RunOptions<'_>) -> Result<RunSu
         .clone()
         .or_else(|| cfg.data.path.clone())
         .ok_or_else(|| Error::Config("no dataset folder: give --data DIR or [data] path".into()))?;
-    let (train, test) = load_splits(&cfg.data, &data_dir)?;
+    let loaded = load_data(cfg, &data_dir, opts.observer)?;
+    let (skipped_files, skipped_examples) = loaded.skipped.clone();
+    if skipped_files > 0 {
+        let names: Vec<&str> = skipped_examples
+            .iter()
+            .take(5)
+            .map(|s| s.file.as_str())
+            .collect();
+        opts.observer.phase(
+            &format!(
+                "skipped {skipped_files} unreadable image(s) (skip_bad = true): {}{}",
+                names.join(", "),
+                if skipped_files > names.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ),
+            0,
+            0,
+        );
+    }
+    let train = loaded.train;
     let norm = Normalize::for_channels(train.channels);
     let in_channels = train.channels as i64;
-    let data = EvalData::new(&train, &test, &norm)?;
+    let (max_train, max_test) = eval_caps(cfg);
+    let data = match &loaded.test {
+        Some(test) if primary => Some(EvalData::capped(&train, test, &norm, max_train, max_test)?),
+        _ => None,
+    };
+    drop(loaded.test);
+    if primary && data.is_none() {
+        opts.observer
+            .phase(&format!("evaluation {}", loaded.evaluation), 0, 0);
+    }
     cfg.method.validate(
         &cfg.model,
         &cfg.augment,
@@ -595,14 +995,25 @@ pub fn pretrain(cfg: &VisionRunConfig, mut opts: RunOptions<'_>) -> Result<RunSu
     tch::manual_seed(cfg.trainer.seed as i64);
     let mut method = build_method(cfg, device, in_channels)?;
 
-    let raw_knn = if primary {
-        data.knn(&data.raw_features(), &cfg.eval.knn)?
-    } else {
-        f64::NAN
+    const RAW: &str = "raw-pixel kNN baseline";
+    let raw_knn = match &data {
+        Some(d) => {
+            opts.observer.phase(RAW, 0, 1);
+            let r = d.raw_knn(&cfg.eval.knn)?;
+            opts.observer.phase(RAW, 1, 1);
+            Some(r)
+        }
+        None => None,
     };
     let monitor_n = cfg.eval.monitor_images.min(train.len());
     let monitor_views = (monitor_n > 1).then(|| {
-        let idx: Vec<usize> = (0..monitor_n).collect();
+        // An image folder is sorted by class: its monitor images are spread
+        // over it (the other formats keep their first images).
+        let idx: Vec<usize> = if cfg.data.format == DataFormat::ImageFolder {
+            spread(train.len(), monitor_n)
+        } else {
+            (0..monitor_n).collect()
+        };
         let v = loader.views_of(&idx, cfg.trainer.seed ^ 0x5EED);
         // Single-view methods: the second view comes from another seed.
         let second = match v.get(1) {
@@ -639,34 +1050,58 @@ pub fn pretrain(cfg: &VisionRunConfig, mut opts: RunOptions<'_>) -> Result<RunSu
     )?;
 
     // Final evaluation on frozen features (rank 0 of a data-parallel run).
-    let data = &evaluator.data;
-    let (knn, linear, raw_linear) = if !primary {
-        (f64::NAN, None, None)
-    } else {
+    let (mut knn, mut linear, mut raw_linear) = (None, None, None);
+    if let Some(data) = &evaluator.data {
+        opts.observer.phase("features", 0, 1);
         let feats = data.features(method.as_ref());
-        let knn = data.knn(&feats, &cfg.eval.knn)?;
+        opts.observer.phase("features", 1, 1);
+        opts.observer.phase("kNN", 0, 1);
+        knn = Some(data.knn(&feats, &cfg.eval.knn)?);
+        opts.observer.phase("kNN", 1, 1);
         if cfg.eval.linear_probe {
-            (
-                knn,
-                Some(data.linear(&feats, &cfg.eval.linear)?),
-                Some(data.linear(&data.raw_features(), &cfg.eval.linear)?),
-            )
-        } else {
-            (knn, None, None)
+            const PROBE: &str = "linear probes (encoder, raw pixels)";
+            opts.observer.phase(PROBE, 0, 2);
+            linear = Some(data.linear(&feats, &cfg.eval.linear)?);
+            opts.observer.phase(PROBE, 1, 2);
+            raw_linear = Some(data.linear(&data.raw_features(), &cfg.eval.linear)?);
+            opts.observer.phase(PROBE, 2, 2);
         }
-    };
+    }
     let export_dir = opts.run_dir.join("export");
     if primary {
+        opts.observer.phase("export", 0, 1);
         let extra = serde_json::json!({"dataset": train.name, "image_size": train.height, "knn_top1": knn, "linear_top1": linear});
         export(cfg, method.as_ref(), in_channels, &export_dir, extra)?;
+        opts.observer.phase("export", 1, 1);
     }
 
+    let (test_images, eval_train_images, knn_k) = match &evaluator.data {
+        Some(d) => (
+            d.test.len(),
+            d.train.len(),
+            Some(cfg.eval.knn.k.min(d.train.len() as i64)),
+        ),
+        None => (0, 0, None),
+    };
+    let evaluation = match &evaluator.data {
+        Some(d) => format!(
+            "{} ({} test images; kNN bank and probe training set: {} of the {} training \
+             images)",
+            loaded.evaluation,
+            d.test.len(),
+            d.train.len(),
+            train.len()
+        ),
+        None if !primary => "on rank 0".to_string(),
+        None => loaded.evaluation.clone(),
+    };
     let out = RunSummary {
         method: method.name().to_string(),
         dataset: train.name.clone(),
         device: describe(device),
         train_images: train.len(),
-        test_images: evaluator.data.test_y.size()[0] as usize,
+        test_images,
+        eval_train_images,
         batch_size: cfg.run.batch_size,
         ranks,
         epochs: cfg.trainer.epochs,
@@ -675,13 +1110,17 @@ pub fn pretrain(cfg: &VisionRunConfig, mut opts: RunOptions<'_>) -> Result<RunSu
         train_seconds: summary.train_seconds,
         train_images_per_s: summary.samples_per_s,
         wall_seconds: wall.elapsed().as_secs_f64(),
-        knn_k: cfg.eval.knn.k.min(evaluator.data.train_y.size()[0]),
+        knn_k,
         knn_top1: knn,
         linear_top1: linear,
-        raw_knn_top1: raw_knn,
+        raw_knn_top1: evaluator.raw_knn,
         raw_linear_top1: raw_linear,
+        evaluation,
         collapse_warnings: summary.warnings.clone(),
         collapse_monitors: cfg.trainer.collapse.enabled,
+        image_cache: loaded.cache,
+        skipped_files,
+        skipped_examples,
         run_dir: opts.run_dir.clone(),
         export_dir,
         curves: opts.run_dir.join(selfsup_core::trainer::PLOT_FILE),
@@ -822,6 +1261,29 @@ mod tests {
             toml::to_string(&v).unwrap()
         };
         VisionRunConfig::from_toml(&off, origin).unwrap();
+        // A predictor whose output is not the projection's size would fail
+        // inside the first step (a shape error); refused before data.
+        for preset in ["byol-cpu.toml", "simsiam-cpu.toml", "moco_v3-cpu.toml"] {
+            let text = std::fs::read_to_string(dir.join(preset)).unwrap();
+            let mut v: toml::Value = toml::from_str(&text).unwrap();
+            let method = v["method"].as_table_mut().unwrap();
+            let out = method["projector"]["out_dim"].as_integer().unwrap();
+            let mut pred = method
+                .get("predictor")
+                .cloned()
+                .unwrap_or_else(|| method["projector"].clone());
+            pred.as_table_mut()
+                .unwrap()
+                .insert("out_dim".into(), toml::Value::Integer(out + 1));
+            method.insert("predictor".into(), pred);
+            let err = VisionRunConfig::from_toml(&toml::to_string(&v).unwrap(), origin)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("bad.toml") && err.contains("predictor.out_dim"),
+                "{preset}: {err}"
+            );
+        }
     }
 
     /// The ViT presets build their method, train on their own augmentations'

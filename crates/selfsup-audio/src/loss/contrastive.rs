@@ -15,8 +15,13 @@ pub struct ContrastiveLoss {
 
 impl ContrastiveLoss {
     /// `[M, K + 1]` logits of context vectors `pred` `[M, D]` against their
-    /// targets `pos` `[M, D]` (column 0) and distractors `neg` `[M, K, D]`.
+    /// targets `pos` `[M, D]` (column 0) and distractors `neg` `[M, K, D]`,
+    /// in float32 with autocast off (cosines divided by 0.1).
     pub fn logits(&self, pred: &Tensor, pos: &Tensor, neg: &Tensor) -> Tensor {
+        selfsup_core::autocast::full_precision(|| self.logits_f32(pred, pos, neg))
+    }
+
+    fn logits_f32(&self, pred: &Tensor, pos: &Tensor, neg: &Tensor) -> Tensor {
         let targets = Tensor::cat(&[pos.unsqueeze(1), neg.shallow_clone()], 1).to_kind(Kind::Float);
         let logits =
             Tensor::cosine_similarity(&pred.to_kind(Kind::Float).unsqueeze(1), &targets, -1, 1e-8)
@@ -102,6 +107,25 @@ mod tests {
         }
         let l = loss.loss(&logits).double_value(&[]);
         assert!((l - REFERENCE_LOSS).abs() < 1e-4, "{l} vs {REFERENCE_LOSS}");
+    }
+
+    /// Under bfloat16 autocast the logits and loss are the float32 ones.
+    #[test]
+    fn autocast_does_not_change_the_loss() {
+        use selfsup_core::autocast::{with_autocast, AutocastDevice, AutocastDtype};
+        let (m, k, d) = (16i64, 10i64, 64i64);
+        let pred = Tensor::from_slice(&vals((m * d) as usize, 0.37, 0.1)).view([m, d]);
+        let pos = Tensor::from_slice(&vals((m * d) as usize, 0.41, 0.2)).view([m, d]);
+        let neg = Tensor::from_slice(&vals((m * k * d) as usize, 0.53, 0.3)).view([m, k, d]);
+        let loss = ContrastiveLoss { temperature: 0.1 };
+        let exact = loss.loss(&loss.logits(&pred, &pos, &neg));
+        let under = with_autocast(AutocastDevice::Cpu, AutocastDtype::BFloat16, || {
+            loss.loss(&loss.logits(&pred, &pos, &neg))
+        })
+        .unwrap();
+        assert_eq!(under.kind(), Kind::Float);
+        let gap = (exact.double_value(&[]) - under.double_value(&[])).abs();
+        assert!(gap < 1e-6, "{gap}");
     }
 
     const REFERENCE_LOGITS: [[f64; 5]; 3] = [

@@ -7,6 +7,10 @@
 //! The center `c` is hidden state: the method keeps it and moves it with
 //! [`DinoLoss::updated_center`] in its after-step hook. The teacher
 //! temperature warms up linearly ([`DinoLossConfig::teacher_temp_at`]).
+//!
+//! The loss runs in float32 with autocast off; the head that makes its
+//! inputs should take its cosine logits from [`crate::loss::cosine_f32`]:
+//! at `tau_t = 0.04` a bfloat16 cosine is a logit off by up to 0.1.
 use crate::distributed::Collective;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -95,33 +99,38 @@ impl DinoLoss {
         center: &Tensor,
         teacher_temp: f64,
     ) -> Tensor {
-        let targets: Vec<Tensor> = teacher
-            .iter()
-            .map(|t| {
-                ((t.to_kind(Kind::Float).detach() - center) / teacher_temp).softmax(-1, Kind::Float)
-            })
-            .collect();
-        let logps: Vec<Tensor> = student
-            .iter()
-            .map(|s| (s.to_kind(Kind::Float) / self.cfg.student_temp).log_softmax(-1, Kind::Float))
-            .collect();
-        let mut total: Option<Tensor> = None;
-        let mut pairs = 0;
-        for (it, q) in targets.iter().enumerate() {
-            for (is, lp) in logps.iter().enumerate() {
-                if is == it {
-                    continue;
+        crate::autocast::full_precision(|| {
+            let targets: Vec<Tensor> = teacher
+                .iter()
+                .map(|t| {
+                    ((t.to_kind(Kind::Float).detach() - center) / teacher_temp)
+                        .softmax(-1, Kind::Float)
+                })
+                .collect();
+            let logps: Vec<Tensor> = student
+                .iter()
+                .map(|s| {
+                    (s.to_kind(Kind::Float) / self.cfg.student_temp).log_softmax(-1, Kind::Float)
+                })
+                .collect();
+            let mut total: Option<Tensor> = None;
+            let mut pairs = 0;
+            for (it, q) in targets.iter().enumerate() {
+                for (is, lp) in logps.iter().enumerate() {
+                    if is == it {
+                        continue;
+                    }
+                    let ce = (-(q * lp).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float))
+                        .mean(Kind::Float);
+                    total = Some(match total {
+                        Some(t) => t + ce,
+                        None => ce,
+                    });
+                    pairs += 1;
                 }
-                let ce = (-(q * lp).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float))
-                    .mean(Kind::Float);
-                total = Some(match total {
-                    Some(t) => t + ce,
-                    None => ce,
-                });
-                pairs += 1;
             }
-        }
-        total.expect("DINO needs at least two views") / pairs as f64
+            total.expect("DINO needs at least two views") / pairs as f64
+        })
     }
 
     /// `c <- m c + (1 - m) mean(teacher outputs over the global batch)`.
@@ -178,6 +187,32 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{got:?}");
         }
+    }
+
+    /// Logits made by `cosine_f32` (the head's last layer) and the loss give
+    /// the same value under bfloat16 autocast as in float32 (< 1e-5); the
+    /// head's product left to autocast moves it by 3e-4 (30x the bound).
+    #[test]
+    fn autocast_does_not_change_the_loss_of_cosine_logits() {
+        use crate::loss::cosine_f32;
+        use crate::loss::info_nce::normalize;
+        use crate::loss::test_fixture::{bf16, gap};
+        tch::manual_seed(11);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let w = Tensor::randn([512, 64], opts);
+        let feats: Vec<Tensor> = (0..3).map(|_| Tensor::randn([32, 64], opts)).collect();
+        let center = Tensor::randn([1, 512], opts) * 0.01;
+        let loss = DinoLoss::new(DinoLossConfig::default());
+        let run = |head: &dyn Fn(&Tensor) -> Tensor| {
+            let s: Vec<Tensor> = feats.iter().map(head).collect();
+            let t: Vec<Tensor> = feats[..2].iter().map(head).collect();
+            loss.loss(&s, &t, &center, 0.04)
+        };
+        let exact = run(&|x| cosine_f32(x, &w));
+        let under = bf16(|| run(&|x| cosine_f32(x, &w)));
+        assert!(gap(&exact, &under) < 1e-5, "{}", gap(&exact, &under));
+        let naive = bf16(|| run(&|x| normalize(x).matmul(&normalize(&w).tr())));
+        assert!(gap(&exact, &naive) > 1e-4, "{}", gap(&exact, &naive));
     }
 
     #[test]

@@ -4,6 +4,18 @@
 
 use tch::Tensor;
 
+/// `f` under CPU autocast in bfloat16 (what `mixed_precision` does on CUDA):
+/// the losses must give their float32 values there.
+pub(crate) fn bf16<T>(f: impl FnOnce() -> T) -> T {
+    use crate::autocast::{with_autocast, AutocastDevice, AutocastDtype};
+    with_autocast(AutocastDevice::Cpu, AutocastDtype::BFloat16, f).unwrap()
+}
+
+/// `|a - b|` of two scalar tensors.
+pub(crate) fn gap(a: &Tensor, b: &Tensor) -> f64 {
+    (a.double_value(&[]) - b.double_value(&[])).abs()
+}
+
 /// `z1`, `z2`: `[4, 3]`, as in
 /// `z1 = torch.tensor([1.0,0.0,0.5, 0.2,1.0,-0.3, -0.5,0.3,1.0, 0.4,-0.8,0.1]).reshape(4,3)` and
 /// `z2 = torch.tensor([0.9,0.1,0.4, 0.0,1.2,-0.1, -0.3,0.5,0.8, 0.5,-0.6,-0.2]).reshape(4,3)`.

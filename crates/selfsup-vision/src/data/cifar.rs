@@ -211,7 +211,7 @@ fn read_files(dir: &Path, files: &[String], kind: CifarKind, name: String) -> Re
         height: SIDE,
         width: SIDE,
         channels: 3,
-        pixels,
+        pixels: pixels.into(),
         labels: Some(labels),
         classes,
     })

@@ -210,7 +210,7 @@ pub fn parse_idx_pair(
         height: h,
         width: w,
         channels: 1,
-        pixels,
+        pixels: pixels.into(),
         labels: Some(label_vec),
         classes,
     })

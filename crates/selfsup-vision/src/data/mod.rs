@@ -1,9 +1,14 @@
-//! Image datasets in memory: one flat `u8` buffer of HWC images plus labels,
-//! and the readers that fill it (IDX / Fashion-MNIST, CIFAR binary batches,
-//! ImageFolder trees).
+//! Image datasets: one flat `u8` buffer of HWC images plus labels (owned, or
+//! a read-only memory map of an image cache file), and the readers that fill
+//! it (IDX / Fashion-MNIST, CIFAR binary batches, ImageFolder trees, folders
+//! of the user's own images through the decoded-image cache).
 pub mod cifar;
+pub mod folder_cache;
 pub mod idx;
 pub mod image_folder;
+mod pixels;
+
+pub use pixels::Pixels;
 
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -40,8 +45,9 @@ pub struct ImageDataset {
     pub width: usize,
     /// Colour channels: 1 (grey) or 3 (RGB).
     pub channels: usize,
-    /// `N * H * W * C` bytes, each image in HWC order.
-    pub pixels: Vec<u8>,
+    /// `N * H * W * C` bytes, each image in HWC order (owned, or a memory
+    /// map of an image cache file; reads as a `&[u8]`).
+    pub pixels: Pixels,
     /// Class index of every image, when known.
     pub labels: Option<Vec<i64>>,
     /// Class names, indexed by label (may be empty).
@@ -71,6 +77,28 @@ impl ImageDataset {
         width: usize,
         channels: usize,
         pixels: Vec<u8>,
+        labels: Option<Vec<i64>>,
+        classes: Vec<String>,
+    ) -> Result<Self> {
+        Self::from_pixels(
+            name,
+            height,
+            width,
+            channels,
+            Pixels::from(pixels),
+            labels,
+            classes,
+        )
+    }
+
+    /// [`ImageDataset::new`] over any [`Pixels`] (an owned buffer or a
+    /// memory-mapped cache file), with the same checks.
+    pub fn from_pixels(
+        name: impl Into<String>,
+        height: usize,
+        width: usize,
+        channels: usize,
+        pixels: Pixels,
         labels: Option<Vec<i64>>,
         classes: Vec<String>,
     ) -> Result<Self> {
@@ -158,13 +186,26 @@ impl ImageDataset {
             height: self.height,
             width: self.width,
             channels: self.channels,
-            pixels,
+            pixels: pixels.into(),
             labels: self
                 .labels
                 .as_ref()
                 .map(|l| indices.iter().map(|&i| l[i]).collect()),
             classes: self.classes.clone(),
         }
+    }
+
+    /// The first `n` images (all when `n >= len`), without copying: an owned
+    /// buffer is truncated, a memory map is narrowed.
+    pub fn prefix(mut self, n: usize) -> ImageDataset {
+        if n < self.len() {
+            let bytes = n * self.image_len();
+            self.pixels = std::mem::take(&mut self.pixels).prefix(bytes);
+            if let Some(l) = &mut self.labels {
+                l.truncate(n);
+            }
+        }
+        self
     }
 
     /// The labels as an `[N]` int64 tensor, when known.

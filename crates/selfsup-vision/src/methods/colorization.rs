@@ -111,8 +111,14 @@ impl ColorizationConfig {
 }
 
 /// sRGB in `[0, 1]` `[B, 3, H, W]` to CIE L\*a\*b\* (D65) `[B, 3, H, W]`,
-/// computed as `skimage.color.rgb2lab`.
+/// computed as `skimage.color.rgb2lab`, in float32 with autocast off (in
+/// bfloat16 the colour matrix product moves a\*, b\* by whole units: the
+/// targets would fall into neighbouring bins).
 pub fn rgb_to_lab(rgb: &Tensor) -> Tensor {
+    selfsup_core::autocast::full_precision(|| rgb_to_lab_f32(&rgb.to_kind(Kind::Float)))
+}
+
+fn rgb_to_lab_f32(rgb: &Tensor) -> Tensor {
     let linear = ((rgb + 0.055) / 1.055)
         .pow_tensor_scalar(2.4)
         .where_self(&rgb.gt(0.04045), &(rgb / 12.92));
@@ -290,7 +296,8 @@ impl Colorization {
     }
 
     fn to_rgb(&self, x: &Tensor) -> Tensor {
-        (x * &self.std.to_device(x.device()) + &self.mean.to_device(x.device())).clamp(0.0, 1.0)
+        let x = x.to_kind(Kind::Float);
+        (&x * &self.std.to_device(x.device()) + &self.mean.to_device(x.device())).clamp(0.0, 1.0)
     }
 
     /// Colour logits `[B, classes, out, out]` of encoder inputs.
@@ -450,6 +457,40 @@ mod tests {
                 assert!((got - w).abs() < 2e-3, "{p:?} channel {c}: {got} vs {w}");
             }
         }
+    }
+
+    /// Under bfloat16 autocast (what `mixed_precision` does on CUDA) the
+    /// lightness input and the ab classes are the float32 ones. Measured
+    /// with the colour conversion left to autocast: a* and b* off by up to
+    /// ~1 unit, and a share of the pixels in a neighbouring bin.
+    #[test]
+    fn autocast_does_not_change_inputs_or_targets() {
+        use selfsup_core::autocast::{with_autocast, AutocastDevice, AutocastDtype};
+        let cfg = ColorizationConfig {
+            out_size: 16,
+            ..tiny()
+        };
+        let m = small(&cfg);
+        let x = Tensor::rand([4, 3, 16, 16], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let bf16 = |f: &dyn Fn() -> Tensor| {
+            with_autocast(AutocastDevice::Cpu, AutocastDtype::BFloat16, f).unwrap()
+        };
+        let (input, targets) = m.inputs_and_targets(&x).unwrap();
+        let under = bf16(&|| m.inputs_and_targets(&x).unwrap().0);
+        let under_targets = bf16(&|| m.inputs_and_targets(&x).unwrap().1);
+        assert_eq!(under.kind(), Kind::Float);
+        let gap = (&input - &under).abs().max().double_value(&[]);
+        assert!(gap < 1e-6, "{gap}");
+        assert!(targets.equal(&under_targets));
+        // The conversion left to autocast moves a* / b* by more than 0.1.
+        let rgb = m.to_rgb(&x);
+        let naive = bf16(&|| rgb_to_lab_f32(&rgb));
+        let exact = rgb_to_lab(&rgb);
+        let off = (naive.to_kind(Kind::Float) - exact)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(off > 0.1, "{off}");
     }
 
     #[test]

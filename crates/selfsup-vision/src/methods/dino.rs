@@ -9,8 +9,7 @@ use crate::models::{build_encoder, EncoderConfig};
 use selfsup_core::batch_norm::{batch_norm1d, BatchNorm};
 use selfsup_core::ema::{EmaConfig, EmaTeacher};
 use selfsup_core::encoder::Encoder;
-use selfsup_core::loss::info_nce::normalize;
-use selfsup_core::loss::{DinoLoss, DinoLossConfig};
+use selfsup_core::loss::{cosine_f32, DinoLoss, DinoLossConfig};
 use selfsup_core::method::{Batch, LossOut, Method, StepCtx};
 use selfsup_core::target::TargetKind;
 use selfsup_core::{Error, Result};
@@ -94,13 +93,15 @@ impl DinoHead {
     }
 
     /// Logits `[n, K]`; with `freeze_last` no gradient reaches the last layer.
+    /// The cosine logits are computed in float32 whatever autocast says (the
+    /// teacher divides them by 0.04: a bfloat16 cosine is off by up to 0.1).
     fn forward(&self, xs: &Tensor, train: bool, freeze_last: bool) -> Tensor {
         let w = if freeze_last {
             self.last.detach()
         } else {
             self.last.shallow_clone()
         };
-        normalize(&self.bottleneck(xs, train)).matmul(&normalize(&w).tr())
+        cosine_f32(&self.bottleneck(xs, train), &w)
     }
 
     /// The bottleneck output, before l2 normalisation.

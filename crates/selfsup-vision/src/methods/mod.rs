@@ -49,6 +49,7 @@ pub use vicreg::{VicReg, VicRegMethodConfig};
 
 use crate::augment::AugmentConfig;
 use crate::models::EncoderConfig;
+use selfsup_core::head::HeadConfig;
 use selfsup_core::method::Batch;
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,22 @@ impl MethodConfig {
     /// head without layers, a mask ratio outside (0, 1)), before any data is
     /// read; the error names the `[method]` key.
     pub fn check_ranges(&self) -> Result<()> {
+        // The predictor maps projections to the space of the other branch's
+        // projections, which it is compared with.
+        fn predictor_fits(
+            projector: &HeadConfig,
+            predictor: &HeadConfig,
+        ) -> std::result::Result<(), String> {
+            if predictor.out_dim == projector.out_dim {
+                Ok(())
+            } else {
+                Err(format!(
+                    "[method] predictor.out_dim = {} must equal projector.out_dim = {}: the \
+                     prediction is compared with the other branch's projection",
+                    predictor.out_dim, projector.out_dim
+                ))
+            }
+        }
         use selfsup_core::trainer::{non_negative, positive};
         let k = |s: &str| format!("[method] {s}");
         let r: std::result::Result<(), String> = match self {
@@ -137,17 +154,24 @@ impl MethodConfig {
                 .projector
                 .validate(&k("projector"))
                 .and(m.predictor.validate(&k("predictor")))
+                .and(predictor_fits(&m.projector, &m.predictor))
                 .and(m.loss.validate(&k("loss")))
                 .and(m.ema.validate(&k("ema"))),
             Self::Byol(m) => m
                 .projector
                 .validate(&k("projector"))
                 .and(m.predictor.validate(&k("predictor")))
+                .and(if m.use_predictor {
+                    predictor_fits(&m.projector, &m.predictor)
+                } else {
+                    Ok(())
+                })
                 .and(m.ema.validate(&k("ema"))),
             Self::Simsiam(m) => m
                 .projector
                 .validate(&k("projector"))
-                .and(m.predictor.validate(&k("predictor"))),
+                .and(m.predictor.validate(&k("predictor")))
+                .and(predictor_fits(&m.projector, &m.predictor)),
             Self::Dino(m) => m
                 .loss
                 .validate(&k("loss"))

@@ -10,7 +10,7 @@ use super::check_views;
 use crate::models::EncoderConfig;
 use selfsup_core::head::HeadConfig;
 use selfsup_core::loss::info_nce::normalize;
-use selfsup_core::loss::{SwavLoss, SwavLossConfig};
+use selfsup_core::loss::{scores_f32, SwavLoss, SwavLossConfig};
 use selfsup_core::method::{Batch, LossOut, Method, StepCtx};
 use selfsup_core::target::TargetKind;
 use selfsup_core::Result;
@@ -104,7 +104,8 @@ impl Swav {
         } else {
             self.prototypes.shallow_clone()
         };
-        z.matmul(&w.tr())
+        // In float32 whatever autocast says: Sinkhorn-Knopp takes exp(s / 0.05).
+        scores_f32(&z, &w)
     }
 }
 
