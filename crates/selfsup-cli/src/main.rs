@@ -181,6 +181,16 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A device failure inside libtorch (the GPU out of memory) panics in tch
+    // and is turned into one error line by the trainer: keep the panic's
+    // C++ dump off the terminal. Every other panic is reported as usual.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = selfsup_core::device::panic_text(info.payload());
+        if selfsup_core::device::explain_torch_failure(&text).is_none() {
+            report(info);
+        }
+    }));
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

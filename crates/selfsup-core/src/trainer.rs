@@ -420,7 +420,12 @@ impl Trainer {
                 let lr = self.cfg.schedule.lr(peak_lr, step, total, warmup);
                 params.zero_grad();
                 let use_amp = self.cfg.mixed_precision && self.device.is_cuda();
-                let out = tch::autocast(use_amp, || method.step(&batch, &ctx))?;
+                // A GPU running out of memory panics inside tch's calls: it
+                // ends the run with one line naming the fix, and the last
+                // checkpoint stays (as for a non-finite loss).
+                let out = crate::device::guard_device_failure(|| {
+                    tch::autocast(use_amp, || method.step(&batch, &ctx))
+                })??;
                 self.check_ranks()?;
                 let loss = self.global_mean(&out.loss)?;
                 if !loss.is_finite() {
@@ -435,12 +440,12 @@ impl Trainer {
                         last_good,
                     });
                 }
-                out.loss.backward();
+                crate::device::guard_device_failure(|| out.loss.backward())?;
                 let mut grads = params.grads();
                 self.comm.all_reduce_mean_(&mut grads);
                 self.check_ranks()?;
                 let grad_norm = params.clip_grad_norm(self.cfg.grad_clip);
-                optimizer.step(&params, lr);
+                crate::device::guard_device_failure(|| optimizer.step(&params, lr))?;
                 method.after_step(&ctx);
 
                 let n = batch.len() as usize * self.comm.world_size();
@@ -909,6 +914,8 @@ mod tests {
         head: MlpHead,
         loss: InfoNce,
         poison_at: Option<u64>,
+        /// Panic at this step as tch does when the GPU runs out of memory.
+        oom_at: Option<u64>,
     }
 
     impl ToyMethod {
@@ -946,6 +953,7 @@ mod tests {
                 head,
                 loss: InfoNce::new(InfoNceConfig { temperature: 0.5 }),
                 poison_at: None,
+                oom_at: None,
             }
         }
     }
@@ -964,6 +972,13 @@ mod tests {
             let z1 = batch.views[0].apply(&self.enc).apply_t(&self.head, true);
             let z2 = batch.views[1].apply(&self.enc).apply_t(&self.head, true);
             let mut loss = self.loss.nt_xent(&z1, &z2, ctx.comm);
+            if self.oom_at == Some(ctx.step) {
+                panic!(
+                    "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. \
+                     Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139.80 GiB\n\
+                     Exception raised from malloc at c10/cuda/CUDACachingAllocator.cpp\")"
+                );
+            }
             if self.poison_at == Some(ctx.step) {
                 loss *= f64::NAN;
             }
@@ -1087,6 +1102,34 @@ mod tests {
         // The last good checkpoint (step 6) is intact and loadable.
         let meta = checkpoint::read_meta(&dir.path().join(CHECKPOINT_FILE)).unwrap();
         assert_eq!(meta.step, 6);
+    }
+
+    /// The GPU running out of memory mid-run (tch panics with libtorch's
+    /// text) ends the run with one line naming the fix, not a C++ dump, and
+    /// the last checkpoint stays; any other panic is a bug and unwinds on.
+    #[test]
+    fn out_of_gpu_memory_is_one_line_and_keeps_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = ToyMethod::new(0);
+        m.oom_at = Some(7);
+        let err = Trainer::new(config(3), dir.path(), tch::Device::Cpu)
+            .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Device(_)), "{msg}");
+        assert!(
+            msg.contains("out of memory") && msg.contains("--batch-size") && !msg.contains('\n'),
+            "{msg}"
+        );
+        let meta = checkpoint::read_meta(&dir.path().join(CHECKPOINT_FILE)).unwrap();
+        assert_eq!(meta.step, 6);
+        let other = std::panic::catch_unwind(|| {
+            crate::device::guard_device_failure(|| panic!("index out of bounds"))
+        });
+        assert!(
+            other.is_err(),
+            "a bug's panic must not become a device error"
+        );
     }
 
     /// The library's safety net: a fresh `fit` into a folder holding an
