@@ -186,7 +186,7 @@ fn main() {
     // C++ dump off the terminal. Every other panic is reported as usual.
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let text = selfsup_core::device::panic_text(info.payload());
+        let text = selfsup_core::error::panic_message(info.payload()).unwrap_or_default();
         if selfsup_core::device::explain_torch_failure(&text).is_none() {
             report(info);
         }

@@ -232,16 +232,6 @@ pub fn explain_torch_failure(message: &str) -> Option<String> {
     })
 }
 
-/// The text of a panic's payload (`panic!` with a `String` or a `&str`;
-/// tch's panicking calls carry libtorch's error text), or "" for another.
-pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
-}
-
 /// Runs `f`; a libtorch failure inside it that is a device problem (tch's
 /// panicking calls panic with libtorch's text: the GPU out of memory, no
 /// usable CUDA) becomes [`Error::Device`] with cause and fix
@@ -250,7 +240,9 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub fn guard_device_failure<T>(f: impl FnOnce() -> T) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(v) => Ok(v),
-        Err(payload) => match explain_torch_failure(&panic_text(payload.as_ref())) {
+        Err(payload) => match explain_torch_failure(
+            &crate::error::panic_message(payload.as_ref()).unwrap_or_default(),
+        ) {
             Some(line) => Err(Error::Device(line)),
             None => std::panic::resume_unwind(payload),
         },

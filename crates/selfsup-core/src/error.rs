@@ -90,6 +90,16 @@ impl From<tch::TchError> for Error {
     }
 }
 
+/// The text of a panic's payload (`panic!` with a `String` or a `&str`, as
+/// third-party decoders and tch's panicking calls raise), `None` for any
+/// other payload: what every `catch_unwind` of the workspace reports.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 

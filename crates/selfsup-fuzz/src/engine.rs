@@ -306,10 +306,7 @@ fn record_panic(info: &std::panic::PanicHookInfo<'_>) {
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_else(|| "unknown".into());
         let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
+        let message = selfsup_core::error::panic_message(payload)
             .unwrap_or_else(|| "(non-string panic payload)".into());
         *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some((location, message));
     }

@@ -71,11 +71,7 @@ fn decode_from<R: BufRead + Seek>(input: R, size: usize) -> Result<Vec<u8>, Imag
         decode_unguarded(input, size)
     }))
     .unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let why = selfsup_core::error::panic_message(panic.as_ref()).unwrap_or_default();
         Err(ImageFault::Unreadable(format!(
             "the decoder failed on this file ({why})"
         )))

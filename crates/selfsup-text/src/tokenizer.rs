@@ -404,10 +404,7 @@ impl TextTokenizer {
         // tokenizers 0.22 panics on some malformed sections (a decoder
         // object that is not JSON it expects): a panic is the file's fault.
         let loaded = std::panic::catch_unwind(|| Tokenizer::from_file(path)).map_err(|p| {
-            let why = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            let why = selfsup_core::error::panic_message(p.as_ref())
                 .unwrap_or_else(|| "the tokenizers crate panicked".into());
             tok_err(path, format!("does not parse: {why}"))
         })?;

@@ -315,10 +315,7 @@ impl Prefetch {
     fn failure(&mut self) -> String {
         match self.handle.take().map(JoinHandle::join) {
             Some(Err(panic)) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                let msg = selfsup_core::error::panic_message(panic.as_ref())
                     .unwrap_or_else(|| "unknown panic".into());
                 format!("the batch thread panicked: {msg}")
             }

@@ -162,11 +162,7 @@ pub fn decode_audio(bytes: &[u8], name: &Path, limits: &ReadLimits) -> Result<De
 /// sees it.)
 pub(crate) fn guarded<T>(path: &Path, decode: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let why = selfsup_core::error::panic_message(panic.as_ref()).unwrap_or_default();
         Err(AudioError::Unsupported {
             path: path.to_path_buf(),
             reason: format!("the decoder failed on this file ({why}); re-encode it, or set [data] skip_bad = true to skip and count such files"),

@@ -275,11 +275,7 @@ fn decode_limited(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage> {
     // JPEGs): a panic is this file's error, not the end of the run.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))
         .map_err(|payload| {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let what = selfsup_core::error::panic_message(payload.as_ref()).unwrap_or_default();
             corrupt(format!(
                 "the image decoder failed on it ({what}); the file is corrupt: replace or delete it"
             ))
