@@ -88,7 +88,7 @@ pub(crate) fn ensure_bench_venv() -> Result<PathBuf> {
             bench_venv().display(),
             requirements.display()
         );
-        torch_env::create_venv(
+        crate::venv::create_venv(
             &bench_venv(),
             &["-r".into(), requirements.display().to_string()],
         )?;

@@ -32,7 +32,7 @@ const SIDE: u32 = 64;
 const EVAL_TRAIN: usize = 5000;
 
 /// An IDX file (gzip) as its dimensions and bytes.
-fn read_idx(path: &Path, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+pub(crate) fn read_idx(path: &Path, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,

@@ -77,7 +77,7 @@ pub fn ensure_cuda_headers(venv: &Path) -> Result<()> {
         "xtask: adding CUDA 13.0 headers to {} (for NCCL)",
         venv.display()
     );
-    let ok = crate::torch_env::pip_install(venv, &CUDA_HEADER_PACKAGES.map(String::from));
+    let ok = crate::venv::pip_install(venv, &CUDA_HEADER_PACKAGES.map(String::from));
     if let Err(e) = ok {
         eprintln!("xtask: {e:#}; selfsup-c10d will build without NCCL (Gloo only)");
     }

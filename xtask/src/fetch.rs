@@ -492,7 +492,7 @@ fn pypi_download(src: &Source, work: &Path) -> Result<()> {
         _ => "--no-binary",
     };
     crate::run(
-        Command::new(crate::torch_env::system_python())
+        Command::new(crate::venv::system_python())
             .args([
                 "-m",
                 "pip",

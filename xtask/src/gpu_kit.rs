@@ -45,7 +45,7 @@ pub fn gpu_kit(a: GpuKitArgs) -> Result<()> {
     };
     let out = a.out.unwrap_or_else(|| target_dir().join("gpu-kit"));
     let script = workspace_root().join("benchmarks/gpu/make_bundle.py");
-    run(Command::new(torch_env::system_python())
+    run(Command::new(crate::venv::system_python())
         .arg(&script)
         .arg("--out")
         .arg(&out)

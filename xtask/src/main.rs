@@ -16,7 +16,9 @@
 //! - `fuzz <target|all>`: build `selfsup-fuzz` (overflow checks on), then fuzz the
 //!   readers of user files (`--seconds N` / `--execs N` per target; fuzz.rs).
 //! - `test`: set-up, then every test of the workspace (the fuzz crate's test
-//!   is the short fuzz pass: a fixed number of executions per reader).
+//!   is the short fuzz pass: a fixed number of executions per reader), then
+//!   the examples of `examples/` on tiny data (examples.rs).
+//! - `examples`: that last step alone.
 //! - `bench`: set-up, fetch, then the benchmarks beside their Python references.
 //! - `gpu-kit`: the one-folder kit a lent GPU machine runs in one command.
 mod audio;
@@ -25,6 +27,7 @@ mod bench_folder;
 mod bench_scaling;
 mod c10d_env;
 mod clip;
+mod examples;
 mod fetch;
 mod fuzz;
 mod gpu_kit;
@@ -32,6 +35,7 @@ mod graph;
 mod launch;
 mod paths;
 mod torch_env;
+mod venv;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -158,7 +162,19 @@ enum Cmd {
     /// checks every modality, the throughput beside PyTorch and time to
     /// accuracy on a GPU machine in one command (benchmarks/gpu/).
     GpuKit(gpu_kit::GpuKitArgs),
-    /// Run every test of the workspace (CI runs exactly this).
+    /// Build the examples of examples/ (fine-tuning a vision export in
+    /// Rust, embedding texts with a BERT export, both exports in PyTorch)
+    /// and run each on tiny exports and data made in a temporary folder.
+    Examples {
+        /// CPU threads of every run (default: libtorch's).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// The `selfsup` binary that makes the exports (default: build
+        /// selfsup-cli, debug profile).
+        #[arg(long)]
+        selfsup: Option<PathBuf>,
+    },
+    /// Run every test of the workspace, then the examples (CI runs exactly this).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
@@ -285,6 +301,12 @@ fn main() -> Result<()> {
         Cmd::Fuzz(a) => fuzz::fuzz(a),
         Cmd::GpuKit(a) => gpu_kit::gpu_kit(a),
         Cmd::Test { args } => test(&args),
+        Cmd::Examples { threads, selfsup } => {
+            let env = torch_env::ensure()?;
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            let python = test_python(&env, ci)?;
+            examples::check(&env, python.as_deref(), threads, selfsup)
+        }
         Cmd::Bench { text: true, .. } => bench::text(),
         Cmd::Bench {
             image_folder: true,
@@ -492,11 +514,42 @@ pub(crate) fn build_cli(env: &torch_env::TorchEnv) -> Result<PathBuf> {
 /// tensorboard (installed once), named by SELFSUP_PYTHON, SELFSUP_TIMM_PYTHON,
 /// SELFSUP_HF_PYTHON and SELFSUP_TB_PYTHON; the GPU kit's datasets fetched for
 /// crates/selfsup-cli/tests/gpu_kit.rs. Under `CI=true` a Python without
-/// them is an error, never a skipped check.
+/// them is an error, never a skipped check. Then the examples (examples.rs),
+/// with the same Python for examples/python.
 fn test(args: &[String]) -> Result<()> {
     let env = torch_env::ensure()?;
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let python = match torch_env::ensure_test_python(&env) {
+    let python = test_python(&env, ci)?;
+    for name in gpu_kit::KIT_DATASETS {
+        fetch::fetch(name, false)?;
+    }
+    let mut cmd = Command::new(cargo());
+    cmd.args(["test", "--workspace"]);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    env.apply(&mut cmd);
+    if let Some(py) = &python {
+        for var in [
+            "SELFSUP_PYTHON",
+            "SELFSUP_TIMM_PYTHON",
+            "SELFSUP_HF_PYTHON",
+            "SELFSUP_TB_PYTHON",
+        ] {
+            cmd.env(var, py);
+        }
+    }
+    cmd.env("SELFSUP_KIT_DATASETS", paths::cache_dir().join("datasets"));
+    run(&mut cmd)?;
+    examples::check(&env, python.as_deref(), None, None)
+}
+
+/// The Python with torchvision, timm, transformers and tensorboard: the
+/// libtorch venv's (installed once), or the bench venv when `LIBTORCH` is
+/// the user's; `None` (said on stderr) when there is none, an error when
+/// `ci` is set.
+fn test_python(env: &torch_env::TorchEnv, ci: bool) -> Result<Option<PathBuf>> {
+    let python = match torch_env::ensure_test_python(env) {
         Ok(Some(py)) => Some(py),
         // A user's LIBTORCH has no venv to install into: the bench venv, if
         // it has every package.
@@ -519,27 +572,7 @@ fn test(args: &[String]) -> Result<()> {
              venv (cargo xtask bench) or unset LIBTORCH"
         );
     }
-    for name in gpu_kit::KIT_DATASETS {
-        fetch::fetch(name, false)?;
-    }
-    let mut cmd = Command::new(cargo());
-    cmd.args(["test", "--workspace"]);
-    if !args.is_empty() {
-        cmd.arg("--").args(args);
-    }
-    env.apply(&mut cmd);
-    if let Some(py) = python {
-        for var in [
-            "SELFSUP_PYTHON",
-            "SELFSUP_TIMM_PYTHON",
-            "SELFSUP_HF_PYTHON",
-            "SELFSUP_TB_PYTHON",
-        ] {
-            cmd.env(var, &py);
-        }
-    }
-    cmd.env("SELFSUP_KIT_DATASETS", paths::cache_dir().join("datasets"));
-    run(&mut cmd)
+    Ok(python)
 }
 
 pub(crate) fn cargo() -> String {

@@ -1,6 +1,7 @@
 //! libtorch 2.11.0 for tch 0.24: the user's `LIBTORCH` if set, otherwise a
 //! cached venv with PyPI's `torch==2.11.0` (its CUDA build also runs on CPUs).
 use crate::paths::cache_dir;
+use crate::venv::{create_venv, pip_install};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -296,36 +297,6 @@ fn torch_dir(python: &Path) -> Option<PathBuf> {
     let version = lines.next()?;
     let dir = lines.next()?;
     (version.split('+').next() == Some(TORCH_VERSION)).then(|| PathBuf::from(dir))
-}
-
-/// The Python that creates venvs and downloads from PyPI:
-/// `$SELFSUP_PYTHON_BOOTSTRAP`, else `python3` on `PATH`.
-pub fn system_python() -> String {
-    std::env::var("SELFSUP_PYTHON_BOOTSTRAP").unwrap_or_else(|_| "python3".into())
-}
-
-/// Creates a venv at `venv` (with [`system_python`]) and pip-installs
-/// `install_args` into it.
-pub fn create_venv(venv: &Path, install_args: &[String]) -> Result<()> {
-    crate::run(Command::new(system_python()).args(["-m", "venv"]).arg(venv)).context(
-        "creating a venv needs python3 with the venv module (Debian: apt-get install python3-venv)",
-    )?;
-    pip_install(venv, install_args)
-}
-
-/// pip-installs `install_args` into the venv `venv`.
-pub fn pip_install(venv: &Path, install_args: &[String]) -> Result<()> {
-    crate::run(
-        Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(install_args),
-    )
 }
 
 #[cfg(test)]

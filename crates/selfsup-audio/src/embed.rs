@@ -50,7 +50,7 @@ fn fixed_fields() -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// Refuses a model larger than [`MAX_PARAMETERS`] (estimated).
-fn check_size(c: &Wav2Vec2Config) -> std::result::Result<(), String> {
+pub(crate) fn check_size(c: &Wav2Vec2Config) -> std::result::Result<(), String> {
     let (h, i) = (c.hidden_size as i128, c.intermediate_size as i128);
     let conv: i128 = c
         .conv_dim

@@ -13,8 +13,12 @@
 //! - [`logmel`]: the log-mel filterbank baseline
 //! - [`eval`]: frozen per-layer features, linear probes, baselines
 //! - [`export`]: transformers' layout (`config.json` + `model.safetensors`)
-//! - [`pretrain`]: the workflow the CLI runs
+//! - [`config`]: the run's config file, checked before any data; `--recordings`
+//! - [`pretrain`]: the workflow, on core's `Run`
+//! - [`report`]: the end-of-run summary as lines
+//! - [`workflow`]: audio's entry in the `selfsup` binary's registry
 pub mod batch;
+pub mod config;
 pub mod dataset;
 pub mod embed;
 pub mod error;
@@ -28,6 +32,11 @@ pub mod model;
 pub mod normalize;
 pub mod pretrain;
 pub mod read;
+pub mod report;
 pub mod resample;
+pub mod workflow;
 
 pub use error::{AudioError, Result};
+
+/// Audio's entry in the `selfsup` binary's registry.
+pub const MODALITY: &dyn selfsup_core::workflow::Modality = &workflow::AudioModality;

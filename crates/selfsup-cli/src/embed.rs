@@ -124,25 +124,25 @@ fn export_modality(dir: &Path) -> Result<Modality> {
     )
 }
 
-/// The modality and method of a run checkpoint.
+/// The modality and method of a run checkpoint (its owner in the registry).
 fn checkpoint_modality(path: &Path) -> Result<(Modality, String)> {
-    let meta = selfsup_core::checkpoint::read_meta(path)?;
-    let method = meta
-        .config
-        .parse::<toml::Value>()
-        .ok()
-        .and_then(|v| crate::method_name(&v).map(str::to_string))
-        .unwrap_or(meta.method);
-    let m = match crate::modality_of(&method) {
-        Some("vision") => Modality::Vision,
-        Some("text") => Modality::Text,
-        Some("audio") => Modality::Audio,
-        Some("graph") => Modality::Graph,
-        Some("image-text (CLIP)") => Modality::Clip,
-        _ => bail!(
+    let (method, _) = selfsup_core::workflow::checkpoint_method(path)?;
+    let owns = |m: &dyn selfsup_core::workflow::Modality| m.methods().contains(&method.as_str());
+    let m = if owns(selfsup_vision::MODALITY) {
+        Modality::Vision
+    } else if owns(selfsup_text::MODALITY) {
+        Modality::Text
+    } else if owns(selfsup_audio::MODALITY) {
+        Modality::Audio
+    } else if owns(selfsup_graph::MODALITY) {
+        Modality::Graph
+    } else if owns(selfsup_multimodal::MODALITY) {
+        Modality::Clip
+    } else {
+        bail!(
             "{}: a checkpoint of method '{method}', which `selfsup embed` does not know",
             path.display()
-        ),
+        )
     };
     Ok((m, method))
 }
@@ -253,7 +253,8 @@ pub fn run(a: Args) -> Result<()> {
             } else {
                 // The checkpoint's encoder, exported as `selfsup export` does.
                 let tmp = TempDir::new()?;
-                crate::restore::load(ck, Some(&a.device), "embed")?.export(&tmp.0)?;
+                let (_, config) = selfsup_core::workflow::checkpoint_method(ck)?;
+                selfsup_vision::MODALITY.export(ck, &config, &tmp.0)?;
                 let side = a.image_size.or_else(|| checkpoint_image_size(ck));
                 VisionEmbedder::load_export(&tmp.0, side, device).with_context(loading)?
             };

@@ -8,24 +8,21 @@
 //! selfsup pretrain --config configs/multimodal/clip-cpu.toml --data ~/.cache/selfsup/datasets
 //! selfsup embed --checkpoint runs/clip-cpu/export --images DIR --out images.jsonl
 //! ```
-mod audio;
-mod clip;
+//!
+//! The binary knows no method: every modality crate registers itself
+//! ([`REGISTRY`]) and owns its `[method] name`s, configs, evaluations and
+//! exports.
 mod config_file;
 mod distributed;
 mod embed;
-mod graph;
+mod pretrain;
 mod progress;
-mod restore;
-mod text_summary;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use selfsup_core::metrics::peak_rss_mb;
-use selfsup_text::pretrain::TextRunConfig;
-use selfsup_vision::pretrain::{pretrain, RunOptions, VisionRunConfig};
+use clap::{Parser, Subcommand};
+use selfsup_core::device::DeviceChoice;
+use selfsup_core::workflow::{self as wf, EvalRequest, Modality, Overrides};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -102,11 +99,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1800)]
         dist_timeout: u64,
     },
-    /// Evaluate a checkpoint's frozen encoder on the test split.
+    /// Evaluate a checkpoint's frozen encoder (its modality says which
+    /// evaluations it offers; an unknown one is refused, listing them).
     Eval {
-        /// knn: k-nearest-neighbour vote; linear: a linear probe trained on
-        /// the frozen features.
-        protocol: Protocol,
+        /// vision: knn (k-nearest-neighbour vote) or linear (a linear probe
+        /// on the frozen features); the other modalities name theirs when
+        /// asked for one they do not have.
+        protocol: String,
         /// A run's checkpoint.safetensors.
         #[arg(long)]
         checkpoint: PathBuf,
@@ -118,8 +117,8 @@ enum Cmd {
         #[arg(long)]
         device: Option<String>,
     },
-    /// Export a checkpoint's encoder as safetensors + config.json (on the CPU,
-    /// whatever device the checkpoint was trained on).
+    /// Export a checkpoint's encoder as safetensors + config.json in the layout
+    /// its library loads (on the CPU, whatever device it was trained on).
     Export {
         /// A run's checkpoint.safetensors.
         #[arg(long)]
@@ -168,10 +167,24 @@ enum Cmd {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Protocol {
-    Knn,
-    Linear,
+/// Every modality, in the order errors list them. A new modality is one
+/// line here; a new method of a modality is no line here.
+pub const REGISTRY: [&dyn Modality; 5] = [
+    selfsup_vision::MODALITY,
+    selfsup_text::MODALITY,
+    selfsup_graph::MODALITY,
+    selfsup_audio::MODALITY,
+    selfsup_multimodal::MODALITY,
+];
+
+/// The modality that owns a `[method] name`.
+pub fn modality_of(method: &str) -> Option<&'static dyn Modality> {
+    wf::find(&REGISTRY, method)
+}
+
+/// Every modality's method names, one modality a line.
+pub fn method_names() -> String {
+    wf::method_list(&REGISTRY)
 }
 
 fn main() {
@@ -197,318 +210,74 @@ fn main() {
     }
 }
 
-/// A run config of either modality, told apart by `[method] name`.
-enum AnyConfig {
-    Vision(Box<VisionRunConfig>),
-    Text(Box<TextRunConfig>),
-    Clip(Box<selfsup_multimodal::pretrain::ClipRunConfig>),
-    Graph(Box<selfsup_graph::pretrain::GraphRunConfig>),
-    Audio(Box<selfsup_audio::pretrain::AudioRunConfig>),
-}
-
-/// The vision methods' `[method] name`s.
-pub const VISION_METHODS: [&str; 15] = [
-    "simclr",
-    "moco_v2",
-    "moco_v3",
-    "byol",
-    "simsiam",
-    "dino",
-    "barlow_twins",
-    "vicreg",
-    "swav",
-    "rotation",
-    "context",
-    "jigsaw",
-    "colorization",
-    "mae",
-    "ijepa",
-];
-
-/// Every modality with its `[method] name`s.
-fn modalities() -> [(&'static str, &'static [&'static str]); 5] {
-    [
-        ("vision", &VISION_METHODS),
-        ("text", &["mlm"]),
-        ("graph", &graph::GRAPH_METHODS),
-        ("audio", &audio::AUDIO_METHODS),
-        ("image-text (CLIP)", &["clip"]),
-    ]
-}
-
-/// The modality of a `[method] name`.
-fn modality_of(method: &str) -> Option<&'static str> {
-    modalities()
-        .into_iter()
-        .find(|(_, names)| names.contains(&method))
-        .map(|(m, _)| m)
-}
-
-/// Every modality's method names, one modality a line.
-fn method_names() -> String {
-    modalities()
-        .iter()
-        .map(|(m, names)| format!("  {m}: {}", names.join(", ")))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The `[method] name` of a TOML config text.
-fn method_name(value: &toml::Value) -> Option<&str> {
-    value
-        .get("method")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-}
-
-fn read_config(path: &Path, sets: &[String]) -> Result<AnyConfig> {
-    let config_file::Loaded { text, value } = config_file::load(path, sets)?;
-    let method = method_name(&value);
-    match method {
-        None => anyhow::bail!(
-            "{}: no [method] name: say what to train, e.g.\n\n[method]\nname = \"simclr\"\n\n\
-             the methods are:\n{}\n(the presets in configs/ are complete examples)",
+/// A checkpoint's modality, method and stored config; a method no modality
+/// owns is an error naming the file.
+fn checkpoint_owner(path: &Path) -> Result<(&'static dyn Modality, String, String)> {
+    let (method, config) = wf::checkpoint_method(path)?;
+    let owner = modality_of(&method).with_context(|| {
+        format!(
+            "{}: a checkpoint of method '{method}', which this selfsup does not know; the \
+             methods are:\n{}",
             path.display(),
             method_names()
-        ),
-        Some(m) if modality_of(m).is_none() => {
-            let all = modalities()
-                .into_iter()
-                .flat_map(|(_, names)| names.iter().copied());
-            let hint = config_file::nearest(m, all)
-                .map(|n| format!(" (did you mean \"{n}\"?)"))
-                .unwrap_or_default();
-            anyhow::bail!(
-                "{}: [method] name = \"{m}\" is not a method{hint}; the methods are:\n{}",
-                path.display(),
-                method_names()
-            )
-        }
-        Some(_) => {}
-    }
-    if method.is_some_and(|m| graph::GRAPH_METHODS.contains(&m)) {
-        return Ok(AnyConfig::Graph(Box::new(
-            selfsup_graph::pretrain::GraphRunConfig::from_toml(&text, path)?,
-        )));
-    }
-    if method.is_some_and(|m| audio::AUDIO_METHODS.contains(&m)) {
-        return Ok(AnyConfig::Audio(Box::new(
-            selfsup_audio::pretrain::AudioRunConfig::from_toml(&text, path)?,
-        )));
-    }
-    if method == Some("clip") {
-        Ok(AnyConfig::Clip(Box::new(
-            selfsup_multimodal::pretrain::ClipRunConfig::from_toml(&text, path)?,
-        )))
-    } else if method == Some("mlm") {
-        Ok(AnyConfig::Text(Box::new(TextRunConfig::from_toml(
-            &text, path,
-        )?)))
-    } else {
-        Ok(AnyConfig::Vision(Box::new(VisionRunConfig::from_toml(
-            &text, path,
-        )?)))
-    }
+        )
+    })?;
+    Ok((owner, method, config))
 }
 
-/// `~/.cache/selfsup/datasets`, where `cargo xtask fetch` puts datasets.
-fn default_data_root() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".cache/selfsup/datasets")
-}
-
-fn install_ctrlc(stop: &Arc<AtomicBool>) -> Result<()> {
-    let handler_flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nsecond interrupt: exiting without a checkpoint");
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)");
+/// `--device` for eval / export: the flag, else `auto` (never the
+/// checkpoint's `[run] device`: a GPU run's checkpoint must load on a
+/// machine without one).
+fn device_choice(flag: Option<&str>) -> Result<DeviceChoice> {
+    Ok(match flag {
+        Some(d) => d.parse::<DeviceChoice>()?,
+        None => DeviceChoice::Auto,
     })
-    .context("installing the Ctrl-C handler")
 }
 
-fn write_summary(run_dir: &Path, summary: &impl serde::Serialize) -> Result<()> {
-    let mut json = serde_json::to_value(summary)?;
-    json["peak_rss_mb"] = serde_json::json!(peak_rss_mb());
-    let path = run_dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-struct Overrides {
-    epochs: Option<usize>,
-    device: Option<String>,
-    batch_size: Option<usize>,
-    threads: Option<usize>,
-}
-
-/// `--overwrite` and `--allow-config-change`.
-#[derive(Clone, Copy)]
-struct RunDirFlags {
-    overwrite: bool,
-    allow_config_change: bool,
-}
-
-/// Makes the run folder ready before any data is read (see
-/// [`selfsup_core::run_dir::prepare`]) and says what it removed or accepted.
-/// Hold the result until the run ends: it holds the folder's lock.
-fn prepare_run_dir(
-    run_dir: &Path,
-    config_toml: &str,
-    resume: bool,
-    flags: RunDirFlags,
-    primary: bool,
-) -> Result<selfsup_core::run_dir::Prepared> {
-    let p = selfsup_core::run_dir::prepare(
-        run_dir,
-        config_toml,
-        selfsup_core::run_dir::Options {
-            resume,
-            overwrite: flags.overwrite,
-            allow_config_change: flags.allow_config_change,
-            primary,
-        },
-    )?;
-    if primary {
-        let names = |v: &[PathBuf]| {
-            v.iter()
-                .map(|f| f.strip_prefix(run_dir).unwrap_or(f).display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !p.removed.is_empty() {
-            eprintln!(
-                "--overwrite: removed the earlier run's {} from {}",
-                names(&p.removed),
-                run_dir.display()
-            );
-        }
-        if !p.stale_tmp.is_empty() {
-            eprintln!(
-                "removed {} partial file(s) an interrupted run left in {}: {}",
-                p.stale_tmp.len(),
-                run_dir.display(),
-                names(&p.stale_tmp)
-            );
-        }
-        if !p.config_changes.is_empty() {
-            eprintln!(
-                "--allow-config-change: resuming with a config that differs from the checkpoint's:\n  {}",
-                p.config_changes.join("\n  ")
-            );
-        }
-    }
-    Ok(p)
-}
-
-impl Overrides {
-    /// Writes the given flags over a run config's `[trainer] epochs` and
-    /// `[run] device / batch_size / threads` (the same four in every modality),
-    /// then checks the trainer's and the thread settings, before any data is read.
-    fn apply(
-        &self,
-        trainer: &mut selfsup_core::trainer::TrainerConfig,
-        device: &mut selfsup_core::device::DeviceChoice,
-        batch_size: &mut usize,
-        threads: &mut Option<usize>,
-    ) -> Result<()> {
-        if let Some(e) = self.epochs {
-            trainer.epochs = e;
-        }
-        if let Some(d) = &self.device {
-            *device = d.parse()?;
-        }
-        if let Some(b) = self.batch_size {
-            *batch_size = b;
-        }
-        if let Some(t) = self.threads {
-            *threads = Some(t);
-        }
-        selfsup_core::run::check_common(trainer, *threads)?;
-        Ok(())
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn pretrain_text(
-    mut cfg: TextRunConfig,
-    o: Overrides,
-    data: Option<PathBuf>,
-    run_dir: PathBuf,
-    resume: bool,
-    flags: RunDirFlags,
-    stop_after: Option<u64>,
-    dist: Option<selfsup_core::distributed::Distributed>,
+fn eval(
+    protocol: &str,
+    checkpoint: &Path,
+    data: Option<&Path>,
+    device: Option<&str>,
 ) -> Result<()> {
-    o.apply(
-        &mut cfg.trainer,
-        &mut cfg.run.device,
-        &mut cfg.run.batch_size,
-        &mut cfg.run.threads,
-    )?;
-    let primary = dist.as_ref().is_none_or(|d| d.is_primary());
-    let _run = prepare_run_dir(&run_dir, &cfg.to_toml(), resume, flags, primary)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    install_ctrlc(&stop)?;
-    let mut observer = progress::Bars::new(stop.clone(), stop_after)
-        .with_unit(cfg.model.max_len as f64, "tokens/s")
-        .quiet(!primary);
-    let mut log = |line: &str| {
-        if primary {
-            eprintln!("{line}")
-        }
-    };
-    let summary = selfsup_text::pretrain::pretrain(
-        &cfg,
-        selfsup_text::pretrain::RunOptions {
-            data_root: data.unwrap_or_else(default_data_root),
-            run_dir: run_dir.clone(),
-            resume,
-            observer: &mut observer,
-            stop,
-            git_commit: git_commit(),
-            log: &mut log,
-            distributed: dist,
-        },
-    );
-    observer.finish();
-    let summary = summary?;
-    if !primary {
-        return Ok(());
+    let (owner, method, config) = checkpoint_owner(checkpoint)?;
+    let offered = owner.evaluations();
+    if !offered.contains(&protocol) {
+        let run_dir = checkpoint
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let what = if offered.is_empty() {
+            "no evaluation on a checkpoint".to_string()
+        } else {
+            format!("`selfsup eval {}`", offered.join("|"))
+        };
+        anyhow::bail!(
+            "{} is a {} checkpoint (method '{method}'): it offers {what}, not '{protocol}'; its \
+             pretrain run's evaluations are in {}",
+            checkpoint.display(),
+            owner.name(),
+            run_dir.join(selfsup_core::run::SUMMARY_FILE).display()
+        );
     }
-    write_summary(&run_dir, &summary)?;
-    text_summary::print_text_summary(&summary, peak_rss_mb(), &run_dir);
+    let lines = owner.evaluate(&EvalRequest {
+        protocol,
+        checkpoint,
+        config_toml: &config,
+        data,
+        device: device_choice(device)?,
+    })?;
+    for line in lines {
+        println!("{line}");
+    }
     Ok(())
 }
 
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// `--resume-auto`: whether the run folder holds a checkpoint to resume
-/// from, said on stderr.
-fn resume_auto_found(run_dir: &Path) -> bool {
-    let checkpoint = run_dir.join(selfsup_core::trainer::CHECKPOINT_FILE);
-    let found = checkpoint.is_file();
-    if found {
-        eprintln!("--resume-auto: resuming from {}", checkpoint.display());
-    } else {
-        eprintln!(
-            "--resume-auto: no checkpoint in {}, starting afresh",
-            run_dir.display()
-        );
-    }
-    found
+fn export(checkpoint: &Path, out: &Path) -> Result<()> {
+    let (owner, _, config) = checkpoint_owner(checkpoint)?;
+    println!("{}", owner.export(checkpoint, &config, out)?);
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -530,142 +299,33 @@ fn run(cli: Cli) -> Result<()> {
             stop_after,
             backend,
             dist_timeout,
-        } => {
-            let name = config
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_else(|| "run".into());
-            let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(name));
-            let flags = RunDirFlags {
-                overwrite,
-                allow_config_change,
-            };
-            let cfg = read_config(&config, &set)?;
-            let resume = resume || (resume_auto && resume_auto_found(&run_dir));
-            if recordings.is_some() && !matches!(cfg, AnyConfig::Audio(_)) {
-                anyhow::bail!(
-                    "--recordings is for audio configs ([method] name = \"wav2vec2\"); {} is not one: give its data with --data",
-                    config.display()
-                );
-            }
-            let mut cfg = match cfg {
-                AnyConfig::Vision(cfg) => *cfg,
-                AnyConfig::Text(cfg) => {
-                    let choice = match &device {
-                        Some(d) => d.parse()?,
-                        None => cfg.run.device,
-                    };
-                    let dist = distributed::join(
-                        choice,
-                        backend,
-                        std::time::Duration::from_secs(dist_timeout),
-                    )?;
-                    let o = Overrides {
-                        epochs,
-                        device,
-                        batch_size,
-                        threads,
-                    };
-                    return pretrain_text(*cfg, o, data, run_dir, resume, flags, stop_after, dist);
-                }
-                AnyConfig::Graph(cfg) => {
-                    let o = Overrides {
-                        epochs,
-                        device,
-                        batch_size,
-                        threads,
-                    };
-                    return graph::pretrain_graph(
-                        *cfg, o, data, run_dir, resume, flags, stop_after,
-                    );
-                }
-                AnyConfig::Audio(cfg) => {
-                    let o = Overrides {
-                        epochs,
-                        device,
-                        batch_size,
-                        threads,
-                    };
-                    let data = match recordings {
-                        Some(dir) => audio::Data::Recordings(dir),
-                        None => audio::Data::Root(data),
-                    };
-                    return audio::pretrain_audio(
-                        *cfg, o, data, run_dir, resume, flags, stop_after,
-                    );
-                }
-                AnyConfig::Clip(cfg) => {
-                    let o = Overrides {
-                        epochs,
-                        device,
-                        batch_size,
-                        threads,
-                    };
-                    return clip::pretrain_clip(*cfg, o, data, run_dir, resume, flags, stop_after);
-                }
-            };
-            Overrides {
+        } => pretrain::run(pretrain::Args {
+            config,
+            set,
+            data,
+            recordings,
+            run_dir,
+            resume,
+            resume_auto,
+            overwrite,
+            allow_config_change,
+            overrides: Overrides {
                 epochs,
-                device,
+                device: device.as_deref().map(str::parse).transpose()?,
                 batch_size,
                 threads,
-            }
-            .apply(
-                &mut cfg.trainer,
-                &mut cfg.run.device,
-                &mut cfg.run.batch_size,
-                &mut cfg.run.threads,
-            )?;
-            let dist = distributed::join(
-                cfg.run.device,
-                backend,
-                std::time::Duration::from_secs(dist_timeout),
-            )?;
-            let primary = dist.as_ref().is_none_or(|d| d.is_primary());
-            let _run = prepare_run_dir(&run_dir, &cfg.to_toml(), resume, flags, primary)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            install_ctrlc(&stop)?;
-            let mut observer = progress::Bars::new(stop.clone(), stop_after).quiet(!primary);
-            let summary = pretrain(
-                &cfg,
-                RunOptions {
-                    data_dir: data,
-                    run_dir: run_dir.clone(),
-                    resume,
-                    observer: &mut observer,
-                    stop,
-                    git_commit: git_commit(),
-                    distributed: dist,
-                },
-            );
-            observer.finish();
-            let summary = summary?;
-            if primary {
-                write_summary(&run_dir, &summary)?;
-                progress::print_summary(&summary, peak_rss_mb(), cfg.eval.knn.k);
-            }
-            Ok(())
-        }
+            },
+            stop_after,
+            backend,
+            dist_timeout,
+        }),
         Cmd::Eval {
             protocol,
             checkpoint,
             data,
             device,
-        } => {
-            let loaded = restore::load(&checkpoint, device.as_deref(), "eval")?;
-            let (name, acc) = match protocol {
-                Protocol::Knn => ("kNN top-1", loaded.knn(data)?),
-                Protocol::Linear => ("linear probe top-1", loaded.linear(data)?),
-            };
-            println!("{name} on the test split: {:.2}%", acc * 100.0);
-            Ok(())
-        }
-        Cmd::Export { checkpoint, out } => {
-            let loaded = restore::load(&checkpoint, Some("cpu"), "export")?;
-            loaded.export(&out)?;
-            println!("exported the encoder to {}", out.display());
-            Ok(())
-        }
+        } => eval(&protocol, &checkpoint, data.as_deref(), device.as_deref()),
+        Cmd::Export { checkpoint, out } => export(&checkpoint, &out),
         Cmd::Embed {
             checkpoint,
             images,
@@ -687,5 +347,39 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             image_size,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `--device`, eval / export resolve `auto` whatever the
+    /// checkpoint's config says, so a GPU run's checkpoint loads on a CPU.
+    #[test]
+    fn eval_and_export_default_to_auto_not_the_checkpoint_device() {
+        assert_eq!(device_choice(None).unwrap(), DeviceChoice::Auto);
+        assert_eq!(device_choice(Some("cpu")).unwrap(), DeviceChoice::Cpu);
+        assert_eq!(
+            device_choice(Some("cuda:1")).unwrap(),
+            DeviceChoice::CudaIndex(1)
+        );
+        assert!(device_choice(Some("gpu")).is_err());
+        device_choice(None).unwrap().resolve().unwrap();
+    }
+
+    /// Every modality's methods are owned by exactly one registry entry.
+    #[test]
+    fn each_method_name_has_one_owner() {
+        let mut seen = std::collections::BTreeMap::new();
+        for m in REGISTRY {
+            assert!(!m.methods().is_empty(), "{}", m.name());
+            for name in m.methods() {
+                assert!(seen.insert(*name, m.name()).is_none(), "{name} twice");
+            }
+        }
+        for name in ["simclr", "mlm", "grace", "wav2vec2", "clip"] {
+            assert!(modality_of(name).is_some(), "{name}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `selfsup-core`: the modality-free heart of selfsup.
 //!
-//! An unlabelled sample becomes views ([`view`]); a [`method`] turns views into
+//! An unlabelled sample becomes views (in each modality crate); a [`method`] turns views into
 //! embeddings and a [`target`]; a loss ([`loss`]) compares them; the [`trainer`]
 //! optimises, schedules, checkpoints and watches for collapse ([`monitor`]);
 //! [`eval`] measures what the representation is worth.
@@ -30,6 +30,6 @@ pub mod target;
 pub mod tensor_io;
 pub mod tensorboard;
 pub mod trainer;
-pub mod view;
+pub mod workflow;
 
 pub use error::{Error, Result};

@@ -1,7 +1,15 @@
 //! Targets: what a method predicts for each view.
 
-/// The kind of target a method trains towards; shown in summaries and used to
-/// decide which collapse monitors matter most.
+/// The kind of target a method trains towards ([`crate::method::Method::target`]).
+///
+/// [`crate::trainer::Trainer::fit`] reads it once per run: it is shown in
+/// [`crate::trainer::TrainSummary::target`] (so in `summary.json`) and in
+/// the run's first `epoch` record of `metrics.jsonl` (`"target": "teacher"`),
+/// and it sets the emphasis of the collapse warnings: with a
+/// [`TargetKind::collapse_prone`] target a warning says that nothing in the
+/// loss pushes embeddings apart (the run has likely collapsed), with any
+/// other it is worded as a weaker signal to check against the probe. The
+/// thresholds, and when a warning fires, do not depend on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {

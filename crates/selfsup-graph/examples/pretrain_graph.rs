@@ -1,5 +1,6 @@
 //! Pre-trains, evaluates and exports one graph preset without the CLI and
-//! prints the summary as JSON.
+//! prints the summary as JSON (the run folder gets `config.toml` and
+//! `summary.json`, as from `selfsup pretrain`).
 //!
 //! ```text
 //! cargo run --release -p selfsup-graph --example pretrain_graph -- \
@@ -22,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let summary = pretrain(
         &cfg,
         RunOptions {
-            data_root: PathBuf::from(&args[1]),
+            data: Some(PathBuf::from(&args[1])),
             run_dir: PathBuf::from(&args[2]),
             resume: false,
             observer: &mut Silent,

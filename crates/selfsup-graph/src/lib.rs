@@ -14,8 +14,11 @@
 //! - [`eval`]: probes and ridge regression beside raw-feature and
 //!   random-weights baselines
 //! - [`export`]: embeddings (safetensors, `.npy`) and encoder weights
-//! - [`pretrain`]: the workflow the CLI runs
+//! - [`config`]: the run config (one TOML file) and the method it builds
+//! - [`pretrain`]: the workflow, on core's `Run`
+//! - [`workflow`]: the modality's entry for the `selfsup` binary
 pub mod augment;
+pub mod config;
 pub mod embed;
 pub mod encoders;
 pub mod error;
@@ -29,5 +32,14 @@ pub mod propagation;
 pub mod readers;
 pub mod smiles;
 pub mod source;
+pub mod workflow;
 
 pub use error::{GraphError, GraphResult};
+
+/// The graph modality, for the `selfsup` binary's registry.
+pub const MODALITY: &dyn selfsup_core::workflow::Modality = &workflow::GraphModality;
+
+/// libtorch's global generator is shared by the unit tests of this crate:
+/// the tests that seed it take turns.
+#[cfg(test)]
+pub(crate) static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());

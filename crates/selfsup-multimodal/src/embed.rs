@@ -2,16 +2,16 @@
 //! `checkpoint.safetensors` with the run's `tokenizer/`), and embeddings of
 //! image folders and text files for downstream use.
 use crate::captions::tokenize_all;
+use crate::config::ClipRunConfig;
 use crate::eval::{encode_images, encode_texts};
 use crate::export::{load_weights, ExportMeta, CONFIG_FILE, WEIGHTS_FILE};
 use crate::image_file::{is_supported, read_rgb, ImageFault};
 use crate::method::Clip;
-use crate::pretrain::ClipRunConfig;
 use selfsup_core::checkpoint::{read_meta, restore_model};
 use selfsup_core::method::Method;
 use selfsup_core::{Error, Result};
 use selfsup_text::tokenizer::TextTokenizer;
-use selfsup_vision::data::{ImageDataset, Normalize};
+use selfsup_vision::data::ImageDataset;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -64,11 +64,7 @@ pub fn load(path: &Path, device: Device) -> Result<LoadedClip> {
     let cfg = ClipRunConfig::from_toml(&ck.config, path)?;
     let run_dir = path.parent().unwrap_or(Path::new("."));
     let tok = TextTokenizer::from_file(&run_dir.join("tokenizer").join("tokenizer.json"))?;
-    let text = cfg
-        .model
-        .text
-        .resolve(tok.vocab_size, tok.pad_id)
-        .map_err(Error::Config)?;
+    let text = cfg.text_tower(&tok)?;
     let mut model = cfg.model.clone();
     model.vision_init = None;
     let clip = Clip::new(&model, cfg.method.clip(), &text, device)?;
@@ -226,15 +222,14 @@ impl LoadedClip {
     }
 }
 
-/// The normalisation of the RGB images of every run.
-pub fn image_normalize() -> Normalize {
-    Normalize::for_channels(3)
-}
+/// The normalisation of the RGB images of every run (defined with the
+/// config, which records it in every export).
+pub use crate::config::image_normalize;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pretrain::ClipRunConfig;
+    use crate::config::ClipRunConfig;
 
     #[test]
     fn corrupt_export_descriptions_are_refused_naming_the_field() {

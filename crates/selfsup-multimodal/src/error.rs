@@ -63,7 +63,7 @@ pub enum PairError {
         reason: String,
     },
     /// A registry dataset folder that is missing or incomplete.
-    #[error("{path}: {what} (fetch it with `cargo xtask fetch {name}`)", path = .path.display())]
+    #[error("{path}: {what} (fetch it with `cargo xtask fetch {name}`, or give the data root that holds it with --data)", path = .path.display())]
     MissingDataset {
         path: PathBuf,
         what: String,

@@ -13,8 +13,13 @@
 //! - [`eval`]: zero-shot classification and Recall@K retrieval
 //! - [`export`]: safetensors + config.json (HF `CLIPModel` names where they match)
 //! - [`embed`]: an export or checkpoint back as a model, embeddings of files
-//! - [`pretrain`]: the workflow the CLI runs
+//! - [`config`]: the run config (one TOML file); [`data`]: its sources as
+//!   training pairs and evaluation sets
+//! - [`pretrain`]: the workflow, on core's `Run`
+//! - [`workflow`]: the modality's entry for the `selfsup` binary
 pub mod captions;
+pub mod config;
+pub mod data;
 pub mod embed;
 pub mod error;
 pub mod eval;
@@ -26,5 +31,14 @@ pub mod model;
 pub mod pairs;
 pub mod pretrain;
 pub mod registry;
+pub mod workflow;
 
 pub use error::{PairError, PairResult};
+
+/// CLIP, for the `selfsup` binary's registry.
+pub const MODALITY: &dyn selfsup_core::workflow::Modality = &workflow::ClipModality;
+
+/// libtorch's global generator is shared by the unit tests of this crate:
+/// the tests that seed it take turns.
+#[cfg(test)]
+pub(crate) static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -48,6 +48,9 @@ impl Default for ClipMethodConfig {
 }
 
 impl ClipMethodConfig {
+    /// Every method's `[method] name` (one variant, one name).
+    pub const NAMES: [&'static str; 1] = ["clip"];
+
     /// The CLIP settings.
     pub fn clip(&self) -> &ClipConfig {
         match self {

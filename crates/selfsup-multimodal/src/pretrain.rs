@@ -1,319 +1,31 @@
-//! The CLIP workflow: pairs -> tokenizer -> dual encoder -> trainer ->
-//! zero-shot and retrieval (trained and random weights) -> export. The
-//! `selfsup` binary calls this; it reads no argv or environment and draws
-//! nothing.
-use crate::captions::{as_documents, fill, tokenize_all};
-use crate::embed::image_normalize;
-use crate::eval::{ClipEvaluator, EvalSuite, RetrievalSet, ZeroShotSet};
-use crate::export::{export_clip, ExportMeta};
+//! The CLIP workflow on core's [`Run`]: pairs -> tokenizer -> dual encoder
+//! -> trainer -> zero-shot and retrieval (trained and random weights) ->
+//! export. The `selfsup` binary calls this (through [`crate::workflow`]);
+//! it reads no argv or environment and draws nothing.
+use crate::captions::{as_documents, tokenize_all};
+use crate::data::{build_suite, read_data};
+use crate::eval::ClipEvaluator;
+use crate::export::export_clip;
 use crate::loader::PairBatches;
-use crate::method::{Clip, ClipMethodConfig};
+use crate::method::Clip;
 use crate::model::{ClipModelConfig, TEXT_PREFIX, VISION_PREFIX};
-use crate::pairs::{read_captions, PairSet, ReadOptions, SkipReport};
-use crate::registry::{fashion_mnist_pairs, read_emoji};
-use selfsup_core::device::{describe, DeviceChoice};
+use crate::pairs::SkipReport;
+use selfsup_core::device::describe;
 use selfsup_core::method::Method;
-use selfsup_core::trainer::{TrainSummary, Trainer, TrainerConfig};
+use selfsup_core::run::{seed_random_weights, seed_weights, Run};
+use selfsup_core::trainer::TrainSummary;
 use selfsup_core::{Error, Result};
-use selfsup_text::model::BertConfig;
-use selfsup_text::tokenizer::{TextTokenizer, TokenizerConfig};
-use selfsup_vision::augment::{
-    AugmentConfig, Augmenter, ColorJitter, RandomGrayscale, RandomResizedCrop,
-};
-use selfsup_vision::data::{Normalize, Split};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use selfsup_text::tokenizer::TextTokenizer;
+use selfsup_vision::augment::Augmenter;
+use serde::Serialize;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-fn fashion_captions() -> Vec<String> {
-    vec!["a photo of a {}".into()]
-}
-fn two_thousand() -> usize {
-    2000
-}
-
-/// One source of pairs (`[[data.sources]]`), tagged by `format`; paths are
-/// relative to the data root (`--data`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "format", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum PairSource {
-    /// A captions file (`.csv` or `.jsonl`: image, caption) and its images
-    /// (relative to `images`, by default the captions file's folder).
-    Captions {
-        file: PathBuf,
-        #[serde(default)]
-        images: Option<PathBuf>,
-    },
-    /// An emoji-datasource folder (`emoji.json`, `img/`): names and short
-    /// names as captions; the held-out emoji are zero-shot classified by
-    /// category.
-    Emoji { path: PathBuf },
-    /// Fashion-MNIST captioned from its class names (`captions` templates);
-    /// zero-shot on the first `test_images` of its test split.
-    FashionMnist {
-        path: PathBuf,
-        #[serde(default)]
-        train_images: Option<usize>,
-        #[serde(default = "two_thousand")]
-        test_images: usize,
-        #[serde(default = "fashion_captions")]
-        captions: Vec<String>,
-    },
-}
-
-/// `[data]`: the pairs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    /// Side of the square RGB images every source is brought to.
-    pub image_size: usize,
-    /// Skip (and count) bad pairs instead of stopping at the first.
-    pub skip_bad: bool,
-    /// Fraction of the images of captions and emoji sources held out for
-    /// retrieval (by a stable hash of the image's name).
-    pub held_out: f64,
-    pub sources: Vec<PairSource>,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        Self {
-            image_size: 32,
-            skip_bad: false,
-            held_out: 0.1,
-            sources: Vec::new(),
-        }
-    }
-}
-
-/// `[eval]`: zero-shot and retrieval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvalConfig {
-    /// A second rendering of the emoji (an emoji-datasource folder, e.g.
-    /// `emoji-twitter`): never trained on; retrieval and zero-shot on its
-    /// held-out emoji, and retrieval on its rendering of training emoji.
-    pub second_rendering: Option<PathBuf>,
-    /// Training emoji in the second rendering's retrieval set.
-    pub seen_images: usize,
-    /// Prompts of the emoji categories.
-    pub emoji_templates: Vec<String>,
-    /// Prompts of the Fashion-MNIST classes.
-    pub photo_templates: Vec<String>,
-    /// Evaluate after every epoch (else only at the end).
-    pub every_epoch: bool,
-    /// Training pairs whose image / caption embeddings feed the collapse monitors.
-    pub monitor_pairs: usize,
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        Self {
-            second_rendering: None,
-            seen_images: 500,
-            emoji_templates: vec!["an emoji of {}".into()],
-            photo_templates: vec!["a photo of a {}".into()],
-            every_epoch: true,
-            monitor_pairs: 512,
-        }
-    }
-}
-
-/// `[run]`: device, batch, threads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunConfig {
-    pub device: DeviceChoice,
-    /// Pairs per batch (per process).
-    pub batch_size: usize,
-    /// libtorch intra-op threads (default: libtorch's choice).
-    pub threads: Option<usize>,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        Self {
-            device: DeviceChoice::Auto,
-            batch_size: 256,
-            threads: None,
-        }
-    }
-}
-
-/// A whole CLIP run, as one TOML file (see `configs/multimodal/`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClipRunConfig {
-    pub run: RunConfig,
-    pub data: DataConfig,
-    pub tokenizer: TokenizerConfig,
-    pub model: ClipModelConfig,
-    pub method: ClipMethodConfig,
-    pub augment: AugmentConfig,
-    pub trainer: TrainerConfig,
-    pub eval: EvalConfig,
-}
-
-impl Default for ClipRunConfig {
-    fn default() -> Self {
-        Self {
-            run: RunConfig::default(),
-            data: DataConfig::default(),
-            tokenizer: TokenizerConfig::TrainWordpiece {
-                vocab_size: 2048,
-                min_frequency: 1,
-                lowercase: true,
-            },
-            model: ClipModelConfig::default(),
-            method: ClipMethodConfig::default(),
-            // One view; no hue shift or grayscale: captions name colours.
-            augment: AugmentConfig {
-                views: 1,
-                crop: RandomResizedCrop {
-                    scale: (0.5, 1.0),
-                    ..RandomResizedCrop::default()
-                },
-                color_jitter: ColorJitter {
-                    p: 0.5,
-                    brightness: 0.2,
-                    contrast: 0.2,
-                    saturation: 0.0,
-                    hue: 0.0,
-                },
-                grayscale: RandomGrayscale { p: 0.0 },
-                ..AugmentConfig::default()
-            },
-            trainer: TrainerConfig::default(),
-            eval: EvalConfig::default(),
-        }
-    }
-}
-
-impl ClipRunConfig {
-    /// Parses a config; unknown keys and impossible values are errors that
-    /// name the file and the key.
-    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: Self = toml::from_str(text)
-            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
-        cfg.check()
-            .map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
-        Ok(cfg)
-    }
-
-    /// The resolved config as TOML (saved beside every checkpoint).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# unserialisable config: {e}"))
-    }
-
-    /// Checks what serde cannot (every range, before any data is read).
-    pub fn validate(&self) -> Result<()> {
-        self.augment.validate()?;
-        self.model.vision.validate()?;
-        self.check().map_err(Error::Config)
-    }
-
-    fn check(&self) -> std::result::Result<(), String> {
-        use crate::image_file::MAX_OUTPUT_SIZE;
-        use selfsup_core::trainer::positive;
-        if self.augment.views != 1 || self.augment.local_crops.count != 0 {
-            return Err(
-                "[augment] CLIP takes one view per image: views = 1, no local_crops".into(),
-            );
-        }
-        let min_size = self.model.vision.min_input_size();
-        if (self.data.image_size as i64) < min_size || self.data.image_size > MAX_OUTPUT_SIZE {
-            return Err(format!(
-                "[data] image_size = {}: must be in {min_size}..={MAX_OUTPUT_SIZE} (the image tower takes at least {min_size})",
-                self.data.image_size
-            ));
-        }
-        if !(0.0..1.0).contains(&self.data.held_out) {
-            return Err(format!(
-                "[data] held_out must be in [0, 1), got {}",
-                self.data.held_out
-            ));
-        }
-        if self.data.sources.is_empty() {
-            return Err(
-                "[data] has no sources (add [[data.sources]] format = \"captions\", file = ...)"
-                    .into(),
-            );
-        }
-        for src in &self.data.sources {
-            if let PairSource::FashionMnist {
-                test_images,
-                captions,
-                train_images,
-                ..
-            } = src
-            {
-                if *test_images < 1 || *train_images == Some(0) {
-                    return Err("[[data.sources]] fashion-mnist: train_images and test_images must be at least 1".into());
-                }
-                if captions.is_empty() {
-                    return Err("[[data.sources]] fashion-mnist: captions needs at least one template (\"a photo of a {}\")".into());
-                }
-            }
-        }
-        for (key, t) in [
-            ("[eval] emoji_templates", &self.eval.emoji_templates),
-            ("[eval] photo_templates", &self.eval.photo_templates),
-        ] {
-            if t.is_empty() {
-                return Err(format!(
-                    "{key} is empty: give at least one prompt template (\"a photo of a {{}}\")"
-                ));
-            }
-        }
-        if self.run.batch_size < 2 {
-            return Err("[run] batch_size must be at least 2 (in-batch negatives)".into());
-        }
-        if self.model.embed_dim < 1 {
-            return Err(format!(
-                "[model] embed_dim = {}: must be at least 1",
-                self.model.embed_dim
-            ));
-        }
-        let t = &self.model.text;
-        for (key, v) in [
-            ("hidden", t.hidden),
-            ("layers", t.layers),
-            ("heads", t.heads),
-            ("intermediate", t.intermediate),
-        ] {
-            if let Some(v) = v.filter(|&v| v < 1) {
-                return Err(format!("[model.text] {key} = {v}: must be at least 1"));
-            }
-        }
-        // The vocabulary is not known yet; the rest of the text tower's checks.
-        t.resolve(2, 0)?;
-        let clip = self.method.clip();
-        positive("[method] init_temperature", clip.init_temperature)?;
-        positive("[method] max_logit_scale", clip.max_logit_scale)?;
-        if clip.max_logit_scale < 1.0 || 1.0 / clip.init_temperature > clip.max_logit_scale {
-            return Err(format!(
-                "[method] need 1 <= 1 / init_temperature <= max_logit_scale, got init_temperature = {} and max_logit_scale = {}",
-                clip.init_temperature, clip.max_logit_scale
-            ));
-        }
-        selfsup_core::run::common_ranges(&self.trainer, self.run.threads)?;
-        Ok(())
-    }
-
-    /// What the export records to rebuild the model.
-    pub fn export_meta(&self, text: &BertConfig) -> ExportMeta {
-        ExportMeta {
-            vision: self.model.vision.clone(),
-            text: text.clone(),
-            embed_dim: self.model.embed_dim,
-            image_size: self.data.image_size,
-            normalize: image_normalize(),
-            max_len: self.model.text.max_len,
-            clip: self.method.clip().clone(),
-        }
-    }
-}
+pub use crate::config::{
+    image_normalize, ClipRunConfig, DataConfig, EvalConfig, PairSource, Pairs, RunConfig,
+};
+pub use crate::data::RunData;
+pub use selfsup_core::run::RunOptions;
 
 /// Architecture figures of the summary.
 #[derive(Debug, Clone, Serialize)]
@@ -368,189 +80,8 @@ pub struct ClipRunSummary {
     pub train: Option<TrainSummary>,
 }
 
-pub use selfsup_core::run::RunOptions;
-
-/// Pairs to train on and to evaluate with, read from the sources.
-pub struct RunData {
-    pub train: PairSet,
-    pub names: Vec<String>,
-    /// Named retrieval sets (held-out pairs).
-    pub retrieval: Vec<(String, PairSet)>,
-    /// Named labelled sets with their prompt templates.
-    pub zero_shot: Vec<(String, PairSet, Vec<String>)>,
-}
-
-fn resolve(root: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        root.join(p)
-    }
-}
-
-/// Reads every source and splits it into training and evaluation sets.
-pub fn read_data(cfg: &ClipRunConfig, root: &Path) -> Result<RunData> {
-    let opts = ReadOptions {
-        image_size: cfg.data.image_size,
-        skip_bad: cfg.data.skip_bad,
-    };
-    let mut train = Vec::new();
-    let mut names = Vec::new();
-    let mut retrieval: Vec<(String, PairSet)> = Vec::new();
-    let mut zero_shot: Vec<(String, PairSet, Vec<String>)> = Vec::new();
-    for src in &cfg.data.sources {
-        match src {
-            PairSource::Captions { file, images } => {
-                let file = resolve(root, file);
-                let images = images.as_ref().map(|p| resolve(root, p));
-                let set = read_captions(&file, images.as_deref(), opts)?;
-                let (tr, ho) = set.split(cfg.data.held_out);
-                let name = file
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .to_string();
-                if !ho.is_empty() {
-                    retrieval.push((format!("{name} held-out"), set.subset(&ho)));
-                }
-                names.push(file.display().to_string());
-                train.push(set.subset(&tr));
-            }
-            PairSource::Emoji { path } => {
-                let dir = resolve(root, path);
-                let name = dir
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .to_string();
-                let set = read_emoji(&dir, &name, opts)?;
-                let (tr, ho) = set.split(cfg.data.held_out);
-                if !ho.is_empty() {
-                    let held = set.subset(&ho);
-                    retrieval.push((format!("{name} held-out"), held.clone()));
-                    if cfg.eval.second_rendering.is_none() {
-                        zero_shot.push((
-                            format!("{name} held-out categories"),
-                            held,
-                            cfg.eval.emoji_templates.clone(),
-                        ));
-                    }
-                }
-                names.push(dir.display().to_string());
-                train.push(set.subset(&tr));
-            }
-            PairSource::FashionMnist {
-                path,
-                train_images,
-                test_images,
-                captions,
-            } => {
-                let dir = resolve(root, path);
-                let s = cfg.data.image_size;
-                train.push(fashion_mnist_pairs(
-                    &dir,
-                    Split::Train,
-                    *train_images,
-                    s,
-                    captions,
-                )?);
-                let test = fashion_mnist_pairs(&dir, Split::Test, Some(*test_images), s, captions)?;
-                zero_shot.push((
-                    "fashion-mnist test".into(),
-                    test,
-                    cfg.eval.photo_templates.clone(),
-                ));
-                names.push(dir.display().to_string());
-            }
-        }
-    }
-    if let Some(second) = &cfg.eval.second_rendering {
-        let dir = resolve(root, second);
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let set = read_emoji(&dir, &name, opts)?;
-        let (tr, ho) = set.split(cfg.data.held_out);
-        if !ho.is_empty() {
-            let held = set.subset(&ho);
-            retrieval.push((format!("{name} held-out emoji"), held.clone()));
-            zero_shot.push((
-                format!("{name} held-out categories"),
-                held,
-                cfg.eval.emoji_templates.clone(),
-            ));
-        }
-        let seen: Vec<usize> = tr.into_iter().take(cfg.eval.seen_images).collect();
-        if !seen.is_empty() {
-            retrieval.push((format!("{name} training emoji"), set.subset(&seen)));
-        }
-    }
-    Ok(RunData {
-        train: PairSet::concat("train", &train)?,
-        names,
-        retrieval,
-        zero_shot,
-    })
-}
-
-/// The evaluation suite of `data` for tokenizer `tok`.
-pub fn build_suite(
-    data: &RunData,
-    tok: &TextTokenizer,
-    max_len: usize,
-    norm: &Normalize,
-) -> Result<EvalSuite> {
-    let mut retrieval = Vec::new();
-    for (name, set) in &data.retrieval {
-        let mut texts = Vec::new();
-        let mut text_image = Vec::new();
-        for (i, caps) in set.captions.iter().enumerate() {
-            texts.extend(caps.iter().cloned());
-            text_image.extend(std::iter::repeat_n(i as i64, caps.len()));
-        }
-        retrieval.push(RetrievalSet {
-            name: name.clone(),
-            images: set
-                .images
-                .to_tensor(&(0..set.len()).collect::<Vec<_>>(), norm),
-            texts: tokenize_all(tok, &texts, max_len)?,
-            text_image,
-        });
-    }
-    let mut zero_shot = Vec::new();
-    for (name, set, templates) in &data.zero_shot {
-        let labels = set
-            .images
-            .labels_tensor()
-            .ok_or_else(|| Error::Config(format!("{name}: zero-shot needs class labels")))?;
-        let prompts = set
-            .images
-            .classes
-            .iter()
-            .map(|c| {
-                let texts: Vec<String> = templates.iter().map(|t| fill(t, c)).collect();
-                tokenize_all(tok, &texts, max_len)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        zero_shot.push(ZeroShotSet {
-            name: name.clone(),
-            images: set
-                .images
-                .to_tensor(&(0..set.len()).collect::<Vec<_>>(), norm),
-            labels,
-            chance: 1.0 / set.images.classes.len().max(1) as f64,
-            prompts,
-        });
-    }
-    Ok(EvalSuite {
-        retrieval,
-        zero_shot,
-        pad_id: tok.pad_id,
-    })
-}
-
+/// Exported parameters of one tower (variables under `prefix`; BERT's
+/// unused MLM head is not exported, so not counted).
 fn params(vs: &tch::nn::VarStore, prefix: &str) -> i64 {
     vs.variables()
         .iter()
@@ -559,23 +90,43 @@ fn params(vs: &tch::nn::VarStore, prefix: &str) -> i64 {
         .sum()
 }
 
-/// Pre-trains, evaluates and exports as `cfg` says.
+/// The dual encoder with random weights: the architecture of `cfg`,
+/// initialised from core's random-weights seed (never from
+/// `[model] vision_init`), never trained.
+pub fn random_weights(
+    cfg: &ClipRunConfig,
+    text: &selfsup_text::model::BertConfig,
+    device: tch::Device,
+) -> Result<Clip> {
+    seed_random_weights(cfg.trainer.seed);
+    let model = ClipModelConfig {
+        vision_init: None,
+        ..cfg.model.clone()
+    };
+    Clip::new(&model, cfg.method.clip(), text, device)
+}
+
+/// Pre-trains, evaluates and exports as `cfg` says; writes `config.toml`
+/// and `summary.json` into the run folder.
 pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary> {
-    selfsup_core::run::check_common(&cfg.trainer, cfg.run.threads)?;
     cfg.validate()?;
-    opts.single_process("CLIP pre-training")?;
-    let wall = Instant::now();
-    if let Some(t) = cfg.run.threads {
-        tch::set_num_threads(t as i32);
-    }
-    let device = cfg.run.device.resolve()?;
+    let mut run = Run::start(
+        "CLIP pre-training",
+        &cfg.run,
+        &cfg.trainer,
+        cfg.to_toml(),
+        false,
+        opts,
+    )?;
+    let device = run.device;
     let seed = cfg.trainer.seed;
-    (opts.log)(&format!(
+    let root = run.data_root();
+    run.log(&format!(
         "reading {} pair source(s) from {}",
         cfg.data.sources.len(),
-        opts.data_root.display()
+        root.display()
     ));
-    let data = read_data(cfg, &opts.data_root)?;
+    let data = read_data(cfg, &root)?;
     let train = &data.train;
     if train.len() < cfg.run.batch_size {
         return Err(Error::Data(format!(
@@ -584,7 +135,7 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
             cfg.run.batch_size
         )));
     }
-    (opts.log)(&format!(
+    run.log(&format!(
         "{} training images with {} captions; {} pairs skipped; evaluation: {}",
         train.len(),
         train.pair_count(),
@@ -600,24 +151,15 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    std::fs::create_dir_all(&opts.run_dir).map_err(|e| Error::io(&opts.run_dir, e))?;
-    let tok_dir = opts.run_dir.join("tokenizer");
-    let tok = if opts.resume && tok_dir.join("tokenizer.json").exists() {
+    let tok_dir = run.run_dir.join("tokenizer");
+    let tok = if run.resume && tok_dir.join("tokenizer.json").exists() {
         TextTokenizer::from_file(&tok_dir.join("tokenizer.json"))?
     } else {
-        let t = TextTokenizer::build(
-            &cfg.tokenizer,
-            &opts.data_root,
-            &as_documents(&train.captions),
-        )?;
+        let t = TextTokenizer::build(&cfg.tokenizer, &root, &as_documents(&train.captions))?;
         t.save(&tok_dir)?;
         t
     };
-    let text_cfg = cfg
-        .model
-        .text
-        .resolve(tok.vocab_size, tok.pad_id)
-        .map_err(Error::Config)?;
+    let text_cfg = cfg.text_tower(&tok)?;
     let max_len = cfg.model.text.max_len;
     let tokens: Vec<Vec<Vec<i64>>> = train
         .captions
@@ -641,18 +183,9 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         tok.pad_id,
     );
 
-    tch::manual_seed(seed as i64);
+    seed_weights(seed);
     let mut clip = Clip::new(&cfg.model, cfg.method.clip(), &text_cfg, device)?;
-    // Random weights: the same architecture, freshly initialised, never trained.
-    let random_weights = {
-        tch::manual_seed(seed as i64 ^ 0x5EED);
-        let model = ClipModelConfig {
-            vision_init: None,
-            ..cfg.model.clone()
-        };
-        let fresh = Clip::new(&model, cfg.method.clip(), &text_cfg, device)?;
-        suite.evaluate(&fresh.model, device)
-    };
+    let random_weights = suite.evaluate(&random_weights(cfg, &text_cfg, device)?.model, device);
     let monitor_n = cfg.eval.monitor_pairs.min(train.len());
     let monitor = (monitor_n > 1).then(|| {
         let idx: Vec<usize> = (0..monitor_n).collect();
@@ -666,30 +199,20 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         every_epoch: cfg.eval.every_epoch,
         monitor,
     };
-    let trainer = Trainer::new(cfg.trainer.clone(), &opts.run_dir, device)
-        .with_stop_flag(opts.stop.clone())
-        .with_provenance(cfg.to_toml(), opts.git_commit.clone());
-    selfsup_core::tensor_io::write_atomic(
-        &opts.run_dir.join("config.toml"),
-        cfg.to_toml().as_bytes(),
-    )?;
-    (opts.log)(&format!(
+    let trainer = run.trainer(cfg.trainer.clone());
+    run.log(&format!(
         "training: {} steps",
         loader_steps(&loader, cfg.trainer.epochs)
     ));
-    let summary = trainer.fit(
-        &mut clip,
-        &loader,
-        &mut evaluator,
-        opts.observer,
-        opts.resume,
-    )?;
+    let summary = trainer.fit(&mut clip, &loader, &mut evaluator, run.observer, run.resume)?;
 
     let metrics = evaluator.suite.evaluate(&clip.model, device);
-    let export_dir = opts.run_dir.join("export");
+    let export_dir = run.run_dir.join("export");
     export_clip(&clip, &tok, &cfg.export_meta(&text_cfg), &export_dir)?;
     let vs = clip.var_store();
-    Ok(ClipRunSummary {
+    let wall_seconds = run.seconds();
+    let run_dir = run.run_dir.clone();
+    run.finish(ClipRunSummary {
         method: clip.name().to_string(),
         device: describe(device),
         threads: cfg.run.threads,
@@ -720,7 +243,7 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         logit_scale: clip.model.scale_value(),
         train_seconds: summary.train_seconds,
         train_pairs_per_s: summary.samples_per_s,
-        wall_seconds: wall.elapsed().as_secs_f64(),
+        wall_seconds,
         metrics,
         random_weights,
         chance: evaluator
@@ -730,9 +253,9 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
             .map(|z| (format!("{} zero-shot top-1", z.name), z.chance))
             .collect(),
         warnings: summary.warnings.clone(),
-        run_dir: opts.run_dir.clone(),
         export_dir,
-        curves: opts.run_dir.join(selfsup_core::trainer::PLOT_FILE),
+        curves: run_dir.join(selfsup_core::trainer::PLOT_FILE),
+        run_dir,
         train: Some(summary),
     })
 }
@@ -743,72 +266,188 @@ fn loader_steps(loader: &PairBatches, epochs: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use selfsup_core::trainer::Silent;
+    use std::path::Path;
 
-    fn preset() -> (String, PathBuf) {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/multimodal/clip-cpu.toml");
-        (std::fs::read_to_string(&path).unwrap(), path)
+    /// A run config on a tiny emoji-datasource folder written under `root`
+    /// (48 coloured squares, named and categorised by colour): one short
+    /// epoch of a small image tower and a one-layer text tower.
+    pub(crate) fn tiny(root: &Path) -> ClipRunConfig {
+        const COLOURS: [(&str, [u8; 3]); 6] = [
+            ("red", [220, 30, 30]),
+            ("green", [30, 200, 40]),
+            ("blue", [30, 40, 220]),
+            ("yellow", [230, 220, 30]),
+            ("purple", [150, 40, 180]),
+            ("black", [15, 15, 15]),
+        ];
+        let dir = root.join("emoji-tiny");
+        std::fs::create_dir_all(dir.join("img")).unwrap();
+        let mut entries = Vec::new();
+        for k in 0..8u32 {
+            for (c, (name, rgb)) in COLOURS.iter().enumerate() {
+                let file = format!("{k}-{c}.png");
+                let side = 6 + k % 8;
+                let img = image::RgbaImage::from_fn(16, 16, |x, y| {
+                    if x < side && y < side {
+                        image::Rgba([rgb[0], rgb[1], rgb[2], 255])
+                    } else {
+                        image::Rgba([128, 128, 128, 255])
+                    }
+                });
+                img.save(dir.join("img").join(&file)).unwrap();
+                entries.push(serde_json::json!({
+                    "name": format!("{name} square number {k}"),
+                    "short_names": [format!("{name}")],
+                    "image": file,
+                    "category": name,
+                }));
+            }
+        }
+        std::fs::write(
+            dir.join("emoji.json"),
+            serde_json::to_string(&entries).unwrap(),
+        )
+        .unwrap();
+        let text = r#"
+            [run]
+            device = "cpu"
+            batch_size = 8
+            [data]
+            image_size = 16
+            held_out = 0.25
+            [[data.sources]]
+            format = "emoji"
+            path = "emoji-tiny"
+            [tokenizer]
+            kind = "train-wordpiece"
+            vocab_size = 200
+            min_frequency = 1
+            lowercase = true
+            [model]
+            embed_dim = 16
+            [model.vision]
+            arch = "small_cnn"
+            channels = [8, 16]
+            [model.text]
+            size = "tiny"
+            layers = 1
+            hidden = 32
+            heads = 2
+            intermediate = 64
+            max_len = 12
+            max_position = 16
+            dropout = 0.0
+            [method]
+            name = "clip"
+            [trainer]
+            epochs = 1
+            seed = 0
+            [eval]
+            monitor_pairs = 16
+            emoji_templates = ["an emoji of {}", "{}"]
+        "#;
+        ClipRunConfig::from_toml(text, Path::new("tiny.toml")).unwrap()
     }
 
-    #[test]
-    fn out_of_range_settings_are_refused_at_parse_naming_the_key() {
-        let (text, path) = preset();
-        for (from, to, want) in [
-            (
-                "init_temperature = 0.07",
-                "init_temperature = 0.0",
-                "init_temperature = 0",
-            ),
-            (
-                "init_temperature = 0.07",
-                "init_temperature = -0.5",
-                "init_temperature = -0.5",
-            ),
-            (
-                "init_temperature = 0.07",
-                "init_temperature = 0.001",
-                "max_logit_scale",
-            ),
-            ("batch_size = 128", "batch_size = 0", "batch_size"),
-            (
-                "image_size = 32",
-                "image_size = 100000",
-                "image_size = 100000",
-            ),
-            ("held_out = 0.1", "held_out = 1.5", "held_out"),
-        ] {
-            assert!(text.contains(from), "{from}");
-            let err = ClipRunConfig::from_toml(&text.replacen(from, to, 1), &path)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("clip-cpu.toml") && err.contains(want),
-                "{want}: {err}"
-            );
+    fn options<'a>(
+        data: &Path,
+        run_dir: &Path,
+        observer: &'a mut Silent,
+        log: &'a mut dyn FnMut(&str),
+    ) -> RunOptions<'a> {
+        RunOptions {
+            data: Some(data.to_path_buf()),
+            run_dir: run_dir.to_path_buf(),
+            resume: false,
+            observer,
+            stop: Default::default(),
+            git_commit: None,
+            log,
+            distributed: None,
         }
     }
 
     #[test]
+    fn pretrain_writes_the_config_and_the_summary_through_the_run() {
+        let _rng = crate::TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny(dir.path());
+        let run_dir = dir.path().join("run");
+        let (mut obs, mut log) = (Silent, |_: &str| {});
+        let s = pretrain(&cfg, options(dir.path(), &run_dir, &mut obs, &mut log)).unwrap();
+        let written =
+            std::fs::read_to_string(run_dir.join(selfsup_core::run::CONFIG_FILE)).unwrap();
+        assert_eq!(
+            ClipRunConfig::from_toml(&written, Path::new("config.toml")).unwrap(),
+            cfg
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run_dir.join(selfsup_core::run::SUMMARY_FILE)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["method"], "clip");
+        assert_eq!(json["steps"].as_u64(), Some(s.steps));
+        assert_eq!(s.steps as usize, s.train_images / 8);
+        assert!(
+            s.train_images > 24 && s.train_images < 48,
+            "{}",
+            s.train_images
+        );
+        assert!(s.final_loss.is_finite() && s.final_loss > 0.0);
+        assert_eq!(json["final_loss"].as_f64(), Some(s.final_loss));
+        let names: Vec<&str> = s.metrics.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(names.len(), 1 + 6, "{names:?}");
+        assert_eq!(names[0], "emoji-tiny held-out categories zero-shot top-1");
+        assert_eq!(names[1], "emoji-tiny held-out i->t R@1");
+        assert_eq!(s.random_weights.len(), s.metrics.len());
+        assert_eq!(s.chance, vec![(names[0].to_string(), 1.0 / 6.0)]);
+        assert!(s.metrics.iter().all(|m| (0.0..=1.0).contains(&m.1)));
+        assert!(run_dir.join("tokenizer/tokenizer.json").is_file());
+        assert!(run_dir.join("export/model.safetensors").is_file());
+    }
+
+    #[test]
     fn pretrain_checks_the_trainer_before_reading_data() {
-        let (text, path) = preset();
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/multimodal/clip-cpu.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
         let mut cfg = ClipRunConfig::from_toml(&text, &path).unwrap();
         cfg.trainer.epochs = 0;
         let dir = tempfile::tempdir().unwrap();
-        let mut obs = selfsup_core::trainer::Silent;
-        let mut log = |_: &str| {};
-        let opts = RunOptions {
-            data_root: dir.path().join("no-such-root"),
-            run_dir: dir.path().join("run"),
-            resume: false,
-            observer: &mut obs,
-            stop: Default::default(),
-            git_commit: None,
-            log: &mut log,
-            distributed: None,
-        };
+        let (mut obs, mut log) = (Silent, |_: &str| {});
+        let opts = options(
+            &dir.path().join("no-such-root"),
+            &dir.path().join("run"),
+            &mut obs,
+            &mut log,
+        );
         let err = pretrain(&cfg, opts).err().unwrap().to_string();
         assert!(err.contains("epochs = 0"), "{err}");
+        assert!(!dir.path().join("run").exists());
+    }
+
+    #[test]
+    fn a_missing_source_names_the_file_the_root_and_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny(dir.path());
+        cfg.data.sources = vec![PairSource::Captions {
+            file: "nowhere/captions.csv".into(),
+            images: None,
+        }];
+        let (mut obs, mut log) = (Silent, |_: &str| {});
+        let err = pretrain(
+            &cfg,
+            options(dir.path(), &dir.path().join("run"), &mut obs, &mut log),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("nowhere/captions.csv") && err.contains("--data"),
+            "{err}"
+        );
     }
 }

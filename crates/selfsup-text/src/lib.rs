@@ -9,7 +9,11 @@
 //! - [`methods`]: MLM on the core `Method` trait
 //! - [`eval`]: validation perplexity, unigram baseline, downstream probes
 //! - [`export`]: transformers' `BertForMaskedLM` layout
-//! - [`pretrain`]: the workflow the CLI runs
+//! - [`config`]: the run's config file, checked before any data
+//! - [`pretrain`]: the workflow, on core's `Run`
+//! - [`report`]: the end-of-run summary as lines
+//! - [`workflow`]: text's entry in the `selfsup` binary's registry
+pub mod config;
 pub mod corpus;
 pub mod embed;
 pub mod error;
@@ -21,6 +25,13 @@ pub mod methods;
 pub mod model;
 pub mod packing;
 pub mod pretrain;
+pub mod report;
 pub mod tokenizer;
+pub mod workflow;
 
 pub use error::{TextError, TextResult};
+/// The tch this crate is built on, so a user of its API needs no own pin.
+pub use tch;
+
+/// Text's entry in the `selfsup` binary's registry.
+pub const MODALITY: &dyn selfsup_core::workflow::Modality = &workflow::TextModality;

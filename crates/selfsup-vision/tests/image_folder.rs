@@ -1,12 +1,14 @@
 //! Folders of the user's own images: listing rules, decoding of mixed
 //! formats and modes, the memory-mapped cache (hit, invalidation), bad files
 //! with and without `skip_bad`, and `pretrain` end to end on a labelled and an
-//! unlabelled folder.
+//! unlabelled folder (through core's run skeleton: `config.toml` and
+//! `summary.json` in the run folder).
+use selfsup_core::run::RunOptions;
 use selfsup_core::trainer::Observer;
 use selfsup_vision::data::folder_cache::{load_image_folder, CacheReport, FolderOptions};
 use selfsup_vision::data::image_folder::list_folder;
 use selfsup_vision::data::ImageDataset;
-use selfsup_vision::pretrain::{pretrain, RunOptions, VisionRunConfig};
+use selfsup_vision::pretrain::{pretrain, RunSummary, VisionRunConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -417,22 +419,75 @@ fn two_classes(root: &Path, n: u32, salt: u32) {
     }
 }
 
-fn run(cfg: &VisionRunConfig, data: &Path, run_dir: PathBuf) -> (serde_json::Value, Phases) {
+fn pretrain_summary(cfg: &VisionRunConfig, data: &Path, run_dir: PathBuf) -> (RunSummary, Phases) {
     let mut phases = Phases::default();
+    let mut log = |_: &str| {};
     let s = pretrain(
         cfg,
         RunOptions {
-            data_dir: Some(data.to_path_buf()),
+            data: Some(data.to_path_buf()),
             run_dir,
             resume: false,
             observer: &mut phases,
             stop: Arc::new(AtomicBool::new(false)),
             git_commit: None,
+            log: &mut log,
             distributed: None,
         },
     )
     .unwrap();
+    (s, phases)
+}
+
+fn run(cfg: &VisionRunConfig, data: &Path, run_dir: PathBuf) -> (serde_json::Value, Phases) {
+    let (s, phases) = pretrain_summary(cfg, data, run_dir);
     (serde_json::to_value(&s).unwrap(), phases)
+}
+
+/// Through core's `Run`: the resolved config is written as `config.toml`
+/// (it parses back to the config), the summary as `summary.json` (the
+/// returned one, plus the peak memory), and the summary's lines are the
+/// terminal's.
+#[test]
+fn pretrain_writes_config_and_summary_through_the_run() {
+    use selfsup_core::workflow::Report;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("train");
+    two_classes(&root, 4, 0);
+    let cfg = tiny_config(&t.path().join("cache"), None);
+    let run_dir = t.path().join("run");
+    let (s, _) = pretrain_summary(&cfg, &root, run_dir.clone());
+    let written = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert_eq!(written, cfg.to_toml());
+    assert_eq!(
+        VisionRunConfig::from_toml(&written, Path::new("config.toml")).unwrap(),
+        cfg
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["method"], "simclr");
+    assert_eq!(json["train_images"], 8);
+    assert_eq!(json["steps"], s.steps);
+    assert_eq!(json["final_loss"].as_f64(), Some(s.final_loss));
+    assert!(json.get("peak_rss_mb").is_some(), "{json}");
+    assert!(json.get("knn_k_configured").is_none(), "{json}");
+    assert_eq!(s.knn_k_configured, 3);
+    let lines = s.lines();
+    assert!(
+        lines[1].starts_with("selfsup simclr on ") && lines[1].contains("(8 train / 0 test images"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  evaluation skipped: no [data] test_path")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(format!("  exported encoder: {}", run_dir.join("export").display()).as_str())
+    );
 }
 
 #[test]

@@ -5,12 +5,15 @@
 //!   2018), cheap enough to run after every epoch.
 //! * [`linear_probe_top1`]: a linear classifier trained on the frozen,
 //!   standardised features.
+//! * [`few_shot`]: N-way K-shot episodes, nearest class mean.
 //!
 //! Both take features `[N, D]` and integer labels `[N]` on any device and
 //! return top-1 accuracy in `[0, 1]`.
+pub mod few_shot;
 pub mod knn;
 pub mod linear_probe;
 
+pub use few_shot::{few_shot, FewShotConfig, FewShotScore};
 pub use knn::{knn_top1, KnnConfig};
 pub use linear_probe::{linear_probe_top1, LinearProbeConfig};
 

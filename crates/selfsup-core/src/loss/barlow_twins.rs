@@ -12,7 +12,9 @@
 //! let out = BarlowTwins::new(BarlowTwinsConfig::default()).loss(&z, &z, &SingleProcess);
 //! assert!(out.on_diagonal < 1e-3); // identical views correlate perfectly
 //! ```
+use super::pair::PairLoss;
 use crate::distributed::Collective;
+use crate::method::LossOut;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -81,6 +83,31 @@ impl BarlowTwins {
     }
 }
 
+/// [`BarlowTwins::loss`], logging `on_diagonal` and `off_diagonal`; the
+/// monitors see the projections standardised over the batch, as the loss
+/// does (it ignores each dimension's offset and scale, so the raw
+/// projections may carry a large common offset that hides their rank).
+impl PairLoss for BarlowTwins {
+    fn name(&self) -> &'static str {
+        "barlow_twins"
+    }
+    fn pair(&self, z1: &Tensor, z2: &Tensor, comm: &dyn Collective) -> LossOut {
+        let out = self.loss(z1, z2, comm);
+        LossOut {
+            loss: out.loss,
+            terms: vec![
+                ("on_diagonal", out.on_diagonal),
+                ("off_diagonal", out.off_diagonal),
+            ],
+        }
+    }
+    fn monitored(&self, z: Tensor) -> Tensor {
+        let mean = z.mean_dim([0i64].as_slice(), true, Kind::Float);
+        let std = z.std_dim([0i64].as_slice(), false, true);
+        (z - mean) / (std + 1e-5)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +129,31 @@ mod tests {
         assert!((out.off_diagonal - 0.666_199_207_305_908_2).abs() < 1e-5);
         let swapped = bt.loss(&z2, &z1, &SingleProcess).loss.double_value(&[]);
         assert!((swapped - out.loss.double_value(&[])).abs() < 1e-6);
+    }
+
+    #[test]
+    fn pair_form_is_the_loss_with_its_terms() {
+        let (z1, z2) = fixture();
+        let bt = BarlowTwins::new(BarlowTwinsConfig { lambda: 0.02 });
+        let direct = bt.loss(&z1, &z2, &SingleProcess);
+        let out = PairLoss::pair(&bt, &z1, &z2, &SingleProcess);
+        assert_eq!(bt.name(), "barlow_twins");
+        assert_eq!(
+            out.loss.double_value(&[]).to_bits(),
+            direct.loss.double_value(&[]).to_bits()
+        );
+        assert_eq!(
+            out.terms,
+            vec![
+                ("on_diagonal", direct.on_diagonal),
+                ("off_diagonal", direct.off_diagonal)
+            ]
+        );
+        // The monitors see each column at mean 0 and (biased) std ~1.
+        let m = bt.monitored(&z1 * 3.0 + 7.0);
+        let mean = m.mean_dim([0i64].as_slice(), false, Kind::Float);
+        let std = m.std_dim([0i64].as_slice(), false, false);
+        assert!(mean.abs().max().double_value(&[]) < 1e-5);
+        assert!((std - 1.0).abs().max().double_value(&[]) < 1e-4);
     }
 }

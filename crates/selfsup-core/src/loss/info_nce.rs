@@ -21,9 +21,11 @@
 //! let l = loss.nt_xent(&z1, &z2, &SingleProcess);
 //! assert!(l.double_value(&[]) < 2.0);
 //! ```
+use super::pair::PairLoss;
 use super::scores::scores_f32;
 use crate::autocast::full_precision;
 use crate::distributed::Collective;
+use crate::method::LossOut;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -159,6 +161,26 @@ impl InfoNce {
             let labels = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
             logits.cross_entropy_for_logits(&labels)
         })
+    }
+}
+
+/// SimCLR's two-view form: [`InfoNce::nt_xent`], logged with the mean cosine
+/// similarity of the positive pairs (`positive_cosine`).
+impl PairLoss for InfoNce {
+    fn name(&self) -> &'static str {
+        "nt_xent"
+    }
+    fn pair(&self, z1: &Tensor, z2: &Tensor, comm: &dyn Collective) -> LossOut {
+        let loss = self.nt_xent(z1, z2, comm);
+        let pos_cos = tch::no_grad(|| {
+            Tensor::cosine_similarity(z1, z2, 1, 1e-8)
+                .mean(Kind::Float)
+                .double_value(&[])
+        });
+        LossOut {
+            loss,
+            terms: vec![("positive_cosine", pos_cos)],
+        }
     }
 }
 
@@ -331,6 +353,39 @@ mod tests {
         });
         let want = loss.cross_view(&z1, &z2, false, &SingleProcess);
         assert!(gap(&naive, &want) > 1e-5, "{}", gap(&naive, &want));
+    }
+
+    /// The trait form is `nt_xent` itself, plus the mean cosine of the
+    /// positive pairs (here computed row by row from the numbers).
+    #[test]
+    fn pair_form_is_nt_xent_with_the_positive_cosine() {
+        let (z1, z2) = fixture();
+        let loss = InfoNce::new(InfoNceConfig { temperature: 0.1 });
+        let direct = value(&loss.nt_xent(&z1, &z2, &SingleProcess));
+        let out = PairLoss::pair(&loss, &z1, &z2, &SingleProcess);
+        assert_eq!(value(&out.loss).to_bits(), direct.to_bits());
+        assert_eq!(loss.name(), "nt_xent");
+        let flat = |t: &Tensor| Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap();
+        let (a, b) = (flat(&z1), flat(&z2));
+        let norm = |v: &[f32]| f64::from(v.iter().map(|x| x * x).sum::<f32>()).sqrt();
+        let cos: f64 = a
+            .chunks(3)
+            .zip(b.chunks(3))
+            .map(|(a, b)| {
+                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                f64::from(dot) / (norm(a) * norm(b))
+            })
+            .sum::<f64>()
+            / 4.0;
+        assert_eq!(out.terms.len(), 1);
+        assert_eq!(out.terms[0].0, "positive_cosine");
+        assert!(
+            (out.terms[0].1 - cos).abs() < 1e-6,
+            "{:?} vs {cos}",
+            out.terms
+        );
+        // Identity for the monitors.
+        assert!(loss.monitored(z1.shallow_clone()).equal(&z1));
     }
 
     #[test]

@@ -3,6 +3,7 @@ pub mod barlow_twins;
 pub mod dino;
 pub mod info_nce;
 pub mod negative_cosine;
+pub mod pair;
 pub mod scores;
 pub mod swav;
 #[cfg(test)]
@@ -13,6 +14,7 @@ pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig, BarlowTwinsOut};
 pub use dino::{DinoLoss, DinoLossConfig};
 pub use info_nce::{InfoNce, InfoNceConfig};
 pub use negative_cosine::NegativeCosine;
+pub use pair::PairLoss;
 pub use scores::{cosine_f32, scores_f32};
 pub use swav::{SwavLoss, SwavLossConfig};
 pub use vicreg::{VicReg, VicRegConfig, VicRegOut};

@@ -12,7 +12,9 @@
 //! let out = VicReg::new(VicRegConfig::default()).loss(&z, &z, &SingleProcess);
 //! assert!(out.variance > 0.99); // a collapsed batch pays the full variance hinge
 //! ```
+use super::pair::PairLoss;
 use crate::distributed::Collective;
+use crate::method::LossOut;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -100,6 +102,24 @@ impl VicReg {
     }
 }
 
+/// [`VicReg::loss`], logging its three unweighted terms.
+impl PairLoss for VicReg {
+    fn name(&self) -> &'static str {
+        "vicreg"
+    }
+    fn pair(&self, z1: &Tensor, z2: &Tensor, comm: &dyn Collective) -> LossOut {
+        let out = self.loss(z1, z2, comm);
+        LossOut {
+            loss: out.loss,
+            terms: vec![
+                ("invariance", out.invariance),
+                ("variance", out.variance),
+                ("covariance", out.covariance),
+            ],
+        }
+    }
+}
+
 /// `sum_{i != j} cov_ij^2 / d` of the centred batch `z`.
 fn off_diagonal_cov(z: &Tensor) -> Tensor {
     let (n, d) = (z.size()[0], z.size()[1]);
@@ -131,5 +151,32 @@ mod tests {
         assert!((out.covariance - 0.068_453_699_350_357_06).abs() < 1e-6);
         let swapped = v.loss(&z2, &z1, &SingleProcess).loss.double_value(&[]);
         assert!((swapped - out.loss.double_value(&[])).abs() < 1e-5);
+    }
+
+    #[test]
+    fn pair_form_is_the_loss_with_its_terms() {
+        let (z1, z2) = fixture();
+        let v = VicReg::new(VicRegConfig {
+            sim_coeff: 10.0,
+            std_coeff: 5.0,
+            cov_coeff: 2.0,
+            eps: 1e-3,
+        });
+        let direct = v.loss(&z1, &z2, &SingleProcess);
+        let out = PairLoss::pair(&v, &z1, &z2, &SingleProcess);
+        assert_eq!(v.name(), "vicreg");
+        assert_eq!(
+            out.loss.double_value(&[]).to_bits(),
+            direct.loss.double_value(&[]).to_bits()
+        );
+        assert_eq!(
+            out.terms,
+            vec![
+                ("invariance", direct.invariance),
+                ("variance", direct.variance),
+                ("covariance", direct.covariance)
+            ]
+        );
+        assert!(v.monitored(z1.shallow_clone()).equal(&z1));
     }
 }

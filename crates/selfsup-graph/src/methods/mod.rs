@@ -35,6 +35,10 @@ impl Default for GraphMethodConfig {
 }
 
 impl GraphMethodConfig {
+    /// Every method's `[method] name`, as [`GraphMethodConfig::name`] gives
+    /// it (a new variant adds its name here).
+    pub const NAMES: [&'static str; 3] = ["grace", "dgi", "graphcl"];
+
     /// The `name` of the method.
     pub fn name(&self) -> &'static str {
         match self {

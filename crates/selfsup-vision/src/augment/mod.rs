@@ -30,7 +30,6 @@ use crate::data::Normalize;
 use crate::{Error, Result};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use selfsup_core::view::ViewGenerator;
 use serde::{Deserialize, Serialize};
 
 /// `true` with probability `p` (always draws one number, so the stream of
@@ -161,8 +160,7 @@ pub struct Scratch {
 /// The configured view pipeline for images of a given channel count, producing
 /// square `out_size x out_size` views.
 ///
-/// It is also the [`ViewGenerator`] of the vision methods: `views` of a sample
-/// returns `config.views` normalised CHW views, each `C * S * S` floats. The
+/// [`Augmenter::views`] of a sample returns `config.views` normalised CHW views, each `C * S * S` floats. The
 /// sample must be an `input_size` HWC image (by default `out_size x out_size`,
 /// see [`Augmenter::with_input_size`]).
 #[derive(Debug, Clone)]
@@ -238,7 +236,7 @@ impl Augmenter {
     }
 
     /// Sets the `height x width` of the samples handed to
-    /// [`ViewGenerator::views`] (the loader passes each image's size itself).
+    /// [`Augmenter::views`] (the loader passes each image's size itself).
     pub fn with_input_size(mut self, height: usize, width: usize) -> Self {
         self.input = (height, width);
         self
@@ -375,18 +373,13 @@ impl Augmenter {
     }
 }
 
-impl ViewGenerator<[u8]> for Augmenter {
-    type View = Vec<f32>;
-
-    fn num_views(&self) -> usize {
-        self.views_per_image()
-    }
-
-    /// `num_views()` views of an `input_size` HWC image.
+impl Augmenter {
+    /// `views_per_image()` views of an `input_size` HWC image, each drawing
+    /// its randomness from `rng` (the same seed gives the same views).
     ///
     /// # Panics
     /// When the sample is not `input_size` x `channels()` bytes.
-    fn views(&self, sample: &[u8], rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
+    pub fn views(&self, sample: &[u8], rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
         let (h, w) = self.input;
         let mut scratch = Scratch::default();
         self.view_sizes()

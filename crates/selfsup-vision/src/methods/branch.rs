@@ -1,6 +1,7 @@
 //! An encoder followed by a projection head: the branch that joint-embedding
-//! methods (BYOL, SimSiam, MoCo, Barlow Twins, VICReg, SwAV) run each view
-//! through, and that their EMA teachers copy.
+//! methods (SimCLR, Barlow Twins and VICReg through [`super::two_view`], BYOL,
+//! SimSiam, MoCo, SwAV) run each view through, and that their EMA teachers
+//! copy.
 use crate::models::{build_encoder, EncoderConfig};
 use selfsup_core::encoder::Encoder;
 use selfsup_core::head::{HeadConfig, MlpHead};
@@ -8,12 +9,15 @@ use tch::{nn, Tensor};
 
 /// `projector(encoder(x))`.
 pub struct Branch {
+    /// The encoder (what gets exported).
     pub encoder: Box<dyn Encoder>,
+    /// The projection head on top of it.
     pub projector: MlpHead,
 }
 
 impl Branch {
-    /// The encoder under `encoder_path`, the projector under `projector_path`.
+    /// The encoder under `encoder_path`, then the projector under
+    /// `projector_path` (built in that order: the order of the random draws).
     pub fn new(
         encoder_path: &nn::Path,
         projector_path: &nn::Path,

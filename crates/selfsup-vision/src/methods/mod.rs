@@ -29,6 +29,7 @@ pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
 pub mod swav;
+pub mod two_view;
 pub mod vicreg;
 
 pub use barlow_twins::{BarlowTwins, BarlowTwinsMethodConfig};
@@ -45,6 +46,7 @@ pub use rotation::{Rotation, RotationConfig};
 pub use simclr::{SimClr, SimClrConfig};
 pub use simsiam::{SimSiam, SimSiamConfig};
 pub use swav::{Swav, SwavConfig};
+pub use two_view::{TwoView, TwoViewSpec};
 pub use vicreg::{VicReg, VicRegMethodConfig};
 
 use crate::augment::AugmentConfig;
@@ -84,6 +86,25 @@ impl Default for MethodConfig {
         Self::Simclr(SimClrConfig::default())
     }
 }
+
+/// Every `[method] name` [`MethodConfig`] accepts, in its order.
+pub const NAMES: [&str; 15] = [
+    "simclr",
+    "moco_v2",
+    "moco_v3",
+    "byol",
+    "simsiam",
+    "dino",
+    "barlow_twins",
+    "vicreg",
+    "swav",
+    "rotation",
+    "context",
+    "jigsaw",
+    "colorization",
+    "mae",
+    "ijepa",
+];
 
 /// What a config is checked against before training starts.
 #[derive(Debug, Clone, Copy)]
@@ -354,5 +375,33 @@ pub(crate) mod test_util {
         }
         let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
         (mean(&losses[..5]), mean(&losses[losses.len() - 5..]))
+    }
+}
+
+#[cfg(test)]
+mod names_tests {
+    use super::{MethodConfig, NAMES};
+
+    /// `NAMES` is exactly what `[method] name` accepts: each parses to its
+    /// own method, and serde's list of the variants is the same list.
+    #[test]
+    fn names_are_the_method_config_variants() {
+        for name in NAMES {
+            let parsed: MethodConfig = toml::from_str(&format!("name = \"{name}\"")).unwrap();
+            assert_eq!(parsed.name(), name);
+        }
+        let err = toml::from_str::<MethodConfig>("name = \"nope\"")
+            .unwrap_err()
+            .to_string();
+        let listed: Vec<&str> = err
+            .split("expected one of ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .unwrap_or_default()
+            .split(',')
+            .map(|v| v.trim().trim_matches('`'))
+            .filter(|v| !v.is_empty())
+            .collect();
+        assert_eq!(listed, NAMES, "{err}");
     }
 }

@@ -1,16 +1,13 @@
 //! VICReg (Bardes, Ponce & LeCun 2022, arXiv:2105.04906): invariance between
 //! the two views' projections, plus variance and covariance regularisers
-//! that keep the batch of projections spread out (the loss lives in core).
-use super::branch::Branch;
-use super::check_views;
+//! that keep the batch of projections spread out (the loss lives in core;
+//! the wiring is the shared [`TwoView`] method).
+use super::two_view::{TwoView, TwoViewSpec};
 use crate::models::EncoderConfig;
 use selfsup_core::head::HeadConfig;
 use selfsup_core::loss::{VicReg as VicRegLoss, VicRegConfig};
-use selfsup_core::method::{Batch, LossOut, Method, StepCtx};
 use selfsup_core::target::TargetKind;
-use selfsup_core::Result;
 use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
 
 /// VICReg settings (the `[method]` table with `name = "vicreg"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,11 +35,7 @@ impl Default for VicRegMethodConfig {
 }
 
 /// The VICReg method: `encoder.`, `projector.`.
-pub struct VicReg {
-    vs: nn::VarStore,
-    branch: Branch,
-    loss: VicRegLoss,
-}
+pub type VicReg = TwoView<VicRegLoss>;
 
 impl VicReg {
     /// Builds the network on `device`.
@@ -52,51 +45,19 @@ impl VicReg {
         in_channels: i64,
         cfg: &VicRegMethodConfig,
     ) -> Self {
-        let vs = nn::VarStore::new(device);
-        let root = vs.root();
-        let branch = Branch::new(
-            &(&root / "encoder"),
-            &(&root / "projector"),
+        TwoView::build(
+            device,
             encoder,
             in_channels,
             &cfg.projector,
-        );
-        Self {
-            vs,
-            branch,
-            loss: VicRegLoss::new(cfg.loss.clone()),
-        }
-    }
-}
-
-impl Method for VicReg {
-    fn name(&self) -> &'static str {
-        "vicreg"
-    }
-    fn target(&self) -> TargetKind {
-        TargetKind::Redundancy
-    }
-    fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-    fn step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<LossOut> {
-        check_views("VICReg", batch, 2, 2)?;
-        let z1 = self.branch.forward_t(&batch.views[0], true);
-        let z2 = self.branch.forward_t(&batch.views[1], true);
-        let out = self.loss.loss(&z1, &z2, ctx.comm);
-        Ok(LossOut {
-            loss: out.loss,
-            terms: vec![
-                ("invariance", out.invariance),
-                ("variance", out.variance),
-                ("covariance", out.covariance),
-            ],
-        })
-    }
-    fn embed(&self, xs: &Tensor) -> Tensor {
-        self.branch.embed(xs, false)
-    }
-    fn project(&self, xs: &Tensor) -> Tensor {
-        self.branch.forward_t(xs, false)
+            VicRegLoss::new(cfg.loss.clone()),
+            TwoViewSpec {
+                name: "vicreg",
+                title: "VICReg",
+                target: TargetKind::Redundancy,
+                projector_prefix: "projector",
+                joint_forward: false,
+            },
+        )
     }
 }
