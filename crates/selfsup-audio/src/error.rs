@@ -25,11 +25,15 @@ pub enum AudioError {
     /// A header declaring a sample rate outside the readable range.
     #[error(
         "{path}: the header declares a sample rate of {rate} Hz, outside the readable {min}..={max} Hz (a corrupt header? re-encode the file, or set [data] skip_bad = true to skip and count such files)",
-        path = .path.display(),
-        min = crate::read::MIN_SAMPLE_RATE,
-        max = crate::read::MAX_SAMPLE_RATE
+        path = .path.display()
     )]
-    SampleRate { path: PathBuf, rate: u32 },
+    SampleRate {
+        path: PathBuf,
+        rate: u32,
+        /// The readable range, inclusive (Hz).
+        min: u32,
+        max: u32,
+    },
     /// A clip longer than `[data] max_seconds`.
     #[error(
         "{path}: {frames} samples at {rate} Hz ({secs:.1} s) exceed the limit of [data] max_seconds = {max_seconds} s (raise max_seconds if the file is right, or set [data] skip_bad = true to skip and count such files)",

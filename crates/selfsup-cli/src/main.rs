@@ -99,12 +99,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1800)]
         dist_timeout: u64,
     },
-    /// Evaluate a checkpoint's frozen encoder (its modality says which
-    /// evaluations it offers; an unknown one is refused, listing them).
+    /// Evaluate a checkpoint's encoder, frozen or fine-tuned (its modality
+    /// says which evaluations it offers; an unknown one is refused, listing them).
     Eval {
-        /// vision: knn (k-nearest-neighbour vote) or linear (a linear probe
-        /// on the frozen features); the other modalities name theirs when
-        /// asked for one they do not have.
+        /// vision: knn (k-nearest-neighbour vote), linear (a linear probe
+        /// on the frozen features) or finetune (end to end on 1/10/100 % of
+        /// the labels against the same network from scratch, [eval.finetune]);
+        /// the other modalities name theirs when asked for one they do not have.
         protocol: String,
         /// A run's checkpoint.safetensors.
         #[arg(long)]

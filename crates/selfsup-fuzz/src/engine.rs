@@ -10,13 +10,11 @@
 //! another seed for the rest of the budget.
 use crate::alloc;
 use crate::mutate::{Mutator, Rng};
-use serde::Serialize;
 use std::fs::File;
-use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,187 +46,11 @@ const SAVE_PER_KIND: usize = 1;
 /// Inputs over the warning cap saved per target.
 const SAVE_BIG: usize = 5;
 
-const MAGIC: u64 = 0x7365_6c66_7375_7046; // "selfsupF"
-const HEADER: usize = 128;
-
-/// The counters at the start of the state file.
-#[repr(C)]
-struct Shared {
-    magic: AtomicU64,
-    execs: AtomicU64,
-    panics: AtomicU64,
-    max_alloc: AtomicU64,
-    over_warn: AtomicU64,
-    refused: AtomicU64,
-    in_exec: AtomicU64,
-    input_len: AtomicU64,
-    accepted: AtomicU64,
-    done: AtomicU64,
-    seeds: AtomicU64,
-    cap_hits: AtomicU64,
-}
-
-/// A `MAP_SHARED` mapping of the state file.
-struct Region {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Region {
-    fn map(path: &Path, create: bool) -> std::io::Result<Self> {
-        let len = HEADER + MAX_INPUT;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(create)
-            .open(path)?;
-        f.set_len(len as u64)?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh shared read-write mapping of a file we just sized to
-        // `len`; checked for MAP_FAILED below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self {
-            ptr: ptr as *mut u8,
-            len,
-        })
-    }
-
-    /// Anonymous memory of the same layout (for [`run_in_process`]).
-    fn anon() -> Self {
-        let len = HEADER + MAX_INPUT;
-        // SAFETY: a fresh private anonymous mapping; on failure (MAP_FAILED)
-        // we abort, as an allocation failure would.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            std::process::abort();
-        }
-        Self {
-            ptr: ptr as *mut u8,
-            len,
-        }
-    }
-
-    fn shared(&self) -> &Shared {
-        // SAFETY: the mapping is page-aligned, at least HEADER bytes long, and
-        // `Shared` is only atomics (valid for any bit pattern).
-        unsafe { &*(self.ptr as *const Shared) }
-    }
-
-    fn set_input(&self, data: &[u8]) {
-        let n = data.len().min(MAX_INPUT);
-        let s = self.shared();
-        s.input_len.store(0, Relaxed);
-        // SAFETY: HEADER + n <= len; the parent only reads this area after
-        // the child has stopped.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(HEADER), n) };
-        s.input_len.store(n as u64, Relaxed);
-    }
-
-    fn input(&self) -> Vec<u8> {
-        let n = (self.shared().input_len.load(Relaxed) as usize).min(MAX_INPUT);
-        // SAFETY: HEADER + n <= len, and the child that wrote it has stopped.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(HEADER), n) }.to_vec()
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
-}
-
-/// A folder of this process's own in /dev/shm (or the temporary folder) for
-/// targets whose reader only takes a path.
-pub fn scratch_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = scratch_for(std::process::id());
-        let _ = std::fs::create_dir_all(&d);
-        d
-    })
-}
-
-fn scratch_for(pid: u32) -> PathBuf {
-    let base = Path::new("/dev/shm");
-    let base = if base.is_dir() {
-        base.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    base.join(format!("selfsup-fuzz-{pid}"))
-}
-
-/// Writes `data` to `name` in [`scratch_dir`] and returns its path.
-pub fn scratch_file(name: &str, data: &[u8]) -> Result<PathBuf, String> {
-    let p = scratch_dir().join(name);
-    if std::fs::write(&p, data).is_err() {
-        // Removed after an earlier in-process run: make it again.
-        let _ = std::fs::create_dir_all(scratch_dir());
-        std::fs::write(&p, data).map_err(|e| format!("scratch file {}: {e}", p.display()))?;
-    }
-    Ok(p)
-}
-
-/// What a budget-bound run of one target found.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    pub target: String,
-    pub executions: u64,
-    pub seconds: f64,
-    pub execs_per_sec: f64,
-    /// Inputs the reader accepted (the rest it refused with an error).
-    pub accepted: u64,
-    pub seeds: u64,
-    pub panics: u64,
-    /// Child processes that died (signal or abnormal exit), hangs excluded.
-    pub aborts: u64,
-    /// Allocations above the cap (refused): aborts so caused, and refusals the
-    /// reader coped with (`try_reserve`).
-    pub alloc_cap_hits: u64,
-    /// Inputs that ran longer than the hang limit.
-    pub hangs: u64,
-    /// Largest single (Rust) allocation of any execution, in bytes.
-    pub max_alloc: u64,
-    /// Executions whose largest allocation exceeded the warning cap.
-    pub over_warn: u64,
-    /// Saved inputs (crashes, hangs, big allocations).
-    pub saved: Vec<String>,
-}
-
-impl Report {
-    /// Crashes of any kind: panics, aborts (including allocation-cap hits) and hangs.
-    pub fn crashes(&self) -> u64 {
-        self.panics + self.aborts + self.hangs
-    }
-
-    /// No crash and no allocation above the cap.
-    pub fn clean(&self) -> bool {
-        self.crashes() == 0 && self.alloc_cap_hits == 0
-    }
-}
+mod region;
+mod report;
+pub use region::{scratch_dir, scratch_file};
+use region::{scratch_for, Region, MAGIC};
+pub use report::{bytes, markdown, write_reports, Report};
 
 /// Budget and limits of a run.
 #[derive(Debug, Clone)]
@@ -682,69 +504,4 @@ fn saved_in(dir: &Path, known: &[String]) -> Vec<String> {
         .collect();
     saved.sort();
     saved
-}
-
-/// Human-readable bytes.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// The reports as a markdown table.
-pub fn markdown(reports: &[Report], opts: &Options) -> String {
-    let mut s = String::new();
-    s.push_str(&format!(
-        "allocation cap {} (refused above), warning cap {}\n\n",
-        bytes(opts.alloc_cap as u64),
-        bytes(opts.warn_cap as u64)
-    ));
-    s.push_str("| target | executions | execs/s | accepted | crashes (panics / aborts / hangs) | alloc-cap hits | largest allocation | over warning cap |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in reports {
-        s.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} ({} / {} / {}) | {} | {} | {} |\n",
-            r.target,
-            r.executions,
-            r.execs_per_sec,
-            r.accepted,
-            r.crashes(),
-            r.panics,
-            r.aborts,
-            r.hangs,
-            r.alloc_cap_hits,
-            bytes(r.max_alloc),
-            r.over_warn
-        ));
-    }
-    s
-}
-
-/// Writes `report.json` and `report.md` into `dir`.
-pub fn write_reports(dir: &Path, reports: &[Report], opts: &Options) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let json = serde_json::json!({
-        "alloc_cap": opts.alloc_cap,
-        "warn_cap": opts.warn_cap,
-        "seed": opts.seed,
-        "seconds_per_target": opts.seconds,
-        "execs_per_target": opts.execs,
-        "targets": reports,
-    });
-    let mut f = File::create(dir.join("report.json"))?;
-    f.write_all(
-        serde_json::to_string_pretty(&json)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    std::fs::write(dir.join("report.md"), markdown(reports, opts))
 }

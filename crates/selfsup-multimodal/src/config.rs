@@ -53,8 +53,16 @@ pub enum PairSource {
     /// names as captions; the held-out emoji are zero-shot classified by
     /// category.
     Emoji { path: PathBuf },
-    /// Fashion-MNIST captioned from its class names (`captions` templates);
-    /// zero-shot on the first `test_images` of its test split.
+    /// Fashion-MNIST captioned from its class names (`captions` templates),
+    /// from the first `train_images` of its training split. The classes of
+    /// `held_out_classes` (Fashion-MNIST class names, any case) are never
+    /// trained on: their images leave the training pairs, and so does every
+    /// training pair of any source with a caption naming one (see
+    /// [`crate::held_out`]). On the first `test_images` of the test split:
+    /// seen-class caption classification (the trained classes, `[eval]
+    /// photo_templates`) and, when classes are held out, held-out-class
+    /// zero-shot (their images only, among their names, `[eval]
+    /// held_out_templates`).
     FashionMnist {
         path: PathBuf,
         #[serde(default)]
@@ -63,6 +71,8 @@ pub enum PairSource {
         test_images: usize,
         #[serde(default = "fashion_captions")]
         captions: Vec<String>,
+        #[serde(default)]
+        held_out_classes: Vec<String>,
     },
 }
 
@@ -103,8 +113,12 @@ pub struct EvalConfig {
     pub seen_images: usize,
     /// Prompts of the emoji categories.
     pub emoji_templates: Vec<String>,
-    /// Prompts of the Fashion-MNIST classes.
+    /// Prompts of the trained Fashion-MNIST classes (seen-class caption
+    /// classification: a training template, as a rule).
     pub photo_templates: Vec<String>,
+    /// Prompts of the held-out Fashion-MNIST classes: none may be a training
+    /// template (`captions` of the fashion-mnist source).
+    pub held_out_templates: Vec<String>,
     /// Evaluate after every epoch (else only at the end).
     pub every_epoch: bool,
     /// Training pairs whose image / caption embeddings feed the collapse monitors.
@@ -118,6 +132,7 @@ impl Default for EvalConfig {
             seen_images: 500,
             emoji_templates: vec!["an emoji of {}".into()],
             photo_templates: vec!["a photo of a {}".into()],
+            held_out_templates: vec!["a picture of a {}.".into(), "an image showing a {}".into()],
             every_epoch: true,
             monitor_pairs: 512,
         }
@@ -228,6 +243,7 @@ impl ClipRunConfig {
                 test_images,
                 captions,
                 train_images,
+                held_out_classes,
                 ..
             } = src
             {
@@ -237,11 +253,15 @@ impl ClipRunConfig {
                 if captions.is_empty() {
                     return Err("[[data.sources]] fashion-mnist: captions needs at least one template (\"a photo of a {}\")".into());
                 }
+                if !crate::held_out::held_out_indices(held_out_classes)?.is_empty() {
+                    crate::held_out::check_templates(&self.eval.held_out_templates, captions)?;
+                }
             }
         }
         for (key, t) in [
             ("[eval] emoji_templates", &self.eval.emoji_templates),
             ("[eval] photo_templates", &self.eval.photo_templates),
+            ("[eval] held_out_templates", &self.eval.held_out_templates),
         ] {
             if t.is_empty() {
                 return Err(format!(
@@ -355,6 +375,91 @@ pub(crate) mod tests {
                 "{want}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_presets_hold_out_five_classes_with_prompts_training_never_used() {
+        for name in ["clip-cpu.toml", "clip-gpu.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../configs/multimodal")
+                .join(name);
+            let cfg =
+                ClipRunConfig::from_toml(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+            let Some(PairSource::FashionMnist {
+                held_out_classes,
+                captions,
+                ..
+            }) = cfg
+                .data
+                .sources
+                .iter()
+                .find(|s| matches!(s, PairSource::FashionMnist { .. }))
+            else {
+                panic!("{name}: no fashion-mnist source");
+            };
+            assert_eq!(
+                held_out_classes,
+                &["trouser", "sandal", "sneaker", "bag", "ankle boot"],
+                "{name}"
+            );
+            assert!(!cfg.eval.held_out_templates.is_empty());
+            for t in &cfg.eval.held_out_templates {
+                assert!(!captions.contains(t), "{name}: {t}");
+            }
+            assert!(cfg
+                .eval
+                .photo_templates
+                .iter()
+                .all(|t| captions.contains(t)));
+        }
+    }
+
+    #[test]
+    fn bad_held_out_classes_and_templates_are_refused_at_parse() {
+        let (text, path) = preset();
+        let from = r#"held_out_classes = ["trouser", "sandal", "sneaker", "bag", "ankle boot"]"#;
+        assert!(text.contains(from));
+        let all = r#"held_out_classes = ["T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]"#;
+        for (to, want) in [
+            (
+                r#"held_out_classes = ["sandal", "boots"]"#,
+                vec![
+                    "held_out_classes",
+                    "\"boots\"",
+                    "\"ankle boot\"",
+                    "\"t-shirt/top\"",
+                ],
+            ),
+            (all, vec!["held_out_classes", "10 of the 10"]),
+            (
+                r#"held_out_classes = ["shirt", "bag"]"#,
+                vec!["held_out_classes", "\"t-shirt/top\" names it"],
+            ),
+        ] {
+            let err = ClipRunConfig::from_toml(&text.replacen(from, to, 1), &path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("clip-cpu.toml") && want.iter().all(|w| err.contains(w)),
+                "{want:?}: {err}"
+            );
+        }
+        let bad = text.replacen(
+            r#"held_out_templates = ["a picture of a {}.", "an image showing a {}"]"#,
+            r#"held_out_templates = ["a picture of a {}.", "A photo of a {}."]"#,
+            1,
+        );
+        assert_ne!(bad, text);
+        let err = ClipRunConfig::from_toml(&bad, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("held_out_templates") && err.contains("\"a photo of a {}\""),
+            "{err}"
+        );
+        // Without held-out classes the templates are not compared.
+        let none = bad.replacen(from, "held_out_classes = []", 1);
+        assert!(ClipRunConfig::from_toml(&none, &path).is_ok());
     }
 
     #[test]

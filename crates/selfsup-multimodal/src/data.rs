@@ -5,6 +5,7 @@
 use crate::captions::{fill, tokenize_all};
 use crate::config::{ClipRunConfig, PairSource};
 use crate::eval::{EvalSuite, RetrievalSet, ZeroShotSet};
+use crate::held_out::{drop_naming, fashion_classes, held_out_indices, keep_classes};
 use crate::pairs::{read_captions, PairSet, ReadOptions};
 use crate::registry::{fashion_mnist_pairs, read_emoji};
 use selfsup_core::{Error, Result};
@@ -18,9 +19,20 @@ pub struct RunData {
     pub names: Vec<String>,
     /// Named retrieval sets (held-out pairs).
     pub retrieval: Vec<(String, PairSet)>,
-    /// Named labelled sets with their prompt templates.
+    /// Named labelled sets with their prompt templates (the name is the
+    /// figure's, less " top-1").
     pub zero_shot: Vec<(String, PairSet, Vec<String>)>,
+    /// The Fashion-MNIST classes held out of training (lower-cased).
+    pub held_out_classes: Vec<String>,
+    /// Training images of other sources dropped because a caption of theirs
+    /// names a held-out class.
+    pub dropped_naming_held_out: usize,
 }
+
+/// Figure names of the Fashion-MNIST sets (" top-1" follows).
+pub const SEEN_CLASSES: &str = "fashion-mnist seen-class caption classification";
+/// See [`SEEN_CLASSES`].
+pub const HELD_OUT_CLASSES: &str = "fashion-mnist held-out-class zero-shot";
 
 fn resolve(root: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -56,6 +68,22 @@ fn read_sources(cfg: &ClipRunConfig, root: &Path) -> Result<RunData> {
     let mut names = Vec::new();
     let mut retrieval: Vec<(String, PairSet)> = Vec::new();
     let mut zero_shot: Vec<(String, PairSet, Vec<String>)> = Vec::new();
+    let classes = fashion_classes();
+    let mut held_out_classes: Vec<String> = Vec::new();
+    for src in &cfg.data.sources {
+        if let PairSource::FashionMnist {
+            held_out_classes: h,
+            ..
+        } = src
+        {
+            for i in held_out_indices(h).map_err(Error::Config)? {
+                let name = classes.get(i).cloned().unwrap_or_default();
+                if !held_out_classes.contains(&name) {
+                    held_out_classes.push(name);
+                }
+            }
+        }
+    }
     for src in &cfg.data.sources {
         match src {
             PairSource::Captions { file, images } => {
@@ -88,7 +116,7 @@ fn read_sources(cfg: &ClipRunConfig, root: &Path) -> Result<RunData> {
                     retrieval.push((format!("{name} held-out"), held.clone()));
                     if cfg.eval.second_rendering.is_none() {
                         zero_shot.push((
-                            format!("{name} held-out categories"),
+                            format!("{name} held-out categories zero-shot"),
                             held,
                             cfg.eval.emoji_templates.clone(),
                         ));
@@ -102,22 +130,31 @@ fn read_sources(cfg: &ClipRunConfig, root: &Path) -> Result<RunData> {
                 train_images,
                 test_images,
                 captions,
+                held_out_classes: held,
             } => {
                 let dir = resolve(root, path);
                 let s = cfg.data.image_size;
-                train.push(fashion_mnist_pairs(
-                    &dir,
-                    Split::Train,
-                    *train_images,
-                    s,
-                    captions,
-                )?);
+                let held = held_out_indices(held).map_err(Error::Config)?;
+                let seen: Vec<usize> = (0..classes.len()).filter(|c| !held.contains(c)).collect();
+                let all = fashion_mnist_pairs(&dir, Split::Train, *train_images, s, captions)?;
+                train.push(keep_classes(&all, &seen));
                 let test = fashion_mnist_pairs(&dir, Split::Test, Some(*test_images), s, captions)?;
-                zero_shot.push((
-                    "fashion-mnist test".into(),
-                    test,
-                    cfg.eval.photo_templates.clone(),
-                ));
+                let seen_test = keep_classes(&test, &seen);
+                if !seen_test.is_empty() {
+                    zero_shot.push((
+                        SEEN_CLASSES.into(),
+                        seen_test,
+                        cfg.eval.photo_templates.clone(),
+                    ));
+                }
+                let held_test = keep_classes(&test, &held);
+                if !held.is_empty() && !held_test.is_empty() {
+                    zero_shot.push((
+                        HELD_OUT_CLASSES.into(),
+                        held_test,
+                        cfg.eval.held_out_templates.clone(),
+                    ));
+                }
                 names.push(dir.display().to_string());
             }
         }
@@ -135,7 +172,7 @@ fn read_sources(cfg: &ClipRunConfig, root: &Path) -> Result<RunData> {
             let held = set.subset(&ho);
             retrieval.push((format!("{name} held-out emoji"), held.clone()));
             zero_shot.push((
-                format!("{name} held-out categories"),
+                format!("{name} held-out categories zero-shot"),
                 held,
                 cfg.eval.emoji_templates.clone(),
             ));
@@ -145,11 +182,15 @@ fn read_sources(cfg: &ClipRunConfig, root: &Path) -> Result<RunData> {
             retrieval.push((format!("{name} training emoji"), set.subset(&seen)));
         }
     }
+    let train = PairSet::concat("train", &train)?;
+    let (train, dropped_naming_held_out) = drop_naming(&train, &held_out_classes);
     Ok(RunData {
-        train: PairSet::concat("train", &train)?,
+        train,
         names,
         retrieval,
         zero_shot,
+        held_out_classes,
+        dropped_naming_held_out,
     })
 }
 
@@ -193,7 +234,7 @@ pub fn build_suite(
             })
             .collect::<Result<Vec<_>>>()?;
         zero_shot.push(ZeroShotSet {
-            name: name.clone(),
+            name: format!("{name} top-1"),
             images: set
                 .images
                 .to_tensor(&(0..set.len()).collect::<Vec<_>>(), norm),
@@ -207,4 +248,197 @@ pub fn build_suite(
         zero_shot,
         pad_id: tok.pad_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::captions::as_documents;
+    use crate::held_out::names_class;
+
+    /// IDX files of Fashion-MNIST's `prefix` split: `labels.len()` 4x4
+    /// images, each filled with `10 * label + 5` (so an image tells its class).
+    fn idx(dir: &Path, prefix: &str, labels: &[u8]) {
+        let n = (labels.len() as u32).to_be_bytes();
+        let mut img = vec![0, 0, 8, 3];
+        img.extend(n);
+        img.extend(4u32.to_be_bytes());
+        img.extend(4u32.to_be_bytes());
+        for &l in labels {
+            img.extend([10 * l + 5; 16]);
+        }
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend(n);
+        lab.extend(labels);
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+    }
+
+    /// A data root with Fashion-MNIST (30 training images, 3 of each class;
+    /// 40 test images, 4 of each) and an emoji folder two of whose three
+    /// emoji name a held-out class.
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let fm = dir.path().join("fashion-mnist");
+        std::fs::create_dir_all(&fm).unwrap();
+        let labels = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<_>>();
+        idx(&fm, "train", &labels(30));
+        idx(&fm, "t10k", &labels(40));
+        let em = dir.path().join("emoji-test");
+        std::fs::create_dir_all(em.join("img")).unwrap();
+        let json = r#"[
+          {"name": "WOMANS SANDAL", "short_names": ["sandal"], "image": "a.png", "category": "Objects"},
+          {"name": "MONEY BAG", "short_names": ["moneybag"], "image": "b.png", "category": "Objects"},
+          {"name": "HANDBAG", "short_names": ["purse"], "image": "c.png", "category": "Objects"}
+        ]"#;
+        std::fs::write(em.join("emoji.json"), json).unwrap();
+        for f in ["a.png", "b.png", "c.png"] {
+            image::RgbaImage::from_pixel(4, 4, image::Rgba([200, 0, 0, 255]))
+                .save(em.join("img").join(f))
+                .unwrap();
+        }
+        dir
+    }
+
+    const HELD: [&str; 5] = ["trouser", "sandal", "sneaker", "bag", "ankle boot"];
+
+    fn config() -> ClipRunConfig {
+        let mut cfg = ClipRunConfig::default();
+        cfg.data.image_size = 4;
+        cfg.data.held_out = 0.0;
+        cfg.data.sources = vec![
+            PairSource::Emoji {
+                path: "emoji-test".into(),
+            },
+            PairSource::FashionMnist {
+                path: "fashion-mnist".into(),
+                train_images: None,
+                test_images: 40,
+                captions: vec!["a photo of a {}".into(), "a {}".into()],
+                held_out_classes: HELD.iter().map(|c| c.to_string()).collect(),
+            },
+        ];
+        cfg
+    }
+
+    #[test]
+    fn held_out_classes_never_reach_the_training_captions() {
+        let dir = root();
+        let data = read_data(&config(), dir.path()).unwrap();
+        assert_eq!(data.held_out_classes, HELD);
+        // 15 Fashion-MNIST images of the 5 trained classes, and the handbag:
+        // the sandal and the money bag name held-out classes.
+        assert_eq!(data.dropped_naming_held_out, 2);
+        assert_eq!(data.train.len(), 15 + 1);
+        let caps: Vec<&String> = data.train.captions.iter().flatten().collect();
+        assert!(caps.contains(&&"handbag".to_string()), "{caps:?}");
+        assert!(caps.contains(&&"a photo of a t-shirt/top".to_string()));
+        for c in &caps {
+            for h in HELD {
+                assert!(!names_class(c, h), "{c:?} names {h}");
+                assert!(!c.contains(h) || c.as_str() == "handbag", "{c:?}");
+            }
+        }
+        // Without held-out classes every image trains.
+        let mut all = config();
+        if let Some(PairSource::FashionMnist {
+            held_out_classes, ..
+        }) = all.data.sources.get_mut(1)
+        {
+            held_out_classes.clear();
+        }
+        let data = read_data(&all, dir.path()).unwrap();
+        assert_eq!((data.train.len(), data.dropped_naming_held_out), (33, 0));
+        let names: Vec<&str> = data.zero_shot.iter().map(|z| z.0.as_str()).collect();
+        assert_eq!(names, [SEEN_CLASSES]);
+        assert_eq!(data.zero_shot[0].1.images.classes.len(), 10);
+    }
+
+    #[test]
+    fn the_held_out_row_sees_only_held_out_images_and_prompts_training_never_used() {
+        let dir = root();
+        let cfg = config();
+        let data = read_data(&cfg, dir.path()).unwrap();
+        let names: Vec<&str> = data.zero_shot.iter().map(|z| z.0.as_str()).collect();
+        assert_eq!(names, [SEEN_CLASSES, HELD_OUT_CLASSES]);
+        let all = fashion_classes();
+        for (set, want, templates) in [
+            (
+                &data.zero_shot[0],
+                vec!["t-shirt/top", "pullover", "dress", "coat", "shirt"],
+                &cfg.eval.photo_templates,
+            ),
+            (
+                &data.zero_shot[1],
+                HELD.to_vec(),
+                &cfg.eval.held_out_templates,
+            ),
+        ] {
+            let (_, set, t) = set;
+            assert_eq!(t, templates);
+            assert_eq!(set.images.classes, want);
+            assert_eq!(set.len(), 20, "4 test images of each of 5 classes");
+            let labels = set.images.labels.clone().unwrap();
+            for (i, &l) in labels.iter().enumerate() {
+                // The pixel tells the image's Fashion-MNIST class.
+                let original = (set.images.image(i)[0] / 10) as usize;
+                assert_eq!(all[original], want[l as usize], "image {i}");
+            }
+        }
+        for t in &cfg.eval.held_out_templates {
+            for c in ["a photo of a {}", "a {}"] {
+                assert_ne!(t, c);
+            }
+        }
+        let captions: Vec<Vec<String>> = data.train.captions.clone();
+        let tok =
+            selfsup_text::tokenizer::TextTokenizer::train(&as_documents(&captions), 200, 1, true)
+                .unwrap();
+        let suite = build_suite(&data, &tok, 16, &crate::config::image_normalize()).unwrap();
+        let rows: Vec<(&str, f64, usize, i64)> = suite
+            .zero_shot
+            .iter()
+            .map(|z| {
+                (
+                    z.name.as_str(),
+                    z.chance,
+                    z.prompts.len(),
+                    z.labels.size()[0],
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "fashion-mnist seen-class caption classification top-1",
+                    0.2,
+                    5,
+                    20
+                ),
+                ("fashion-mnist held-out-class zero-shot top-1", 0.2, 5, 20),
+            ]
+        );
+        // Each held-out class has one prompt per held-out template.
+        assert!(suite.zero_shot[1].prompts.iter().all(|p| p.len() == 2));
+    }
+
+    #[test]
+    fn a_bad_held_out_class_is_refused_when_reading() {
+        let dir = root();
+        let mut cfg = config();
+        if let Some(PairSource::FashionMnist {
+            held_out_classes, ..
+        }) = cfg.data.sources.get_mut(1)
+        {
+            *held_out_classes = vec!["sandal".into(), "boots".into()];
+        }
+        let e = read_data(&cfg, dir.path()).err().unwrap().to_string();
+        assert!(
+            e.contains("held_out_classes")
+                && e.contains("\"boots\"")
+                && e.contains("\"ankle boot\""),
+            "{e}"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`image_file`]: one image file -> RGB bytes (alpha over white, resized)
 //! - [`pairs`]: image-caption pairs from a captions file (CSV or JSON Lines)
 //! - [`registry`]: the registry datasets as pairs (emoji, captioned Fashion-MNIST)
+//! - [`held_out`]: Fashion-MNIST classes held out of training, for zero-shot
 //! - [`captions`]: captions -> `[CLS] ... [SEP]` token rows and padded batches
 //! - [`model`]: the two towers, projections and logit scale
 //! - [`method`]: CLIP on the core `Method` trait
@@ -24,6 +25,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod held_out;
 pub mod image_file;
 pub mod loader;
 pub mod method;

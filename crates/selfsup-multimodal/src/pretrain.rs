@@ -49,6 +49,10 @@ pub struct ClipRunSummary {
     pub sources: Vec<String>,
     pub train_images: usize,
     pub train_pairs: usize,
+    /// Fashion-MNIST classes never trained on (`held_out_classes`).
+    pub held_out_classes: Vec<String>,
+    /// Training images of other sources dropped for a caption naming one.
+    pub dropped_naming_held_out: usize,
     pub skipped: SkipReport,
     pub vocab_size: usize,
     pub image_size: usize,
@@ -128,6 +132,14 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
     ));
     let data = read_data(cfg, &root)?;
     let train = &data.train;
+    if !data.held_out_classes.is_empty() {
+        run.log(&format!(
+            "held out of training: {} (their images, and {} other training image(s) with a \
+             caption naming one)",
+            data.held_out_classes.join(", "),
+            data.dropped_naming_held_out
+        ));
+    }
     if train.len() < cfg.run.batch_size {
         return Err(Error::Data(format!(
             "{} training images, fewer than one batch of {} (lower [run] batch_size or add pairs)",
@@ -219,6 +231,8 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         sources: data.names.clone(),
         train_images: train.len(),
         train_pairs: train.pair_count(),
+        held_out_classes: data.held_out_classes.clone(),
+        dropped_naming_held_out: data.dropped_naming_held_out,
         skipped: train.report.clone(),
         vocab_size: tok.vocab_size,
         image_size: cfg.data.image_size,
@@ -250,7 +264,7 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
             .suite
             .zero_shot
             .iter()
-            .map(|z| (format!("{} zero-shot top-1", z.name), z.chance))
+            .map(|z| (z.name.clone(), z.chance))
             .collect(),
         warnings: summary.warnings.clone(),
         export_dir,

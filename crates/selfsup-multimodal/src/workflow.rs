@@ -90,7 +90,7 @@ impl Modality for ClipModality {
         let chance: Vec<(String, f64)> = suite
             .zero_shot
             .iter()
-            .map(|z| (format!("{} zero-shot top-1", z.name), z.chance))
+            .map(|z| (z.name.clone(), z.chance))
             .collect();
         let mut lines = vec![format!(
             "clip checkpoint {}: {protocol} ({})",

@@ -188,7 +188,7 @@ fn zero_shot_set(s: &Setup, ds: &ImageDataset) -> EvalSuite {
     EvalSuite {
         retrieval: Vec::new(),
         zero_shot: vec![ZeroShotSet {
-            name: "colours".into(),
+            name: "colours zero-shot top-1".into(),
             images: ds.to_tensor(&(0..ds.len()).collect::<Vec<_>>(), &image_normalize()),
             labels: ds.labels_tensor().unwrap(),
             prompts,

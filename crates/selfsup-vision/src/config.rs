@@ -6,8 +6,11 @@ use crate::data::folder_cache::{default_cache_root, FolderOptions, MAX_CACHE_SID
 use crate::methods::MethodConfig;
 use crate::models::EncoderConfig;
 use selfsup_core::eval::{FewShotConfig, KnnConfig, LinearProbeConfig};
+use selfsup_core::optim::{OptimConfig, OptimKind};
 use selfsup_core::run::{BatchDefault, RunSettings};
+use selfsup_core::schedule::LrSchedule;
 use selfsup_core::trainer::TrainerConfig;
+use selfsup_core::trainer::{non_negative, positive, unit_interval};
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -181,6 +184,136 @@ pub struct EvalConfig {
     /// N-way K-shot episodes on the frozen test features (pre-trained,
     /// random weights, raw pixels on the same episodes).
     pub few_shot: FewShotConfig,
+    /// `selfsup eval finetune`: the pre-trained encoder fine-tuned end to
+    /// end on a fraction of the labels beside the same network from scratch
+    /// (not written into stored configs while it has its defaults).
+    #[serde(skip_serializing_if = "FinetuneConfig::is_default")]
+    pub finetune: FinetuneConfig,
+}
+
+/// `[eval.finetune]`: label efficiency. For every fraction and seed, a
+/// labelled subset is drawn stratified by class from the training split
+/// (the whole split, not `[data] train_images`); the checkpoint's encoder
+/// plus a linear head, and the same network freshly initialised, are each
+/// trained end to end on it with the same steps, batches, optimiser,
+/// schedule and augmentation, then scored (top-1) on the test split (at
+/// most `[eval] test_images`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    /// Fractions of the training split's labels, each in (0, 1] (default
+    /// 0.01, 0.1, 1.0). A fraction f draws round(f x N) images, at most
+    /// `max_images`: on Fashion-MNIST's 60 000, 1 % is 600 images and 100 %
+    /// is the cap (10 000 images, 1 000 per class).
+    pub fractions: Vec<f64>,
+    /// Seeds per fraction (default 3): each draws its own subset, head and
+    /// batch order, shared by the two arms; reported as mean +- std.
+    pub seeds: usize,
+    /// Optimisation steps of every model, whatever the fraction (default
+    /// 100): the subset is cycled, reshuffled every pass.
+    pub steps: usize,
+    /// Labelled images per step (default 128; the subset's size when smaller).
+    pub batch_size: usize,
+    /// The most labelled images one fraction uses (default 10 000).
+    pub max_images: usize,
+    /// Optimiser (default SGD, lr 0.1 for a batch of 256, scaled linearly,
+    /// momentum 0.9, weight decay 5e-4 off biases and norms).
+    pub optimizer: OptimConfig,
+    /// Learning-rate schedule; `warmup_epochs` counts passes over the
+    /// labelled subset (default: no warm-up, cosine to 0).
+    pub schedule: LrSchedule,
+    /// Light augmentation of the training images (default true): a random
+    /// resized crop of 64-100 % of the area, aspect 3/4-4/3, and a
+    /// horizontal flip with probability 0.5; false: the images as they are.
+    pub augment: bool,
+}
+
+/// The most seeds per fraction.
+pub const MAX_FINETUNE_SEEDS: usize = 100;
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            fractions: vec![0.01, 0.1, 1.0],
+            seeds: 3,
+            steps: 100,
+            batch_size: 128,
+            max_images: 10_000,
+            optimizer: OptimConfig {
+                kind: OptimKind::Sgd,
+                lr: 0.1,
+                weight_decay: 5e-4,
+                momentum: 0.9,
+                ..OptimConfig::default()
+            },
+            schedule: LrSchedule {
+                warmup_epochs: 0.0,
+                ..LrSchedule::default()
+            },
+            augment: true,
+        }
+    }
+}
+
+impl FinetuneConfig {
+    /// Whether every setting is the default (then stored configs leave the
+    /// table out, so configs written before it existed compare equal).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The ranges, as a message naming `[eval.finetune]` and the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        const T: &str = "[eval.finetune]";
+        if self.fractions.is_empty() {
+            return Err(format!(
+                "{T} fractions = []: give at least one fraction in (0, 1]"
+            ));
+        }
+        if let Some(f) = self
+            .fractions
+            .iter()
+            .find(|f| !(f.is_finite() && **f > 0.0 && **f <= 1.0))
+        {
+            return Err(format!(
+                "{T} fractions: {f} is not a fraction of the labels in (0, 1] (0.01 is 1 %)"
+            ));
+        }
+        if !(1..=MAX_FINETUNE_SEEDS).contains(&self.seeds) {
+            return Err(format!(
+                "{T} seeds = {}: give 1 to {MAX_FINETUNE_SEEDS}",
+                self.seeds
+            ));
+        }
+        if self.steps == 0 {
+            return Err(format!("{T} steps = 0 trains nothing: give at least 1"));
+        }
+        if self.batch_size < 2 {
+            return Err(format!(
+                "{T} batch_size = {}: batch norm in training mode needs at least 2 images",
+                self.batch_size
+            ));
+        }
+        if self.max_images < 2 {
+            return Err(format!(
+                "{T} max_images = {}: give at least 2 images",
+                self.max_images
+            ));
+        }
+        let (o, s) = (&self.optimizer, &self.schedule);
+        positive(&format!("{T} optimizer.lr"), o.lr)?;
+        non_negative(&format!("{T} optimizer.weight_decay"), o.weight_decay)?;
+        unit_interval(&format!("{T} optimizer.momentum"), o.momentum)?;
+        unit_interval(&format!("{T} optimizer.betas[0]"), o.betas.0)?;
+        unit_interval(&format!("{T} optimizer.betas[1]"), o.betas.1)?;
+        positive(&format!("{T} optimizer.eps"), o.eps)?;
+        positive(
+            &format!("{T} optimizer.trust_coefficient"),
+            o.trust_coefficient,
+        )?;
+        non_negative(&format!("{T} schedule.warmup_epochs"), s.warmup_epochs)?;
+        non_negative(&format!("{T} schedule.final_lr_ratio"), s.final_lr_ratio)
+    }
 }
 
 impl Default for EvalConfig {
@@ -195,6 +328,7 @@ impl Default for EvalConfig {
             test_images: None,
             random_weights: true,
             few_shot: FewShotConfig::default(),
+            finetune: FinetuneConfig::default(),
         }
     }
 }
@@ -279,6 +413,7 @@ impl VisionRunConfig {
             .few_shot
             .validate("[eval.few_shot]")
             .map_err(Error::Config)?;
+        self.eval.finetune.validate().map_err(Error::Config)?;
         if self.eval.monitor_images < 2 && self.trainer.collapse.enabled {
             return Err(Error::Config(format!(
                 "[eval] monitor_images = {}: the collapse monitors need at least 2 images \
@@ -372,6 +507,21 @@ pub(crate) mod tests {
             (with("eval.knn", "k = 0"), "k = 0"),
             (with("eval.linear", "epochs = 0"), "epochs = 0"),
             (with("method.head", "layers = 0"), "layers = 0"),
+            (
+                with("eval.finetune", "fractions = [0.1, 0.0]"),
+                "[eval.finetune] fractions: 0 ",
+            ),
+            (
+                with("eval.finetune", "fractions = [1.5]"),
+                "[eval.finetune] fractions: 1.5",
+            ),
+            (with("eval.finetune", "seeds = 0"), "seeds = 0"),
+            (with("eval.finetune", "steps = 0"), "steps = 0"),
+            (with("eval.finetune", "batch_size = 1"), "batch_size = 1"),
+            (
+                with("eval.finetune.optimizer", "lr = 0.0"),
+                "[eval.finetune] optimizer.lr",
+            ),
         ];
         let origin = Path::new("bad.toml");
         for (text, needle) in cases {

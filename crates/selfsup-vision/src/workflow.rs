@@ -4,6 +4,7 @@
 //! a config file).
 use crate::config::VisionRunConfig;
 use crate::evaluate::EvalData;
+use crate::finetune::{finetune, Row, Splits};
 use crate::pretrain::pretrain;
 use crate::vision_method::{build_method, export, VisionMethod};
 use selfsup_core::checkpoint;
@@ -12,9 +13,13 @@ use selfsup_core::workflow::{EvalRequest, Modality, Plan, Report};
 use selfsup_core::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// The frozen-encoder evaluations `selfsup eval` offers on a vision
-/// checkpoint.
-pub const EVALUATIONS: [&str; 2] = ["knn", "linear"];
+/// The evaluations `selfsup eval` offers on a vision checkpoint: kNN and
+/// the linear probe on the frozen encoder, fine-tuning end to end against
+/// the same network from scratch.
+pub const EVALUATIONS: [&str; 3] = ["knn", "linear", "finetune"];
+
+/// The fine-tuning table `selfsup eval finetune` writes beside the checkpoint.
+pub const FINETUNE_FILE: &str = "finetune.json";
 
 /// Vision in the registry: the fifteen image methods.
 pub struct VisionModality;
@@ -76,7 +81,10 @@ impl Modality for VisionModality {
 
     /// kNN (`knn`) or linear-probe (`linear`) top-1 of the checkpoint's
     /// frozen encoder on the test split of its dataset (`--data` overrides
-    /// the config's `[data] path`), with the config's `[eval]` settings.
+    /// the config's `[data] path`), with the config's `[eval]` settings;
+    /// `finetune`: [`crate::finetune`] with `[eval.finetune]`, one line per
+    /// fraction, the rows also written to `finetune.json` beside the
+    /// checkpoint.
     fn evaluate(&self, request: &EvalRequest<'_>) -> Result<Vec<String>> {
         if !EVALUATIONS.contains(&request.protocol) {
             return Err(Error::Config(format!(
@@ -89,6 +97,9 @@ impl Modality for VisionModality {
         let dir = dataset_folder(&cfg, request.data)?;
         let device = request.device.resolve()?;
         let method = restore(request.checkpoint, &cfg, device)?;
+        if request.protocol == "finetune" {
+            return finetune_report(request.checkpoint, &cfg, method.as_ref(), &dir, device);
+        }
         let data = EvalData::load(&cfg, &dir)?;
         let features = data.features(method.as_ref());
         let (name, top1) = match request.protocol {
@@ -118,6 +129,49 @@ impl Modality for VisionModality {
         )?;
         Ok(format!("exported the encoder to {}", out.display()))
     }
+}
+
+/// Fine-tunes, writes `finetune.json` beside the checkpoint, and returns
+/// the lines to print (progress goes to stderr as each model finishes).
+fn finetune_report(
+    checkpoint: &Path,
+    cfg: &VisionRunConfig,
+    method: &dyn VisionMethod,
+    dir: &Path,
+    device: tch::Device,
+) -> Result<Vec<String>> {
+    let start = std::time::Instant::now();
+    let splits = Splits::load(cfg, dir)?;
+    let ft = &cfg.eval.finetune;
+    let rows = finetune(cfg, method, &splits, device, &mut |l| eprintln!("{l}"))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let json = serde_json::json!({
+        "checkpoint": checkpoint.display().to_string(),
+        "method": method.name(),
+        "data": dir.display().to_string(),
+        "train_images": splits.train.len(),
+        "test_images": splits.test.len(),
+        "settings": ft,
+        "rows": rows,
+        "seconds": seconds,
+    });
+    let out = checkpoint
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(FINETUNE_FILE);
+    let text = serde_json::to_string_pretty(&json)
+        .map_err(|e| Error::Config(format!("{}: {e}", out.display())))?;
+    selfsup_core::tensor_io::write_atomic(&out, text.as_bytes())?;
+    let mut lines = vec![format!(
+        "fine-tuning end to end vs the same network from scratch: {} steps of {} images, test \
+         top-1 on {} images, mean ± std over seeds",
+        ft.steps,
+        ft.batch_size,
+        splits.test.len()
+    )];
+    lines.extend(rows.iter().map(Row::line));
+    lines.push(format!("wrote {} ({seconds:.0} s)", out.display()));
+    Ok(lines)
 }
 
 /// The config a checkpoint carries, parsed and checked; errors name the
@@ -171,7 +225,7 @@ mod tests {
         assert_eq!(m.name(), "vision");
         assert_eq!(m.methods().len(), 15);
         assert!(m.methods().contains(&"barlow_twins"));
-        assert_eq!(m.evaluations(), ["knn", "linear"]);
+        assert_eq!(m.evaluations(), ["knn", "linear", "finetune"]);
     }
 
     #[test]
@@ -245,7 +299,108 @@ mod tests {
         };
         let err = VisionModality.evaluate(&request).unwrap_err().to_string();
         assert!(
-            err.contains("'probe'") && err.contains("knn, linear"),
+            err.contains("'probe'") && err.contains("knn, linear, finetune"),
+            "{err}"
+        );
+    }
+
+    /// Writes an IDX pair (`{prefix}-images-idx3-ubyte`, `-labels-idx1-ubyte`)
+    /// of 8x8 images into `dir`.
+    fn write_idx(dir: &Path, prefix: &str, px: &[u8], labels: &[i64]) {
+        let n = labels.len() as u32;
+        let mut images = [0x0803u32, n, 8, 8]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<u8>>();
+        images.extend_from_slice(px);
+        let mut lab = [0x0801u32, n]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<u8>>();
+        lab.extend(labels.iter().map(|&l| l as u8));
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+    }
+
+    /// `selfsup eval finetune` on a tiny SimCLR checkpoint: one line per
+    /// fraction and finetune.json beside the checkpoint with both arms of
+    /// every seed; an unlabelled image folder is refused naming it.
+    #[test]
+    fn finetune_on_a_tiny_checkpoint_reports_and_writes_its_rows() {
+        use selfsup_core::optim::{OptimConfig, Params};
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("fm");
+        std::fs::create_dir(&data).unwrap();
+        let (px, labels) = crate::finetune::tests::stripes(10, 1);
+        write_idx(&data, "train", &px, &labels);
+        let (px, labels) = crate::finetune::tests::stripes(4, 2);
+        write_idx(&data, "t10k", &px, &labels);
+        let cfg = crate::finetune::tests::tiny_config();
+        let method = build_method(&cfg, tch::Device::Cpu, 1).unwrap();
+        let opt = OptimConfig::default().build(&Params::of(method.var_store()));
+        let ckpt = t.path().join("run").join("checkpoint.safetensors");
+        std::fs::create_dir(t.path().join("run")).unwrap();
+        let meta = checkpoint::CheckpointMeta {
+            step: 1,
+            steps_per_epoch: 1,
+            seed: 0,
+            method: "simclr".into(),
+            config: cfg.to_toml(),
+            git_commit: None,
+            loss: 0.0,
+            samples_per_step: 8,
+        };
+        checkpoint::save(&ckpt, method.var_store(), opt.as_ref(), &meta).unwrap();
+        let request = EvalRequest {
+            protocol: "finetune",
+            checkpoint: &ckpt,
+            config_toml: &meta.config,
+            data: Some(&data),
+            device: DeviceChoice::Cpu,
+        };
+        let lines = VisionModality.evaluate(&request).unwrap();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].contains("8 steps of 8 images"), "{}", lines[0]);
+        assert!(
+            lines[1].starts_with("fine-tuning on 20% of the labels (6 images, 2 seeds)"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].starts_with("fine-tuning on 100% of the labels (30 images, 2 seeds)"),
+            "{}",
+            lines[2]
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(t.path().join("run").join(FINETUNE_FILE)).unwrap(),
+        )
+        .unwrap();
+        let rows = json["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["fraction"], 0.2);
+        assert_eq!(rows[1]["scratch"].as_array().unwrap().len(), 2);
+        assert_eq!(json["settings"]["steps"], 8);
+        assert_eq!(json["test_images"], 12);
+
+        // An unlabelled image folder: the error names it and what is needed.
+        let folder = t.path().join("unlabelled");
+        std::fs::create_dir(&folder).unwrap();
+        for i in 0..3 {
+            image::GrayImage::from_pixel(8, 8, image::Luma([i * 60]))
+                .save(folder.join(format!("{i}.png")))
+                .unwrap();
+        }
+        let mut folder_cfg = cfg.clone();
+        folder_cfg.data.format = crate::config::DataFormat::ImageFolder;
+        folder_cfg.data.image_size = Some(8);
+        folder_cfg.data.channels = Some(1);
+        folder_cfg.data.cache_dir = Some(t.path().join("cache"));
+        let err = crate::finetune::Splits::load(&folder_cfg, &folder)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("unlabelled") && err.contains("fine-tuning needs labels"),
             "{err}"
         );
     }

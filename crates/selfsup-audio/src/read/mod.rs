@@ -63,6 +63,8 @@ impl ReadLimits {
             return Err(AudioError::SampleRate {
                 path: path.to_path_buf(),
                 rate,
+                min: MIN_SAMPLE_RATE,
+                max: MAX_SAMPLE_RATE,
             });
         }
         if channels == 0 || channels > MAX_CHANNELS {

@@ -22,6 +22,7 @@
 //! assert!(l.double_value(&[]) < 2.0);
 //! ```
 use super::pair::PairLoss;
+pub use super::scores::normalize;
 use super::scores::scores_f32;
 use crate::autocast::full_precision;
 use crate::distributed::Collective;
@@ -182,13 +183,6 @@ impl PairLoss for InfoNce {
             terms: vec![("positive_cosine", pos_cos)],
         }
     }
-}
-
-/// Rows scaled to unit l2 norm (in f32).
-pub fn normalize(z: &Tensor) -> Tensor {
-    let z = z.to_kind(Kind::Float);
-    let norm = z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
-    z / norm
 }
 
 #[cfg(test)]

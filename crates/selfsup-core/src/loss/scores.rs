@@ -9,6 +9,13 @@
 use crate::autocast::full_precision;
 use tch::{Kind, Tensor};
 
+/// Rows scaled to unit l2 norm (in f32).
+pub fn normalize(z: &Tensor) -> Tensor {
+    let z = z.to_kind(Kind::Float);
+    let norm = z.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
+    z / norm
+}
+
 /// `a [n, d] x b [m, d]^T -> [n, m]` in float32, whatever autocast says.
 pub fn scores_f32(a: &Tensor, b: &Tensor) -> Tensor {
     full_precision(|| a.to_kind(Kind::Float).matmul(&b.to_kind(Kind::Float).tr()))
@@ -17,7 +24,6 @@ pub fn scores_f32(a: &Tensor, b: &Tensor) -> Tensor {
 /// Cosine similarities `[n, m]` of the rows of `a` and `b`, in float32
 /// whatever autocast says.
 pub fn cosine_f32(a: &Tensor, b: &Tensor) -> Tensor {
-    use super::info_nce::normalize;
     full_precision(|| scores_f32(&normalize(a), &normalize(b)))
 }
 
@@ -47,10 +53,7 @@ mod tests {
         assert!(err < 1e-4, "{err}");
         // The same product left to autocast is off by far more than that:
         // measured 0.05 (cosines in bf16 / 0.04).
-        let naive = bf16(|| {
-            use crate::loss::info_nce::normalize;
-            normalize(&a).matmul(&normalize(&b).tr()) / t
-        });
+        let naive = bf16(|| normalize(&a).matmul(&normalize(&b).tr()) / t);
         assert_eq!(naive.kind(), Kind::BFloat16);
         assert!(max_abs_diff(&naive, &exact) > 1e-2);
         let s = bf16(|| scores_f32(&a, &b));

@@ -2,23 +2,13 @@
 //! the caller's evaluator at each epoch end, and the collapse warnings,
 //! whose emphasis comes from what the method trains towards
 //! ([`TargetKind`]).
-use super::records::{init_collapse_of, Records};
+use super::records::{init_collapse_of, Judged, Records};
 use super::{EpochEval, EpochEvaluator, Trainer};
 use crate::method::Method;
 use crate::monitor::{collapse_stats, CollapseStats, CollapseThresholds};
 use crate::target::TargetKind;
 use crate::Result;
 use serde_json::Value;
-
-/// What the end-of-epoch evaluation found.
-pub(super) struct Judged {
-    /// The evaluator's figures.
-    pub(super) metrics: Vec<(String, f64)>,
-    /// The collapse statistics of its monitor views.
-    pub(super) collapse: Option<CollapseStats>,
-    /// The epoch's collapse warnings, `epoch N: ...`.
-    pub(super) warnings: Vec<String>,
-}
 
 impl Trainer {
     /// The collapse statistics before the first step: measured on the

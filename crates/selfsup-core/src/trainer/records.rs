@@ -1,6 +1,5 @@
 //! What a run writes down: the step and epoch records of `metrics.jsonl`
 //! (on rank 0), the tallies the reports are made of, and the summary.
-use super::evaluation::Judged;
 use super::step::Stepped;
 use super::{EpochReport, StepReport, TrainSummary};
 use crate::metrics::MetricsLog;
@@ -11,6 +10,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// What the end-of-epoch evaluation found.
+pub(super) struct Judged {
+    /// The evaluator's figures.
+    pub(super) metrics: Vec<(String, f64)>,
+    /// The collapse statistics of its monitor views.
+    pub(super) collapse: Option<CollapseStats>,
+    /// The epoch's collapse warnings, `epoch N: ...`.
+    pub(super) warnings: Vec<String>,
+}
 
 /// The run's `metrics.jsonl` (rank 0 only; other ranks write nothing).
 pub(super) struct Records {

@@ -62,6 +62,7 @@ pub struct RetrievalSet {
 
 /// Labelled images and the prompts of their classes.
 pub struct ZeroShotSet {
+    /// The figure's name ("fashion-mnist held-out-class zero-shot top-1").
     pub name: String,
     /// Normalised images `[N, 3, S, S]`.
     pub images: Tensor,
@@ -80,14 +81,14 @@ pub struct EvalSuite {
 }
 
 impl EvalSuite {
-    /// Named figures (`<set> zero-shot top-1`, `<set> i->t R@1`, ...).
+    /// Named figures (each zero-shot set's name, `<set> i->t R@1`, ...).
     pub fn evaluate(&self, model: &ClipModel, device: Device) -> Vec<(String, f64)> {
         let mut out = Vec::new();
         for z in &self.zero_shot {
             let classes = zero_shot::class_embeddings(model, &z.prompts, self.pad_id, device);
             let images = encode_images(model, &z.images, device);
             out.push((
-                format!("{} zero-shot top-1", z.name),
+                z.name.clone(),
                 zero_shot::top1(&images, &classes, &z.labels),
             ));
         }
