@@ -155,7 +155,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     )?;
 
     // Final evaluation on frozen features (rank 0 of a data-parallel run).
-    let (mut knn, mut linear, mut raw_linear) = (None, None, None);
+    let (mut knn, mut linear, mut raw_linear, mut trained_feats) = (None, None, None, None);
     if let Some(data) = &evaluator.data {
         run.observer.phase("features", 0, 1);
         let feats = data.features(method.as_ref());
@@ -171,6 +171,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
             raw_linear = Some(data.linear(&data.raw_features(), &cfg.eval.linear)?);
             run.observer.phase(PROBE, 2, 2);
         }
+        trained_feats = Some(feats);
     }
     let export_dir = run.run_dir.join("export");
     if primary {
@@ -181,16 +182,16 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     }
     // The controls come after the trained model's figures, so building the
     // untrained encoder draws nothing those figures depend on.
-    let controls = match &evaluator.data {
-        Some(data) => Some(controls(
+    let controls = match (&evaluator.data, &trained_feats) {
+        (Some(data), Some(feats)) => Some(controls(
             cfg,
             data,
-            method.as_ref(),
+            feats,
             device,
             in_channels,
             run.observer,
         )?),
-        None => None,
+        _ => None,
     };
 
     let (test_images, eval_train_images, knn_k) = match &evaluator.data {
@@ -260,11 +261,12 @@ struct Controls {
 
 /// The same encoder untrained (seeded by core's random-weights seed)
 /// through the same kNN and probe code, and N-way K-shot episodes for the
-/// pre-trained, untrained and raw-pixel features.
+/// pre-trained (`trained`: the final evaluation's features), untrained and
+/// raw-pixel features.
 fn controls(
     cfg: &VisionRunConfig,
     data: &EvalData,
-    trained: &dyn VisionMethod,
+    trained: &Features,
     device: tch::Device,
     in_channels: i64,
     observer: &mut dyn selfsup_core::trainer::Observer,
@@ -289,7 +291,7 @@ fn controls(
     let few_shot_rows = match cfg.eval.few_shot.fitted_to(&data.test_y) {
         Some(fs) => {
             observer.phase(FEW, 0, 3);
-            let pretrained = few_shot(&data.features(trained).test, &data.test_y, &fs)?;
+            let pretrained = few_shot(&trained.test, &data.test_y, &fs)?;
             observer.phase(FEW, 1, 3);
             let random_weights = match &random {
                 Some((_, _, f)) => few_shot(&f.test, &data.test_y, &fs)?,
