@@ -187,17 +187,29 @@ fn cosine_rows(out: &str, n: usize, numbered: bool) -> Vec<Vec<f64>> {
 /// timm, transformers) runs the Python example, which is skipped without
 /// one. `threads` limits every run's CPU threads; `selfsup` is the binary
 /// that makes the exports (default: selfsup-cli, built here).
+///
+/// `after_workspace_tests`: `cargo test --workspace` has just built the
+/// workspace, so the bins are built with the same selection (`--workspace
+/// --bins --tests`): the same feature unification reuses every compiled
+/// dependency and only links the bins. Selecting the three packages alone
+/// unifies features differently and compiles a second copy of tch and its
+/// dependencies (on CI's disk, one copy too many).
 pub fn check(
     env: &TorchEnv,
     python: Option<&Path>,
     threads: Option<usize>,
     selfsup: Option<PathBuf>,
+    after_workspace_tests: bool,
 ) -> Result<()> {
     let root = workspace_root();
     let mut build = Command::new(cargo());
-    build.args(["build", "-p", "finetune-vision", "-p", "embed-text"]);
-    if selfsup.is_none() {
-        build.args(["-p", "selfsup-cli"]);
+    if after_workspace_tests {
+        build.args(["build", "--workspace", "--bins", "--tests"]);
+    } else {
+        build.args(["build", "-p", "finetune-vision", "-p", "embed-text"]);
+        if selfsup.is_none() {
+            build.args(["-p", "selfsup-cli"]);
+        }
     }
     env.apply(&mut build);
     run(&mut build)?;

@@ -305,7 +305,7 @@ fn main() -> Result<()> {
             let env = torch_env::ensure()?;
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
             let python = test_python(&env, ci)?;
-            examples::check(&env, python.as_deref(), threads, selfsup)
+            examples::check(&env, python.as_deref(), threads, selfsup, false)
         }
         Cmd::Bench { text: true, .. } => bench::text(),
         Cmd::Bench {
@@ -541,7 +541,7 @@ fn test(args: &[String]) -> Result<()> {
     }
     cmd.env("SELFSUP_KIT_DATASETS", paths::cache_dir().join("datasets"));
     run(&mut cmd)?;
-    examples::check(&env, python.as_deref(), None, None)
+    examples::check(&env, python.as_deref(), None, None, true)
 }
 
 /// The Python with torchvision, timm, transformers and tensorboard: the
