@@ -6,12 +6,15 @@
 //! * [`linear_probe_top1`]: a linear classifier trained on the frozen,
 //!   standardised features.
 //! * [`few_shot`]: N-way K-shot episodes, nearest class mean.
+//! * [`split`]: the seeded validation part of a training set, on which
+//!   every choice is made (the test split is read once, at the end).
 //!
 //! Both take features `[N, D]` and integer labels `[N]` on any device and
 //! return top-1 accuracy in `[0, 1]`.
 pub mod few_shot;
 pub mod knn;
 pub mod linear_probe;
+pub mod split;
 
 pub use few_shot::{few_shot, FewShotConfig, FewShotScore};
 pub use knn::{knn_top1, KnnConfig};
