@@ -20,7 +20,10 @@ kNN (k=200, T=0.1, cosine) of the encoder's l2-normalised features on the 10k te
 split against the same training images (normalised, not augmented), and the
 raw-pixel kNN by the same code. Seeded (`--seed`). Progress on stderr, one JSON line
 on stdout at the end; peak_rss_mb is the peak RSS of this process plus that of its
-largest worker (an upper bound: the forked worker's shared pages count twice).
+largest worker (an upper bound: the forked worker's shared pages count twice);
+`cargo xtask bench` reports instead the peak PSS of each side's process tree, sampled
+by the same code (xtask/src/pss.rs). `--blur-kernel K` blurs with torchvision's
+kernel-width GaussianBlur, as selfsup does, in place of lightly's PIL blur.
 
 Data-parallel (the peer of `cargo xtask bench --scaling`): started by torchrun
 (`python -m torch.distributed.run --nproc-per-node 2 lightly_simclr.py ...`), each
@@ -45,6 +48,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torchvision.transforms as T
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.models.modules.heads import ProjectionHead
@@ -79,6 +83,21 @@ class Pairs(torch.utils.data.Dataset):
         return views[0], views[1]
 
 
+def same_blur(transform, kernel, p):
+    """Replaces lightly's GaussianBlur in both views (one shared view transform) by
+    torchvision's kernel-width blur with the same probability and sigma range."""
+    from lightly.transforms.gaussian_blur import GaussianBlur as LightlyBlur
+    replaced = 0
+    for view in transform.transforms:
+        steps = view.transform.transforms
+        for i, t in enumerate(steps):
+            if isinstance(t, LightlyBlur):
+                steps[i] = T.RandomApply([T.GaussianBlur(kernel_size=kernel, sigma=(0.1, 2.0))], p=p)
+                replaced += 1
+    if not replaced:
+        raise SystemExit("lightly's SimCLRTransform has no GaussianBlur step to replace")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -97,6 +116,10 @@ def main():
     ap.add_argument("--cj-strength", type=float, default=0.5,
                     help="lightly's cj_strength (brightness/contrast/saturation 0.8 s, hue 0.2 s)")
     ap.add_argument("--blur", type=float, default=0.0, help="probability of the Gaussian blur (sigma 0.1-2)")
+    ap.add_argument("--blur-kernel", type=int, default=0,
+                    help="odd kernel width: replace lightly's blur (PIL, radius = sigma, support growing with "
+                         "sigma) by torchvision's GaussianBlur(kernel_size) at the same place, as selfsup "
+                         "blurs; 0 keeps lightly's")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -118,6 +141,8 @@ def main():
         input_size=28, cj_prob=0.8, cj_strength=args.cj_strength, min_scale=args.min_scale, random_gray_scale=0.2,
         gaussian_blur=args.blur, hf_prob=0.5, vf_prob=0.0, rr_prob=0.0, normalize={"mean": [MEAN], "std": [STD]},
     )
+    if args.blur_kernel:
+        same_blur(transform, args.blur_kernel, args.blur)
     pairs = Pairs(train_x, transform)
     sampler = (torch.utils.data.distributed.DistributedSampler(pairs, seed=args.seed, drop_last=True)
                if world > 1 else None)
@@ -197,7 +222,7 @@ def main():
         "images_per_s": n_steps * args.batch * world * args.epochs / sum(epoch_seconds), "world_size": world,
         "epoch_seconds": epoch_seconds, "epoch_losses": losses,
         "peak_rss_mb": self_mb + children_mb, "peak_rss_self_mb": self_mb, "peak_rss_workers_mb": children_mb,
-        "knn_top1": knn, "raw_knn_top1": raw, "epochs": args.epochs, "batch": args.batch,
+        "knn_top1": knn, "raw_knn_top1": raw, "epochs": args.epochs, "batch": args.batch, "blur_kernel": args.blur_kernel,
         "train_images": len(train_x), "threads": args.threads, "workers": workers,
         "head": args.head, "subset": "first", "knn_seconds": knn_seconds,
     }))

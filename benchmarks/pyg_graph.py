@@ -18,13 +18,18 @@ columns masked as in selfsup.
 `--adj edge_index` (default) passes the edge index, PyG's usual form
 (messages gathered and scattered along the edges); `--adj sparse` passes a
 `torch.sparse` adjacency instead (PyG's sparse-matrix path, one sparse
-product per layer), the faster form PyG offers.
+product per layer); `--adj dense` uses PyG's DenseGCNConv on a dense
+adjacency (the form selfsup picks for small, dense enough graphs).
+DGI's graph never changes during training, so its GCNConv layers run with
+`cached=True` (the normalised adjacency computed once, PyG's advice for
+transductive training); GRACE drops different edges in every view, so its
+normalisation must be recomputed and it runs uncached, as selfsup's does.
 """
 import argparse, json, time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch_geometric.nn import GCNConv, DeepGraphInfomax
+from torch_geometric.nn import DeepGraphInfomax, DenseGCNConv, GCNConv
 
 
 def parse():
@@ -43,19 +48,24 @@ def parse():
     p.add_argument("--splits", type=int, default=20)
     p.add_argument("--train-fraction", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--adj", choices=["edge_index", "sparse"], default="edge_index")
+    p.add_argument("--adj", choices=["edge_index", "sparse", "dense"], default="edge_index")
     return p.parse_args()
 
 
 class Encoder(torch.nn.Module):
-    def __init__(self, dims, act):
+    def __init__(self, dims, act, form, cached):
         super().__init__()
-        self.convs = torch.nn.ModuleList(GCNConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        if form == "dense":
+            self.convs = torch.nn.ModuleList(DenseGCNConv(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        else:
+            self.convs = torch.nn.ModuleList(GCNConv(a, b, cached=cached) for a, b in zip(dims[:-1], dims[1:]))
         self.acts = torch.nn.ModuleList(act(b) for b in dims[1:])
+        self.dense = form == "dense"
 
     def forward(self, x, ei):
         for c, a in zip(self.convs, self.acts):
-            x = a(c(x, ei))
+            # DenseGCNConv works on batches of graphs: [1, N, F] out.
+            x = a(c(x, ei).squeeze(0) if self.dense else c(x, ei))
         return x
 
 
@@ -79,10 +89,14 @@ class Grace(torch.nn.Module):
 
 
 def adjacency(ei, n, form):
-    """The graph as GCNConv takes it: the edge index, or the transposed
-    sparse adjacency (adj_t[target, source])."""
+    """The graph as GCNConv takes it: the edge index, the transposed sparse
+    adjacency (adj_t[target, source]), or DenseGCNConv's dense adjacency."""
     if form == "edge_index":
         return ei
+    if form == "dense":
+        adj = torch.zeros(n, n)
+        adj[ei[1], ei[0]] = 1.0
+        return adj
     return torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (n, n)).coalesce()
 
 
@@ -128,10 +142,10 @@ def main():
     full = adjacency(torch.cat([und, und.flip(0)], 1), x.size(0), a.adj)
     dims = [x.size(1)] + [int(d) for d in a.dims.split(",")]
     if a.method == "grace":
-        model = Grace(Encoder(dims, lambda d: torch.nn.ReLU()), dims[-1], a.proj_hidden, a.tau)
+        model = Grace(Encoder(dims, lambda d: torch.nn.ReLU(), a.adj, cached=False), dims[-1], a.proj_hidden, a.tau)
         pe, pf = [float(v) for v in a.drop_edge.split(",")], [float(v) for v in a.mask_feature.split(",")]
     else:
-        enc = Encoder(dims, lambda d: torch.nn.PReLU(d))
+        enc = Encoder(dims, lambda d: torch.nn.PReLU(d), a.adj, cached=True)
         corrupt = lambda x, ei: (x[torch.randperm(x.size(0))], ei)
         model = DeepGraphInfomax(dims[-1], enc, lambda z, *args, **kw: torch.sigmoid(z.mean(0)), corrupt)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
@@ -151,7 +165,7 @@ def main():
     with torch.no_grad():
         z = model.enc(x, full) if a.method == "grace" else model.encoder(x, full)
     acc, std = probe(z, y, a.splits, a.train_fraction, a.seed)
-    print(json.dumps({"impl": "pyg", "adj": a.adj, "method": a.method, "epochs": a.epochs, "seconds_per_epoch": float(np.mean(times[1:])),
+    print(json.dumps({"impl": "pyg", "adj": a.adj, "cached": a.method != "grace" and a.adj != "dense", "method": a.method, "epochs": a.epochs, "seconds_per_epoch": float(np.mean(times[1:])),
                       "final_loss": loss.item(), "probe_accuracy": acc, "probe_std": std, "threads": a.threads}))
 
 

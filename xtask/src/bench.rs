@@ -12,7 +12,7 @@
 //! (`benchmarks/hf_mlm.py`) on the model, vocabulary, sequence length, batch,
 //! learning rate and threads of `pretrain-text`'s CPU run.
 use crate::paths::{cache_dir, target_dir, workspace_root};
-use crate::{fetch, run, torch_env};
+use crate::{fetch, pss, run, torch_env};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -113,7 +113,11 @@ pub(crate) fn json_of(cmd: &mut Command) -> Result<Value> {
     if !out.status.success() {
         bail!("{shown} failed ({})", out.status);
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    last_json(&shown, &String::from_utf8_lossy(&out.stdout))
+}
+
+/// The last line of `text` that starts with '{', parsed as JSON.
+fn last_json(shown: &str, text: &str) -> Result<Value> {
     let last = text
         .lines()
         .rev()
@@ -147,6 +151,10 @@ pub(crate) struct PeerSettings {
     cj_strength: f64,
     /// Probability of the Gaussian blur.
     blur: f64,
+    /// The blur's kernel width (`[augment] blur.kernel_size`, required when
+    /// the blur is on): lightly's own blur (PIL, support growing with sigma)
+    /// is replaced by torchvision's `GaussianBlur` of this width, as selfsup's.
+    blur_kernel: i64,
 }
 
 impl PeerSettings {
@@ -173,7 +181,18 @@ impl PeerSettings {
             .and_then(|s| s.as_array().and_then(|a| a.first().cloned()))
             .and_then(|f| f.as_float())
             .unwrap_or(0.08);
+        let blur = num(&["augment", "blur", "p"], 0.0);
+        let blur_kernel = num(&["augment", "blur", "kernel_size"], 0.0) as i64;
+        if blur > 0.0 && blur_kernel < 3 {
+            bail!(
+                "{}: [augment] blur.kernel_size must be set (odd, >= 3) for the peer to blur with \
+                 the same kernel",
+                path.display()
+            );
+        }
         Ok(Self {
+            blur,
+            blur_kernel,
             epochs: num(&["trainer", "epochs"], 10.0) as i64,
             train_images: num(&["data", "train_images"], 60000.0) as i64,
             batch: num(&["run", "batch_size"], 256.0) as i64,
@@ -181,7 +200,6 @@ impl PeerSettings {
             temperature: num(&["method", "loss", "temperature"], 0.5),
             min_scale,
             cj_strength: num(&["augment", "color_jitter", "brightness"], 0.4) / 0.8,
-            blur: num(&["augment", "blur", "p"], 0.0),
         })
     }
 
@@ -201,6 +219,8 @@ impl PeerSettings {
             self.cj_strength.to_string(),
             "--blur".into(),
             self.blur.to_string(),
+            "--blur-kernel".into(),
+            self.blur_kernel.to_string(),
             "--min-scale".into(),
             self.min_scale.to_string(),
         ]
@@ -282,46 +302,51 @@ pub fn bench(quick: bool) -> Result<()> {
             .arg("--overwrite")
             .args(["--threads", threads]);
         env.apply(&mut cmd);
-        run(&mut cmd)?;
-        let ours: Value =
+        // Both sides' peak memory is the PSS of their process tree, sampled
+        // by the same code (pss.rs).
+        let sampled = pss::run_sampled(&mut cmd)?;
+        print!("{}", sampled.stdout);
+        let mut ours: Value =
             serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
+        ours["peak_pss_mb"] = serde_json::json!(sampled.peak_pss_mb);
         let peer =
             PeerSettings::from_config(&workspace_root().join("configs/vision/simclr-cpu.toml"))?;
-        let lightly = json_of(
-            Command::new(&py)
-                .arg(workspace_root().join("benchmarks/lightly_simclr.py"))
-                .args(["--threads", threads, "--data"])
-                .arg(&data)
-                .args(peer.args()),
-        )?;
+        let mut peer_cmd = Command::new(&py);
+        peer_cmd
+            .arg(workspace_root().join("benchmarks/lightly_simclr.py"))
+            .args(["--threads", threads, "--data"])
+            .arg(&data)
+            .args(peer.args());
+        let shown = format!("{peer_cmd:?}");
+        let sampled = pss::run_sampled(&mut peer_cmd)?;
+        let mut lightly = last_json(&shown, &sampled.stdout)?;
+        lightly["peak_pss_mb"] = serde_json::json!(sampled.peak_pss_mb);
         let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "\nSimCLR, small CNN, batch {}, {} epochs x {} Fashion-MNIST images, temperature {}, {threads} threads:",
-            peer.batch, peer.epochs, peer.train_images, peer.temperature
+            "\nSimCLR, small CNN, batch {}, {} epochs x {} Fashion-MNIST images, temperature {}, blur kernel {}, {threads} threads:",
+            peer.batch, peer.epochs, peer.train_images, peer.temperature, peer.blur_kernel
         );
         println!(
             "  {:<10} {:>10} {:>12} {:>10} {:>10}",
-            "", "images/s", "peak RSS MB", "kNN top-1", "raw kNN"
+            "", "images/s", "peak PSS MB", "kNN top-1", "raw kNN"
         );
+        for (name, v, ips) in [
+            ("selfsup", &ours, "train_images_per_s"),
+            ("lightly", &lightly, "images_per_s"),
+        ] {
+            println!(
+                "  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}",
+                name,
+                f(v, ips),
+                f(v, "peak_pss_mb"),
+                f(v, "knn_top1"),
+                f(v, "raw_knn_top1")
+            );
+        }
         println!(
-            "  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}",
-            "selfsup",
-            f(&ours, "train_images_per_s"),
-            f(&ours, "peak_rss_mb"),
-            f(&ours, "knn_top1"),
-            f(&ours, "raw_knn_top1")
-        );
-        println!(
-            "  {:<10} {:>10.0} {:>12.0} {:>10.4} {:>10.4}",
-            "lightly",
-            f(&lightly, "images_per_s"),
-            f(&lightly, "peak_rss_mb"),
-            f(&lightly, "knn_top1"),
-            f(&lightly, "raw_knn_top1")
-        );
-        println!(
-            "  throughput ratio selfsup/lightly: {:.2}x",
-            f(&ours, "train_images_per_s") / f(&lightly, "images_per_s")
+            "  selfsup/lightly: throughput {:.2}x, peak PSS {:.2}x",
+            f(&ours, "train_images_per_s") / f(&lightly, "images_per_s"),
+            f(&ours, "peak_pss_mb") / f(&lightly, "peak_pss_mb")
         );
         report.insert(
             "simclr_vs_lightly".into(),

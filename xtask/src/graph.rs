@@ -5,8 +5,8 @@
 //! dataset its `[data] format` needs unless `--data` names a root.
 //!
 //! `bench --graph` trains the GRACE and DGI presets with selfsup and with
-//! PyTorch Geometric (`benchmarks/pyg_graph.py`, once with the edge index
-//! and once with a sparse adjacency) on the same graph (the one selfsup
+//! PyTorch Geometric (`benchmarks/pyg_graph.py`, with the edge index, a
+//! sparse adjacency and DenseGCNConv; DGI's layers cached) on the same graph (the one selfsup
 //! exports), the same hyper-parameters (read from the preset) and
 //! the same thread count, in the same run, and prints seconds per epoch and
 //! probe accuracy side by side (also `target/bench/graph.md`).
@@ -190,7 +190,8 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
         pretrain(preset, None, &run_dir, &opts)?;
         let s: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
-        // PyG twice: its usual edge-index form and its sparse-adjacency form.
+        // PyG three times: its usual edge-index form, its sparse-adjacency
+        // form and DenseGCNConv (DGI's GCNConv cached, GRACE's cannot be).
         let pyg = |adj: &str| -> Result<serde_json::Value> {
             let out = Command::new(&py)
                 .arg(root.join("benchmarks/pyg_graph.py"))
@@ -217,16 +218,17 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
                     .unwrap_or(""),
             )?)
         };
-        let (p, q) = (pyg("edge_index")?, pyg("sparse")?);
+        let (p, q, d) = (pyg("edge_index")?, pyg("sparse")?, pyg("dense")?);
         let f = |v: &serde_json::Value, k: &[&str]| {
             k.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
         };
         rows.push(format!(
-            "| {preset} | {} | {:.2} | {:.2} | {:.2} | {:.2} +- {:.2} | {:.2} +- {:.2} | {:.2} | {:.2} |",
+            "| {preset} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} +- {:.2} | {:.2} +- {:.2} | {:.2} | {:.2} |",
             p["epochs"],
             f(&s, &["seconds_per_pass"]) * 1e3,
             f(&p, &["seconds_per_epoch"]) * 1e3,
             f(&q, &["seconds_per_epoch"]) * 1e3,
+            f(&d, &["seconds_per_epoch"]) * 1e3,
             f(&s, &["eval", "pretrained", "mean"]) * 100.0,
             f(&s, &["eval", "pretrained", "std"]) * 100.0,
             f(&p, &["probe_accuracy"]) * 100.0,
@@ -236,7 +238,7 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
         ));
     }
     let table = format!(
-        "| preset | epochs | selfsup ms/epoch | PyG ms/epoch (edge index) | PyG ms/epoch (sparse adjacency) | selfsup probe % | PyG probe % | random weights % | raw features % |\n|---|---|---|---|---|---|---|---|---|\n{}\n",
+        "| preset | epochs | selfsup ms/epoch | PyG ms/epoch (edge index) | PyG ms/epoch (sparse adjacency) | PyG ms/epoch (dense) | selfsup probe % | PyG probe % | random weights % | raw features % |\n|---|---|---|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
     println!("\n{table}");

@@ -34,6 +34,7 @@ mod gpu_kit;
 mod graph;
 mod launch;
 mod paths;
+mod pss;
 mod torch_env;
 mod venv;
 
