@@ -287,7 +287,7 @@ def read_metrics(path):
 
 def knn_of(epoch):
     for name, value in epoch.get("metrics", []):
-        if name == "kNN top-1":
+        if name in ("kNN top-1 (validation)", "kNN top-1"):
             return value
     return None
 

@@ -157,7 +157,9 @@ pub fn bench(epochs: Option<usize>) -> Result<()> {
         ours_aps / hf_aps
     );
     md += &format!(
-        "\nselfsup: over its whole training on the KLettres + KTuberling crops (wall time of the whole run: decoding, training, probes, export). transformers: {} timed steps on noise crops of the same shape (benchmarks/hf_wav2vec2.py).\n",
+        "\nselfsup: over its whole training on the KLettres + KTuberling crops (wall time of the whole run: decoding, training, probes, export), counting the audio actually in each crop: a clip shorter than the {} s crop counts its own length (mean {:.3} s per crop), though its batch is padded. transformers: {} timed steps on noise crops of the full length, no padding (benchmarks/hf_wav2vec2.py), so its audio s / s counts every sample it computes on while selfsup's does not count its padding.\n",
+        ours["crop_seconds"],
+        f(&ours, "mean_crop_seconds"),
         hf["steps"]
     );
     println!("\n{md}");

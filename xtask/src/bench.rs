@@ -361,8 +361,9 @@ pub fn bench(quick: bool) -> Result<()> {
 
 /// Pre-trains every vision method on its CPU preset (the same encoder,
 /// batch, images and epochs) and prints one markdown table: final-epoch kNN
-/// and linear probe on the test split, wall time, training images/s, peak
-/// RSS, beside the raw-pixel baselines. Written to `target/bench/methods.md`.
+/// and linear probe on the test split beside the same encoder's random
+/// weights (each preset's own architecture, through the same code), wall
+/// time, training images/s, peak RSS, and the raw-pixel baselines. Written to `target/bench/methods.md`.
 pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
     let env = torch_env::ensure()?;
     let data = fetch::fetch("fashion-mnist", false)?;
@@ -424,14 +425,16 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
         "Fashion-MNIST, small CNN (ViT for mae / ijepa), batch 256, 20000 images, {budget}; kNN k=200 and linear probe on the 10000 test images.\n\n"
     );
     md += &String::from(
-        "| method | kNN top-1 % | linear top-1 % | wall s | train img/s | peak RSS MB | collapse warnings | command |\n|---|---|---|---|---|---|---|---|\n",
+        "| method | kNN top-1 % | random-weights kNN % | linear top-1 % | random-weights linear % | wall s | train img/s | peak RSS MB | collapse warnings | command |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (m, v) in &rows {
         let warnings = v["collapse_warnings"].as_array().map_or(0, Vec::len);
         md += &format!(
-            "| {m} | {} | {} | {:.0} | {:.0} | {:.0} | {warnings} | `selfsup pretrain --config configs/vision/{m}-cpu.toml --data <fashion-mnist>{}` |\n",
+            "| {m} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {warnings} | `selfsup pretrain --config configs/vision/{m}-cpu.toml --data <fashion-mnist>{}` |\n",
             pct(f(v, "knn_top1")),
+            pct(f(v, "random_knn_top1")),
             pct(f(v, "linear_top1")),
+            pct(f(v, "random_linear_top1")),
             f(v, "wall_seconds"),
             f(v, "train_images_per_s"),
             f(v, "peak_rss_mb"),
@@ -440,7 +443,7 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
     }
     if let Some((_, v)) = rows.first() {
         md += &format!(
-            "| raw pixels (baseline) | {} | {} | | | | | same code, no encoder |\n",
+            "| raw pixels (baseline) | {} | | {} | | | | | | same code, no encoder |\n",
             pct(f(v, "raw_knn_top1")),
             pct(f(v, "raw_linear_top1"))
         );

@@ -87,6 +87,12 @@ pub struct EvalConfig {
     pub tasks: Vec<ProbeTaskConfig>,
     /// Probe features use at most this many seconds of each clip.
     pub max_seconds: f64,
+    /// Share of each task's training speakers (folders) set aside, whole,
+    /// as the validation part every layer is scored on (the layer reported
+    /// on the test speakers is the best there), in `(0, 1)`; at least one.
+    pub validation_fraction: f64,
+    /// Seed of the validation speakers' draw.
+    pub split_seed: u64,
 }
 
 impl Default for EvalConfig {
@@ -95,6 +101,8 @@ impl Default for EvalConfig {
             probe: LinearProbeConfig::default(),
             tasks: Vec::new(),
             max_seconds: 4.0,
+            validation_fraction: 0.2,
+            split_seed: 0,
         }
     }
 }
@@ -180,6 +188,20 @@ impl AudioRunConfig {
             );
         }
         cfg.eval.probe.validate("[eval.probe]")?;
+        selfsup_core::eval::split::check_fraction(
+            "[eval] validation_fraction",
+            cfg.eval.validation_fraction,
+        )?;
+        if let Some(t) = cfg.eval.tasks.iter().find(|t| t.train.len() < 2) {
+            return Err(format!(
+                "[[eval.tasks]] {}: train = {:?} lists {} folder(s): the probe's layer is chosen \
+                 on validation speakers kept out of its training, so give at least two training \
+                 folders (one speaker each)",
+                t.name,
+                t.train,
+                t.train.len()
+            ));
+        }
         selfsup_core::run::common_ranges(&cfg.trainer, cfg.run.threads)?;
         let crop = (cfg.data.crop_seconds * TARGET_RATE as f64) as i64;
         if cfg.model.frames(crop) < cfg.model.mask_time_length.saturating_mul(2) {
@@ -327,6 +349,21 @@ mod tests {
                 "max_seconds = 600.0",
                 "max_seconds = -1.0",
                 "[data] max_seconds = -1",
+            ),
+            (
+                "[eval]\n",
+                "[eval]\nvalidation_fraction = 1.0\n",
+                "[eval] validation_fraction must be a fraction in (0, 1) of the training data, got 1",
+            ),
+            (
+                "[eval]\n",
+                "[eval]\nvalidation_fraction = -0.5\n",
+                "[eval] validation_fraction must be a fraction in (0, 1) of the training data, got -0.5",
+            ),
+            (
+                "train = [\"klettres/es/syllab\", \"klettres/it/syllab\", \"klettres/ru/syllab\", \"klettres/uk/syllab\", \"klettres/tn/syllab\"]",
+                "train = [\"klettres/es/syllab\"]",
+                "[[eval.tasks]] syllable-vowel: train = [\"klettres/es/syllab\"] lists 1 folder(s)",
             ),
         ] {
             assert!(text.contains(from), "{from}");

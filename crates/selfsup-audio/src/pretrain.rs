@@ -1,8 +1,9 @@
 //! The audio workflow: folders of recordings -> 16 kHz clips -> random crops
 //! -> wav2vec 2.0 -> trainer -> collapse monitors and codebook perplexity
-//! every epoch -> linear probes on held-out speakers beside random weights
-//! and log-mel -> export, on core's [`Run`] (threads, device,
-//! `config.toml`, the trainer, `summary.json`). The `selfsup` binary calls
+//! every epoch -> linear probes (layer chosen on validation speakers, test
+//! speakers read once) beside random weights and log-mel -> export, on
+//! core's [`Run`] (threads, device, `config.toml`, the trainer,
+//! `summary.json`). The `selfsup` binary calls
 //! this through [`crate::workflow`]; it reads no argv or environment and
 //! draws nothing.
 use crate::batch::CropBatches;
@@ -11,7 +12,7 @@ pub use crate::config::{
     RunConfig,
 };
 use crate::dataset::{labelled_files, load_clips, unlabelled_files, Clip, LoadReport};
-use crate::eval::{probe, AudioEpochEval, ProbeRow, ProbeTask};
+use crate::eval::{probe, AudioEpochEval, ProbeRow, ProbeTask, ValidationSplit};
 use crate::export::export_wav2vec2;
 use crate::methods::Wav2Vec2Method;
 use crate::read::ReadLimits;
@@ -49,7 +50,10 @@ pub struct AudioRunSummary {
     pub final_loss: f64,
     pub load_seconds: f64,
     pub train_seconds: f64,
-    /// Seconds of (cropped) audio trained on per second.
+    /// Mean seconds of audio in one training crop: `crop_seconds`, or the
+    /// clip's length when it is shorter (taken whole, zero-padded).
+    pub mean_crop_seconds: f64,
+    /// Seconds of audio actually trained on per second (padding not counted).
     pub audio_seconds_per_s: f64,
     pub wall_seconds: f64,
     /// Per-codebook perplexity (hard choices, monitor clips) at the last epoch.
@@ -158,7 +162,9 @@ fn codebook_and_loss_warnings(history: &[Vec<f64>], epoch_losses: &[f64]) -> Vec
 }
 
 /// The `[[eval.tasks]]` probes of `method`, beside the same architecture
-/// with random weights (seeded by [`seed_random_weights`]) and log-mel;
+/// with random weights (seeded by [`seed_random_weights`]) and log-mel,
+/// each layer chosen on validation speakers (`[eval] validation_fraction`
+/// of the training folders, drawn with `[eval] split_seed`);
 /// clips are read under `root`, what was read and skipped added to `report`.
 pub(crate) fn linear_probes(
     cfg: &AudioRunConfig,
@@ -176,12 +182,32 @@ pub(crate) fn linear_probes(
     seed_random_weights(seed);
     let random = Wav2Vec2Method::new(&cfg.model, method_cfg, seed, device);
     let max_samples = (cfg.eval.max_seconds * TARGET_RATE as f64) as usize;
+    let split = ValidationSplit {
+        fraction: cfg.eval.validation_fraction,
+        seed: cfg.eval.split_seed,
+    };
     let mut probes = Vec::new();
     for t in &cfg.eval.tasks {
         log(&format!("downstream: linear probes on {}", t.name));
+        // One speaker per training folder: the validation speakers are
+        // whole folders.
+        let (mut train, mut train_speakers) = (Vec::new(), Vec::new());
+        for f in &t.train {
+            let clips = probe_clips(
+                std::slice::from_ref(f),
+                t,
+                root,
+                cfg.data.skip_bad,
+                &limits,
+                report,
+            )?;
+            train_speakers.extend(std::iter::repeat_n(f.clone(), clips.len()));
+            train.extend(clips);
+        }
         let task = ProbeTask {
             name: t.name.clone(),
-            train: probe_clips(&t.train, t, root, cfg.data.skip_bad, &limits, report)?,
+            train,
+            train_speakers,
             test: probe_clips(&t.test, t, root, cfg.data.skip_bad, &limits, report)?,
         };
         probes.push(probe(
@@ -189,6 +215,7 @@ pub(crate) fn linear_probes(
             method,
             &random,
             &cfg.eval.probe,
+            &split,
             max_samples,
             device,
         )?);
@@ -295,6 +322,11 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
         )));
     }
     let crop = (cfg.data.crop_seconds * TARGET_RATE as f64) as usize;
+    // Audio actually in a crop: a clip shorter than the crop is taken whole
+    // (and padded), so it counts its own length, not the crop's.
+    let mean_crop_seconds = train.iter().map(|c| c.len().min(crop) as f64).sum::<f64>()
+        / train.len().max(1) as f64
+        / TARGET_RATE as f64;
     let batches = CropBatches::new(Arc::new(train), crop, cfg.run.batch_size, seed);
     let train_clips = batches.len();
     seed_weights(seed);
@@ -358,7 +390,8 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
         final_loss: summary.final_loss,
         load_seconds,
         train_seconds: summary.train_seconds,
-        audio_seconds_per_s: summary.samples_per_s * cfg.data.crop_seconds,
+        mean_crop_seconds,
+        audio_seconds_per_s: summary.samples_per_s * mean_crop_seconds,
         wall_seconds: run.seconds(),
         codebook_perplexity: evaluator
             .perplexity_history

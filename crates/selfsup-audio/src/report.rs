@@ -8,7 +8,7 @@ fn pct(x: f64) -> String {
 
 /// The end-of-run summary of `s` (a blank line first): what was read, the
 /// model and training, codebook use, the probes beside random weights and
-/// log-mel, warnings, the export. `peak_rss_mb`: the process's peak memory
+/// log-mel (validation per layer, test of the chosen layer), warnings, the export. `peak_rss_mb`: the process's peak memory
 /// at the end.
 pub fn summary_lines(s: &AudioRunSummary, peak_rss_mb: Option<f64>) -> Vec<String> {
     let d = &s.data;
@@ -32,7 +32,7 @@ pub fn summary_lines(s: &AudioRunSummary, peak_rss_mb: Option<f64>) -> Vec<Strin
             s.final_loss
         ),
         format!(
-            "  reading {:.1} s, training {:.1} s ({:.1} s of audio per s), whole run {:.1} s, peak memory {}",
+            "  reading {:.1} s, training {:.1} s ({:.1} s of audio per s, padding not counted), whole run {:.1} s, peak memory {}",
             s.load_seconds,
             s.train_seconds,
             s.audio_seconds_per_s,
@@ -69,31 +69,69 @@ pub fn summary_lines(s: &AudioRunSummary, peak_rss_mb: Option<f64>) -> Vec<Strin
     out
 }
 
-/// One probe task: its sizes, then one row per layer (pre-trained beside
-/// random weights) and the log-mel baseline.
+/// The name of probe layer `i` (0: the conv feature encoder, 1: the
+/// transformer's input, then each transformer layer).
+pub fn layer_name(i: usize) -> String {
+    match i {
+        0 => "conv feature encoder".to_string(),
+        1 => "transformer input".to_string(),
+        _ => format!("transformer layer {}", i - 1),
+    }
+}
+
+/// One probe task: its sizes, then per layer the validation accuracy
+/// (pre-trained beside random weights; `*` marks the layer chosen there)
+/// and the log-mel baseline's, then the test accuracy of each chosen layer.
 pub fn probe_lines(p: &ProbeRow) -> Vec<String> {
     let mut out = vec![
         format!(
-            "  linear probe {} ({} classes, {} train / {} test clips of unseen speakers; majority {}):",
+            "  linear probe {} ({} classes; validation: {} clips of {} (speakers kept out of \
+             the probe), probe trained on {} clips of the others, majority {}; test: {} clips of \
+             unseen speakers, probe trained on all {} training clips, majority {}):",
             p.name,
             p.classes,
-            p.train_clips,
+            p.validation_clips,
+            p.validation_speakers.join(", "),
+            p.fit_clips,
+            pct(p.validation_majority),
             p.test_clips,
+            p.train_clips,
             pct(p.majority)
         ),
-        "    features (mean-pooled)   pre-trained  random weights".into(),
+        "    validation accuracy      pre-trained  random weights".into(),
     ];
-    for (i, (a, b)) in p.pretrained.iter().zip(&p.random_weights).enumerate() {
-        let name = match i {
-            0 => "conv feature encoder".to_string(),
-            1 => "transformer input".to_string(),
-            _ => format!("transformer layer {}", i - 1),
-        };
-        out.push(format!("    {name:<24} {:>11}  {:>14}", pct(*a), pct(*b)));
+    let mark = |c: &crate::eval::LayerChoice, i: usize| if c.chosen_layer == i { "*" } else { " " };
+    for (i, (a, b)) in p
+        .pretrained
+        .validation
+        .iter()
+        .zip(&p.random_weights.validation)
+        .enumerate()
+    {
+        out.push(format!(
+            "    {:<24} {:>10}{}  {:>13}{}",
+            layer_name(i),
+            pct(*a),
+            mark(&p.pretrained, i),
+            pct(*b),
+            mark(&p.random_weights, i)
+        ));
     }
     out.push(format!(
-        "    log-mel filterbank       {:>11}",
-        pct(p.logmel)
+        "    log-mel filterbank       {:>10}",
+        p.logmel
+            .validation
+            .first()
+            .map_or("n/a".into(), |v| pct(*v))
+    ));
+    out.push(format!(
+        "    test accuracy (layer * chosen on validation, read once): pre-trained {} ({}), random \
+         weights {} ({}), log-mel {}",
+        pct(p.pretrained.test),
+        layer_name(p.pretrained.chosen_layer),
+        pct(p.random_weights.test),
+        layer_name(p.random_weights.chosen_layer),
+        pct(p.logmel.test)
     ));
     out
 }

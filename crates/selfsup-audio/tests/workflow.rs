@@ -174,8 +174,26 @@ fn pretrain_writes_the_run_folder_and_the_checkpoint_evaluates_to_the_same_probe
         .position(|l| l.starts_with("  linear probe pitch ("))
         .unwrap();
     assert_eq!(probes[..], lines[start..start + probes.len()], "{probes:?}");
-    // Sizes, header, conv, transformer input, 1 layer, log-mel.
-    assert_eq!(probes.len(), 6, "{probes:?}");
+    // Sizes, header, conv, transformer input, 1 layer, log-mel (validation
+    // accuracy), the chosen layers' test accuracy.
+    assert_eq!(probes.len(), 7, "{probes:?}");
+    assert!(
+        probes[0].contains("validation: 2 clips of probe/s1")
+            || probes[0].contains("validation: 2 clips of probe/s2"),
+        "one of the two training speakers validates: {probes:?}"
+    );
+    assert!(probes[6].starts_with("    test accuracy (layer * chosen on validation"));
+    let p = &s["probes"][0];
+    let chosen = p["pretrained"]["chosen_layer"].as_u64().unwrap() as usize;
+    let val: Vec<f64> = p["pretrained"]["validation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(val.len(), 3, "{p}");
+    assert!(val.iter().all(|&v| v <= val[chosen]), "{p}");
+    assert_eq!(p["test_clips"], 2, "{p}");
     let err = m
         .evaluate(&request("knn", Some(&root)))
         .unwrap_err()

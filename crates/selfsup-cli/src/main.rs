@@ -103,9 +103,12 @@ enum Cmd {
     /// says which evaluations it offers; an unknown one is refused, listing them).
     Eval {
         /// vision: knn (k-nearest-neighbour vote), linear (a linear probe
-        /// on the frozen features) or finetune (end to end on 1/10/100 % of
-        /// the labels against the same network from scratch, [eval.finetune]);
-        /// the other modalities name theirs when asked for one they do not have.
+        /// on the frozen features), finetune (end to end on 1/10/100 % of
+        /// the labels against the same network from scratch, [eval.finetune])
+        /// or robustness (probes fitted on clean features, scored on noisy,
+        /// blurred and low-contrast test images, [eval.robustness]); graph:
+        /// linear or finetune (node classes); text: linear or validation;
+        /// audio: linear; CLIP: zero-shot or retrieval.
         protocol: String,
         /// A run's checkpoint.safetensors.
         #[arg(long)]

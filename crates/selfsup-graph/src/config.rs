@@ -124,7 +124,12 @@ impl GraphRunConfig {
         }
         positive("[eval] train_fraction", cfg.eval.train_fraction)?;
         unit_interval("[eval] train_fraction", cfg.eval.train_fraction)?;
+        selfsup_core::eval::split::check_fraction(
+            "[eval] validation_fraction",
+            cfg.eval.validation_fraction,
+        )?;
         cfg.eval.probe.validate("[eval.probe]")?;
+        cfg.eval.finetune.validate()?;
         match &cfg.data {
             DataConfig::EdgeList {
                 num_nodes: Some(n), ..
@@ -348,6 +353,18 @@ pub(crate) mod tests {
                 &gpath,
                 grace.replace("train_fraction = 0.5", "train_fraction = 0.0"),
                 "train_fraction = 0",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("[eval]\n", "[eval]\nvalidation_fraction = 1.0\n"),
+                "[eval] validation_fraction must be a fraction in (0, 1) of the training data, got 1",
+            ),
+            (
+                &grace,
+                &gpath,
+                grace.replace("[eval]\n", "[eval]\nvalidation_fraction = 0.0\n"),
+                "[eval] validation_fraction must be a fraction in (0, 1) of the training data, got 0",
             ),
             (
                 &grace,

@@ -2,12 +2,24 @@
 //! the same code: the raw input features (node features; for graphs their
 //! sum over nodes) and the same encoder with random weights.
 //!
+//! The labelled samples are split once into a fixed **validation part**
+//! (`[eval] validation_fraction` of them, stratified by class, drawn with
+//! `[eval] split_seed`: core's [`by_sample`]) and the rest, the pool that
+//! `[eval] splits` seeded random train/test splits are drawn from. No
+//! validation sample is ever a training or test sample of any split.
+//!
 //! - classification (node or graph classes): core's linear probe
-//!   (logistic regression on standardised features), mean and standard
-//!   deviation of test accuracy over `splits` seeded random splits;
+//!   (logistic regression on standardised features) trained on a split's
+//!   training part, scored on the validation part and on the split's test
+//!   part; mean and standard deviation over the splits;
 //! - regression (QM9 properties): ridge regression on standardised
-//!   features, its penalty picked from a grid on a held-out fifth of the
-//!   training part, test mean absolute error, over the same splits.
+//!   features fitted on a split's training part, its penalty picked from a
+//!   grid on the validation part; validation and test mean absolute error.
+//!
+//! Every per-epoch figure ([`GraphEpochEval`]) is a validation figure (the
+//! first `[eval] epoch_splits` splits' training parts, scored on the
+//! validation part): the test parts are read only by [`evaluate`], once, at
+//! the end.
 use crate::encoders::Readout;
 use crate::graph::View;
 use crate::methods::GraphMethod;
@@ -15,9 +27,11 @@ use crate::readers::Targets;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use selfsup_core::eval::finetune::FinetuneConfig;
+use selfsup_core::eval::split::by_sample;
 use selfsup_core::eval::{linear_probe_top1, LinearProbeConfig};
 use selfsup_core::trainer::{EpochEval, EpochEvaluator};
-use selfsup_core::Result;
+use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -25,15 +39,25 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
-    /// Random splits averaged in the final evaluation.
+    /// Random train/test splits averaged in the final evaluation.
     pub splits: usize,
-    /// Splits of the quick evaluation after every trainer epoch (0: none).
+    /// Splits of the quick (validation) evaluation after every trainer
+    /// epoch (0: none).
     pub epoch_splits: usize,
-    /// Fraction of labelled samples used for training the probe.
+    /// Fraction of the samples left after the validation part used for
+    /// training the probe (the rest is a split's test part).
     pub train_fraction: f64,
-    /// Seed of the splits (independent of the training seed).
+    /// Fraction of the labelled samples set aside, once, as the validation
+    /// part (stratified by class), in `(0, 1)`.
+    pub validation_fraction: f64,
+    /// Seed of the validation part and of the splits (independent of the
+    /// training seed).
     pub split_seed: u64,
     pub probe: LinearProbeConfig,
+    /// `[eval.finetune]`: `selfsup eval finetune` ([`crate::finetune`]; not
+    /// written into stored configs while it has its defaults).
+    #[serde(skip_serializing_if = "FinetuneConfig::is_default")]
+    pub finetune: FinetuneConfig,
 }
 
 impl Default for EvalConfig {
@@ -42,8 +66,10 @@ impl Default for EvalConfig {
             splits: 10,
             epoch_splits: 2,
             train_fraction: 0.5,
+            validation_fraction: 0.2,
             split_seed: 0,
             probe: LinearProbeConfig::default(),
+            finetune: FinetuneConfig::default(),
         }
     }
 }
@@ -67,100 +93,235 @@ impl Score {
     }
 }
 
-/// One evaluation row: the representation and both baselines.
+/// The validation figures of the representation and both baselines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ValidationScores {
+    pub pretrained: Score,
+    pub random_weights: Score,
+    pub raw_features: Score,
+}
+
+/// One evaluation row: the representation and both baselines, on the test
+/// parts (`pretrained`, `random_weights`, `raw_features`) and on the
+/// validation part (`validation`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalRow {
     /// `accuracy` or `mae (<unit>)`.
     pub metric: String,
+    /// Test figures.
     pub pretrained: Score,
     pub random_weights: Score,
     pub raw_features: Score,
+    /// Validation figures (the probes of the same splits).
+    pub validation: ValidationScores,
     pub train_examples: usize,
+    pub validation_examples: usize,
     pub test_examples: usize,
 }
 
-fn split(n: usize, train_fraction: f64, seed: u64, k: usize) -> (Tensor, Tensor) {
-    let mut order: Vec<i64> = (0..n as i64).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-        seed.wrapping_add(k as u64 * 7919),
-    ));
-    let t = ((n as f64 * train_fraction).round() as usize).clamp(1, n - 1);
-    (
-        Tensor::from_slice(&order[..t]),
-        Tensor::from_slice(&order[t..]),
-    )
+impl EvalRow {
+    /// The figures as the terminal shows them: a heading line and one line
+    /// per representation (validation, then test).
+    pub fn lines(&self) -> Vec<String> {
+        let pct = self.metric == "accuracy";
+        let f = |s: Score| {
+            if pct {
+                format!("{:.2}% +- {:.2}", s.mean * 100.0, s.std * 100.0)
+            } else {
+                format!("{:.4} +- {:.4}", s.mean, s.std)
+            }
+        };
+        let mut lines = vec![format!(
+            "  {} on frozen embeddings ({} train / {} validation / {} test, mean +- std over \
+             splits; validation fixed, test read once):",
+            self.metric, self.train_examples, self.validation_examples, self.test_examples
+        )];
+        for (name, val, test) in [
+            ("pre-trained", self.validation.pretrained, self.pretrained),
+            (
+                "random weights",
+                self.validation.random_weights,
+                self.random_weights,
+            ),
+            (
+                "raw features",
+                self.validation.raw_features,
+                self.raw_features,
+            ),
+        ] {
+            lines.push(format!(
+                "    {name:<15} validation {:>18}   test {:>18}",
+                f(val),
+                f(test)
+            ));
+        }
+        lines
+    }
 }
 
-/// Scores `feats` `[N, D]` against `target` over `splits` splits.
-pub fn score(feats: &Tensor, target: &Targets, cfg: &EvalConfig, splits: usize) -> Result<Score> {
+/// Sample indices of an evaluation: the fixed validation part, and per
+/// split its training and test parts (drawn from the other samples).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSplits {
+    pub validation: Vec<i64>,
+    /// `(train, test)` per split.
+    pub parts: Vec<(Vec<i64>, Vec<i64>)>,
+}
+
+/// Number of labelled samples of `target`.
+pub fn sample_count(target: &Targets) -> usize {
+    match target {
+        Targets::Classes { ids, .. } => ids.len(),
+        Targets::Values { values, .. } => values.len(),
+    }
+}
+
+/// The validation part of `target`'s samples (stratified by class; values
+/// are not stratified) and `count` seeded train/test splits of the rest.
+/// Errors when no validation part can be drawn or fewer than 2 samples
+/// would remain for a split.
+pub fn eval_splits(target: &Targets, cfg: &EvalConfig, count: usize) -> Result<EvalSplits> {
+    selfsup_core::eval::split::check_fraction(
+        "[eval] validation_fraction",
+        cfg.validation_fraction,
+    )
+    .map_err(Error::Config)?;
+    let strata = match target {
+        Targets::Classes { ids, .. } => ids.clone(),
+        Targets::Values { values, .. } => vec![0; values.len()],
+    };
+    let v = by_sample(&strata, cfg.validation_fraction, cfg.split_seed).map_err(|e| {
+        Error::Data(format!(
+            "[eval] validation_fraction = {}: {e}",
+            cfg.validation_fraction
+        ))
+    })?;
+    let n = v.train.len();
+    if n < 2 {
+        return Err(Error::Data(format!(
+            "{} labelled sample(s), {} of them in the validation part ([eval] \
+             validation_fraction = {}): {n} left, fewer than the 2 a train/test split needs; give \
+             more labelled samples or lower validation_fraction",
+            strata.len(),
+            v.validation.len(),
+            cfg.validation_fraction
+        )));
+    }
+    let t = ((n as f64 * cfg.train_fraction).round() as usize).clamp(1, n - 1);
+    let pool: Vec<i64> = v.train.iter().map(|&i| i as i64).collect();
+    let parts = (0..count)
+        .map(|k| {
+            let mut order = pool.clone();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                cfg.split_seed.wrapping_add(k as u64 * 7919),
+            ));
+            let test = order.split_off(t);
+            (order, test)
+        })
+        .collect();
+    Ok(EvalSplits {
+        validation: v.validation.iter().map(|&i| i as i64).collect(),
+        parts,
+    })
+}
+
+/// Scores `feats` `[N, D]` against `target` over `splits`: the validation
+/// figure, and with `test` the test figure (else `None`: no test sample is
+/// read).
+pub fn score(
+    feats: &Tensor,
+    target: &Targets,
+    cfg: &EvalConfig,
+    splits: &EvalSplits,
+    test: bool,
+) -> Result<(Score, Option<Score>)> {
     let feats = feats.to_device(tch::Device::Cpu).to_kind(Kind::Float);
-    let n = feats.size()[0] as usize;
-    let mut out = Vec::new();
-    for k in 0..splits {
-        let (tr, te) = split(n, cfg.train_fraction, cfg.split_seed, k);
+    let val = Tensor::from_slice(&splits.validation);
+    let (mut vals, mut tests) = (Vec::new(), Vec::new());
+    for (tr, te) in &splits.parts {
+        let tr = Tensor::from_slice(tr);
+        let te = test.then(|| Tensor::from_slice(te));
         match target {
             Targets::Classes { ids, names } => {
                 let y = Tensor::from_slice(ids);
-                out.push(linear_probe_top1(
-                    &feats.index_select(0, &tr),
-                    &y.index_select(0, &tr),
-                    &feats.index_select(0, &te),
-                    &y.index_select(0, &te),
-                    names.len() as i64,
-                    &cfg.probe,
-                )?);
+                let (xtr, ytr) = (feats.index_select(0, &tr), y.index_select(0, &tr));
+                let probe = |rows: &Tensor| {
+                    linear_probe_top1(
+                        &xtr,
+                        &ytr,
+                        &feats.index_select(0, rows),
+                        &y.index_select(0, rows),
+                        names.len() as i64,
+                        &cfg.probe,
+                    )
+                };
+                vals.push(probe(&val)?);
+                if let Some(te) = &te {
+                    tests.push(probe(te)?);
+                }
             }
             Targets::Values { values, .. } => {
                 let y = Tensor::from_slice(values).to_kind(Kind::Float);
-                out.push(ridge_mae(&feats, &y, &tr, &te));
+                let (v, t) = ridge_mae(&feats, &y, &tr, &val, te.as_ref());
+                vals.push(v);
+                tests.extend(t);
             }
         }
     }
-    Ok(Score::of(&out))
+    Ok((Score::of(&vals), test.then(|| Score::of(&tests))))
 }
 
-/// Ridge regression fitted on `tr`, its penalty chosen on the last fifth of
-/// `tr`, refitted on all of `tr`; mean absolute error on `te`.
-pub fn ridge_mae(x: &Tensor, y: &Tensor, tr: &Tensor, te: &Tensor) -> f64 {
-    let fit = |rows: &Tensor, lambda: f64| -> Box<dyn Fn(&Tensor) -> Tensor> {
-        let xt = x.index_select(0, rows);
-        let yt = y.index_select(0, rows);
-        let mean = xt.mean_dim([0i64].as_slice(), true, Kind::Float);
-        let std = xt.std_dim([0i64].as_slice(), false, true);
-        let std = std.where_self(&std.gt(1e-6), &std.ones_like());
-        let xs = (&xt - &mean) / &std;
-        let ym = yt.mean(Kind::Float);
-        let d = xs.size()[1];
-        let a = xs.tr().matmul(&xs)
-            + Tensor::eye(d, (Kind::Float, x.device())) * (lambda * xs.size()[0] as f64);
-        let w = Tensor::linalg_solve(&a, &xs.tr().matmul(&(&yt - &ym).unsqueeze(1)), true);
-        Box::new(move |q: &Tensor| ((q - &mean) / &std).matmul(&w).squeeze_dim(1) + &ym)
+/// The ridge penalties tried, picked by validation error.
+pub const RIDGE_PENALTIES: [f64; 5] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0];
+
+/// Ridge regression on standardised features fitted on the rows `tr`, for
+/// every penalty of [`RIDGE_PENALTIES`]; the one of least mean absolute
+/// error on the rows `val` is kept. Returns its validation error and, with
+/// `te`, its error on those rows.
+pub fn ridge_mae(
+    x: &Tensor,
+    y: &Tensor,
+    tr: &Tensor,
+    val: &Tensor,
+    te: Option<&Tensor>,
+) -> (f64, Option<f64>) {
+    let xt = x.index_select(0, tr);
+    let yt = y.index_select(0, tr);
+    let mean = xt.mean_dim([0i64].as_slice(), true, Kind::Float);
+    let std = xt.std_dim([0i64].as_slice(), false, true);
+    let std = std.where_self(&std.gt(1e-6), &std.ones_like());
+    let xs = (&xt - &mean) / &std;
+    let ym = yt.mean(Kind::Float);
+    let d = xs.size()[1];
+    let gram = xs.tr().matmul(&xs);
+    let rhs = xs.tr().matmul(&(&yt - &ym).unsqueeze(1));
+    let fit = |lambda: f64| {
+        let a = &gram + Tensor::eye(d, (Kind::Float, x.device())) * (lambda * xs.size()[0] as f64);
+        Tensor::linalg_solve(&a, &rhs, true)
     };
-    let mae = |pred: Tensor, rows: &Tensor| {
+    let mae = |w: &Tensor, rows: &Tensor| {
+        let pred = ((x.index_select(0, rows) - &mean) / &std)
+            .matmul(w)
+            .squeeze_dim(1)
+            + &ym;
         (pred - y.index_select(0, rows))
             .abs()
             .mean(Kind::Float)
             .double_value(&[])
     };
-    let n = tr.size()[0];
-    let cut = (n * 4 / 5).max(1);
-    let (fit_rows, val_rows) = (tr.narrow(0, 0, cut), tr.narrow(0, cut, n - cut));
-    let lambda = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-        .into_iter()
-        .map(|l| {
-            let m = if n - cut > 0 {
-                mae(fit(&fit_rows, l)(&x.index_select(0, &val_rows)), &val_rows)
-            } else {
-                0.0
-            };
-            (l, m)
-        })
-        .fold(
-            (1e-2, f64::INFINITY),
-            |best, c| if c.1 < best.1 { c } else { best },
-        )
-        .0;
-    mae(fit(tr, lambda)(&x.index_select(0, te)), te)
+    let mut best: Option<(f64, Tensor)> = None;
+    for lambda in RIDGE_PENALTIES {
+        let w = fit(lambda);
+        let m = mae(&w, val);
+        // NaN (a singular fit) never wins over a number.
+        if best.as_ref().is_none_or(|(b, _)| m < *b || b.is_nan()) {
+            best = Some((m, w));
+        }
+    }
+    match best {
+        Some((m, w)) => (m, te.map(|te| mae(&w, te))),
+        None => (f64::NAN, te.map(|_| f64::NAN)),
+    }
 }
 
 /// Raw input features of the evaluated samples: node features, or for
@@ -173,7 +334,9 @@ pub fn raw_features(base: &View, graph_level: bool) -> Tensor {
     }
 }
 
-/// The final evaluation: pre-trained, random-weights, raw features.
+/// The final evaluation: pre-trained, random-weights, raw features, each
+/// scored on the validation part and on the test parts of `[eval] splits`
+/// splits.
 pub fn evaluate(
     trained: &dyn GraphMethod,
     random: &dyn GraphMethod,
@@ -182,49 +345,95 @@ pub fn evaluate(
     target: &Targets,
     cfg: &EvalConfig,
 ) -> Result<EvalRow> {
-    let n = match target {
-        Targets::Classes { ids, .. } => ids.len(),
-        Targets::Values { values, .. } => values.len(),
+    let splits = eval_splits(target, cfg, cfg.splits)?;
+    let both = |feats: &Tensor| -> Result<(Score, Score)> {
+        let (v, t) = score(feats, target, cfg, &splits, true)?;
+        Ok((v, t.unwrap_or_default()))
     };
-    let t = ((n as f64 * cfg.train_fraction).round() as usize).clamp(1, n.max(2) - 1);
+    let pretrained = both(&trained.represent(base))?;
+    let random_weights = both(&random.represent(base))?;
+    let raw = both(&raw_features(base, graph_level))?;
+    let (train_examples, test_examples) = splits
+        .parts
+        .first()
+        .map_or((0, 0), |(tr, te)| (tr.len(), te.len()));
     Ok(EvalRow {
         metric: match target {
             Targets::Classes { .. } => "accuracy".into(),
             Targets::Values { unit, .. } => format!("mae ({unit})"),
         },
-        pretrained: score(&trained.represent(base), target, cfg, cfg.splits)?,
-        random_weights: score(&random.represent(base), target, cfg, cfg.splits)?,
-        raw_features: score(&raw_features(base, graph_level), target, cfg, cfg.splits)?,
-        train_examples: t,
-        test_examples: n - t,
+        pretrained: pretrained.1,
+        random_weights: random_weights.1,
+        raw_features: raw.1,
+        validation: ValidationScores {
+            pretrained: pretrained.0,
+            random_weights: random_weights.0,
+            raw_features: raw.0,
+        },
+        train_examples,
+        validation_examples: splits.validation.len(),
+        test_examples,
     })
 }
 
-/// After every trainer epoch: a quick score on the evaluated target (when
-/// there is one) and the collapse monitors on two fixed augmented views.
+/// The per-epoch metric's name: `val_probe_accuracy` or `val_ridge_mae`.
+pub fn epoch_metric(target: &Targets) -> &'static str {
+    match target {
+        Targets::Classes { .. } => "val_probe_accuracy",
+        Targets::Values { .. } => "val_ridge_mae",
+    }
+}
+
+/// After every trainer epoch: a quick validation score on the evaluated
+/// target (when there is one and `[eval] epoch_splits` > 0: the first
+/// `epoch_splits` splits' training parts, scored on the validation part; no
+/// test sample is read) and the collapse monitors on two fixed augmented
+/// views.
 pub struct GraphEpochEval {
-    pub base: View,
-    pub target: Option<Targets>,
-    pub cfg: EvalConfig,
+    base: View,
+    /// The target and the splits of the quick score.
+    quick: Option<(Targets, EvalSplits)>,
+    cfg: EvalConfig,
     /// Two fixed views of the evaluated samples.
-    pub views: (View, View),
+    views: (View, View),
+}
+
+impl GraphEpochEval {
+    /// The evaluator of `base` (on the training device), `target` (when the
+    /// dataset has one) under `cfg`, monitoring the two fixed `views`.
+    pub fn new(
+        base: View,
+        target: Option<Targets>,
+        cfg: EvalConfig,
+        views: (View, View),
+    ) -> Result<Self> {
+        let quick = match target {
+            Some(t) if cfg.epoch_splits > 0 => {
+                let s = eval_splits(&t, &cfg, cfg.epoch_splits)?;
+                Some((t, s))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            base,
+            quick,
+            cfg,
+            views,
+        })
+    }
+
+    /// The splits the per-epoch figure is computed on (`None`: no figure).
+    pub fn splits(&self) -> Option<&EvalSplits> {
+        self.quick.as_ref().map(|(_, s)| s)
+    }
 }
 
 impl<M: GraphMethod + ?Sized> EpochEvaluator<M> for GraphEpochEval {
     fn evaluate(&mut self, method: &M, _epoch: usize) -> Result<EpochEval> {
         let mut metrics = Vec::new();
-        if let (Some(t), true) = (&self.target, self.cfg.epoch_splits > 0) {
-            let s = score(
-                &method.represent(&self.base),
-                t,
-                &self.cfg,
-                self.cfg.epoch_splits,
-            )?;
-            let name = match t {
-                Targets::Classes { .. } => "probe_accuracy",
-                Targets::Values { .. } => "ridge_mae",
-            };
-            metrics.push((name.to_string(), s.mean));
+        if let Some((t, splits)) = &self.quick {
+            let (s, _) = score(&method.represent(&self.base), t, &self.cfg, splits, false)?;
+            metrics.push((epoch_metric(t).to_string(), s.mean));
         }
         Ok(EpochEval {
             metrics,
@@ -242,3 +451,7 @@ impl<M: GraphMethod + ?Sized> EpochEvaluator<M> for GraphEpochEval {
         Ok(Some((a - &mean, b - &mean)))
     }
 }
+
+#[cfg(test)]
+#[path = "eval/tests.rs"]
+mod tests;

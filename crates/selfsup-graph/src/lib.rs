@@ -14,6 +14,8 @@
 //! - [`eval`]: probes and ridge regression beside raw-feature and
 //!   random-weights baselines
 //! - [`export`]: embeddings (safetensors, `.npy`) and encoder weights
+//! - [`finetune`]: `selfsup eval finetune` on node classification (core's
+//!   label-efficiency protocol with a GNN)
 //! - [`config`]: the run config (one TOML file) and the method it builds
 //! - [`pretrain`]: the workflow, on core's `Run`
 //! - [`workflow`]: the modality's entry for the `selfsup` binary
@@ -24,6 +26,7 @@ pub mod encoders;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod finetune;
 pub mod graph;
 pub mod methods;
 pub mod pickle;

@@ -4,7 +4,7 @@
 //! argv or environment and draws nothing.
 use crate::config::build_method;
 use crate::encoders::EncoderConfig;
-use crate::eval::{evaluate, EvalRow, GraphEpochEval};
+use crate::eval::{eval_splits, evaluate, EvalRow, GraphEpochEval};
 use crate::export::{export, write_npy};
 use crate::graph::View;
 use crate::methods::{GraphMethod, GraphMethodConfig};
@@ -42,8 +42,8 @@ pub struct GraphRunSummary {
 }
 
 /// Refuses data that would train or evaluate nonsense: fewer graphs than a
-/// batch (an epoch of no step), fewer than 2 labelled samples (no probe
-/// split), a single class (a probe that cannot miss).
+/// batch (an epoch of no step), fewer than 3 labelled samples (no probe
+/// train / validation / test split), a single class (a probe that cannot miss).
 fn check_trainable(ds: &Dataset, cfg: &GraphRunConfig) -> Result<()> {
     let name = cfg.data.name();
     if matches!(&cfg.encoder, EncoderConfig::Gcn(c) if c.weighted) {
@@ -84,10 +84,10 @@ fn check_trainable(ds: &Dataset, cfg: &GraphRunConfig) -> Result<()> {
             (Some(graphs.len()), classes)
         }
     };
-    if let Some(n) = samples.filter(|&n| n < 2) {
+    if let Some(n) = samples.filter(|&n| n < 3) {
         return Err(Error::Data(format!(
-            "{name}: {n} labelled sample(s): the probe needs at least 2 (one to train on, one to \
-             test); give more nodes or graphs"
+            "{name}: {n} labelled sample(s): the probe needs at least 3 (one to train on, one \
+             to validate on, one to test); give more nodes or graphs"
         )));
     }
     if let Some(c) = classes.filter(|&c| c < 2) {
@@ -218,6 +218,11 @@ pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummar
     check_trainable(&ds, cfg)?;
     let (base, target, graphs) = base_and_target(&ds);
     drop(ds);
+    // The validation part and the splits are drawn (and refused when the
+    // labels cannot give them) before any training.
+    if let Some(t) = &target {
+        eval_splits(t, &cfg.eval, 1)?;
+    }
     let source: Box<dyn BatchSource> = match cfg.method.graph_level() {
         false => Box::new(NodeViews {
             base: base.share(),
@@ -247,12 +252,8 @@ pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummar
         cfg.augment.view2.apply(&base, &mut r).to_device(device),
     );
     let base_dev = base.to_device(device);
-    let mut evaluator = GraphEpochEval {
-        base: base_dev.share(),
-        target: target.clone(),
-        cfg: cfg.eval.clone(),
-        views,
-    };
+    let mut evaluator =
+        GraphEpochEval::new(base_dev.share(), target.clone(), cfg.eval.clone(), views)?;
     run.log(&format!(
         "training {}: {:.3} M parameters, {} steps per epoch, on {}",
         cfg.method.name(),
@@ -369,12 +370,27 @@ pub(crate) mod tests {
         assert!(json["peak_rss_mb"].is_number() || cfg!(not(target_os = "linux")));
         let e = s.eval.as_ref().unwrap();
         assert_eq!(e.metric, "accuracy");
-        assert_eq!((e.train_examples, e.test_examples), (17, 17));
+        // 34 members: a stratified fifth (3 + 3) for validation, the other
+        // 28 split in halves.
+        assert_eq!(
+            (e.train_examples, e.validation_examples, e.test_examples),
+            (14, 6, 14)
+        );
+        assert_eq!(
+            json["eval"]["validation"]["pretrained"]["mean"].as_f64(),
+            Some(e.validation.pretrained.mean)
+        );
         assert_eq!(
             json["eval"]["pretrained"]["mean"].as_f64(),
             Some(e.pretrained.mean)
         );
         assert!((0.0..=1.0).contains(&e.random_weights.mean));
+        // The per-epoch figure is the validation one.
+        let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+        assert!(
+            metrics.contains("\"val_probe_accuracy\"") && !metrics.contains("\"probe_accuracy\""),
+            "{metrics}"
+        );
         assert!(run_dir.join("export/encoder.safetensors").is_file());
         assert!(run_dir.join("export/graph/x.npy").is_file());
     }

@@ -46,7 +46,7 @@ impl Modality for GraphModality {
     }
 
     fn evaluations(&self) -> &'static [&'static str] {
-        &[LINEAR]
+        &[LINEAR, crate::finetune::FINETUNE]
     }
 
     fn evaluate(&self, request: &EvalRequest<'_>) -> Result<Vec<String>> {
@@ -56,6 +56,9 @@ impl Modality for GraphModality {
                 request.protocol,
                 self.evaluations().join(", ")
             )));
+        }
+        if request.protocol == crate::finetune::FINETUNE {
+            return crate::finetune::report(request);
         }
         let cfg = GraphRunConfig::from_toml(request.config_toml, request.checkpoint)?;
         let device = request.device.resolve()?;
@@ -161,28 +164,10 @@ impl Plan for GraphPlan {
     }
 }
 
-/// The probe's figures: a heading line and one line per representation.
+/// The probe's figures: a heading line and one line per representation
+/// (validation and test).
 fn eval_lines(e: &EvalRow) -> Vec<String> {
-    let pct = e.metric == "accuracy";
-    let f = |x: f64| {
-        if pct {
-            format!("{:.2}%", x * 100.0)
-        } else {
-            format!("{x:.4}")
-        }
-    };
-    let mut lines = vec![format!(
-        "  {} on frozen embeddings ({} train / {} test, mean +- std over splits):",
-        e.metric, e.train_examples, e.test_examples
-    )];
-    for (name, sc) in [
-        ("pre-trained", e.pretrained),
-        ("random weights", e.random_weights),
-        ("raw features", e.raw_features),
-    ] {
-        lines.push(format!("    {name:<15} {:>9} +- {}", f(sc.mean), f(sc.std)));
-    }
-    lines
+    e.lines()
 }
 
 impl Report for GraphRunSummary {

@@ -85,8 +85,15 @@ pub struct DataConfig {
     /// Skip (and count) bad pairs instead of stopping at the first.
     pub skip_bad: bool,
     /// Fraction of the images of captions and emoji sources held out for
-    /// retrieval (by a stable hash of the image's name).
+    /// retrieval (by a stable hash of the image's name): the test pairs,
+    /// read once, at the end.
     pub held_out: f64,
+    /// Fraction of each source's *training* images set aside, never trained
+    /// on, for the per-epoch evaluation and the validation figures
+    /// (stratified by class where the source has classes, seeded by
+    /// `[trainer] seed`; see [`crate::data`]). 0 trains on every pair and
+    /// turns the validation figures off.
+    pub validation_fraction: f64,
     pub sources: Vec<PairSource>,
 }
 
@@ -96,6 +103,7 @@ impl Default for DataConfig {
             image_size: 32,
             skip_bad: false,
             held_out: 0.1,
+            validation_fraction: 0.05,
             sources: Vec::new(),
         }
     }
@@ -119,7 +127,8 @@ pub struct EvalConfig {
     /// Prompts of the held-out Fashion-MNIST classes: none may be a training
     /// template (`captions` of the fashion-mnist source).
     pub held_out_templates: Vec<String>,
-    /// Evaluate after every epoch (else only at the end).
+    /// Evaluate the validation sets after every epoch (else only at the
+    /// end); the test sets are read once, at the end, either way.
     pub every_epoch: bool,
     /// Training pairs whose image / caption embeddings feed the collapse monitors.
     pub monitor_pairs: usize,
@@ -230,6 +239,12 @@ impl ClipRunConfig {
             return Err(format!(
                 "[data] held_out must be in [0, 1), got {}",
                 self.data.held_out
+            ));
+        }
+        let v = self.data.validation_fraction;
+        if !(0.0..1.0).contains(&v) {
+            return Err(format!(
+                "[data] validation_fraction must be in [0, 1) (0: no validation part), got {v}"
             ));
         }
         if self.data.sources.is_empty() {
@@ -365,6 +380,16 @@ pub(crate) mod tests {
                 "image_size = 100000",
             ),
             ("held_out = 0.1", "held_out = 1.5", "held_out"),
+            (
+                "held_out = 0.1",
+                "held_out = 0.1\nvalidation_fraction = 1.0",
+                "validation_fraction must be in [0, 1)",
+            ),
+            (
+                "held_out = 0.1",
+                "held_out = 0.1\nvalidation_fraction = -0.1",
+                "got -0.1",
+            ),
         ] {
             assert!(text.contains(from), "{from}");
             let err = ClipRunConfig::from_toml(&text.replacen(from, to, 1), &path)

@@ -1,6 +1,7 @@
 //! The CLIP workflow on core's [`Run`]: pairs -> tokenizer -> dual encoder
-//! -> trainer -> zero-shot and retrieval (trained and random weights) ->
-//! export. The `selfsup` binary calls this (through [`crate::workflow`]);
+//! -> trainer (validation figures after every epoch) -> zero-shot and
+//! retrieval on the test sets, once (trained and random weights), and on
+//! the validation sets -> export. The `selfsup` binary calls this (through [`crate::workflow`]);
 //! it reads no argv or environment and draws nothing.
 use crate::captions::{as_documents, tokenize_all};
 use crate::data::{build_suite, read_data};
@@ -71,12 +72,22 @@ pub struct ClipRunSummary {
     pub train_seconds: f64,
     pub train_pairs_per_s: f64,
     pub wall_seconds: f64,
-    /// Trained weights: zero-shot top-1 and Recall@K per set.
+    /// Trained weights: zero-shot top-1 and Recall@K per test set (read
+    /// once, here).
     pub metrics: Vec<(String, f64)>,
     /// The same figures for random weights.
     pub random_weights: Vec<(String, f64)>,
-    /// Guessing accuracy of each zero-shot set.
+    /// Guessing accuracy of each zero-shot test set.
     pub chance: Vec<(String, f64)>,
+    /// `[data] validation_fraction`.
+    pub validation_fraction: f64,
+    /// Training images set aside for validation (never trained on).
+    pub validation_images: usize,
+    /// Trained weights on the validation sets (what the per-epoch
+    /// evaluation reads), at the end.
+    pub validation: Vec<(String, f64)>,
+    /// Guessing accuracy of each zero-shot validation set.
+    pub validation_chance: Vec<(String, f64)>,
     pub warnings: Vec<String>,
     pub run_dir: PathBuf,
     pub export_dir: PathBuf,
@@ -148,20 +159,17 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         )));
     }
     run.log(&format!(
-        "{} training images with {} captions; {} pairs skipped; evaluation: {}",
+        "{} training images with {} captions; {} pairs skipped; test (read once, at the end): \
+         {}; validation (every epoch, never trained on): {}",
         train.len(),
         train.pair_count(),
         train.report.total(),
-        data.retrieval
-            .iter()
-            .map(|(n, s)| format!("{n} ({} images)", s.len()))
-            .chain(
-                data.zero_shot
-                    .iter()
-                    .map(|(n, s, _)| format!("{n} ({} images)", s.len()))
-            )
-            .collect::<Vec<_>>()
-            .join(", ")
+        data.test.describe().join(", "),
+        if data.validation.is_empty() {
+            "none ([data] validation_fraction = 0)".to_string()
+        } else {
+            data.validation.describe().join(", ")
+        }
     ));
     let tok_dir = run.run_dir.join("tokenizer");
     let tok = if run.resume && tok_dir.join("tokenizer.json").exists() {
@@ -182,7 +190,8 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
     let mean_tokens =
         tokens.iter().flatten().map(Vec::len).sum::<usize>() as f64 / n_rows.max(1) as f64;
     let norm = image_normalize();
-    let suite = build_suite(&data, &tok, max_len, &norm)?;
+    let test = build_suite(&data.test, &tok, max_len, &norm)?;
+    let validation = build_suite(&data.validation, &tok, max_len, &norm)?;
 
     let augmenter = Augmenter::new(cfg.augment.clone(), 3, cfg.data.image_size, norm.clone())?;
     let images = Arc::new(train.images.clone());
@@ -197,7 +206,7 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
 
     seed_weights(seed);
     let mut clip = Clip::new(&cfg.model, cfg.method.clip(), &text_cfg, device)?;
-    let random_weights = suite.evaluate(&random_weights(cfg, &text_cfg, device)?.model, device);
+    let random_weights = test.evaluate(&random_weights(cfg, &text_cfg, device)?.model, device);
     let monitor_n = cfg.eval.monitor_pairs.min(train.len());
     let monitor = (monitor_n > 1).then(|| {
         let idx: Vec<usize> = (0..monitor_n).collect();
@@ -207,7 +216,7 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         )
     });
     let mut evaluator = ClipEvaluator {
-        suite,
+        validation,
         every_epoch: cfg.eval.every_epoch,
         monitor,
     };
@@ -218,7 +227,8 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
     ));
     let summary = trainer.fit(&mut clip, &loader, &mut evaluator, run.observer, run.resume)?;
 
-    let metrics = evaluator.suite.evaluate(&clip.model, device);
+    let metrics = test.evaluate(&clip.model, device);
+    let validation = evaluator.validation.evaluate(&clip.model, device);
     let export_dir = run.run_dir.join("export");
     export_clip(&clip, &tok, &cfg.export_meta(&text_cfg), &export_dir)?;
     let vs = clip.var_store();
@@ -260,18 +270,26 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         wall_seconds,
         metrics,
         random_weights,
-        chance: evaluator
-            .suite
-            .zero_shot
-            .iter()
-            .map(|z| (z.name.clone(), z.chance))
-            .collect(),
+        chance: chance(&test),
+        validation_fraction: cfg.data.validation_fraction,
+        validation_images: data.validation_images,
+        validation,
+        validation_chance: chance(&evaluator.validation),
         warnings: summary.warnings.clone(),
         export_dir,
         curves: run_dir.join(selfsup_core::trainer::PLOT_FILE),
         run_dir,
         train: Some(summary),
     })
+}
+
+/// Guessing accuracy of each zero-shot set of `suite`.
+fn chance(suite: &crate::eval::EvalSuite) -> Vec<(String, f64)> {
+    suite
+        .zero_shot
+        .iter()
+        .map(|z| (z.name.clone(), z.chance))
+        .collect()
 }
 
 fn loader_steps(loader: &PairBatches, epochs: usize) -> usize {
@@ -419,6 +437,21 @@ pub(crate) mod tests {
         assert_eq!(s.random_weights.len(), s.metrics.len());
         assert_eq!(s.chance, vec![(names[0].to_string(), 1.0 / 6.0)]);
         assert!(s.metrics.iter().all(|m| (0.0..=1.0).contains(&m.1)));
+        // The per-epoch evaluation reads the validation sets (training
+        // emoji set aside: one of each colour), never the test sets; the
+        // end reads both, reported apart.
+        assert_eq!(s.validation_images, 6);
+        assert_eq!(s.validation_fraction, 0.05);
+        let val: Vec<&str> = s.validation.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(val.len(), 1 + 6, "{val:?}");
+        assert_eq!(val[0], "emoji-tiny validation categories zero-shot top-1");
+        assert_eq!(val[1], "emoji-tiny validation i->t R@1");
+        assert_eq!(s.validation_chance, vec![(val[0].to_string(), 1.0 / 6.0)]);
+        let epochs = &s.train.as_ref().unwrap().epochs;
+        assert_eq!(epochs.len(), 1);
+        let per_epoch: Vec<&str> = epochs[0].metrics.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(per_epoch, val);
+        assert!(json["validation"].as_array().unwrap().len() == 7);
         assert!(run_dir.join("tokenizer/tokenizer.json").is_file());
         assert!(run_dir.join("export/model.safetensors").is_file());
     }

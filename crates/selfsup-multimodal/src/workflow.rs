@@ -61,8 +61,9 @@ impl Modality for ClipModality {
             .data
             .map_or_else(default_data_root, Path::to_path_buf);
         let data = read_data(&cfg, &root)?;
+        // The test sets, as the run's summary reads them once at its end.
         let mut suite = build_suite(
-            &data,
+            &data.test,
             &loaded.tok,
             cfg.model.text.max_len,
             &image_normalize(),
@@ -158,6 +159,19 @@ fn table(
     lines
 }
 
+/// The validation figures: trained and (zero-shot) chance.
+fn validation_table(metrics: &[(String, f64)], chance: &[(String, f64)]) -> Vec<String> {
+    let mut lines = vec![format!("  {:<52} {:>8} {:>8}", "", "trained", "chance")];
+    for (name, v) in metrics {
+        let chance = chance
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(String::new(), |(_, c)| format!("{:.2}%", c * 100.0));
+        lines.push(format!("  {:<52} {:>7.2}% {:>8}", name, v * 100.0, chance));
+    }
+    lines
+}
+
 impl Report for ClipRunSummary {
     fn lines(&self) -> Vec<String> {
         let s = self;
@@ -192,7 +206,16 @@ impl Report for ClipRunSummary {
                 peak_rss_mb().map_or("n/a".into(), |m| format!("{m:.0} MB"))
             ),
         ];
+        lines.push("  test (read once, at the end):".to_string());
         lines.extend(table(&s.metrics, &s.random_weights, &s.chance));
+        if !s.validation.is_empty() {
+            lines.push(format!(
+                "  validation ({} training images set aside, never trained on, and held-out-class \
+                 images of the training split; the per-epoch figures):",
+                s.validation_images
+            ));
+            lines.extend(validation_table(&s.validation, &s.validation_chance));
+        }
         lines.extend(s.warnings.iter().map(|w| format!("  warning: {w}")));
         lines.push(format!(
             "  curves {}, export {}",
@@ -254,6 +277,24 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| panic!("{name}: {printed:?}"))
         };
+        // Test figures and validation figures in tables of their own.
+        let at = |prefix: &str| {
+            printed
+                .iter()
+                .position(|l| l.trim_start().starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}: {printed:?}"))
+        };
+        let (test, val) = (at("test (read once"), at("validation ("));
+        assert!(
+            printed[val].contains("6 training images set aside"),
+            "{printed:?}"
+        );
+        assert!(
+            test < at("emoji-tiny held-out i->t R@1") && at("emoji-tiny held-out t->i R@10") < val
+        );
+        assert!(val < at("emoji-tiny validation categories zero-shot top-1"));
+        assert!(row("emoji-tiny validation categories zero-shot top-1").ends_with("16.67%"));
+        assert!(val < at("emoji-tiny validation t->i R@10"));
         let checkpoint = dir.path().join("run/checkpoint.safetensors");
         let config = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
         let request = |protocol| EvalRequest {

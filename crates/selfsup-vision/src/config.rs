@@ -6,11 +6,8 @@ use crate::data::folder_cache::{default_cache_root, FolderOptions, MAX_CACHE_SID
 use crate::methods::MethodConfig;
 use crate::models::EncoderConfig;
 use selfsup_core::eval::{FewShotConfig, KnnConfig, LinearProbeConfig};
-use selfsup_core::optim::{OptimConfig, OptimKind};
 use selfsup_core::run::{BatchDefault, RunSettings};
-use selfsup_core::schedule::LrSchedule;
 use selfsup_core::trainer::TrainerConfig;
-use selfsup_core::trainer::{non_negative, positive, unit_interval};
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -161,7 +158,8 @@ impl DataConfig {
 pub struct EvalConfig {
     pub knn: KnnConfig,
     pub linear: LinearProbeConfig,
-    /// Run kNN on the test split after every epoch (else only at the end).
+    /// Run kNN on the validation part after every epoch (else only at the
+    /// end); the test split is never read during training.
     pub knn_every_epoch: bool,
     /// Images whose two views feed the collapse monitors every epoch.
     pub monitor_images: usize,
@@ -173,10 +171,23 @@ pub struct EvalConfig {
     /// on an image folder: 5000.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knn_train_images: Option<usize>,
-    /// At most this many test images (evenly spread) are scored. Default:
-    /// all of them, except on an image folder: 5000.
+    /// At most this many test images (evenly spread) are scored, and at
+    /// most this many validation images. Default: all of them, except on an
+    /// image folder: 5000.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_images: Option<usize>,
+    /// The share of the labelled training images set aside, stratified by
+    /// class, as the validation part (default 0.1): held out of the kNN bank
+    /// and the probes' training set, it is what the per-epoch kNN reads and
+    /// what choices are made on, so that the test split is read once, at the
+    /// end. Pre-training itself still uses every training image (it reads no
+    /// labels). Not written into stored configs while it has its default.
+    #[serde(skip_serializing_if = "is_default_fraction")]
+    pub validation_fraction: f64,
+    /// Seed of the validation draw (default 0), independent of
+    /// `[trainer] seed`: runs with other training seeds share one split.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub split_seed: u64,
     /// The random-weights control: the same encoder, initialised from
     /// `[trainer] seed` XOR core's random-weights seed and never trained,
     /// through the same kNN, probe and few-shot code.
@@ -189,132 +200,16 @@ pub struct EvalConfig {
     /// (not written into stored configs while it has its defaults).
     #[serde(skip_serializing_if = "FinetuneConfig::is_default")]
     pub finetune: FinetuneConfig,
+    /// `selfsup eval robustness`: the corruptions and severities of the
+    /// test images (not written into stored configs while it has its
+    /// defaults).
+    #[serde(skip_serializing_if = "crate::robustness::RobustnessConfig::is_default")]
+    pub robustness: crate::robustness::RobustnessConfig,
 }
 
-/// `[eval.finetune]`: label efficiency. For every fraction and seed, a
-/// labelled subset is drawn stratified by class from the training split
-/// (the whole split, not `[data] train_images`); the checkpoint's encoder
-/// plus a linear head, and the same network freshly initialised, are each
-/// trained end to end on it with the same steps, batches, optimiser,
-/// schedule and augmentation, then scored (top-1) on the test split (at
-/// most `[eval] test_images`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FinetuneConfig {
-    /// Fractions of the training split's labels, each in (0, 1] (default
-    /// 0.01, 0.1, 1.0). A fraction f draws round(f x N) images, at most
-    /// `max_images`: on Fashion-MNIST's 60 000, 1 % is 600 images and 100 %
-    /// is the cap (10 000 images, 1 000 per class).
-    pub fractions: Vec<f64>,
-    /// Seeds per fraction (default 3): each draws its own subset, head and
-    /// batch order, shared by the two arms; reported as mean +- std.
-    pub seeds: usize,
-    /// Optimisation steps of every model, whatever the fraction (default
-    /// 100): the subset is cycled, reshuffled every pass.
-    pub steps: usize,
-    /// Labelled images per step (default 128; the subset's size when smaller).
-    pub batch_size: usize,
-    /// The most labelled images one fraction uses (default 10 000).
-    pub max_images: usize,
-    /// Optimiser (default SGD, lr 0.1 for a batch of 256, scaled linearly,
-    /// momentum 0.9, weight decay 5e-4 off biases and norms).
-    pub optimizer: OptimConfig,
-    /// Learning-rate schedule; `warmup_epochs` counts passes over the
-    /// labelled subset (default: no warm-up, cosine to 0).
-    pub schedule: LrSchedule,
-    /// Light augmentation of the training images (default true): a random
-    /// resized crop of 64-100 % of the area, aspect 3/4-4/3, and a
-    /// horizontal flip with probability 0.5; false: the images as they are.
-    pub augment: bool,
-}
-
-/// The most seeds per fraction.
-pub const MAX_FINETUNE_SEEDS: usize = 100;
-
-impl Default for FinetuneConfig {
-    fn default() -> Self {
-        Self {
-            fractions: vec![0.01, 0.1, 1.0],
-            seeds: 3,
-            steps: 100,
-            batch_size: 128,
-            max_images: 10_000,
-            optimizer: OptimConfig {
-                kind: OptimKind::Sgd,
-                lr: 0.1,
-                weight_decay: 5e-4,
-                momentum: 0.9,
-                ..OptimConfig::default()
-            },
-            schedule: LrSchedule {
-                warmup_epochs: 0.0,
-                ..LrSchedule::default()
-            },
-            augment: true,
-        }
-    }
-}
-
-impl FinetuneConfig {
-    /// Whether every setting is the default (then stored configs leave the
-    /// table out, so configs written before it existed compare equal).
-    pub fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// The ranges, as a message naming `[eval.finetune]` and the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        const T: &str = "[eval.finetune]";
-        if self.fractions.is_empty() {
-            return Err(format!(
-                "{T} fractions = []: give at least one fraction in (0, 1]"
-            ));
-        }
-        if let Some(f) = self
-            .fractions
-            .iter()
-            .find(|f| !(f.is_finite() && **f > 0.0 && **f <= 1.0))
-        {
-            return Err(format!(
-                "{T} fractions: {f} is not a fraction of the labels in (0, 1] (0.01 is 1 %)"
-            ));
-        }
-        if !(1..=MAX_FINETUNE_SEEDS).contains(&self.seeds) {
-            return Err(format!(
-                "{T} seeds = {}: give 1 to {MAX_FINETUNE_SEEDS}",
-                self.seeds
-            ));
-        }
-        if self.steps == 0 {
-            return Err(format!("{T} steps = 0 trains nothing: give at least 1"));
-        }
-        if self.batch_size < 2 {
-            return Err(format!(
-                "{T} batch_size = {}: batch norm in training mode needs at least 2 images",
-                self.batch_size
-            ));
-        }
-        if self.max_images < 2 {
-            return Err(format!(
-                "{T} max_images = {}: give at least 2 images",
-                self.max_images
-            ));
-        }
-        let (o, s) = (&self.optimizer, &self.schedule);
-        positive(&format!("{T} optimizer.lr"), o.lr)?;
-        non_negative(&format!("{T} optimizer.weight_decay"), o.weight_decay)?;
-        unit_interval(&format!("{T} optimizer.momentum"), o.momentum)?;
-        unit_interval(&format!("{T} optimizer.betas[0]"), o.betas.0)?;
-        unit_interval(&format!("{T} optimizer.betas[1]"), o.betas.1)?;
-        positive(&format!("{T} optimizer.eps"), o.eps)?;
-        positive(
-            &format!("{T} optimizer.trust_coefficient"),
-            o.trust_coefficient,
-        )?;
-        non_negative(&format!("{T} schedule.warmup_epochs"), s.warmup_epochs)?;
-        non_negative(&format!("{T} schedule.final_lr_ratio"), s.final_lr_ratio)
-    }
-}
+/// `[eval.finetune]`: core's label-efficiency settings (one struct for every
+/// modality), its TOML keys unchanged.
+pub use selfsup_core::eval::finetune::{FinetuneConfig, MAX_FINETUNE_SEEDS};
 
 impl Default for EvalConfig {
     fn default() -> Self {
@@ -326,11 +221,27 @@ impl Default for EvalConfig {
             linear_probe: true,
             knn_train_images: None,
             test_images: None,
+            validation_fraction: DEFAULT_VALIDATION_FRACTION,
+            split_seed: 0,
             random_weights: true,
             few_shot: FewShotConfig::default(),
             finetune: FinetuneConfig::default(),
+            robustness: Default::default(),
         }
     }
+}
+
+/// `[eval] validation_fraction` when the key is not given.
+pub const DEFAULT_VALIDATION_FRACTION: f64 = 0.1;
+
+/// Whether a validation fraction is the default (then it is not written).
+fn is_default_fraction(f: &f64) -> bool {
+    *f == DEFAULT_VALIDATION_FRACTION
+}
+
+/// Whether a seed is 0, the default (then it is not written).
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Vision's default `[run] batch_size`: 256 images.
@@ -396,6 +307,11 @@ impl VisionRunConfig {
                 )));
             }
         }
+        selfsup_core::eval::split::check_fraction(
+            "[eval] validation_fraction",
+            self.eval.validation_fraction,
+        )
+        .map_err(Error::Config)?;
         self.model.validate()?;
         self.augment.validate()?;
         self.method.check_ranges()?;
@@ -414,6 +330,7 @@ impl VisionRunConfig {
             .validate("[eval.few_shot]")
             .map_err(Error::Config)?;
         self.eval.finetune.validate().map_err(Error::Config)?;
+        self.eval.robustness.validate().map_err(Error::Config)?;
         if self.eval.monitor_images < 2 && self.trainer.collapse.enabled {
             return Err(Error::Config(format!(
                 "[eval] monitor_images = {}: the collapse monitors need at least 2 images \
@@ -505,6 +422,20 @@ pub(crate) mod tests {
             (with("run", "batch_size = 0"), "batch_size = 0"),
             (with("eval", "monitor_images = 0"), "monitor_images = 0"),
             (with("eval.knn", "k = 0"), "k = 0"),
+            (
+                with("eval", "validation_fraction = 0.0"),
+                "[eval] validation_fraction must be a fraction in (0, 1)",
+            ),
+            (
+                with("eval", "validation_fraction = 1.0"),
+                "[eval] validation_fraction must be a fraction in (0, 1) of the training data, \
+                 got 1",
+            ),
+            (
+                with("eval", "validation_fraction = -0.1"),
+                "[eval] validation_fraction",
+            ),
+            (with("eval", "validation_fraction = nan"), "got NaN"),
             (with("eval.linear", "epochs = 0"), "epochs = 0"),
             (with("method.head", "layers = 0"), "layers = 0"),
             (
@@ -574,6 +505,28 @@ pub(crate) mod tests {
         let cfg = VisionRunConfig::from_toml("", Path::new("empty.toml")).unwrap();
         assert_eq!(cfg.run.batch_size, 256);
         assert!(!cfg.to_toml().contains("steps_per_epoch"));
+        // The validation part's defaults, left out of stored configs (so a
+        // run begun before the keys existed still resumes); other values are
+        // written and read back.
+        assert_eq!(
+            (cfg.eval.validation_fraction, cfg.eval.split_seed),
+            (0.1, 0)
+        );
+        let stored = cfg.to_toml();
+        assert!(
+            !stored.contains("validation_fraction") && !stored.contains("split_seed"),
+            "{stored}"
+        );
+        let set = VisionRunConfig::from_toml(
+            "[eval]\nvalidation_fraction = 0.25\nsplit_seed = 7\n",
+            Path::new("v.toml"),
+        )
+        .unwrap();
+        let back = VisionRunConfig::from_toml(&set.to_toml(), Path::new("back.toml")).unwrap();
+        assert_eq!(
+            (back.eval.validation_fraction, back.eval.split_seed),
+            (0.25, 7)
+        );
         let err = VisionRunConfig::from_toml("[run]\nsteps_per_epoch = 5\n", Path::new("s.toml"))
             .unwrap_err()
             .to_string();

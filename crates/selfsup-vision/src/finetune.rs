@@ -1,9 +1,9 @@
-//! `selfsup eval finetune`: label efficiency. For each fraction of the
-//! labels and each seed, a class-stratified labelled subset is drawn; the
-//! checkpoint's encoder plus a linear head is trained end to end on it (the
-//! pre-trained arm) beside the same network freshly initialised (the scratch
-//! arm), with the same subset, head initialisation, batches, augmentation,
-//! steps, optimiser and schedule ([`crate::config::FinetuneConfig`]). Batch
+//! `selfsup eval finetune` for images: core's label-efficiency protocol
+//! ([`selfsup_core::eval::finetune`]: stratified fractions, seeds, both arms,
+//! rows) with vision's model. The checkpoint's encoder plus a linear head
+//! (the pre-trained arm) and the same network freshly initialised (the
+//! scratch arm) train on the same subset, head initialisation, batches,
+//! augmentation, steps, optimiser and schedule ([`FinetuneConfig`]). Batch
 //! norm is in training mode while training, in inference mode for the test
 //! top-1.
 use crate::augment::{
@@ -21,6 +21,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use selfsup_core::encoder::Encoder;
+use selfsup_core::eval::finetune::{self as protocol, Arm, FineTune, LossTrace, Scored, Trial};
 use selfsup_core::optim::Params;
 use selfsup_core::run::seed_random_weights;
 use selfsup_core::{Error, Result};
@@ -28,6 +29,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
+
+pub use selfsup_core::eval::finetune::{mean_std, stratified};
 
 /// Test images scored per forward pass.
 const TEST_CHUNK: usize = 512;
@@ -85,31 +88,6 @@ impl Splits {
             classes,
         })
     }
-}
-
-/// `fraction` of the images of `labels`, stratified: `total = round(fraction
-/// x N)` capped at `cap`, each class its share `round(total x n_c / N)` (at
-/// least 1, at most n_c), drawn by `seed`; sorted indices.
-pub fn stratified(labels: &[i64], fraction: f64, cap: usize, seed: u64) -> Vec<usize> {
-    let mut by_class: Vec<Vec<usize>> = Vec::new();
-    for (i, &l) in labels.iter().enumerate() {
-        let c = l.max(0) as usize;
-        if by_class.len() <= c {
-            by_class.resize(c + 1, Vec::new());
-        }
-        by_class[c].push(i);
-    }
-    let n = labels.len().max(1) as f64;
-    let total = ((fraction * n).round() as usize).min(cap) as f64;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut picked = Vec::new();
-    for members in by_class.iter_mut().filter(|m| !m.is_empty()) {
-        let share = (total * members.len() as f64 / n).round() as usize;
-        members.shuffle(&mut rng);
-        picked.extend_from_slice(&members[..share.clamp(1, members.len())]);
-    }
-    picked.sort_unstable();
-    picked
 }
 
 /// What the encoder takes: its channels, the normalisation of the images
@@ -339,8 +317,7 @@ pub fn train(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut order, mut pos) = (subset.to_vec(), subset.len());
     let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
-    let tenth = (ft.steps / 10).max(1);
-    let (mut first, mut last) = (0.0, 0.0);
+    let mut trace = LossTrace::new(ft.steps);
     let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
     let mut seen = vec![false; data.len()];
     for step in 0..ft.steps {
@@ -387,23 +364,12 @@ pub fn train(
         loss.backward();
         let lr = ft.schedule.lr(peak, step as u64, ft.steps as u64, warmup);
         opt.step(&params, lr);
-        let l = loss.double_value(&[]);
-        if !l.is_finite() {
-            return Err(Error::Config(format!(
-                "fine-tuning diverged at step {step} (loss {l}): lower [eval.finetune] optimizer.lr"
-            )));
-        }
-        if step < tenth {
-            first += l / tenth as f64;
-        }
-        if step >= ft.steps - tenth {
-            last += l / tenth as f64;
-        }
+        trace.record(step, loss.double_value(&[]))?;
     }
     Ok(ArmRun {
         top1: 0.0,
-        first_loss: first,
-        last_loss: last,
+        first_loss: trace.first,
+        last_loss: trace.last,
         steps: ft.steps,
         images_seen: ft.steps * batch,
         distinct_images: seen.iter().filter(|&&f| f).count(),
@@ -411,53 +377,71 @@ pub fn train(
     })
 }
 
-/// Both arms at one fraction.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub fraction: f64,
-    /// Labelled images of each seed's subset.
-    pub images: Vec<usize>,
-    /// Every seed's pre-trained and from-scratch run.
-    pub pretrained: Vec<ArmRun>,
-    pub scratch: Vec<ArmRun>,
-}
+impl Scored for ArmRun {
+    fn score(&self) -> f64 {
+        self.top1
+    }
 
-/// Mean and sample standard deviation (0 for one value).
-pub fn mean_std(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len().max(1) as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = match xs.len() {
-        0 | 1 => 0.0,
-        k => xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64,
-    };
-    (mean, var.sqrt())
-}
-
-impl Row {
-    /// "fine-tuning on 1% of the labels (600 images, 3 seeds): pre-trained
-    /// 71.2 ± 0.8 %, from scratch 55.1 ± 1.9 %, gain +16.1 points".
-    pub fn line(&self) -> String {
-        let top1 = |runs: &[ArmRun]| runs.iter().map(|r| r.top1).collect::<Vec<_>>();
-        let (p, ps) = mean_std(&top1(&self.pretrained));
-        let (s, ss) = mean_std(&top1(&self.scratch));
-        let images = self.images.first().copied().unwrap_or(0);
+    fn describe(&self) -> String {
         format!(
-            "fine-tuning on {}% of the labels ({images} images, {} seed{}): pre-trained {:.1} ± \
-             {:.1} %, from scratch {:.1} ± {:.1} %, gain {:+.1} points",
-            self.fraction * 100.0,
-            self.pretrained.len(),
-            if self.pretrained.len() == 1 { "" } else { "s" },
-            p * 100.0,
-            ps * 100.0,
-            s * 100.0,
-            ss * 100.0,
-            (p - s) * 100.0
+            "final loss {:.3}, test top-1 {:.2}%",
+            self.last_loss,
+            self.top1 * 100.0
         )
     }
 }
 
-/// Every fraction x seed x arm of `cfg.eval.finetune`, the pre-trained arm
-/// starting from `method`'s encoder; `progress` hears one line per model.
+/// Both arms at one fraction (`images` in finetune.json: each seed's
+/// labelled images).
+pub type Row = protocol::Row<ArmRun>;
+
+/// Vision's side of the protocol: a trial's arm is a [`Net`] of the run's
+/// architecture (the pre-trained one starting from `method`'s encoder)
+/// trained by [`train`] and scored on the test split.
+struct Images<'a> {
+    cfg: &'a VisionRunConfig,
+    method: &'a dyn VisionMethod,
+    splits: &'a Splits,
+    input: Input,
+    device: Device,
+}
+
+impl FineTune for Images<'_> {
+    type Run = ArmRun;
+
+    fn labels(&self) -> &[i64] {
+        &self.splits.train_labels
+    }
+
+    /// The weights of both arms from `trial.init_seed` (the head is the same
+    /// draw), the batches from `trial.draw_seed ^ 1`.
+    fn run(&self, arm: Arm, trial: &Trial<'_>) -> Result<ArmRun> {
+        seed_random_weights(trial.init_seed);
+        let mut net = Net::new(
+            self.cfg,
+            &self.input,
+            self.splits.classes as i64,
+            self.device,
+        );
+        if arm == Arm::Pretrained {
+            net.load_encoder(self.method)?;
+        }
+        let mut run = train(
+            &net,
+            &self.splits.train,
+            &self.splits.train_labels,
+            trial.labelled,
+            &self.cfg.eval.finetune,
+            trial.draw_seed ^ 1,
+        )?;
+        run.top1 = net.accuracy(&self.splits.test, &self.splits.test_labels);
+        Ok(run)
+    }
+}
+
+/// Every fraction x seed x arm of `cfg.eval.finetune` (core's loop, seeded
+/// by `[trainer] seed`), the pre-trained arm starting from `method`'s
+/// encoder; `progress` hears one line per model.
 pub fn finetune(
     cfg: &VisionRunConfig,
     method: &dyn VisionMethod,
@@ -465,55 +449,20 @@ pub fn finetune(
     device: Device,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Row>> {
-    let ft = &cfg.eval.finetune;
-    let input = Input::of(method, splits.train.channels as i64);
-    let mut rows = Vec::new();
-    for &fraction in &ft.fractions {
-        let mut row = Row {
-            fraction,
-            images: vec![],
-            pretrained: vec![],
-            scratch: vec![],
-        };
-        for s in 0..ft.seeds as u64 {
-            let seed = cfg.trainer.seed.wrapping_add(s) ^ fraction.to_bits().rotate_left(17);
-            let subset = stratified(&splits.train_labels, fraction, ft.max_images, seed);
-            for pretrained in [true, false] {
-                seed_random_weights(cfg.trainer.seed.wrapping_add(s));
-                let mut net = Net::new(cfg, &input, splits.classes as i64, device);
-                if pretrained {
-                    net.load_encoder(method)?;
-                }
-                let mut run = train(
-                    &net,
-                    &splits.train,
-                    &splits.train_labels,
-                    &subset,
-                    ft,
-                    seed ^ 1,
-                )?;
-                run.top1 = net.accuracy(&splits.test, &splits.test_labels);
-                let arm = if pretrained {
-                    "pre-trained"
-                } else {
-                    "from scratch"
-                };
-                progress(&format!(
-                    "  {}% labels, seed {s}, {arm}: final loss {:.3}, test top-1 {:.2}%",
-                    fraction * 100.0,
-                    run.last_loss,
-                    run.top1 * 100.0
-                ));
-                match pretrained {
-                    true => row.pretrained.push(run),
-                    false => row.scratch.push(run),
-                }
-            }
-            row.images.push(subset.len());
-        }
-        rows.push(row);
-    }
-    Ok(rows)
+    let model = Images {
+        cfg,
+        method,
+        splits,
+        input: Input::of(method, splits.train.channels as i64),
+        device,
+    };
+    protocol::finetune(
+        &model,
+        &cfg.eval.finetune,
+        cfg.trainer.seed,
+        "images",
+        progress,
+    )
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod finetune;
 pub mod load;
 pub mod loader;
 pub mod models;
+pub mod robustness;
 pub mod summary;
 pub mod vision_method;
 pub mod workflow;

@@ -20,7 +20,9 @@ pub use crate::config::{
     DataConfig, DataFormat, EvalConfig, Images, RunConfig, VisionRunConfig,
     DEFAULT_FOLDER_CHANNELS, DEFAULT_FOLDER_EVAL_IMAGES, DEFAULT_IMAGE_SIZE,
 };
-pub use crate::evaluate::{dataset_features, eval_caps, features, EvalData, Features};
+pub use crate::evaluate::{
+    dataset_features, eval_caps, features, EvalData, EvalSettings, Features, Part,
+};
 pub use crate::load::{load_data, spread, LoadedData};
 pub use crate::summary::{FewShotRows, RunSummary};
 pub use crate::vision_method::{build_method, export, EncoderInput, VisionMethod};
@@ -70,9 +72,15 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     let train = loaded.train;
     let norm = Normalize::for_channels(train.channels);
     let in_channels = train.channels as i64;
-    let (max_train, max_test) = eval_caps(cfg);
+    // The validation part is held out of the kNN bank / probe training set
+    // only: pre-training reads no labels and trains on every training image.
     let data = match &loaded.test {
-        Some(test) if primary => Some(EvalData::capped(&train, test, &norm, max_train, max_test)?),
+        Some(test) if primary => Some(EvalData::build(
+            &train,
+            test,
+            &norm,
+            &EvalSettings::of(cfg),
+        )?),
         _ => None,
     };
     drop(loaded.test);
@@ -110,15 +118,24 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     selfsup_core::run::seed_weights(cfg.trainer.seed);
     let mut method = build_method(cfg, device, in_channels)?;
 
+    // The raw-pixel kNN of the test split (the summary's baseline) and,
+    // when kNN runs every epoch, of the validation part (the curve's).
     const RAW: &str = "raw-pixel kNN baseline";
-    let raw_knn = match &data {
+    let every_epoch = cfg.eval.knn_every_epoch;
+    let (raw_knn, raw_validation_knn) = match &data {
         Some(d) => {
-            run.observer.phase(RAW, 0, 1);
-            let r = d.raw_knn(&cfg.eval.knn)?;
-            run.observer.phase(RAW, 1, 1);
-            Some(r)
+            let parts = 1 + usize::from(every_epoch);
+            run.observer.phase(RAW, 0, parts);
+            let test = d.raw_knn(Part::Test, &cfg.eval.knn)?;
+            run.observer.phase(RAW, 1, parts);
+            let validation = match every_epoch {
+                true => Some(d.raw_knn(Part::Validation, &cfg.eval.knn)?),
+                false => None,
+            };
+            run.observer.phase(RAW, parts, parts);
+            (Some(test), validation)
         }
-        None => None,
+        None => (None, None),
     };
     let monitor_n = cfg.eval.monitor_images.min(train.len());
     let monitor_views = (monitor_n > 1).then(|| {
@@ -141,8 +158,8 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         data,
         monitor_views,
         knn: cfg.eval.knn.clone(),
-        every_epoch: cfg.eval.knn_every_epoch,
-        raw_knn,
+        every_epoch,
+        raw_validation_knn,
     };
 
     let trainer = run.trainer(cfg.trainer.clone());
@@ -155,21 +172,27 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     )?;
 
     // Final evaluation on frozen features (rank 0 of a data-parallel run).
+    // The validation and test figures come from the same bank and the same
+    // probe settings, reported separately.
     let (mut knn, mut linear, mut raw_linear, mut trained_feats) = (None, None, None, None);
+    let (mut knn_val, mut linear_val) = (None, None);
     if let Some(data) = &evaluator.data {
         run.observer.phase("features", 0, 1);
         let feats = data.features(method.as_ref());
         run.observer.phase("features", 1, 1);
         run.observer.phase("kNN", 0, 1);
+        knn_val = Some(data.knn_on(Part::Validation, &feats, &cfg.eval.knn)?);
         knn = Some(data.knn(&feats, &cfg.eval.knn)?);
         run.observer.phase("kNN", 1, 1);
         if cfg.eval.linear_probe {
-            const PROBE: &str = "linear probes (encoder, raw pixels)";
-            run.observer.phase(PROBE, 0, 2);
+            const PROBE: &str = "linear probes (encoder: validation, test; raw pixels)";
+            run.observer.phase(PROBE, 0, 3);
+            linear_val = Some(data.linear_on(Part::Validation, &feats, &cfg.eval.linear)?);
+            run.observer.phase(PROBE, 1, 3);
             linear = Some(data.linear(&feats, &cfg.eval.linear)?);
-            run.observer.phase(PROBE, 1, 2);
+            run.observer.phase(PROBE, 2, 3);
             raw_linear = Some(data.linear(&data.raw_features(), &cfg.eval.linear)?);
-            run.observer.phase(PROBE, 2, 2);
+            run.observer.phase(PROBE, 3, 3);
         }
         trained_feats = Some(feats);
     }
@@ -194,22 +217,27 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         _ => None,
     };
 
-    let (test_images, eval_train_images, knn_k) = match &evaluator.data {
+    let (test_images, eval_train_images, validation_images, knn_k) = match &evaluator.data {
         Some(d) => (
             d.test.len(),
             d.train.len(),
+            d.validation.len(),
             Some(cfg.eval.knn.k.min(d.train.len() as i64)),
         ),
-        None => (0, 0, None),
+        None => (0, 0, 0, None),
     };
     let evaluation = match &evaluator.data {
         Some(d) => format!(
             "{} ({} test images; kNN bank and probe training set: {} of the {} training \
-             images)",
+             images; validation part: {} other training images, [eval] validation_fraction \
+             {} split_seed {}, read by the per-epoch kNN)",
             loaded.evaluation,
             d.test.len(),
             d.train.len(),
-            train.len()
+            train.len(),
+            d.validation.len(),
+            cfg.eval.validation_fraction,
+            cfg.eval.split_seed
         ),
         None if !primary => "on rank 0".to_string(),
         None => loaded.evaluation.clone(),
@@ -221,6 +249,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         train_images: train.len(),
         test_images,
         eval_train_images,
+        validation_images,
         batch_size: cfg.run.batch_size,
         ranks,
         epochs: cfg.trainer.epochs,
@@ -233,7 +262,9 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         knn_k_configured: cfg.eval.knn.k,
         knn_top1: knn,
         linear_top1: linear,
-        raw_knn_top1: evaluator.raw_knn,
+        knn_val_top1: knn_val,
+        linear_val_top1: linear_val,
+        raw_knn_top1: raw_knn,
         raw_linear_top1: raw_linear,
         random_knn_top1: controls.as_ref().and_then(|c| c.knn),
         random_linear_top1: controls.as_ref().and_then(|c| c.linear),

@@ -27,6 +27,9 @@ pub struct RunSummary {
     pub test_images: usize,
     /// Training images in the kNN bank / probe training set.
     pub eval_train_images: usize,
+    /// Training images in the validation part (held out of the bank; 0
+    /// when evaluation was skipped).
+    pub validation_images: usize,
     /// Images per batch per rank.
     pub batch_size: usize,
     /// Data-parallel ranks (1: one process).
@@ -44,9 +47,14 @@ pub struct RunSummary {
     /// the `k` used); not written to `summary.json`.
     #[serde(skip)]
     pub knn_k_configured: i64,
-    /// `None`: evaluation skipped (see `evaluation`), or a rank other than 0.
+    /// Test split figures. `None`: evaluation skipped (see `evaluation`),
+    /// or a rank other than 0.
     pub knn_top1: Option<f64>,
     pub linear_top1: Option<f64>,
+    /// The same figures on the validation part of the training images.
+    pub knn_val_top1: Option<f64>,
+    pub linear_val_top1: Option<f64>,
+    /// The baselines and controls are test split figures.
     pub raw_knn_top1: Option<f64>,
     pub raw_linear_top1: Option<f64>,
     /// The random-weights control (`[eval] random_weights`): the same
@@ -111,9 +119,22 @@ impl RunSummary {
         match (s.knn_top1, s.raw_knn_top1) {
             (Some(knn), Some(raw)) => {
                 out.push(knn_line(s.knn_k_configured, s.eval_train_images, knn));
+                if let Some(v) = s.knn_val_top1 {
+                    out.push(knn_validation_line(
+                        s.knn_k_configured,
+                        s.eval_train_images,
+                        v,
+                    ));
+                }
                 if let Some(l) = s.linear_top1 {
                     out.push(format!(
                         "  linear probe top-1 (test split):           {:.2}%",
+                        l * 100.0
+                    ));
+                }
+                if let Some(l) = s.linear_val_top1 {
+                    out.push(format!(
+                        "  linear probe top-1 (validation part):      {:.2}%",
                         l * 100.0
                     ));
                 }
@@ -229,17 +250,30 @@ fn few_shot_lines(f: &FewShotRows) -> Vec<String> {
         .collect()
 }
 
-/// The summary's kNN line with the configured k (and the k used, when the
-/// training set is smaller).
+/// The summary's test-split kNN line with the configured k (and the k
+/// used, when the training set is smaller).
 fn knn_line(k: i64, train_images: usize, top1: f64) -> String {
+    let label = format!(
+        "kNN top-1 ({}, test split, final epoch):",
+        k_used(k, train_images)
+    );
+    format!("  {label:<43} {:.2}%", top1 * 100.0)
+}
+
+/// The same line for the validation part.
+fn knn_validation_line(k: i64, train_images: usize, top1: f64) -> String {
+    let label = format!("kNN top-1 ({}, validation part):", k_used(k, train_images));
+    format!("  {label:<43} {:.2}%", top1 * 100.0)
+}
+
+/// `k=K`, or `k=USED of K` when the bank is smaller than k.
+fn k_used(k: i64, train_images: usize) -> String {
     let used = k.min(i64::try_from(train_images).unwrap_or(i64::MAX));
-    let k = if used < k {
+    if used < k {
         format!("k={used} of {k}")
     } else {
         format!("k={k}")
-    };
-    let label = format!("kNN top-1 ({k}, test split, final epoch):");
-    format!("  {label:<43} {:.2}%", top1 * 100.0)
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +291,11 @@ mod tests {
             knn_line(200, 60000, 0.25),
             "  kNN top-1 (k=200, test split, final epoch): 25.00%"
         );
+        assert_eq!(
+            knn_validation_line(200, 54000, 0.25),
+            "  kNN top-1 (k=200, validation part):         25.00%"
+        );
+        assert!(knn_validation_line(200, 64, 0.5).contains("(k=64 of 200, validation part)"));
     }
 
     fn summary() -> RunSummary {
@@ -267,6 +306,7 @@ mod tests {
             train_images: 1000,
             test_images: 500,
             eval_train_images: 64,
+            validation_images: 100,
             batch_size: 128,
             ranks: 2,
             epochs: 1,
@@ -279,6 +319,8 @@ mod tests {
             knn_k_configured: 200,
             knn_top1: Some(0.75),
             linear_top1: Some(0.8),
+            knn_val_top1: Some(0.74),
+            linear_val_top1: Some(0.79),
             raw_knn_top1: Some(0.7),
             raw_linear_top1: Some(0.78),
             random_knn_top1: None,
@@ -307,7 +349,9 @@ mod tests {
             "  epochs 1, steps 3, batch 256 (2 ranks x 128), final loss 5.2500",
             "  training 2.0 s (500 images/s), whole run 3.5 s, peak memory 812 MB",
             "  kNN top-1 (k=64 of 200, test split, final epoch): 75.00%",
+            "  kNN top-1 (k=64 of 200, validation part):   74.00%",
             "  linear probe top-1 (test split):           80.00%",
+            "  linear probe top-1 (validation part):      79.00%",
             "  raw-pixel kNN baseline:                     70.00%",
             "  raw-pixel linear probe baseline:            78.00%",
             "  pre-training bought +5.00 points of kNN accuracy over raw pixels, +2.00 points of \
@@ -339,12 +383,39 @@ mod tests {
         };
         let lines = with_controls.lines_with_memory(None);
         assert_eq!(
-            &lines[9..12],
+            &lines[11..14],
             [
                 "  random-weights control (same encoder, untrained): kNN 50.00%, linear probe 60.00%",
                 "  5-way 1-shot (600 episodes): pre-trained 70.00 +- 1.25%, random weights 50.00 +- 1.25%, raw pixels 55.00 +- 1.25%",
                 "  5-way 5-shot (600 episodes): pre-trained 90.00 +- 1.25%, random weights 60.00 +- 1.25%, raw pixels -",
             ]
+        );
+        // summary.json carries both parts, the test figures under the keys
+        // they always had.
+        let json = serde_json::to_value(summary()).unwrap();
+        assert_eq!(
+            (
+                json["knn_top1"].as_f64(),
+                json["knn_val_top1"].as_f64(),
+                json["linear_top1"].as_f64(),
+                json["linear_val_top1"].as_f64(),
+                json["validation_images"].as_u64()
+            ),
+            (Some(0.75), Some(0.74), Some(0.8), Some(0.79), Some(100))
+        );
+        // Without validation figures (no probe), only the test lines.
+        let test_only = RunSummary {
+            knn_val_top1: None,
+            linear_top1: None,
+            linear_val_top1: None,
+            raw_linear_top1: None,
+            ..summary()
+        };
+        let lines = test_only.lines_with_memory(None);
+        assert!(!lines.iter().any(|l| l.contains("validation")), "{lines:?}");
+        assert!(
+            !lines.iter().any(|l| l.contains("linear probe")),
+            "{lines:?}"
         );
         let skipped = RunSummary {
             knn_top1: None,

@@ -3,7 +3,7 @@
 //! checkpoints (the checkpoint carries its resolved config, so neither needs
 //! a config file).
 use crate::config::VisionRunConfig;
-use crate::evaluate::EvalData;
+use crate::evaluate::{EvalData, Part};
 use crate::finetune::{finetune, Row, Splits};
 use crate::pretrain::pretrain;
 use crate::vision_method::{build_method, export, VisionMethod};
@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 /// The evaluations `selfsup eval` offers on a vision checkpoint: kNN and
 /// the linear probe on the frozen encoder, fine-tuning end to end against
-/// the same network from scratch.
-pub const EVALUATIONS: [&str; 3] = ["knn", "linear", "finetune"];
+/// the same network from scratch, robustness of the frozen features to
+/// corrupted test images ([`crate::robustness`]).
+pub const EVALUATIONS: [&str; 4] = ["knn", "linear", "finetune", "robustness"];
 
 /// The fine-tuning table `selfsup eval finetune` writes beside the checkpoint.
 pub const FINETUNE_FILE: &str = "finetune.json";
@@ -80,8 +81,9 @@ impl Modality for VisionModality {
     }
 
     /// kNN (`knn`) or linear-probe (`linear`) top-1 of the checkpoint's
-    /// frozen encoder on the test split of its dataset (`--data` overrides
-    /// the config's `[data] path`), with the config's `[eval]` settings;
+    /// frozen encoder on the validation part of its training images and on
+    /// the test split of its dataset, a line each (`--data` overrides the
+    /// config's `[data] path`), with the config's `[eval]` settings;
     /// `finetune`: [`crate::finetune`] with `[eval.finetune]`, one line per
     /// fraction, the rows also written to `finetune.json` beside the
     /// checkpoint.
@@ -100,19 +102,37 @@ impl Modality for VisionModality {
         if request.protocol == "finetune" {
             return finetune_report(request.checkpoint, &cfg, method.as_ref(), &dir, device);
         }
+        if request.protocol == "robustness" {
+            let ckpt = request.checkpoint;
+            return crate::robustness::report(ckpt, &cfg, method.as_ref(), &dir, device);
+        }
         let data = EvalData::load(&cfg, &dir)?;
         let features = data.features(method.as_ref());
-        let (name, top1) = match request.protocol {
-            "knn" => ("kNN top-1", data.knn(&features, &cfg.eval.knn)?),
-            _ => (
-                "linear probe top-1",
-                data.linear(&features, &cfg.eval.linear)?,
-            ),
+        let score = |part: Part| match request.protocol {
+            "knn" => data.knn_on(part, &features, &cfg.eval.knn),
+            _ => data.linear_on(part, &features, &cfg.eval.linear),
         };
-        Ok(vec![format!(
-            "{name} on the test split: {:.2}%",
-            top1 * 100.0
-        )])
+        let (validation, test) = (score(Part::Validation)?, score(Part::Test)?);
+        let name = match request.protocol {
+            "knn" => "kNN top-1",
+            _ => "linear probe top-1",
+        };
+        Ok(vec![
+            format!(
+                "{name} on the validation part ({} training images held out of the {} in the \
+                 bank, [eval] validation_fraction {} split_seed {}): {:.2}%",
+                data.validation.len(),
+                data.train.len(),
+                cfg.eval.validation_fraction,
+                cfg.eval.split_seed,
+                validation * 100.0
+            ),
+            format!(
+                "{name} on the test split ({} images): {:.2}%",
+                data.test.len(),
+                test * 100.0
+            ),
+        ])
     }
 
     /// The checkpoint's encoder, rebuilt on the CPU, in the layout of a
@@ -155,13 +175,7 @@ fn finetune_report(
         "rows": rows,
         "seconds": seconds,
     });
-    let out = checkpoint
-        .parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(FINETUNE_FILE);
-    let text = serde_json::to_string_pretty(&json)
-        .map_err(|e| Error::Config(format!("{}: {e}", out.display())))?;
-    selfsup_core::tensor_io::write_atomic(&out, text.as_bytes())?;
+    let out = selfsup_core::eval::write_beside(checkpoint, FINETUNE_FILE, &json)?;
     let mut lines = vec![format!(
         "fine-tuning end to end vs the same network from scratch: {} steps of {} images, test \
          top-1 on {} images, mean ± std over seeds",
@@ -225,7 +239,7 @@ mod tests {
         assert_eq!(m.name(), "vision");
         assert_eq!(m.methods().len(), 15);
         assert!(m.methods().contains(&"barlow_twins"));
-        assert_eq!(m.evaluations(), ["knn", "linear", "finetune"]);
+        assert_eq!(m.evaluations(), ["knn", "linear", "finetune", "robustness"]);
     }
 
     #[test]
@@ -403,5 +417,84 @@ mod tests {
             err.contains("unlabelled") && err.contains("fine-tuning needs labels"),
             "{err}"
         );
+    }
+
+    /// `selfsup eval knn|linear`: a line for the validation part and one
+    /// for the test split, the validation part's size, fraction and seed
+    /// named; a split seed of the stored config picks another part.
+    #[test]
+    fn knn_and_linear_report_the_validation_part_and_the_test_split() {
+        use selfsup_core::optim::{OptimConfig, Params};
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("fm");
+        std::fs::create_dir(&data).unwrap();
+        let (px, labels) = crate::finetune::tests::stripes(10, 1);
+        write_idx(&data, "train", &px, &labels);
+        let (px, labels) = crate::finetune::tests::stripes(4, 2);
+        write_idx(&data, "t10k", &px, &labels);
+        let mut cfg = crate::finetune::tests::tiny_config();
+        cfg.eval.validation_fraction = 0.2;
+        cfg.eval.linear.epochs = 5;
+        let method = build_method(&cfg, tch::Device::Cpu, 1).unwrap();
+        let opt = OptimConfig::default().build(&Params::of(method.var_store()));
+        let ckpt = t.path().join("checkpoint.safetensors");
+        let meta = checkpoint::CheckpointMeta {
+            step: 1,
+            steps_per_epoch: 1,
+            seed: 0,
+            method: "simclr".into(),
+            config: cfg.to_toml(),
+            git_commit: None,
+            loss: 0.0,
+            samples_per_step: 8,
+        };
+        checkpoint::save(&ckpt, method.var_store(), opt.as_ref(), &meta).unwrap();
+        let percent = |line: &str| -> f64 {
+            let tail = line.rsplit(": ").next().unwrap();
+            tail.trim_end_matches('%').parse().unwrap()
+        };
+        for (protocol, name) in [("knn", "kNN top-1"), ("linear", "linear probe top-1")] {
+            let request = EvalRequest {
+                protocol,
+                checkpoint: &ckpt,
+                config_toml: &meta.config,
+                data: Some(&data),
+                device: DeviceChoice::Cpu,
+            };
+            let lines = VisionModality.evaluate(&request).unwrap();
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            // 20 % of each class's 10 training images: 6 held out, 24 in the bank.
+            assert!(
+                lines[0].starts_with(&format!(
+                    "{name} on the validation part (6 training images held out of the 24 in \
+                     the bank, [eval] validation_fraction 0.2 split_seed 0): "
+                )),
+                "{}",
+                lines[0]
+            );
+            assert!(
+                lines[1].starts_with(&format!("{name} on the test split (12 images): ")),
+                "{}",
+                lines[1]
+            );
+            // The figures are the parts' own: 6 validation images score in
+            // sixths, 12 test images in twelfths.
+            let (v, s) = (percent(&lines[0]), percent(&lines[1]));
+            assert!(
+                (v * 6.0 / 100.0 - (v * 6.0 / 100.0).round()).abs() < 1e-3,
+                "{v}"
+            );
+            assert!(
+                (s * 12.0 / 100.0 - (s * 12.0 / 100.0).round()).abs() < 1e-3,
+                "{s}"
+            );
+        }
+        // The stored split seed is read: another seed holds other images out.
+        let mut other = cfg.clone();
+        other.eval.split_seed = 9;
+        let a = EvalData::load(&cfg, &data).unwrap();
+        let b = EvalData::load(&other, &data).unwrap();
+        assert_eq!(a.validation.len(), b.validation.len());
+        assert_ne!(a.validation_indices, b.validation_indices);
     }
 }

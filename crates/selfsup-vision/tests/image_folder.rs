@@ -500,8 +500,45 @@ fn pretrain_on_a_labelled_folder_with_a_test_folder() {
     let (s, phases) = run(&cfg, &train, t.path().join("run"));
     assert_eq!(s["train_images"], 16);
     assert_eq!(s["test_images"], 8);
+    // 10 % of each class's 8 training images (one each) is the validation
+    // part, held out of the bank; pre-training still saw all 16.
+    assert_eq!(s["validation_images"], 2);
+    assert_eq!(s["eval_train_images"], 14);
     let knn = s["knn_top1"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&knn), "{s}");
+    for key in ["knn_val_top1", "linear_val_top1"] {
+        let v = s[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key}: {s}");
+    }
+    // The per-epoch records name the validation part; none holds a test
+    // split figure.
+    let metrics = std::fs::read_to_string(t.path().join("run").join("metrics.jsonl")).unwrap();
+    let epoch: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["kind"] == "epoch")
+        .unwrap();
+    let names: Vec<&str> = epoch["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "baseline: raw-pixel kNN (validation)",
+            "kNN top-1 (validation)"
+        ],
+        "{epoch}"
+    );
+    assert!(
+        s["evaluation"]
+            .as_str()
+            .unwrap()
+            .contains("validation part: 2 other training images"),
+        "{s}"
+    );
     assert!(s["raw_knn_top1"].as_f64().unwrap() > 0.9, "{s}");
     assert!(s["linear_top1"].as_f64().is_some());
     assert_eq!(s["image_cache"]["hit"], false);

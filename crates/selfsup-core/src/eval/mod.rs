@@ -6,12 +6,15 @@
 //! * [`linear_probe_top1`]: a linear classifier trained on the frozen,
 //!   standardised features.
 //! * [`few_shot`]: N-way K-shot episodes, nearest class mean.
+//! * [`finetune`]: label efficiency, the encoder trained end to end on
+//!   fractions of the labels against the same network from scratch.
 //! * [`split`]: the seeded validation part of a training set, on which
 //!   every choice is made (the test split is read once, at the end).
 //!
 //! Both take features `[N, D]` and integer labels `[N]` on any device and
 //! return top-1 accuracy in `[0, 1]`.
 pub mod few_shot;
+pub mod finetune;
 pub mod knn;
 pub mod linear_probe;
 pub mod split;
@@ -106,4 +109,21 @@ pub(crate) fn check_same_dim(train: &Tensor, test: &Tensor) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Writes `table` as pretty JSON into `file` beside `checkpoint`
+/// (atomically) and returns the path written.
+pub fn write_beside(
+    checkpoint: &std::path::Path,
+    file: &str,
+    table: &serde_json::Value,
+) -> Result<std::path::PathBuf> {
+    let out = checkpoint
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join(file);
+    let text = serde_json::to_string_pretty(table)
+        .map_err(|e| crate::Error::Config(format!("{}: {e}", out.display())))?;
+    crate::tensor_io::write_atomic(&out, text.as_bytes())?;
+    Ok(out)
 }

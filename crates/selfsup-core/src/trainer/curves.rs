@@ -101,7 +101,7 @@ impl Curves {
                 }],
             },
             Panel {
-                title: "evaluation (test split)".into(),
+                title: "evaluation per epoch (validation data, never the test split)".into(),
                 x_label: "epoch".into(),
                 series: series(&|k| !k.starts_with("collapse:")),
             },

@@ -1,7 +1,9 @@
 //! What the dual encoder is worth: zero-shot classification and retrieval on
 //! held-out pairs, for the trained weights and for random weights (the same
 //! code on a freshly initialised model), plus the per-epoch hook of the
-//! trainer (figures and the collapse monitors on image / caption embeddings).
+//! trainer (validation figures and the collapse monitors on image / caption
+//! embeddings). The per-epoch hook never reads the test sets: see
+//! [`crate::data`] for which pairs are which.
 pub mod retrieval;
 pub mod zero_shot;
 
@@ -106,10 +108,12 @@ impl EvalSuite {
     }
 }
 
-/// The trainer's per-epoch hook: the suite (every epoch when asked) and
-/// image / caption embeddings of the same pairs for the collapse monitors.
+/// The trainer's per-epoch hook: the validation suite (every epoch when
+/// asked) and image / caption embeddings of training pairs for the collapse
+/// monitors.
 pub struct ClipEvaluator {
-    pub suite: EvalSuite,
+    /// Validation sets: carved out of the training data, never trained on.
+    pub validation: EvalSuite,
     pub every_epoch: bool,
     /// Images `[M, 3, S, S]` and one caption each.
     pub monitor: Option<(Tensor, Vec<Vec<i64>>)>,
@@ -119,7 +123,7 @@ impl EpochEvaluator<Clip> for ClipEvaluator {
     fn evaluate(&mut self, method: &Clip, _epoch: usize) -> Result<EpochEval> {
         let device = method.var_store().device();
         let metrics = if self.every_epoch {
-            self.suite.evaluate(&method.model, device)
+            self.validation.evaluate(&method.model, device)
         } else {
             Vec::new()
         };
@@ -132,7 +136,7 @@ impl EpochEvaluator<Clip> for ClipEvaluator {
         Ok(self.monitor.as_ref().map(|(xs, rows)| {
             (
                 encode_images(&method.model, xs, device),
-                encode_texts(&method.model, rows, self.suite.pad_id, device),
+                encode_texts(&method.model, rows, self.validation.pad_id, device),
             )
         }))
     }

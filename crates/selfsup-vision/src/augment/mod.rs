@@ -16,6 +16,7 @@
 //! nothing.
 pub mod blur;
 pub mod color;
+pub mod corrupt;
 pub mod crop;
 pub mod flip;
 pub mod solarize;

@@ -233,22 +233,32 @@ fn find_file(dir: &Path, base: &str, dataset: &str) -> Result<PathBuf> {
     ))
 }
 
+/// The ten MNIST classes, by label.
+pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
 /// Reads one split of Fashion-MNIST from `dir`, which holds
 /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`, with the ten class
-/// names. Labels must be below 10.
+/// names. Labels must be below 10. MNIST has the same files: a folder named
+/// `mnist` (where `cargo xtask fetch mnist` puts it) is read as MNIST, with
+/// its name and the digits as class names (a Fashion-MNIST encoder probed
+/// on digits, for transfer).
 pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<ImageDataset> {
-    const NAME: &str = "fashion-mnist";
+    let (name, class_names) = if dir.file_name().is_some_and(|n| n == "mnist") {
+        ("mnist", MNIST_CLASSES)
+    } else {
+        ("fashion-mnist", FASHION_MNIST_CLASSES)
+    };
     if !dir.is_dir() {
-        return Err(Error::missing_dataset(dir, "no such dataset folder", NAME));
+        return Err(Error::missing_dataset(dir, "no such dataset folder", name));
     }
     let prefix = match split {
         Split::Train => "train",
         Split::Test => "t10k",
     };
-    let images = find_file(dir, &format!("{prefix}-images-idx3-ubyte"), NAME)?;
-    let labels = find_file(dir, &format!("{prefix}-labels-idx1-ubyte"), NAME)?;
-    let mut ds = read_idx_pair(&images, &labels, &format!("{NAME}/{}", split.as_str()))?;
-    let n_classes = FASHION_MNIST_CLASSES.len();
+    let images = find_file(dir, &format!("{prefix}-images-idx3-ubyte"), name)?;
+    let labels = find_file(dir, &format!("{prefix}-labels-idx1-ubyte"), name)?;
+    let mut ds = read_idx_pair(&images, &labels, &format!("{name}/{}", split.as_str()))?;
+    let n_classes = class_names.len();
     if let Some(labels_vec) = &ds.labels {
         if let Some((i, &l)) = labels_vec
             .iter()
@@ -264,10 +274,7 @@ pub fn read_fashion_mnist(dir: &Path, split: Split) -> Result<ImageDataset> {
             });
         }
     }
-    ds.classes = FASHION_MNIST_CLASSES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    ds.classes = class_names.iter().map(|s| s.to_string()).collect();
     Ok(ds)
 }
 
@@ -329,6 +336,24 @@ mod tests {
         assert_eq!(a.labels, Some(vec![0, 1, 2, 3, 4]));
         assert_eq!(a.image(1)[0], 7);
         assert_eq!(a.classes.len(), 5);
+    }
+
+    /// The same files in a folder named `mnist` are MNIST: its name, digit
+    /// classes, and the fetch hint names MNIST.
+    #[test]
+    fn an_mnist_folder_is_read_as_mnist() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("mnist");
+        std::fs::create_dir(&dir).unwrap();
+        write(&dir, "t10k-images-idx3-ubyte", &images(4, 28, 28));
+        write(&dir, "t10k-labels-idx1-ubyte", &labels(4));
+        let d = read_fashion_mnist(&dir, Split::Test).unwrap();
+        assert_eq!(d.name, "mnist/test");
+        assert_eq!(d.classes[9], "9");
+        let e = read_fashion_mnist(&dir, Split::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cargo xtask fetch mnist"), "{e}");
     }
 
     #[test]

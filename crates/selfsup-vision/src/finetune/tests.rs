@@ -156,13 +156,18 @@ fn both_arms_share_the_subset_and_the_budget() {
         assert!((0.0..=1.0).contains(&row.pretrained[0].top1));
     }
     // 20 % of 30 images: 2 per class; the two seeds draw different ones.
-    assert_eq!(rows[0].images, vec![6, 6]);
+    assert_eq!(rows[0].labelled, vec![6, 6]);
     assert_eq!(rows[0].pretrained[0].distinct_images, 6);
     assert_ne!(
         rows[0].pretrained[0].batches_digest,
         rows[0].pretrained[1].batches_digest
     );
-    assert_eq!(rows[1].images, vec![30, 30]);
+    assert_eq!(rows[1].labelled, vec![30, 30]);
+    // finetune.json keeps its shape: each seed's labelled images as `images`.
+    let json = serde_json::to_value(&rows[0]).unwrap();
+    assert_eq!(json["images"], serde_json::json!([6, 6]));
+    assert_eq!(json["pretrained"][0]["steps"], 8);
+    assert!(json["scratch"][1]["batches_digest"].is_string());
     let line = rows[0].line();
     assert!(
         line.starts_with("fine-tuning on 20% of the labels (6 images, 2 seeds): pre-trained "),

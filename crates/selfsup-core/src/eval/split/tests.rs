@@ -4,7 +4,7 @@ fn labels(per_class: &[usize]) -> Vec<i64> {
     per_class
         .iter()
         .enumerate()
-        .flat_map(|(c, &n)| std::iter::repeat(c as i64).take(n))
+        .flat_map(|(c, &n)| std::iter::repeat_n(c as i64, n))
         .collect()
 }
 
@@ -43,7 +43,7 @@ fn a_small_fraction_still_sets_one_of_each_label_aside() {
 fn a_group_split_keeps_groups_whole() {
     let groups: Vec<&str> = ["ann", "bob", "cy", "dee", "ed"]
         .iter()
-        .flat_map(|g| std::iter::repeat(*g).take(4))
+        .flat_map(|g| std::iter::repeat_n(*g, 4))
         .collect();
     let s = by_group(&groups, 0.4, 3, "speaker").unwrap();
     assert_eq!(s.validation.len(), 8, "two of five speakers");
