@@ -203,8 +203,8 @@ pub struct EvalConfig {
     /// `selfsup eval robustness`: the corruptions and severities of the
     /// test images (not written into stored configs while it has its
     /// defaults).
-    #[serde(skip_serializing_if = "crate::robustness::RobustnessConfig::is_default")]
-    pub robustness: crate::robustness::RobustnessConfig,
+    #[serde(skip_serializing_if = "crate::augment::corrupt::RobustnessConfig::is_default")]
+    pub robustness: crate::augment::corrupt::RobustnessConfig,
 }
 
 /// `[eval.finetune]`: core's label-efficiency settings (one struct for every

@@ -18,14 +18,15 @@
 //! pixels. Each row is top-1 and the drop from that representation's clean
 //! top-1, so a representation that is merely worse is not mistaken for one
 //! that is more fragile.
-use crate::augment::corrupt::{corrupt_dataset, Corruption, MAX_SEVERITY};
+pub use crate::augment::corrupt::RobustnessConfig;
+use crate::augment::corrupt::corrupt_dataset;
 use crate::config::VisionRunConfig;
 use crate::data::{ImageDataset, Normalize};
 use crate::evaluate::{dataset_features, EvalData};
 use crate::vision_method::{build_method, VisionMethod};
 use selfsup_core::eval::{knn_top1, linear_probe_top1};
-use selfsup_core::{Error, Result};
-use serde::{Deserialize, Serialize};
+use selfsup_core::Result;
+use serde::Serialize;
 use std::borrow::Cow;
 use std::path::Path;
 use tch::Tensor;
@@ -35,95 +36,6 @@ pub const ROBUSTNESS_FILE: &str = "robustness.json";
 
 /// Images embedded per forward pass.
 const CHUNK: usize = 512;
-
-/// `[eval.robustness]`: which corruptions at which severities the test
-/// images get, and whether kNN is scored beside the linear probe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RobustnessConfig {
-    /// Corruption names: `gaussian_noise`, `gaussian_blur`, `contrast`
-    /// (default: all three).
-    pub corruptions: Vec<String>,
-    /// Severities from 1 to 3 (default: all three).
-    pub severities: Vec<i64>,
-    /// Seed of the Gaussian noise (default 0).
-    pub seed: u64,
-    /// Also score weighted kNN (`[eval.knn]`) on every set (default true).
-    pub knn: bool,
-}
-
-impl Default for RobustnessConfig {
-    fn default() -> Self {
-        Self {
-            corruptions: Corruption::ALL.map(|c| c.name().to_string()).to_vec(),
-            severities: (1..=i64::from(MAX_SEVERITY)).collect(),
-            seed: 0,
-            knn: true,
-        }
-    }
-}
-
-impl RobustnessConfig {
-    /// Whether these are the defaults (then stored configs leave the table out).
-    pub fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// Refuses an empty list, an unknown corruption name, a severity
-    /// outside 1..=3 and a repeated entry, naming the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        const T: &str = "[eval.robustness]";
-        let names = Corruption::ALL.map(Corruption::name).join(", ");
-        if self.corruptions.is_empty() {
-            return Err(format!(
-                "{T} corruptions = []: give at least one of {names}"
-            ));
-        }
-        for (i, name) in self.corruptions.iter().enumerate() {
-            if Corruption::parse(name).is_none() {
-                return Err(format!(
-                    "{T} corruptions: '{name}' is not a corruption: give some of {names}"
-                ));
-            }
-            if self.corruptions[..i].contains(name) {
-                return Err(format!("{T} corruptions: '{name}' is listed twice"));
-            }
-        }
-        if self.severities.is_empty() {
-            return Err(format!(
-                "{T} severities = []: give at least one severity from 1 to {MAX_SEVERITY}"
-            ));
-        }
-        for (i, &s) in self.severities.iter().enumerate() {
-            if !(1..=i64::from(MAX_SEVERITY)).contains(&s) {
-                return Err(format!(
-                    "{T} severities: {s} is out of range: give severities from 1 to \
-                     {MAX_SEVERITY}"
-                ));
-            }
-            if self.severities[..i].contains(&s) {
-                return Err(format!("{T} severities: {s} is listed twice"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Every (corruption, severity) to score, corruption-major, after
-    /// [`RobustnessConfig::validate`].
-    pub fn sets(&self) -> Result<Vec<(Corruption, u8)>> {
-        self.validate().map_err(Error::Config)?;
-        let mut out = Vec::new();
-        for name in &self.corruptions {
-            let Some(c) = Corruption::parse(name) else {
-                continue;
-            };
-            for &s in &self.severities {
-                out.push((c, u8::try_from(s).unwrap_or(MAX_SEVERITY)));
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// What a probe reads: a frozen encoder's features, or the raw pixels.
 pub enum Representation<'a> {

@@ -1,5 +1,6 @@
 //! Tests of `robustness` and of evaluating a checkpoint on another dataset.
 use super::*;
+use crate::augment::corrupt::Corruption;
 use crate::config::DataFormat;
 use crate::workflow::VisionModality;
 use rand::{Rng, SeedableRng};
