@@ -12,6 +12,7 @@ use selfsup_core::monitor::collapse_stats;
 use selfsup_core::optim::{OptimConfig, OptimKind};
 use selfsup_core::schedule::{Decay, LrSchedule};
 use selfsup_core::source::BatchSource;
+use selfsup_core::trainer::noise::{untrained_losses, LossNoise};
 use selfsup_core::trainer::{Silent, Trainer, TrainerConfig};
 use selfsup_multimodal::captions::{as_documents, tokenize_all};
 use selfsup_multimodal::embed::{image_normalize, load};
@@ -198,48 +199,6 @@ fn zero_shot_set(s: &Setup, ds: &ImageDataset) -> EvalSuite {
     }
 }
 
-/// The loss of every step of `epochs` epochs of `data` with no training:
-/// the batches the trainer draws, the weights never moving. Their spread is
-/// the noise a fall of the training loss must stand well clear of.
-fn untrained_losses(clip: &mut Clip, data: &PairBatches, epochs: usize) -> Vec<Vec<f64>> {
-    let per = data.batches_per_epoch() as u64;
-    (0..epochs)
-        .map(|epoch| {
-            data.epoch(epoch, 0)
-                .enumerate()
-                .map(|(i, b)| {
-                    let ctx = StepCtx {
-                        step: epoch as u64 * per + i as u64,
-                        total_steps: epochs as u64 * per,
-                        epoch,
-                        steps_per_epoch: per,
-                        comm: &SingleProcess,
-                    };
-                    tch::no_grad(|| clip.step(&b.unwrap(), &ctx))
-                        .unwrap()
-                        .loss
-                        .double_value(&[])
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Mean of each epoch, the range of those means and the standard deviation
-/// of the single steps.
-fn spread(losses: &[Vec<f64>]) -> (Vec<f64>, f64, f64) {
-    let means: Vec<f64> = losses
-        .iter()
-        .map(|e| e.iter().sum::<f64>() / e.len() as f64)
-        .collect();
-    let range = means.iter().cloned().fold(f64::MIN, f64::max)
-        - means.iter().cloned().fold(f64::MAX, f64::min);
-    let all: Vec<f64> = losses.iter().flatten().copied().collect();
-    let mean = all.iter().sum::<f64>() / all.len() as f64;
-    let var = all.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / all.len() as f64;
-    (means, range, var.sqrt())
-}
-
 #[test]
 fn training_lowers_the_loss_without_collapse_and_learns_colour_words() {
     let _turn = serial();
@@ -253,7 +212,11 @@ fn training_lowers_the_loss_without_collapse_and_learns_colour_words() {
     let suite = zero_shot_set(&s, &test);
     let before = suite.evaluate(&clip.model, Device::Cpu)[0].1;
     // The noise: the same 8 epochs of batches with no training.
-    let (means, range, step_sd) = spread(&untrained_losses(&mut clip, &data, 8));
+    let LossNoise {
+        epoch_means: means,
+        range,
+        step_sd,
+    } = LossNoise::of(&untrained_losses(&mut clip, &data, 8).unwrap());
     eprintln!("untrained epoch means {means:?}, range {range:.4}, step sd {step_sd:.4}");
     let dir = tempfile::tempdir().unwrap();
     let trainer = Trainer::new(trainer_cfg(8), dir.path(), Device::Cpu);

@@ -7,6 +7,7 @@ use selfsup_core::method::{Batch, Method, StepCtx};
 use selfsup_core::optim::OptimConfig;
 use selfsup_core::schedule::{Decay, LrSchedule};
 use selfsup_core::tensor_io;
+use selfsup_core::trainer::noise::{untrained_losses, LossNoise};
 use selfsup_core::trainer::{Silent, Trainer, TrainerConfig};
 use selfsup_text::corpus::Document;
 use selfsup_text::eval::{unigram_baseline, validate, MlmEpochEval};
@@ -153,48 +154,6 @@ fn loss_is_cross_entropy_over_selected_positions_only() {
     );
 }
 
-/// The loss of every step of `epochs` epochs of `data` with no training:
-/// the batches the trainer draws, the weights never moving.
-fn untrained_losses(mlm: &mut Mlm, data: &MlmBatches, epochs: usize) -> Vec<Vec<f64>> {
-    use selfsup_core::source::BatchSource;
-    let per = data.batches_per_epoch() as u64;
-    (0..epochs)
-        .map(|epoch| {
-            data.epoch(epoch, 0)
-                .enumerate()
-                .map(|(i, b)| {
-                    let ctx = StepCtx {
-                        step: epoch as u64 * per + i as u64,
-                        total_steps: epochs as u64 * per,
-                        epoch,
-                        steps_per_epoch: per,
-                        comm: &SingleProcess,
-                    };
-                    tch::no_grad(|| mlm.step(&b.unwrap(), &ctx))
-                        .unwrap()
-                        .loss
-                        .double_value(&[])
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Mean of each epoch, the range of those means and the standard deviation
-/// of the single steps.
-fn spread(losses: &[Vec<f64>]) -> (Vec<f64>, f64, f64) {
-    let means: Vec<f64> = losses
-        .iter()
-        .map(|e| e.iter().sum::<f64>() / e.len() as f64)
-        .collect();
-    let range = means.iter().cloned().fold(f64::MIN, f64::max)
-        - means.iter().cloned().fold(f64::MAX, f64::min);
-    let all: Vec<f64> = losses.iter().flatten().copied().collect();
-    let mean = all.iter().sum::<f64>() / all.len() as f64;
-    let var = all.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / all.len() as f64;
-    (means, range, var.sqrt())
-}
-
 /// The validation loss (as [`validate`] computes it) under mask draw `seed`.
 fn masked_loss(
     mlm: &Mlm,
@@ -239,7 +198,11 @@ fn training_lowers_the_loss_and_does_not_collapse() {
     );
     // The noise: the same 20 epochs of batches with no training, and the
     // validation loss under other mask draws.
-    let (means, range, step_sd) = spread(&untrained_losses(&mut mlm, &batches, 20));
+    let LossNoise {
+        epoch_means: means,
+        range,
+        step_sd,
+    } = LossNoise::of(&untrained_losses(&mut mlm, &batches, 20).unwrap());
     let draws: Vec<f64> = (1..=8)
         .map(|seed| masked_loss(&mlm, &val, &vocab, &masking, seed))
         .collect();

@@ -18,8 +18,8 @@
 //! pixels. Each row is top-1 and the drop from that representation's clean
 //! top-1, so a representation that is merely worse is not mistaken for one
 //! that is more fragile.
-pub use crate::augment::corrupt::RobustnessConfig;
 use crate::augment::corrupt::corrupt_dataset;
+pub use crate::augment::corrupt::RobustnessConfig;
 use crate::config::VisionRunConfig;
 use crate::data::{ImageDataset, Normalize};
 use crate::evaluate::{dataset_features, EvalData};

@@ -21,6 +21,7 @@ mod cadence;
 mod config;
 mod curves;
 mod evaluation;
+pub mod noise;
 mod records;
 mod resume;
 mod step;
