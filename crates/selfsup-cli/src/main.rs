@@ -120,6 +120,12 @@ enum Cmd {
         /// the CPU; the checkpoint's [run] device is not used).
         #[arg(long)]
         device: Option<String>,
+        /// Override one value of the checkpoint's [eval] tables, KEY=VALUE, e.g.
+        /// --set eval.finetune.steps=300 --set 'eval.finetune.scored_on="validation"'
+        /// (repeatable; keys outside eval. describe how the checkpoint was
+        /// trained and are refused).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Export a checkpoint's encoder as safetensors + config.json in the layout
     /// its library loads (on the CPU, whatever device it was trained on).
@@ -244,8 +250,11 @@ fn eval(
     checkpoint: &Path,
     data: Option<&Path>,
     device: Option<&str>,
+    sets: &[String],
 ) -> Result<()> {
     let (owner, method, config) = checkpoint_owner(checkpoint)?;
+    let config = with_eval_sets(&config, sets)
+        .with_context(|| format!("{}: its stored config", checkpoint.display()))?;
     let offered = owner.evaluations();
     if !offered.contains(&protocol) {
         let run_dir = checkpoint
@@ -276,6 +285,27 @@ fn eval(
         println!("{line}");
     }
     Ok(())
+}
+
+/// The stored config with `selfsup eval --set` applied: only keys under
+/// `eval.` (the rest says how the checkpoint was trained); unchanged text
+/// when there is none.
+fn with_eval_sets(config: &str, sets: &[String]) -> Result<String> {
+    if sets.is_empty() {
+        return Ok(config.to_string());
+    }
+    let mut value: toml::Value = toml::from_str(config).context("parsing it as TOML")?;
+    for set in sets {
+        if !set.starts_with("eval.") {
+            anyhow::bail!(
+                "--set {set}: selfsup eval changes only the [eval] tables (keys starting with \
+                 eval., e.g. --set eval.finetune.steps=300); the other settings describe how \
+                 the checkpoint was trained"
+            );
+        }
+        config_file::apply_set(&mut value, set)?;
+    }
+    toml::to_string(&value).context("writing it back as TOML")
 }
 
 fn export(checkpoint: &Path, out: &Path) -> Result<()> {
@@ -328,7 +358,14 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             data,
             device,
-        } => eval(&protocol, &checkpoint, data.as_deref(), device.as_deref()),
+            set,
+        } => eval(
+            &protocol,
+            &checkpoint,
+            data.as_deref(),
+            device.as_deref(),
+            &set,
+        ),
         Cmd::Export { checkpoint, out } => export(&checkpoint, &out),
         Cmd::Embed {
             checkpoint,
@@ -370,6 +407,35 @@ mod tests {
         );
         assert!(device_choice(Some("gpu")).is_err());
         device_choice(None).unwrap().resolve().unwrap();
+    }
+
+    /// `selfsup eval --set` changes [eval] values of the stored config and
+    /// refuses every other key, naming it.
+    #[test]
+    fn eval_sets_change_only_the_eval_tables() {
+        let stored = "[method]\nname = \"simclr\"\n\n[eval.finetune]\nsteps = 100\n";
+        assert_eq!(with_eval_sets(stored, &[]).unwrap(), stored);
+        let changed = with_eval_sets(
+            stored,
+            &[
+                "eval.finetune.steps=300".into(),
+                "eval.finetune.scored_on=\"validation\"".into(),
+            ],
+        )
+        .unwrap();
+        let v: toml::Value = toml::from_str(&changed).unwrap();
+        assert_eq!(v["eval"]["finetune"]["steps"].as_integer(), Some(300));
+        assert_eq!(
+            v["eval"]["finetune"]["scored_on"].as_str(),
+            Some("validation")
+        );
+        assert_eq!(v["method"]["name"].as_str(), Some("simclr"));
+        for bad in ["method.name=byol", "trainer.epochs=3", "evaluate.x=1"] {
+            let err = with_eval_sets(stored, &[bad.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad) && err.contains("[eval]"), "{err}");
+        }
     }
 
     /// Every modality's methods are owned by exactly one registry entry.

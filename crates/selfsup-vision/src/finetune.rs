@@ -21,7 +21,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use selfsup_core::encoder::Encoder;
-use selfsup_core::eval::finetune::{self as protocol, Arm, FineTune, LossTrace, Scored, Trial};
+use selfsup_core::eval::finetune::{
+    self as protocol, Arm, FineTune, LossTrace, Scored, ScoredOn, Trial,
+};
+use selfsup_core::eval::split::by_sample;
 use selfsup_core::optim::Params;
 use selfsup_core::run::seed_random_weights;
 use selfsup_core::{Error, Result};
@@ -35,19 +38,27 @@ pub use selfsup_core::eval::finetune::{mean_std, stratified};
 /// Test images scored per forward pass.
 const TEST_CHUNK: usize = 512;
 
-/// The labelled images fine-tuning draws from and the test images it scores.
+/// The labelled images fine-tuning draws from and the images it scores.
 pub struct Splits {
     pub train: ImageDataset,
     pub train_labels: Vec<i64>,
+    /// The scored images: the test split, or with `[eval.finetune]
+    /// scored_on = "validation"` the validation part of the training split.
     pub test: ImageDataset,
     pub test_labels: Vec<i64>,
     pub classes: usize,
+    /// Which of the two `test` holds.
+    pub scored_on: ScoredOn,
 }
 
 impl Splits {
     /// The whole training split (`[data] train_images` is for pre-training)
-    /// and the test split (at most `[eval] test_images`) of `dir`; an
-    /// unlabelled folder is an error naming it.
+    /// and the test split (at most `[eval] test_images`) of `dir`; with
+    /// `[eval.finetune] scored_on = "validation"`, the training split less
+    /// its validation part (`[eval] validation_fraction`, stratified, drawn
+    /// with `[eval] split_seed`) and that part (at most `[eval]
+    /// test_images`), the test split unread. An unlabelled folder is an
+    /// error naming it.
     pub fn load(cfg: &VisionRunConfig, dir: &Path) -> Result<Self> {
         let mut all = cfg.clone();
         all.data.train_images = None;
@@ -65,6 +76,31 @@ impl Splits {
             .labels
             .clone()
             .ok_or_else(|| no_labels("training folder", dir))?;
+        let classes = loaded.train.classes.len().max(1);
+        let scored_on = cfg.eval.finetune.scored_on;
+        if scored_on == ScoredOn::Validation {
+            let part = by_sample(
+                &train_labels,
+                cfg.eval.validation_fraction,
+                cfg.eval.split_seed,
+            )?;
+            let validation = match eval_caps(cfg).1 {
+                Some(k) if k < part.validation.len() => spread(part.validation.len(), k)
+                    .into_iter()
+                    .map(|i| part.validation[i])
+                    .collect(),
+                _ => part.validation,
+            };
+            let pick = |idx: &[usize]| idx.iter().map(|&i| train_labels[i]).collect::<Vec<_>>();
+            return Ok(Self {
+                train: loaded.train.subset(&part.train),
+                train_labels: pick(&part.train),
+                test: loaded.train.subset(&validation),
+                test_labels: pick(&validation),
+                classes,
+                scored_on,
+            });
+        }
         let test = loaded.test.ok_or_else(|| {
             Error::Config(format!(
                 "cannot fine-tune: {}",
@@ -79,13 +115,13 @@ impl Splits {
             .labels
             .clone()
             .ok_or_else(|| no_labels("test split", dir))?;
-        let classes = loaded.train.classes.len().max(1);
         Ok(Self {
             train: loaded.train,
             train_labels,
             test,
             test_labels,
             classes,
+            scored_on,
         })
     }
 }
@@ -262,7 +298,7 @@ pub fn light_augmentation() -> AugmentConfig {
 /// What one model was trained on and how it did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArmRun {
-    /// Test top-1.
+    /// Top-1 on the scored images (test split, or the validation part).
     pub top1: f64,
     /// Mean loss of the first and of the last tenth of the steps.
     pub first_loss: f64,
@@ -384,7 +420,7 @@ impl Scored for ArmRun {
 
     fn describe(&self) -> String {
         format!(
-            "final loss {:.3}, test top-1 {:.2}%",
+            "final loss {:.3}, top-1 {:.2}%",
             self.last_loss,
             self.top1 * 100.0
         )
@@ -411,6 +447,10 @@ impl FineTune for Images<'_> {
 
     fn labels(&self) -> &[i64] {
         &self.splits.train_labels
+    }
+
+    fn scored_on(&self) -> ScoredOn {
+        self.splits.scored_on
     }
 
     /// The weights of both arms from `trial.init_seed` (the head is the same

@@ -165,9 +165,11 @@ pub const REPRESENTATIONS: [&str; 3] = ["trained", "random_weights", "raw_pixels
 /// `selfsup eval robustness` on a restored checkpoint: loads the
 /// evaluation data of `dir` (with the config's caps), builds the
 /// random-weights control, scores the three representations, writes
-/// [`ROBUSTNESS_FILE`] beside the checkpoint and returns the lines to print.
+/// `file` (the config's data: [`ROBUSTNESS_FILE`]) beside the checkpoint
+/// and returns the lines to print.
 pub fn report(
     checkpoint: &Path,
+    file: &str,
     cfg: &VisionRunConfig,
     trained: &dyn VisionMethod,
     dir: &Path,
@@ -210,7 +212,7 @@ pub fn report(
         "rows": rows,
         "seconds": seconds,
     });
-    let out = selfsup_core::eval::write_beside(checkpoint, ROBUSTNESS_FILE, &json)?;
+    let out = selfsup_core::eval::write_beside(checkpoint, file, &json)?;
     let mut lines = vec![format!(
         "robustness to corruptions of the {} test images ({}x{}, corrupted in pixel space before \
          normalisation); the probe and the kNN bank see only the {} clean training images; \

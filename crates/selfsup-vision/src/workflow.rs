@@ -8,6 +8,7 @@ use crate::finetune::{finetune, Row, Splits};
 use crate::pretrain::pretrain;
 use crate::vision_method::{build_method, export, VisionMethod};
 use selfsup_core::checkpoint;
+use selfsup_core::eval::result_file_name;
 use selfsup_core::run::{Common, RunOptions};
 use selfsup_core::workflow::{EvalRequest, Modality, Plan, Report};
 use selfsup_core::{Error, Result};
@@ -100,11 +101,20 @@ impl Modality for VisionModality {
         let device = request.device.resolve()?;
         let method = restore(request.checkpoint, &cfg, device)?;
         if request.protocol == "finetune" {
-            return finetune_report(request.checkpoint, &cfg, method.as_ref(), &dir, device);
+            let out = result_file_name(FINETUNE_FILE, request.data);
+            return finetune_report(
+                request.checkpoint,
+                &out,
+                &cfg,
+                method.as_ref(),
+                &dir,
+                device,
+            );
         }
         if request.protocol == "robustness" {
             let ckpt = request.checkpoint;
-            return crate::robustness::report(ckpt, &cfg, method.as_ref(), &dir, device);
+            let out = result_file_name(crate::robustness::ROBUSTNESS_FILE, request.data);
+            return crate::robustness::report(ckpt, &out, &cfg, method.as_ref(), &dir, device);
         }
         let data = EvalData::load(&cfg, &dir)?;
         let features = data.features(method.as_ref());
@@ -151,10 +161,11 @@ impl Modality for VisionModality {
     }
 }
 
-/// Fine-tunes, writes `finetune.json` beside the checkpoint, and returns
+/// Fine-tunes, writes `file` beside the checkpoint, and returns
 /// the lines to print (progress goes to stderr as each model finishes).
 fn finetune_report(
     checkpoint: &Path,
+    file: &str,
     cfg: &VisionRunConfig,
     method: &dyn VisionMethod,
     dir: &Path,
@@ -170,17 +181,19 @@ fn finetune_report(
         "method": method.name(),
         "data": dir.display().to_string(),
         "train_images": splits.train.len(),
-        "test_images": splits.test.len(),
+        "scored_on": splits.scored_on,
+        format!("{}_images", splits.scored_on.as_str()): splits.test.len(),
         "settings": ft,
         "rows": rows,
         "seconds": seconds,
     });
-    let out = selfsup_core::eval::write_beside(checkpoint, FINETUNE_FILE, &json)?;
+    let out = selfsup_core::eval::write_beside(checkpoint, file, &json)?;
     let mut lines = vec![format!(
-        "fine-tuning end to end vs the same network from scratch: {} steps of {} images, test \
+        "fine-tuning end to end vs the same network from scratch: {} steps of {} images, {} \
          top-1 on {} images, mean ± std over seeds",
         ft.steps,
         ft.batch_size,
+        splits.scored_on.as_str(),
         splits.test.len()
     )];
     lines.extend(rows.iter().map(Row::line));
@@ -386,7 +399,12 @@ mod tests {
             lines[2]
         );
         let json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(t.path().join("run").join(FINETUNE_FILE)).unwrap(),
+            &std::fs::read_to_string(
+                t.path()
+                    .join("run")
+                    .join(result_file_name(FINETUNE_FILE, Some(&data))),
+            )
+            .unwrap(),
         )
         .unwrap();
         let rows = json["rows"].as_array().unwrap();
@@ -395,6 +413,47 @@ mod tests {
         assert_eq!(rows[1]["scratch"].as_array().unwrap().len(), 2);
         assert_eq!(json["settings"]["steps"], 8);
         assert_eq!(json["test_images"], 12);
+
+        // Scored on the validation part: a tenth of each class (1 of 10)
+        // held out of the 30 training images, the subsets drawn from the
+        // other 27, the test split unread.
+        let mut on_validation = cfg.clone();
+        on_validation.eval.finetune.scored_on = selfsup_core::eval::finetune::ScoredOn::Validation;
+        let toml = on_validation.to_toml();
+        let lines = VisionModality
+            .evaluate(&EvalRequest {
+                config_toml: &toml,
+                ..request
+            })
+            .unwrap();
+        assert!(
+            lines[0].contains("validation top-1 on 3 images"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[2].contains("(27 images, 2 seeds)"), "{}", lines[2]);
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                t.path()
+                    .join("run")
+                    .join(result_file_name(FINETUNE_FILE, Some(&data))),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                &json["scored_on"],
+                &json["validation_images"],
+                &json["train_images"]
+            ),
+            (
+                &serde_json::json!("validation"),
+                &serde_json::json!(3),
+                &serde_json::json!(27)
+            )
+        );
+        assert!(json.get("test_images").is_none());
 
         // An unlabelled image folder: the error names it and what is needed.
         let folder = t.path().join("unlabelled");

@@ -57,6 +57,35 @@ pub struct FinetuneConfig {
     /// step sees the graph with 20 % of its edges dropped and 20 % of its
     /// feature columns masked. false: the samples as they are.
     pub augment: bool,
+    /// Which samples score every model (default `"test"`). `"validation"`
+    /// holds the modality's validation part out of the training samples
+    /// (vision: `[eval] validation_fraction` of the training split, drawn
+    /// with `[eval] split_seed`; graphs: the validation nodes), draws the
+    /// labelled subsets from the rest and scores on it: the setting for
+    /// choosing steps, learning rate or schedule without reading the test
+    /// split. A modality without a validation part refuses it.
+    pub scored_on: ScoredOn,
+}
+
+/// `[eval.finetune] scored_on`: the samples fine-tuned models are scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoredOn {
+    /// The test split, once the settings are chosen.
+    #[default]
+    Test,
+    /// A validation part of the training samples, for choosing the settings.
+    Validation,
+}
+
+impl ScoredOn {
+    /// `"test"` or `"validation"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Validation => "validation",
+        }
+    }
 }
 
 /// The most seeds per fraction.
@@ -82,6 +111,7 @@ impl Default for FinetuneConfig {
                 ..LrSchedule::default()
             },
             augment: true,
+            scored_on: ScoredOn::Test,
         }
     }
 }
@@ -287,6 +317,11 @@ pub trait FineTune {
     fn labels(&self) -> &[i64];
     /// Trains `arm` on `trial` and scores it.
     fn run(&self, arm: Arm, trial: &Trial<'_>) -> Result<Self::Run>;
+    /// Which samples [`FineTune::run`] scores on (default: the test ones;
+    /// [`finetune`] refuses `[eval.finetune] scored_on` when it differs).
+    fn scored_on(&self) -> ScoredOn {
+        ScoredOn::Test
+    }
 }
 
 /// Both arms at one fraction.
@@ -359,6 +394,15 @@ pub fn finetune<F: FineTune>(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Row<F::Run>>> {
     cfg.validate().map_err(crate::Error::Config)?;
+    if model.scored_on() != cfg.scored_on {
+        return Err(crate::Error::Config(format!(
+            "[eval.finetune] scored_on = \"{}\": this modality's fine-tuning scores on its {} \
+             samples only; remove the key (or give \"{}\")",
+            cfg.scored_on.as_str(),
+            model.scored_on().as_str(),
+            model.scored_on().as_str()
+        )));
+    }
     let mut rows = Vec::with_capacity(cfg.fractions.len());
     for &fraction in &cfg.fractions {
         let mut row = Row {

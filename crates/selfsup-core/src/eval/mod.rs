@@ -111,6 +111,31 @@ pub(crate) fn check_same_dim(train: &Tensor, test: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// The file an evaluation writes beside its checkpoint: `default` (e.g.
+/// `robustness.json`) on the config's own data; with `--data DIR`,
+/// `<stem>-<DIR's name>.json`, so evaluating on a second dataset keeps the
+/// first one's table. Characters other than ASCII letters, digits, `.`,
+/// `_` and `-` become `_`; the name is cut at 64 characters.
+pub fn result_file_name(default: &str, data: Option<&std::path::Path>) -> String {
+    let Some(folder) = data.and_then(|d| d.file_name()) else {
+        return default.to_string();
+    };
+    let folder: String = folder
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let (stem, ext) = default.rsplit_once('.').unwrap_or((default, "json"));
+    format!("{stem}-{folder}.{ext}")
+}
+
 /// Writes `table` as pretty JSON into `file` beside `checkpoint`
 /// (atomically) and returns the path written.
 pub fn write_beside(
@@ -126,4 +151,32 @@ pub fn write_beside(
         .map_err(|e| crate::Error::Config(format!("{}: {e}", out.display())))?;
     crate::tensor_io::write_atomic(&out, text.as_bytes())?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::result_file_name;
+    use std::path::Path;
+
+    #[test]
+    fn a_second_dataset_gets_its_own_result_file() {
+        assert_eq!(result_file_name("robustness.json", None), "robustness.json");
+        assert_eq!(
+            result_file_name("robustness.json", Some(Path::new("/data/mnist"))),
+            "robustness-mnist.json"
+        );
+        assert_eq!(
+            result_file_name("finetune.json", Some(Path::new("/d/my photos/"))),
+            "finetune-my_photos.json"
+        );
+        assert_eq!(
+            result_file_name("finetune.json", Some(Path::new("/"))),
+            "finetune.json"
+        );
+        let long = "x".repeat(300);
+        assert_eq!(
+            result_file_name("finetune.json", Some(Path::new(&long))).len(),
+            "finetune-.json".len() + 64
+        );
+    }
 }

@@ -136,6 +136,7 @@ fn both_arms_share_the_subset_and_the_budget() {
         test,
         test_labels,
         classes: 3,
+        scored_on: ScoredOn::Test,
     };
     let cfg = tiny_config();
     let method = crate::vision_method::build_method(&cfg, Device::Cpu, 1).unwrap();

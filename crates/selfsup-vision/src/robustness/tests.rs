@@ -260,9 +260,12 @@ fn robustness_and_probes_of_a_checkpoint_run_on_another_dataset() {
     }
 
     let lines = evaluate("robustness", Some(&b));
+    let b_file = run_dir.join(selfsup_core::eval::result_file_name(
+        ROBUSTNESS_FILE,
+        Some(&b),
+    ));
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join(ROBUSTNESS_FILE)).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&b_file).unwrap()).unwrap();
     assert_eq!(json["data"], b.display().to_string());
     // B's 27 test images capped at 20; its bank is drawn from its 36
     // training images (A has 9 and 24).
@@ -296,4 +299,9 @@ fn robustness_and_probes_of_a_checkpoint_run_on_another_dataset() {
             .unwrap();
     assert_eq!(json["data"], a.display().to_string());
     assert_eq!(json["test_images"], 9);
+    // B's table is still there, under its own name.
+    assert_ne!(b_file, run_dir.join(ROBUSTNESS_FILE));
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&b_file).unwrap()).unwrap();
+    assert_eq!(kept["data"], b.display().to_string());
 }

@@ -294,3 +294,26 @@ fn a_table_is_written_beside_the_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(back["rows"][1], 2);
 }
+
+#[test]
+fn scoring_on_validation_is_refused_by_a_modality_that_scores_on_test_only() {
+    let fake = Fake {
+        labels: labels(),
+        calls: RefCell::new(Vec::new()),
+    };
+    let cfg = FinetuneConfig {
+        scored_on: ScoredOn::Validation,
+        ..Default::default()
+    };
+    let err = finetune(&fake, &cfg, 0, "nodes", &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("scored_on = \"validation\"") && err.contains("test samples only"),
+        "{err}"
+    );
+    assert!(fake.calls.borrow().is_empty(), "nothing trained");
+    let parsed: FinetuneConfig = toml::from_str("scored_on = \"validation\"").unwrap();
+    assert_eq!(parsed.scored_on, ScoredOn::Validation);
+    assert!(toml::from_str::<FinetuneConfig>("scored_on = \"train\"").is_err());
+}
