@@ -8,9 +8,8 @@
 //! probe training set, and the kNN bank (`[eval.knn]`) is the same clean
 //! features. Then the clean test split and every corrupted copy of it
 //! (corrupted in pixel space `[0, 1]`, before the encoder's normalisation)
-//! are scored. Core's probe fits and scores in one call; it starts from
-//! zero with a seeded shuffle, so every call fits the same probe on the same
-//! clean features and only the scored set differs.
+//! are scored. Each representation's linear probe is fitted once
+//! ([`LinearProbe::fit`]) and scores all ten test sets.
 //!
 //! Three representations go through the same code: the checkpoint's
 //! encoder, the same architecture with random weights (seeded by core's
@@ -24,7 +23,7 @@ use crate::config::VisionRunConfig;
 use crate::data::{ImageDataset, Normalize};
 use crate::evaluate::{dataset_features, EvalData};
 use crate::vision_method::{build_method, VisionMethod};
-use selfsup_core::eval::{knn_top1, linear_probe_top1};
+use selfsup_core::eval::{knn_top1, LinearProbe};
 use selfsup_core::Result;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -94,6 +93,12 @@ pub fn robustness(
         .iter()
         .map(|(_, r)| r.features(&data.train, &data.norm))
         .collect();
+    // One probe per representation, fitted once on its clean training
+    // features and scored on every test set.
+    let probes = train
+        .iter()
+        .map(|f| LinearProbe::fit(f, &data.train_y, data.classes, &cfg.eval.linear))
+        .collect::<Result<Vec<_>>>()?;
     let side = data.test.height.max(data.test.width);
     let mut clean: Vec<(f64, Option<f64>)> = Vec::new();
     let mut rows = Vec::new();
@@ -119,16 +124,13 @@ pub fn robustness(
             },
             k + 1
         ));
-        for (i, ((name, rep), train_f)) in representations.iter().zip(&train).enumerate() {
+        for (i, ((name, rep), (train_f, probe))) in representations
+            .iter()
+            .zip(train.iter().zip(&probes))
+            .enumerate()
+        {
             let test_f = rep.features(&test, &data.norm);
-            let linear = linear_probe_top1(
-                train_f,
-                &data.train_y,
-                &test_f,
-                &data.test_y,
-                data.classes,
-                &cfg.eval.linear,
-            )?;
+            let linear = probe.top1(&test_f, &data.test_y)?;
             let knn = match rc.knn {
                 true => Some(knn_top1(
                     train_f,

@@ -9,7 +9,7 @@
 //! `weight_decay / 2 * ||W||^2` on the weights. The shuffling comes from a
 //! ChaCha generator seeded with [`LinearProbeConfig::seed`]: results depend
 //! on the seed only, and libtorch's global random state is left untouched.
-use super::{check_same_dim, check_split};
+use super::check_split;
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -65,7 +65,8 @@ impl Default for LinearProbeConfig {
 }
 
 /// Test top-1 accuracy in `[0, 1]` of a linear classifier trained on
-/// `train_feats` (see the [module docs](self)).
+/// `train_feats` (see the [module docs](self)): [`LinearProbe::fit`] then
+/// [`LinearProbe::top1`].
 ///
 /// `*_feats` are `[N, D]` (any float kind, any device: training runs on the
 /// device of `train_feats`), `*_labels` integer `[N]` in `[0, num_classes)`.
@@ -80,94 +81,138 @@ pub fn linear_probe_top1(
     num_classes: i64,
     cfg: &LinearProbeConfig,
 ) -> Result<f64> {
-    if cfg.epochs == 0 {
-        return Err(Error::Eval(
-            "linear probe: epochs must be at least 1".into(),
-        ));
-    }
-    if cfg.batch_size < 1 {
-        return Err(Error::Eval(format!(
-            "linear probe: batch_size must be at least 1, got {}",
-            cfg.batch_size
-        )));
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        return Err(Error::Eval(format!(
-            "linear probe: lr must be positive, got {}",
-            cfg.lr
-        )));
-    }
-    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
-        return Err(Error::Eval(format!(
-            "linear probe: weight_decay must be non-negative, got {}",
-            cfg.weight_decay
-        )));
-    }
-    let (train, train_y) = check_split("train", train_feats, train_labels, num_classes)?;
-    let (test, test_y) = check_split("test", test_feats, test_labels, num_classes)?;
-    check_same_dim(&train, &test)?;
-    let device = train.device();
-    let (n, dim) = (train.size()[0], train.size()[1]);
+    LinearProbe::fit(train_feats, train_labels, num_classes, cfg)?.top1(test_feats, test_labels)
+}
 
-    let (train, test) = tch::no_grad(|| {
-        let mean = train.mean_dim([0i64].as_slice(), true, Kind::Float);
-        let std = train.std_dim([0i64].as_slice(), false, true);
-        // Dimensions constant on the training set are only centred.
-        let std = std.where_self(&std.gt(1e-6), &std.ones_like());
-        let standardise = |x: &Tensor| (x - &mean) / &std;
-        (standardise(&train), standardise(&test.to_device(device)))
-    });
-    let test_y = test_y.to_device(device);
+/// A linear classifier fitted on frozen training features, with their
+/// standardisation: score it on as many test sets as needed (the clean and
+/// every corrupted test set of a robustness table) without refitting.
+pub struct LinearProbe {
+    mean: Tensor,
+    std: Tensor,
+    linear: nn::Linear,
+    num_classes: i64,
+    /// Keeps the layer's variables alive.
+    _vs: nn::VarStore,
+}
 
-    let vs = nn::VarStore::new(device);
-    let zero = nn::LinearConfig {
-        ws_init: nn::Init::Const(0.0),
-        bs_init: Some(nn::Init::Const(0.0)),
-        bias: true,
-    };
-    let linear = nn::linear(vs.root(), dim, num_classes, zero);
-    let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
-
-    let batch = cfg.batch_size.min(n);
-    let steps_per_epoch = (n + batch - 1) / batch;
-    let total_steps = (steps_per_epoch * cfg.epochs as i64) as f64;
-    let mut order: Vec<i64> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut step = 0usize;
-    tch::with_grad(|| -> Result<()> {
-        for _ in 0..cfg.epochs {
-            order.shuffle(&mut rng);
-            let perm = Tensor::from_slice(&order).to_device(device);
-            let mut start = 0;
-            while start < n {
-                let len = batch.min(n - start);
-                let idx = perm.narrow(0, start, len);
-                let x = train.index_select(0, &idx);
-                let y = train_y.index_select(0, &idx);
-                let lr =
-                    cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos());
-                opt.set_lr(lr);
-                let mut loss = linear.forward(&x).cross_entropy_for_logits(&y);
-                if cfg.weight_decay > 0.0 {
-                    loss += linear.ws.square().sum(Kind::Float) * (0.5 * cfg.weight_decay);
-                }
-                opt.backward_step(&loss);
-                start += len;
-                step += 1;
-            }
+impl LinearProbe {
+    /// Trains the probe on `train_feats` `[N, D]` / `train_labels` `[N]`
+    /// (labels in `[0, num_classes)`), on the features' device.
+    pub fn fit(
+        train_feats: &Tensor,
+        train_labels: &Tensor,
+        num_classes: i64,
+        cfg: &LinearProbeConfig,
+    ) -> Result<Self> {
+        if cfg.epochs == 0 {
+            return Err(Error::Eval(
+                "linear probe: epochs must be at least 1".into(),
+            ));
         }
-        Ok(())
-    })?;
+        if cfg.batch_size < 1 {
+            return Err(Error::Eval(format!(
+                "linear probe: batch_size must be at least 1, got {}",
+                cfg.batch_size
+            )));
+        }
+        if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+            return Err(Error::Eval(format!(
+                "linear probe: lr must be positive, got {}",
+                cfg.lr
+            )));
+        }
+        if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+            return Err(Error::Eval(format!(
+                "linear probe: weight_decay must be non-negative, got {}",
+                cfg.weight_decay
+            )));
+        }
+        let (train, train_y) = check_split("train", train_feats, train_labels, num_classes)?;
+        let device = train.device();
+        let (n, dim) = (train.size()[0], train.size()[1]);
 
-    let correct = tch::no_grad(|| {
-        linear
-            .forward(&test)
-            .argmax(1, false)
-            .eq_tensor(&test_y)
-            .sum(Kind::Int64)
-            .int64_value(&[])
-    });
-    Ok(correct as f64 / test_y.size()[0] as f64)
+        let (mean, std) = tch::no_grad(|| {
+            let mean = train.mean_dim([0i64].as_slice(), true, Kind::Float);
+            let std = train.std_dim([0i64].as_slice(), false, true);
+            // Dimensions constant on the training set are only centred.
+            let std = std.where_self(&std.gt(1e-6), &std.ones_like());
+            (mean, std)
+        });
+        let train = tch::no_grad(|| (&train - &mean) / &std);
+
+        let vs = nn::VarStore::new(device);
+        let zero = nn::LinearConfig {
+            ws_init: nn::Init::Const(0.0),
+            bs_init: Some(nn::Init::Const(0.0)),
+            bias: true,
+        };
+        let linear = nn::linear(vs.root(), dim, num_classes, zero);
+        let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
+
+        let batch = cfg.batch_size.min(n);
+        let steps_per_epoch = (n + batch - 1) / batch;
+        let total_steps = (steps_per_epoch * cfg.epochs as i64) as f64;
+        let mut order: Vec<i64> = (0..n).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut step = 0usize;
+        tch::with_grad(|| -> Result<()> {
+            for _ in 0..cfg.epochs {
+                order.shuffle(&mut rng);
+                let perm = Tensor::from_slice(&order).to_device(device);
+                let mut start = 0;
+                while start < n {
+                    let len = batch.min(n - start);
+                    let idx = perm.narrow(0, start, len);
+                    let x = train.index_select(0, &idx);
+                    let y = train_y.index_select(0, &idx);
+                    let lr = cfg.lr
+                        * 0.5
+                        * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos());
+                    opt.set_lr(lr);
+                    let mut loss = linear.forward(&x).cross_entropy_for_logits(&y);
+                    if cfg.weight_decay > 0.0 {
+                        loss += linear.ws.square().sum(Kind::Float) * (0.5 * cfg.weight_decay);
+                    }
+                    opt.backward_step(&loss);
+                    start += len;
+                    step += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            mean,
+            std,
+            linear,
+            num_classes,
+            _vs: vs,
+        })
+    }
+
+    /// Top-1 accuracy in `[0, 1]` on `test_feats` `[M, D]` / `test_labels`
+    /// `[M]`, standardised as the training features were.
+    pub fn top1(&self, test_feats: &Tensor, test_labels: &Tensor) -> Result<f64> {
+        let (test, test_y) = check_split("test", test_feats, test_labels, self.num_classes)?;
+        let dim = self.mean.size().last().copied().unwrap_or(0);
+        if test.size()[1] != dim {
+            return Err(Error::Eval(format!(
+                "train features have {dim} dimensions but test features have {}",
+                test.size()[1]
+            )));
+        }
+        let device = self.mean.device();
+        let correct = tch::no_grad(|| {
+            let x = (test.to_device(device) - &self.mean) / &self.std;
+            self.linear
+                .forward(&x)
+                .argmax(1, false)
+                .eq_tensor(&test_y.to_device(device))
+                .sum(Kind::Int64)
+                .int64_value(&[])
+        });
+        Ok(correct as f64 / test_y.size()[0] as f64)
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +244,31 @@ mod tests {
         let secs = t.elapsed().as_secs_f64();
         eprintln!("linear probe 20k x 256, 10 classes: top-1 {acc:.4} in {secs:.2}s");
         assert!(acc > 0.9, "accuracy {acc}");
+    }
+
+    /// One fitted probe scores several test sets exactly as refitting for
+    /// each would; a test set of another width is refused.
+    #[test]
+    fn a_fitted_probe_scores_many_test_sets_as_refitting_would() {
+        let (x, y) = teacher_problem(3, 1_500, 16, 4);
+        let (xtr, ytr) = (x.narrow(0, 0, 1_000), y.narrow(0, 0, 1_000));
+        let cfg = LinearProbeConfig {
+            epochs: 5,
+            ..LinearProbeConfig::default()
+        };
+        let probe = LinearProbe::fit(&xtr, &ytr, 4, &cfg).unwrap();
+        for (start, noise) in [(1_000, 0.0), (1_250, 3.0)] {
+            let xte = x.narrow(0, start, 250)
+                + Tensor::randn([250, 16], (Kind::Float, Device::Cpu)) * noise;
+            let yte = y.narrow(0, start, 250);
+            let refit = linear_probe_top1(&xtr, &ytr, &xte, &yte, 4, &cfg).unwrap();
+            assert_eq!(probe.top1(&xte, &yte).unwrap(), refit);
+        }
+        let err = probe
+            .top1(&x.narrow(1, 0, 8).narrow(0, 0, 10), &y.narrow(0, 0, 10))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("16 dimensions") && err.contains("8"), "{err}");
     }
 
     #[test]

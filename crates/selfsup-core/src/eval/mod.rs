@@ -21,7 +21,7 @@ pub mod split;
 
 pub use few_shot::{few_shot, FewShotConfig, FewShotScore};
 pub use knn::{knn_top1, KnnConfig};
-pub use linear_probe::{linear_probe_top1, LinearProbeConfig};
+pub use linear_probe::{linear_probe_top1, LinearProbe, LinearProbeConfig};
 
 use crate::{Error, Result};
 use serde::Serialize;
