@@ -7,7 +7,11 @@ prints one JSON line: seconds per epoch (one full-graph step, the mean over
 all but the first epoch) and the linear-probe accuracy of the frozen node
 embeddings, scored like selfsup's (standardised features, zero-initialised
 logistic regression, Adam 1e-2 with cosine decay, weight decay 1e-4, 100
-epochs, mean over random splits of `train_fraction`).
+epochs) on exactly selfsup's samples: the validation part and the
+train/test splits its final evaluation used, read from validation.npy,
+split_train.npy and split_test.npy beside the graph. Each split's probe is
+scored on the fixed validation part and on the split's test part; mean and
+standard deviation over the splits, validation and test alike.
 
 GRACE follows the authors' PyG model (GCNConv stack, ELU projection head,
 `semi_loss` with intra- and inter-view negatives); DGI is
@@ -45,8 +49,6 @@ def parse():
     p.add_argument("--drop-edge", default="0.2,0.4")
     p.add_argument("--mask-feature", default="0.3,0.4")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--splits", type=int, default=20)
-    p.add_argument("--train-fraction", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--adj", choices=["edge_index", "sparse", "dense"], default="edge_index")
     return p.parse_args()
@@ -108,17 +110,14 @@ def view(x, und, pe, pf, form):
     return x * mask, adjacency(ei, x.size(0), form)
 
 
-def probe(z, y, splits, frac, seed):
-    accs = []
+def probe(z, y, val, train_parts, test_parts):
+    vals, tests = [], []
     c = int(y.max()) + 1
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(splits):
-        perm = torch.randperm(z.size(0), generator=g)
-        t = max(1, min(z.size(0) - 1, round(z.size(0) * frac)))
-        tr, te = perm[:t], perm[t:]
+    for tr, te in zip(train_parts, test_parts):
         mean, std = z[tr].mean(0, keepdim=True), z[tr].std(0, unbiased=False, keepdim=True)
         std = torch.where(std > 1e-6, std, torch.ones_like(std))
-        xtr, xte = (z[tr] - mean) / std, (z[te] - mean) / std
+        norm = lambda idx: (z[idx] - mean) / std
+        xtr = norm(tr)
         lin = torch.nn.Linear(z.size(1), c)
         torch.nn.init.zeros_(lin.weight); torch.nn.init.zeros_(lin.bias)
         opt = torch.optim.Adam(lin.parameters(), lr=1e-2)
@@ -128,8 +127,9 @@ def probe(z, y, splits, frac, seed):
             loss = F.cross_entropy(lin(xtr), y[tr]) + 0.5e-4 * lin.weight.square().sum()
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         with torch.no_grad():
-            accs.append((lin(xte).argmax(1) == y[te]).float().mean().item())
-    return float(np.mean(accs)), float(np.std(accs))
+            vals.append((lin(norm(val)).argmax(1) == y[val]).float().mean().item())
+            tests.append((lin(norm(te)).argmax(1) == y[te]).float().mean().item())
+    return (float(np.mean(vals)), float(np.std(vals))), (float(np.mean(tests)), float(np.std(tests)))
 
 
 def main():
@@ -164,9 +164,11 @@ def main():
     model.eval()
     with torch.no_grad():
         z = model.enc(x, full) if a.method == "grace" else model.encoder(x, full)
-    acc, std = probe(z, y, a.splits, a.train_fraction, a.seed)
+    idx = lambda name: torch.from_numpy(np.load(f"{a.graph}/{name}")).long()
+    (vacc, vstd), (acc, std) = probe(z, y, idx("validation.npy"), idx("split_train.npy"), idx("split_test.npy"))
     print(json.dumps({"impl": "pyg", "adj": a.adj, "cached": a.method != "grace" and a.adj != "dense", "method": a.method, "epochs": a.epochs, "seconds_per_epoch": float(np.mean(times[1:])),
-                      "final_loss": loss.item(), "probe_accuracy": acc, "probe_std": std, "threads": a.threads}))
+                      "final_loss": loss.item(), "val_probe_accuracy": vacc, "val_probe_std": vstd,
+                      "probe_accuracy": acc, "probe_std": std, "threads": a.threads}))
 
 
 if __name__ == "__main__":

@@ -527,7 +527,7 @@ pub fn text() -> Result<()> {
         threads: Some(threads),
         ..Default::default()
     };
-    crate::pretrain_text("cpu", opts, Some(run_dir.clone()), 1)?;
+    crate::pretrain_text("mlm-cpu", opts, Some(run_dir.clone()), 1)?;
     let summary_path = run_dir.join("summary.json");
     let ours: Value = serde_json::from_str(
         &std::fs::read_to_string(&summary_path)

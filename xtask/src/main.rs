@@ -96,10 +96,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         nproc: usize,
     },
-    /// Pre-train BERT with masked language modelling on the registry corpora
-    /// (configs/text/mlm-<preset>.toml), evaluate and export it.
+    /// Pre-train on the registry corpora (configs/text/<method>-<preset>.toml:
+    /// BERT with masked language modelling, or GPT-2 with next-token
+    /// prediction), evaluate and export it.
     PretrainText {
-        /// `cpu` (BERT-tiny, minutes on 2 cores) or another configs/text/mlm-<preset>.toml.
+        /// `mlm` (BERT) or `next-token` (GPT-2; `next_token` also accepted).
+        #[arg(long, default_value = "mlm")]
+        method: String,
+        /// `cpu` (minutes on 2 cores) or another configs/text/<method>-<preset>.toml.
         #[arg(long, default_value = "cpu")]
         preset: String,
         #[arg(long)]
@@ -107,7 +111,7 @@ enum Cmd {
         /// cpu, cuda or auto.
         #[arg(long)]
         device: Option<String>,
-        /// Run folder (default: runs/mlm-<preset>).
+        /// Run folder (default: runs/<method>-<preset>).
         #[arg(long)]
         run_dir: Option<PathBuf>,
         /// Continue the run in the run folder from its last checkpoint.
@@ -261,6 +265,7 @@ fn main() -> Result<()> {
             pretrain_vision(&method, &preset, data, opts, run_dir, nproc)
         }
         Cmd::PretrainText {
+            method,
             preset,
             epochs,
             device,
@@ -276,6 +281,7 @@ fn main() -> Result<()> {
                 overwrite,
                 ..PretrainArgs::default()
             };
+            let preset = format!("{}-{preset}", method.replace('_', "-"));
             pretrain_text(&preset, opts, run_dir, nproc).map(|_| ())
         }
         Cmd::PretrainClip {
@@ -474,7 +480,7 @@ pub(crate) fn pretrain_text(
     nproc: usize,
 ) -> Result<PathBuf> {
     let root = paths::workspace_root();
-    let config = preset_config(&format!("text/mlm-{preset}.toml"))?;
+    let config = preset_config(&format!("text/{preset}.toml"))?;
     let env = torch_env::ensure()?;
     for name in TEXT_DATASETS {
         fetch::fetch(name, false)?;
@@ -482,7 +488,7 @@ pub(crate) fn pretrain_text(
     // Text configs name their sources relative to the datasets root.
     let data = paths::cache_dir().join("datasets");
     let bin = build_cli(&env)?;
-    let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/mlm-{preset}")));
+    let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/{preset}")));
     let threads = opts.threads;
     if nproc > 1 {
         // --nproc splits the threads between ranks itself.

@@ -5,6 +5,7 @@ use crate::methods::Wav2Vec2MethodConfig;
 use crate::model::Wav2Vec2Config;
 use crate::read::DEFAULT_MAX_SECONDS;
 use crate::resample::TARGET_RATE;
+use selfsup_core::eval::finetune::FinetuneConfig;
 use selfsup_core::eval::LinearProbeConfig;
 use selfsup_core::run::{BatchDefault, RunSettings};
 use selfsup_core::trainer::TrainerConfig;
@@ -93,6 +94,18 @@ pub struct EvalConfig {
     pub validation_fraction: f64,
     /// Seed of the validation speakers' draw.
     pub split_seed: u64,
+    /// `[eval.finetune]`: `selfsup eval finetune` ([`crate::finetune`]);
+    /// audio's own defaults ([`crate::finetune::default_settings`]), a key
+    /// left out keeps its audio default.
+    #[serde(
+        deserialize_with = "crate::finetune::deserialize_settings",
+        skip_serializing_if = "crate::finetune::is_default_settings"
+    )]
+    pub finetune: FinetuneConfig,
+    /// The `[[eval.tasks]]` name `selfsup eval finetune` trains on (the
+    /// first task when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune_task: Option<String>,
 }
 
 impl Default for EvalConfig {
@@ -103,6 +116,8 @@ impl Default for EvalConfig {
             max_seconds: 4.0,
             validation_fraction: 0.2,
             split_seed: 0,
+            finetune: crate::finetune::default_settings(),
+            finetune_task: None,
         }
     }
 }
@@ -201,6 +216,21 @@ impl AudioRunConfig {
                 t.train,
                 t.train.len()
             ));
+        }
+        cfg.eval.finetune.validate()?;
+        if let Some(name) = &cfg.eval.finetune_task {
+            if !cfg.eval.tasks.iter().any(|t| &t.name == name) {
+                return Err(format!(
+                    "[eval] finetune_task = {name:?} names no [[eval.tasks]] (the tasks: {}); give \
+                     one of their names, or leave it out for the first",
+                    cfg.eval
+                        .tasks
+                        .iter()
+                        .map(|t| format!("{:?}", t.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         selfsup_core::run::common_ranges(&cfg.trainer, cfg.run.threads)?;
         let crop = (cfg.data.crop_seconds * TARGET_RATE as f64) as i64;

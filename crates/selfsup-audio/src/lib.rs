@@ -12,6 +12,7 @@
 //! - [`methods`]: wav2vec 2.0 on the core `Method` trait
 //! - [`logmel`]: the log-mel filterbank baseline
 //! - [`eval`]: frozen per-layer features, linear probes, baselines
+//! - [`finetune`]: `selfsup eval finetune` (label efficiency, pre-trained vs scratch)
 //! - [`export`]: transformers' layout (`config.json` + `model.safetensors`)
 //! - [`config`]: the run's config file, checked before any data; `--recordings`
 //! - [`pretrain`]: the workflow, on core's `Run`
@@ -24,6 +25,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod finetune;
 pub mod logmel;
 pub mod loss;
 pub mod masking;

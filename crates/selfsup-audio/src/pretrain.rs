@@ -161,6 +161,39 @@ fn codebook_and_loss_warnings(history: &[Vec<f64>], epoch_losses: &[f64]) -> Vec
     out
 }
 
+/// The clips of the probe task `t` under `root` (what was read and skipped
+/// added to `report`): one speaker per training folder, so validation
+/// speakers are whole folders.
+pub(crate) fn probe_task(
+    cfg: &AudioRunConfig,
+    t: &ProbeTaskConfig,
+    root: &Path,
+    report: &mut LoadReport,
+) -> Result<ProbeTask> {
+    let limits = ReadLimits {
+        max_seconds: cfg.data.max_seconds,
+    };
+    let (mut train, mut train_speakers) = (Vec::new(), Vec::new());
+    for f in &t.train {
+        let clips = probe_clips(
+            std::slice::from_ref(f),
+            t,
+            root,
+            cfg.data.skip_bad,
+            &limits,
+            report,
+        )?;
+        train_speakers.extend(std::iter::repeat_n(f.clone(), clips.len()));
+        train.extend(clips);
+    }
+    Ok(ProbeTask {
+        name: t.name.clone(),
+        train,
+        train_speakers,
+        test: probe_clips(&t.test, t, root, cfg.data.skip_bad, &limits, report)?,
+    })
+}
+
 /// The `[[eval.tasks]]` probes of `method`, beside the same architecture
 /// with random weights (seeded by [`seed_random_weights`]) and log-mel,
 /// each layer chosen on validation speakers (`[eval] validation_fraction`
@@ -176,9 +209,6 @@ pub(crate) fn linear_probes(
 ) -> Result<Vec<ProbeRow>> {
     let AudioMethodConfig::Wav2vec2(method_cfg) = &cfg.method;
     let seed = cfg.trainer.seed;
-    let limits = ReadLimits {
-        max_seconds: cfg.data.max_seconds,
-    };
     seed_random_weights(seed);
     let random = Wav2Vec2Method::new(&cfg.model, method_cfg, seed, device);
     let max_samples = (cfg.eval.max_seconds * TARGET_RATE as f64) as usize;
@@ -189,27 +219,7 @@ pub(crate) fn linear_probes(
     let mut probes = Vec::new();
     for t in &cfg.eval.tasks {
         log(&format!("downstream: linear probes on {}", t.name));
-        // One speaker per training folder: the validation speakers are
-        // whole folders.
-        let (mut train, mut train_speakers) = (Vec::new(), Vec::new());
-        for f in &t.train {
-            let clips = probe_clips(
-                std::slice::from_ref(f),
-                t,
-                root,
-                cfg.data.skip_bad,
-                &limits,
-                report,
-            )?;
-            train_speakers.extend(std::iter::repeat_n(f.clone(), clips.len()));
-            train.extend(clips);
-        }
-        let task = ProbeTask {
-            name: t.name.clone(),
-            train,
-            train_speakers,
-            test: probe_clips(&t.test, t, root, cfg.data.skip_bad, &limits, report)?,
-        };
+        let task = probe_task(cfg, t, root, report)?;
         probes.push(probe(
             &task,
             method,

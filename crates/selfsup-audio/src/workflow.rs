@@ -19,8 +19,9 @@ use tch::Device;
 
 /// The evaluations [`AudioModality::evaluate`] offers: `linear` (the
 /// config's `[[eval.tasks]]` probes per layer, beside random weights and
-/// the log-mel filterbank).
-pub const EVALUATIONS: &[&str] = &["linear"];
+/// the log-mel filterbank) and `finetune` ([`crate::finetune`]: label
+/// efficiency on one task, `finetune.json` beside the checkpoint).
+pub const EVALUATIONS: &[&str] = &["linear", crate::finetune::FINETUNE];
 
 /// The audio modality (wav2vec 2.0).
 pub struct AudioModality;
@@ -70,7 +71,7 @@ impl Modality for AudioModality {
         let cfg = AudioRunConfig::from_toml(request.config_toml, request.checkpoint)?;
         if cfg.eval.tasks.is_empty() {
             return Err(Error::Config(format!(
-                "{}: its config has no [[eval.tasks]] to probe",
+                "{}: its config has no [[eval.tasks]] to probe or fine-tune on",
                 request.checkpoint.display()
             )));
         }
@@ -80,6 +81,9 @@ impl Modality for AudioModality {
         check_folders(&cfg, &root, false)?;
         let device = request.device.resolve()?;
         let method = restore(request.checkpoint, &cfg, device)?;
+        if request.protocol == crate::finetune::FINETUNE {
+            return crate::finetune::report(request.checkpoint, &cfg, &method, &root, device);
+        }
         let mut report = LoadReport::default();
         let rows = linear_probes(&cfg, &method, &root, device, &mut report, &mut |_: &str| {})?;
         let mut out: Vec<String> = rows.iter().flat_map(probe_lines).collect();

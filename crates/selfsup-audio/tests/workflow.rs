@@ -46,6 +46,11 @@ seed = 0
 [eval]
 max_seconds = 1.0
 probe = { epochs = 10 }
+[eval.finetune]
+fractions = [0.5, 1.0]
+seeds = 2
+steps = 3
+batch_size = 4
 [[eval.tasks]]
 name = "pitch"
 train = ["probe/s1", "probe/s2"]
@@ -120,7 +125,7 @@ fn summary(run: &Path) -> serde_json::Value {
 fn pretrain_writes_the_run_folder_and_the_checkpoint_evaluates_to_the_same_probes() {
     let m = selfsup_audio::MODALITY;
     assert_eq!((m.name(), m.methods()), ("audio", &["wav2vec2"][..]));
-    assert_eq!(m.evaluations(), &["linear"]);
+    assert_eq!(m.evaluations(), &["linear", "finetune"]);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     write_data(&root);
@@ -202,6 +207,40 @@ fn pretrain_writes_the_run_folder_and_the_checkpoint_evaluates_to_the_same_probe
         err.contains("knn") && err.contains("offers linear"),
         "{err}"
     );
+    // Fine-tuning on the task's clips: s1 or s2 trains (one clip per
+    // class), the other validates, s3 tests; a row per fraction in
+    // finetune.json beside the checkpoint.
+    let lines = m.evaluate(&request("finetune", Some(&root))).unwrap();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[0].contains("on pitch (2 classes)"), "{lines:?}");
+    assert!(
+        lines[1].starts_with("fine-tuning on 50% of the labels (2 clips, 2 seeds): pre-trained "),
+        "{lines:?}"
+    );
+    assert!(lines[3].starts_with("wrote "), "{lines:?}");
+    let ft: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("finetune.json")).unwrap()).unwrap();
+    assert_eq!(ft["task"], "pitch", "{ft}");
+    assert_eq!(
+        (ft["train_clips"].as_u64(), ft["test_clips"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let rows = ft["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{ft}");
+    for (row, f) in rows.iter().zip([0.5, 1.0]) {
+        assert_eq!(row["fraction"], f);
+        assert_eq!(row["clips"], serde_json::json!([2, 2]));
+        for arm in ["pretrained", "scratch"] {
+            let runs = row[arm].as_array().unwrap();
+            assert_eq!(runs.len(), 2);
+            let acc = runs[0]["test_accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc) && runs[0]["steps"] == 3, "{row}");
+        }
+        assert_eq!(
+            row["pretrained"][1]["batches_digest"],
+            row["scratch"][1]["batches_digest"]
+        );
+    }
     let elsewhere = dir.path().join("elsewhere");
     let err = m
         .evaluate(&request("linear", Some(&elsewhere)))

@@ -4,7 +4,7 @@ use crate::augment::AugmentConfig;
 use crate::encoders::EncoderConfig;
 use crate::eval::EvalConfig;
 use crate::graph::{View, MAX_NODES};
-use crate::methods::{Dgi, Grace, GraphCl, GraphMethod, GraphMethodConfig};
+use crate::methods::{Dgi, Gae, Grace, GraphCl, GraphMethod, GraphMethodConfig};
 use crate::readers::DataConfig;
 use selfsup_core::run::{BatchDefault, RunSettings};
 use selfsup_core::trainer::TrainerConfig;
@@ -94,6 +94,24 @@ impl GraphRunConfig {
             }
             GraphMethodConfig::Graphcl(c) => positive("[method] temperature", c.temperature)?,
             GraphMethodConfig::Dgi(_) => {}
+            GraphMethodConfig::Gae(c) => {
+                if c.out_dim < 1 {
+                    return Err(format!(
+                        "[method] out_dim = {}: give a width of at least 1",
+                        c.out_dim
+                    ));
+                }
+            }
+        }
+        if let Some(link) = &cfg.eval.link {
+            link.validate()?;
+            if cfg.method.graph_level() {
+                return Err(format!(
+                    "[eval.link]: {} learns graph embeddings; link prediction scores node \
+                     pairs of one graph: use a node-level method",
+                    cfg.method.name()
+                ));
+            }
         }
         match &cfg.encoder {
             EncoderConfig::Gcn(c) => {
@@ -208,6 +226,9 @@ pub fn build_method(cfg: &GraphRunConfig, base: View, device: tch::Device) -> Bo
         GraphMethodConfig::Grace(c) => Box::new(Grace::new(base, &cfg.encoder, c, device)),
         GraphMethodConfig::Dgi(c) => Box::new(Dgi::new(base, &cfg.encoder, c, device)),
         GraphMethodConfig::Graphcl(c) => Box::new(GraphCl::new(base, &cfg.encoder, c, device)),
+        GraphMethodConfig::Gae(c) => {
+            Box::new(Gae::new(base, &cfg.encoder, c, cfg.trainer.seed, device))
+        }
     }
 }
 

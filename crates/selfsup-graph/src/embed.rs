@@ -17,7 +17,7 @@
 //! layer before the readout.
 use crate::encoders::{EncoderConfig, GraphEncoder};
 use crate::graph::{Featurize, View};
-use crate::methods::{Dgi, Grace, GraphCl, GraphMethod, GraphMethodConfig};
+use crate::methods::{Dgi, Gae, Grace, GraphCl, GraphMethod, GraphMethodConfig};
 use crate::pretrain::GraphRunConfig;
 use crate::readers::{adjacency_csv, edge_list};
 use selfsup_core::embeddings::{load_strict, read_export_config, Embedded};
@@ -240,6 +240,13 @@ impl GraphEmbedder {
                     GraphMethodConfig::Graphcl(c) => {
                         Box::new(GraphCl::new(v.share(), &cfg.encoder, c, self.device))
                     }
+                    GraphMethodConfig::Gae(c) => Box::new(Gae::new(
+                        v.share(),
+                        &cfg.encoder,
+                        c,
+                        cfg.trainer.seed,
+                        self.device,
+                    )),
                 };
                 selfsup_core::checkpoint::restore_model(path, m.var_store(), m.name()).map_err(
                     |e| {
@@ -250,7 +257,11 @@ impl GraphEmbedder {
                         ))
                     },
                 )?;
-                tch::no_grad(|| m.encoder().nodes(&v, false))
+                // GAE's embedding is its output layer's (see methods/gae.rs).
+                match &cfg.method {
+                    GraphMethodConfig::Gae(_) => m.represent(&v),
+                    _ => tch::no_grad(|| m.encoder().nodes(&v, false)),
+                }
             }
         };
         Ok(out.to_kind(Kind::Float).to_device(Device::Cpu))

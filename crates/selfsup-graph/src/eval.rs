@@ -58,6 +58,10 @@ pub struct EvalConfig {
     /// written into stored configs while it has its defaults).
     #[serde(skip_serializing_if = "FinetuneConfig::is_default")]
     pub finetune: FinetuneConfig,
+    /// `[eval.link]`: link prediction on held-out edges, which the run then
+    /// trains without ([`crate::link`]); none when left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::link::LinkConfig>,
 }
 
 impl Default for EvalConfig {
@@ -70,6 +74,7 @@ impl Default for EvalConfig {
             split_seed: 0,
             probe: LinearProbeConfig::default(),
             finetune: FinetuneConfig::default(),
+            link: None,
         }
     }
 }

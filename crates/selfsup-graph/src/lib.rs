@@ -1,4 +1,4 @@
-//! Self-supervised learning on graphs: GRACE, DGI and GraphCL.
+//! Self-supervised learning on graphs: GRACE, DGI, GraphCL and GAE.
 //!
 //! - [`graph`]: petgraph graphs -> tensors (edge index, GCN normalisation,
 //!   disjoint batches), fix-ups counted
@@ -9,7 +9,10 @@
 //!   subgraphs, seeded
 //! - [`encoders`]: GCN and GIN, readouts; [`propagation`]: their message
 //!   passing as one sparse (or, for small dense graphs, dense) product
-//! - [`methods`]: GRACE, DGI, GraphCL on the core `Method` trait
+//! - [`methods`]: GRACE, DGI, GraphCL, GAE on the core `Method` trait
+//! - [`link`]: link prediction on held-out edges (seeded split, AUC and
+//!   average precision beside random weights, raw features, common
+//!   neighbours and Adamic-Adar)
 //! - [`source`]: views as a resumable core `BatchSource`
 //! - [`eval`]: probes and ridge regression beside raw-feature and
 //!   random-weights baselines
@@ -28,6 +31,7 @@ pub mod eval;
 pub mod export;
 pub mod finetune;
 pub mod graph;
+pub mod link;
 pub mod methods;
 pub mod pickle;
 pub mod pretrain;

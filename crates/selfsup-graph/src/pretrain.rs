@@ -37,6 +37,8 @@ pub struct GraphRunSummary {
     pub seconds_per_pass: f64,
     pub wall_seconds: f64,
     pub eval: Option<EvalRow>,
+    /// Link prediction on the held-out edges (with `[eval.link]`).
+    pub link: Option<crate::link::LinkRow>,
     pub warnings: Vec<String>,
     pub export_dir: PathBuf,
 }
@@ -186,8 +188,30 @@ pub fn export_run(
         if let Some(l) = &labels {
             write_npy(&g.join("y.npy"), l)?;
         }
+        if let Some(t) = target {
+            write_eval_splits(&g, t, cfg)?;
+        }
     }
     Ok(())
+}
+
+/// The final evaluation's sample indices beside the graph, so that the
+/// PyTorch Geometric reference probes exactly the same validation part and
+/// train/test splits: `validation.npy` `[V]`, `split_train.npy` `[S, T]`
+/// and `split_test.npy` `[S, N - V - T]` (int64).
+fn write_eval_splits(dir: &Path, target: &Targets, cfg: &GraphRunConfig) -> Result<()> {
+    let splits = eval_splits(target, &cfg.eval, cfg.eval.splits)?;
+    write_npy(
+        &dir.join("validation.npy"),
+        &Tensor::from_slice(&splits.validation),
+    )?;
+    let (train, test): (Vec<Tensor>, Vec<Tensor>) = splits
+        .parts
+        .iter()
+        .map(|(tr, te)| (Tensor::from_slice(tr), Tensor::from_slice(te)))
+        .unzip();
+    write_npy(&dir.join("split_train.npy"), &Tensor::stack(&train, 0))?;
+    write_npy(&dir.join("split_test.npy"), &Tensor::stack(&test, 0))
 }
 
 /// Pre-trains, evaluates and exports as `cfg` says; writes `config.toml`
@@ -216,6 +240,16 @@ pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummar
         report.graphs, report.nodes, report.edges, report.feature_dim, report.fixups.self_loops, report.fixups.duplicate_edges, report.skipped
     ));
     check_trainable(&ds, cfg)?;
+    // With [eval.link] the held-out edges leave the graph before anything
+    // (features included) is computed from it.
+    let (ds, link_split) = crate::link::hold_out(ds, cfg.eval.link.as_ref(), &cfg.data)?;
+    if let Some(s) = &link_split {
+        let (train, val, test) = s.sizes();
+        run.log(&format!(
+            "link prediction: {val} validation and {test} test edges held out, training on the \
+             other {train}"
+        ));
+    }
     let (base, target, graphs) = base_and_target(&ds);
     drop(ds);
     // The validation part and the splits are drawn (and refused when the
@@ -282,6 +316,18 @@ pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummar
         }
         None => None,
     };
+    let link = match &link_split {
+        Some(s) => {
+            run.log("evaluating link prediction: frozen embeddings beside the controls");
+            Some(crate::link::evaluate_link(
+                method.as_ref(),
+                random.as_ref(),
+                &base_dev,
+                s,
+            )?)
+        }
+        None => None,
+    };
     let export_dir = run.run_dir.join("export");
     export_run(
         &export_dir,
@@ -309,6 +355,7 @@ pub fn pretrain(cfg: &GraphRunConfig, opts: RunOptions) -> Result<GraphRunSummar
         seconds_per_pass: summary.train_seconds / passes,
         wall_seconds,
         eval,
+        link,
         warnings: summary.warnings,
         export_dir,
     })
@@ -393,6 +440,24 @@ pub(crate) mod tests {
         );
         assert!(run_dir.join("export/encoder.safetensors").is_file());
         assert!(run_dir.join("export/graph/x.npy").is_file());
+        // The reference probes the same samples: the validation part and
+        // the splits are exported, disjoint and covering all 34 members.
+        let read = |name: &str| Tensor::read_npy(run_dir.join("export/graph").join(name)).unwrap();
+        let (v, tr, te) = (
+            read("validation.npy"),
+            read("split_train.npy"),
+            read("split_test.npy"),
+        );
+        assert_eq!(
+            (v.size(), tr.size(), te.size()),
+            (vec![6], vec![3, 14], vec![3, 14])
+        );
+        for k in 0..3 {
+            let mut all: Vec<i64> =
+                Vec::try_from(Tensor::cat(&[&v, &tr.get(k), &te.get(k)], 0)).unwrap();
+            all.sort_unstable();
+            assert_eq!(all, (0..34).collect::<Vec<i64>>());
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Modality for GraphModality {
     }
 
     fn evaluations(&self) -> &'static [&'static str] {
-        &[LINEAR, crate::finetune::FINETUNE]
+        &[LINEAR, crate::finetune::FINETUNE, crate::link::LINK]
     }
 
     fn evaluate(&self, request: &EvalRequest<'_>) -> Result<Vec<String>> {
@@ -60,12 +60,17 @@ impl Modality for GraphModality {
         if request.protocol == crate::finetune::FINETUNE {
             return crate::finetune::report(request);
         }
+        if request.protocol == crate::link::LINK {
+            return crate::link::report(request);
+        }
         let cfg = GraphRunConfig::from_toml(request.config_toml, request.checkpoint)?;
         let device = request.device.resolve()?;
         let root = request
             .data
             .map_or_else(default_data_root, Path::to_path_buf);
         let (ds, report) = read_dataset(&cfg, &root, DATA_FLAG_HINT)?;
+        // With [eval.link] the run trained on the graph without its held-out edges.
+        let (ds, _) = crate::link::hold_out(ds, cfg.eval.link.as_ref(), &cfg.data)?;
         let (base, target, _) = base_and_target(&ds);
         let Some(target) = target else {
             return Err(Error::Data(format!(
@@ -108,6 +113,7 @@ impl Modality for GraphModality {
             "`selfsup export` reads the training graph (whose embeddings it exports) from the \
              default data root: fetch the dataset there with `cargo xtask fetch`",
         )?;
+        let (ds, _) = crate::link::hold_out(ds, cfg.eval.link.as_ref(), &cfg.data)?;
         let (base, target, _) = base_and_target(&ds);
         let (method, _) = restore(&cfg, base.share(), device, checkpoint)?;
         export_run(
@@ -200,6 +206,9 @@ impl Report for GraphRunSummary {
         ];
         if let Some(e) = &s.eval {
             lines.extend(eval_lines(e));
+        }
+        if let Some(l) = &s.link {
+            lines.extend(l.lines());
         }
         if s.warnings.is_empty() {
             lines.push("  collapse monitors: no warning".into());

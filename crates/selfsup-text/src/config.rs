@@ -5,6 +5,7 @@ use crate::corpus::SourceConfig;
 use crate::masking::MaskingConfig;
 use crate::model::ModelConfig;
 use crate::tokenizer::TokenizerConfig;
+use selfsup_core::eval::finetune::FinetuneConfig;
 use selfsup_core::eval::LinearProbeConfig;
 use selfsup_core::run::{BatchDefault, RunSettings};
 use selfsup_core::trainer::TrainerConfig;
@@ -61,7 +62,20 @@ pub struct EvalConfig {
     pub val_sequences: usize,
     /// Validation sequences whose pooled embeddings feed the collapse monitors.
     pub monitor_sequences: usize,
+    /// The `[[eval.downstream]]` sets `selfsup eval finetune` trains on, by
+    /// name (left out: every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finetune_sets: Vec<String>,
     pub probe: LinearProbeConfig,
+    /// `[eval.finetune]`: `selfsup eval finetune` (core's label-efficiency
+    /// settings; a key left out takes text's default,
+    /// [`crate::finetune::default_settings`]).
+    #[serde(
+        default = "crate::finetune::default_settings",
+        skip_serializing_if = "crate::finetune::is_default_settings",
+        deserialize_with = "crate::finetune::settings_over_defaults"
+    )]
+    pub finetune: FinetuneConfig,
     pub downstream: Vec<DownstreamConfig>,
 }
 
@@ -70,7 +84,9 @@ impl Default for EvalConfig {
         Self {
             val_sequences: 512,
             monitor_sequences: 256,
+            finetune_sets: Vec::new(),
             probe: LinearProbeConfig::default(),
+            finetune: crate::finetune::default_settings(),
             downstream: Vec::new(),
         }
     }
@@ -94,16 +110,19 @@ pub enum TextMethodConfig {
     /// BERT's masked language modelling.
     #[default]
     Mlm,
+    /// GPT-style next-token prediction (`crate::pretrain_next_token`).
+    NextToken,
 }
 
 impl TextMethodConfig {
     /// Every `[method] name` of the text methods (one per variant).
-    pub const NAMES: &'static [&'static str] = &["mlm"];
+    pub const NAMES: &'static [&'static str] = &["mlm", "next_token"];
 
     /// This method's `[method] name`.
     pub fn name(&self) -> &'static str {
         match self {
             TextMethodConfig::Mlm => "mlm",
+            TextMethodConfig::NextToken => "next_token",
         }
     }
 }
@@ -190,6 +209,7 @@ impl TextRunConfig {
             ));
         }
         self.eval.probe.validate("[eval] probe")?;
+        crate::finetune::check_settings(&self.eval)?;
         for d in &self.eval.downstream {
             if d.name.trim().is_empty() {
                 return Err("[[eval.downstream]] name = \"\": give the task a name".into());

@@ -10,6 +10,7 @@ use crate::methods::{Mlm, MlmEval};
 use crate::packing::{chunk_document, Packed};
 use crate::tokenizer::TextTokenizer;
 use selfsup_core::eval::{linear_probe_top1, LinearProbeConfig};
+use selfsup_core::method::Method;
 use selfsup_core::trainer::{EpochEval, EpochEvaluator};
 use selfsup_core::Result;
 use serde::Serialize;
@@ -220,13 +221,21 @@ pub struct ProbeRow {
     pub bag_of_words: f64,
 }
 
-struct Examples {
-    ids: Vec<i64>,
-    labels: Vec<i64>,
-    test: Vec<bool>,
+/// The share of a labelled set's documents held out as the probes' test
+/// split (by a hash of the document id).
+pub(crate) const PROBE_TEST_FRACTION: f64 = 0.2;
+
+/// A labelled set as sequences: `ids` row-major `[n, max_len]`, one label
+/// and one test flag (the document is held out) per row.
+pub(crate) struct Examples {
+    pub(crate) ids: Vec<i64>,
+    pub(crate) labels: Vec<i64>,
+    pub(crate) test: Vec<bool>,
 }
 
-fn examples(
+/// `set`'s sequences and its class count; 20 % of the documents (by a hash
+/// of the id and `seed`) are the test split.
+pub(crate) fn examples(
     set: &LabelledSet,
     tok: &TextTokenizer,
     max_len: usize,
@@ -251,7 +260,7 @@ fn examples(
             continue;
         };
         // 20% of the documents are the test split, by document.
-        let test = is_held_out(&d.id, 0.2, seed);
+        let test = is_held_out(&d.id, PROBE_TEST_FRACTION, seed);
         for row in chunk_document(d, tok, max_len, set.chunks_per_doc)
             .map_err(selfsup_core::Error::from)?
         {
@@ -275,16 +284,19 @@ fn split(feats: &Tensor, labels: &Tensor, test: &[bool]) -> (Tensor, Tensor, Ten
     )
 }
 
-fn pooled_features(mlm: &Mlm, ids: &Tensor, batch: i64, device: Device) -> Tensor {
+fn pooled_features<M: Method + ?Sized>(
+    mlm: &M,
+    ids: &Tensor,
+    batch: i64,
+    device: Device,
+) -> Tensor {
     tch::no_grad(|| {
         let n = ids.size()[0];
         let parts: Vec<Tensor> = (0..n)
             .step_by(batch as usize)
             .map(|s| {
                 let b = ids.narrow(0, s, batch.min(n - s)).to_device(device);
-                mlm.pooled(&b, false)
-                    .to_kind(Kind::Float)
-                    .to_device(Device::Cpu)
+                mlm.embed(&b).to_kind(Kind::Float).to_device(Device::Cpu)
             })
             .collect();
         Tensor::cat(&parts, 0)
@@ -319,10 +331,10 @@ pub struct ProbeSetup<'a> {
 
 /// Linear probes on `set` for the pre-trained encoder, a random-weights
 /// encoder of the same architecture and a bag-of-words baseline.
-pub fn probe(
+pub fn probe<M: Method + ?Sized>(
     set: &LabelledSet,
-    pretrained: &Mlm,
-    random: &Mlm,
+    pretrained: &M,
+    random: &M,
     p: &ProbeSetup,
 ) -> Result<ProbeRow> {
     let ProbeSetup {

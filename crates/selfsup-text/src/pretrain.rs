@@ -188,21 +188,33 @@ pub(crate) fn downstream_probes(
     let mut rows = Vec::new();
     for d in &cfg.eval.downstream {
         log(&format!("downstream: linear probe on {}", d.name));
-        let (docs, _) = read_source(&d.source, root, true)?;
-        let set = LabelledSet {
-            name: d.name.clone(),
-            docs,
-            chunks_per_doc: d.chunks_per_doc,
-        };
+        let set = labelled_set(d, root)?;
         rows.push(probe(&set, mlm, &random, &setup)?);
     }
     Ok(rows)
+}
+
+/// One `[[eval.downstream]]` set read from `root` (invalid UTF-8 replaced):
+/// what the probes and fine-tuning train on.
+pub(crate) fn labelled_set(d: &DownstreamConfig, root: &Path) -> Result<LabelledSet> {
+    let (docs, _) = read_source(&d.source, root, true)?;
+    Ok(LabelledSet {
+        name: d.name.clone(),
+        docs,
+        chunks_per_doc: d.chunks_per_doc,
+    })
 }
 
 /// Pre-trains, evaluates and exports as `cfg` says; writes `config.toml`
 /// and `summary.json` into the run folder (on the primary process).
 pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary> {
     cfg.check()?;
+    if cfg.method != TextMethodConfig::Mlm {
+        return Err(Error::Config(format!(
+            "[method] name = \"{}\": this is MLM's workflow (crate::pretrain_next_token::pretrain runs next_token)",
+            cfg.method.name()
+        )));
+    }
     check_sources(cfg)?;
     let mut run = Run::start(
         "text pre-training",

@@ -22,8 +22,10 @@ use tch::Device;
 /// The evaluations [`TextModality::evaluate`] offers: `linear` (the
 /// config's `[[eval.downstream]]` probes, beside random weights and bag of
 /// words) and `validation` (masked-token loss, accuracy and perplexity on
-/// the validation documents, beside the unigram baseline).
-pub const EVALUATIONS: &[&str] = &["linear", "validation"];
+/// the validation documents, beside the unigram baseline) and `finetune`
+/// (the encoder fine-tuned end to end on fractions of the downstream sets'
+/// labels against the same network from scratch, [`crate::finetune`]).
+pub const EVALUATIONS: &[&str] = &["linear", "validation", crate::finetune::FINETUNE];
 
 /// The text modality (BERT's masked language modelling).
 pub struct TextModality;
@@ -75,8 +77,29 @@ impl Modality for TextModality {
         let root = request
             .data
             .map_or_else(default_data_root, Path::to_path_buf);
+        if request.protocol == crate::finetune::FINETUNE {
+            crate::finetune::needs_mlm(&cfg, request.checkpoint)?;
+        }
+        if cfg.method == TextMethodConfig::NextToken {
+            return crate::pretrain_next_token::evaluate(
+                request.protocol,
+                &cfg,
+                request.checkpoint,
+                &root,
+                device,
+            );
+        }
         let (mlm, tok) = restore(request.checkpoint, &cfg, device)?;
-        if request.protocol == "linear" {
+        if request.protocol == crate::finetune::FINETUNE {
+            let file =
+                selfsup_core::eval::result_file_name(crate::finetune::FINETUNE_FILE, request.data);
+            let paths = crate::finetune::ReportPaths {
+                checkpoint: request.checkpoint,
+                root: &root,
+                file: &file,
+            };
+            crate::finetune::report(&cfg, &mlm, &tok, device, &paths)
+        } else if request.protocol == "linear" {
             linear(&cfg, &mlm, &tok, &root, device, request.checkpoint)
         } else {
             validation(&cfg, &mlm, &tok, &root, device)
@@ -85,6 +108,9 @@ impl Modality for TextModality {
 
     fn export(&self, checkpoint: &Path, config_toml: &str, out: &Path) -> Result<String> {
         let cfg = TextRunConfig::from_toml(config_toml, checkpoint)?;
+        if cfg.method == TextMethodConfig::NextToken {
+            return crate::pretrain_next_token::export_checkpoint(checkpoint, &cfg, out);
+        }
         let (mlm, tok) = restore(checkpoint, &cfg, Device::Cpu)?;
         export_mlm(&mlm, &tok, cfg.model.max_len, out)?;
         Ok(format!(
@@ -190,6 +216,15 @@ impl Plan for TextPlan {
             .distributed
             .as_ref()
             .is_none_or(selfsup_core::distributed::Distributed::is_primary);
+        if self.cfg.method == TextMethodConfig::NextToken {
+            let summary = crate::pretrain_next_token::pretrain(&self.cfg, opts)?;
+            return Ok(Box::new(NextTokenReport {
+                summary,
+                run_dir,
+                peak_rss_mb: selfsup_core::metrics::peak_rss_mb(),
+                primary,
+            }));
+        }
         let summary = pretrain(&self.cfg, opts)?;
         Ok(Box::new(TextReport {
             summary,
@@ -206,5 +241,24 @@ impl Report for TextReport {
             return Vec::new();
         }
         summary_lines(&self.summary, self.peak_rss_mb, &self.run_dir)
+    }
+}
+
+/// A finished next-token run, as the terminal shows it.
+pub struct NextTokenReport {
+    pub summary: crate::pretrain_next_token::NextTokenRunSummary,
+    pub run_dir: PathBuf,
+    /// The process's peak memory when the run ended, MB.
+    pub peak_rss_mb: Option<f64>,
+    /// Whether this process is the one that reports (rank 0).
+    pub primary: bool,
+}
+
+impl Report for NextTokenReport {
+    fn lines(&self) -> Vec<String> {
+        if !self.primary {
+            return Vec::new();
+        }
+        crate::pretrain_next_token::summary_lines(&self.summary, self.peak_rss_mb, &self.run_dir)
     }
 }

@@ -103,8 +103,11 @@ fn write_corpus(root: &Path) {
 #[test]
 fn pretrain_writes_the_run_folder_and_the_checkpoint_evaluates_to_the_same_figures() {
     let m = selfsup_text::MODALITY;
-    assert_eq!((m.name(), m.methods()), ("text", &["mlm"][..]));
-    assert_eq!(m.evaluations(), &["linear", "validation"]);
+    assert_eq!(
+        (m.name(), m.methods()),
+        ("text", &["mlm", "next_token"][..])
+    );
+    assert_eq!(m.evaluations(), &["linear", "validation", "finetune"]);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     write_corpus(&root);

@@ -1,5 +1,5 @@
 //! Self-supervised pre-training on images: datasets and image folders,
-//! augmentations, encoders, fifteen methods, the pre-training workflow
+//! augmentations, encoders, sixteen methods, the pre-training workflow
 //! ([`pretrain`]), export and embedding, and the crate's entry in the
 //! `selfsup` binary's registry ([`MODALITY`]).
 pub mod augment;

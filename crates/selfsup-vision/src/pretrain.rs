@@ -270,7 +270,7 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         random_linear_top1: controls.as_ref().and_then(|c| c.linear),
         few_shot: controls.and_then(|c| c.few_shot),
         evaluation,
-        collapse_warnings: summary.warnings.clone(),
+        collapse_warnings: [summary.warnings.clone(), method.method_warnings()].concat(),
         collapse_monitors: cfg.trainer.collapse.enabled,
         image_cache: loaded.cache,
         skipped_files,

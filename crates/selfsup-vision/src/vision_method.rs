@@ -5,8 +5,8 @@ use crate::config::VisionRunConfig;
 use crate::data::Normalize;
 use crate::export::export_encoder;
 use crate::methods::{
-    BarlowTwins, Byol, Colorization, Context, Dino, Ijepa, Jigsaw, Mae, MethodConfig, MocoV2,
-    MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
+    BarlowTwins, Byol, Colorization, Context, DeepCluster, Dino, Ijepa, Jigsaw, Mae, MethodConfig,
+    MocoV2, MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
 };
 use selfsup_core::method::Method;
 use selfsup_core::Result;
@@ -38,6 +38,7 @@ pub fn build_method(
         MethodConfig::Jigsaw(x) => Box::new(Jigsaw::new(device, m, c, x)?),
         MethodConfig::Mae(x) => Box::new(Mae::new(device, m, c, x)?),
         MethodConfig::Ijepa(x) => Box::new(Ijepa::new(device, m, c, x)?),
+        MethodConfig::Deepcluster(x) => Box::new(DeepCluster::new(device, m, c, x)?),
         MethodConfig::Colorization(x) => Box::new(Colorization::new(
             device,
             m,
@@ -82,6 +83,11 @@ pub trait VisionMethod: Method {
     fn encoder_input(&self, data_channels: i64) -> EncoderInput {
         EncoderInput::images(data_channels)
     }
+    /// Collapse warnings the method raises itself, beyond the trainer's
+    /// monitors (DeepCluster: a clustering dominated by one cluster).
+    fn method_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl VisionMethod for SimClr {}
@@ -93,6 +99,11 @@ impl VisionMethod for Dino {}
 impl VisionMethod for BarlowTwins {}
 impl VisionMethod for VicReg {}
 impl VisionMethod for Swav {}
+impl VisionMethod for DeepCluster {
+    fn method_warnings(&self) -> Vec<String> {
+        self.warnings().to_vec()
+    }
+}
 
 impl VisionMethod for Rotation {
     fn encoder_prefix(&self) -> &'static str {

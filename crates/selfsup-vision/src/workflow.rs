@@ -23,7 +23,7 @@ pub const EVALUATIONS: [&str; 4] = ["knn", "linear", "finetune", "robustness"];
 /// The fine-tuning table `selfsup eval finetune` writes beside the checkpoint.
 pub const FINETUNE_FILE: &str = "finetune.json";
 
-/// Vision in the registry: the fifteen image methods.
+/// Vision in the registry: the sixteen image methods.
 pub struct VisionModality;
 
 /// A parsed, checked vision run config, ready to pre-train.
@@ -250,7 +250,8 @@ mod tests {
     fn methods_and_evaluations_are_listed() {
         let m = VisionModality;
         assert_eq!(m.name(), "vision");
-        assert_eq!(m.methods().len(), 15);
+        assert_eq!(m.methods().len(), 16);
+        assert!(m.methods().contains(&"deepcluster"));
         assert!(m.methods().contains(&"barlow_twins"));
         assert_eq!(m.evaluations(), ["knn", "linear", "finetune", "robustness"]);
     }

@@ -1,15 +1,18 @@
 //! Graph contrastive methods on the core `Method` trait, one per file:
-//! [`grace`] (node level), [`dgi`] (node level), [`graphcl`] (graph level).
+//! [`grace`] (node level), [`dgi`] (node level), [`graphcl`] (graph level),
+//! [`gae`] (node level, link reconstruction).
 //!
 //! A batch from [`crate::source`] holds, after a `[N]` or `[B]` id tensor,
 //! the views as [`View`]s of [`crate::graph::VIEW_TENSORS`] tensors each
 //! (GRACE, GraphCL: two augmented views; DGI: the graph and a node
 //! permutation for its corruption).
 pub mod dgi;
+pub mod gae;
 pub mod grace;
 pub mod graphcl;
 
 pub use dgi::{Dgi, DgiConfig};
+pub use gae::{Gae, GaeConfig};
 pub use grace::{Grace, GraceConfig};
 pub use graphcl::{GraphCl, GraphClConfig};
 
@@ -26,6 +29,7 @@ pub enum GraphMethodConfig {
     Grace(GraceConfig),
     Dgi(DgiConfig),
     Graphcl(GraphClConfig),
+    Gae(GaeConfig),
 }
 
 impl Default for GraphMethodConfig {
@@ -37,7 +41,7 @@ impl Default for GraphMethodConfig {
 impl GraphMethodConfig {
     /// Every method's `[method] name`, as [`GraphMethodConfig::name`] gives
     /// it (a new variant adds its name here).
-    pub const NAMES: [&'static str; 3] = ["grace", "dgi", "graphcl"];
+    pub const NAMES: [&'static str; 4] = ["grace", "dgi", "graphcl", "gae"];
 
     /// The `name` of the method.
     pub fn name(&self) -> &'static str {
@@ -45,6 +49,7 @@ impl GraphMethodConfig {
             Self::Grace(_) => "grace",
             Self::Dgi(_) => "dgi",
             Self::Graphcl(_) => "graphcl",
+            Self::Gae(_) => "gae",
         }
     }
 

@@ -5,7 +5,7 @@
 //! | contrastive | [`simclr`], [`moco_v2`], [`moco_v3`] |
 //! | self-distillation | [`byol`], [`simsiam`], [`dino`] |
 //! | redundancy reduction | [`barlow_twins`], [`vicreg`] |
-//! | clustering | [`swav`] |
+//! | clustering | [`swav`], [`deepcluster`] |
 //! | masked image modelling | [`mae`] |
 //! | joint-embedding prediction | [`ijepa`] |
 //! | hand-designed pretext tasks | [`rotation`], [`jigsaw`], [`colorization`], [`context`] |
@@ -18,9 +18,11 @@ pub mod branch;
 pub mod byol;
 pub mod colorization;
 pub mod context;
+pub mod deepcluster;
 pub mod dino;
 pub mod ijepa;
 pub mod jigsaw;
+pub mod kmeans;
 pub mod mae;
 pub mod moco_v2;
 pub mod moco_v3;
@@ -36,6 +38,7 @@ pub use barlow_twins::{BarlowTwins, BarlowTwinsMethodConfig};
 pub use byol::{Byol, ByolConfig};
 pub use colorization::{Colorization, ColorizationConfig};
 pub use context::{Context, ContextConfig};
+pub use deepcluster::{DeepCluster, DeepClusterConfig};
 pub use dino::{Dino, DinoConfig, DinoHeadConfig};
 pub use ijepa::{Ijepa, IjepaConfig};
 pub use jigsaw::{Jigsaw, JigsawConfig};
@@ -79,6 +82,8 @@ pub enum MethodConfig {
     Colorization(ColorizationConfig),
     Mae(MaeConfig),
     Ijepa(IjepaConfig),
+    /// DeepCluster (Caron et al. 2018): k-means pseudo-labels each epoch.
+    Deepcluster(DeepClusterConfig),
 }
 
 impl Default for MethodConfig {
@@ -88,7 +93,7 @@ impl Default for MethodConfig {
 }
 
 /// Every `[method] name` [`MethodConfig`] accepts, in its order.
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 16] = [
     "simclr",
     "moco_v2",
     "moco_v3",
@@ -104,6 +109,7 @@ pub const NAMES: [&str; 15] = [
     "colorization",
     "mae",
     "ijepa",
+    "deepcluster",
 ];
 
 /// What a config is checked against before training starts.
@@ -138,6 +144,7 @@ impl MethodConfig {
             Self::Colorization(_) => "colorization",
             Self::Mae(_) => "mae",
             Self::Ijepa(_) => "ijepa",
+            Self::Deepcluster(_) => "deepcluster",
         }
     }
 
@@ -230,6 +237,7 @@ impl MethodConfig {
                 }
             }
             Self::Ijepa(m) => m.ema.validate(&k("ema")),
+            Self::Deepcluster(m) => m.check_ranges(),
             Self::Colorization(m) => {
                 positive(&k("bin_size"), m.bin_size).and(non_negative(&k("rebalance"), m.rebalance))
             }
@@ -281,6 +289,9 @@ impl MethodConfig {
         }
         if let Self::MocoV2(m) = self {
             m.validate(data.images, data.batch_size)?;
+        }
+        if let Self::Deepcluster(m) = self {
+            m.validate(data.images)?;
         }
         Ok(())
     }

@@ -1,0 +1,493 @@
+//! The next-token workflow (`[method] name = "next_token"`): the same
+//! corpus, split, WordPiece tokenizer and packing as MLM's
+//! ([`crate::pretrain`]), a GPT-2 decoder ([`crate::model::Gpt2`]) trained on
+//! next-token cross-entropy, validation perplexity every epoch beside the
+//! unigram and bigram baselines ([`crate::ngram`]), the downstream linear
+//! probes of MLM on the decoder's mean-pooled features (beside random
+//! weights and bag of words), a few generated continuations, and the
+//! `GPT2LMHeadModel` export. It also answers `eval validation` / `eval
+//! linear` and `export` on a next-token checkpoint ([`evaluate`],
+//! [`export_checkpoint`]).
+use crate::causal_eval::{validate_lm, LmValidation, NextTokenEpochEval};
+use crate::config::TextRunConfig;
+use crate::corpus::{source_path, Document, ReadReport};
+use crate::eval::{probe, ProbeRow, ProbeSetup};
+use crate::export_gpt2::export_gpt2;
+use crate::generate::{generate, Sampling};
+use crate::loader::MaskVocab;
+use crate::methods::{CausalBatches, NextToken};
+use crate::model::Gpt2Config;
+use crate::ngram::{fit_bigram_k, NgramBaselines, NgramCounts};
+use crate::packing::{pack, PackStats, Packed};
+use crate::pretrain::{labelled_set, read_split, subsample, ModelSummary, RunOptions};
+use crate::tokenizer::{TextTokenizer, TokenizerConfig};
+use selfsup_core::checkpoint;
+use selfsup_core::device::describe;
+use selfsup_core::method::Method;
+use selfsup_core::run::{seed_random_weights, seed_weights, trainable_parameters, Run};
+use selfsup_core::{Error, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::Device;
+
+/// The prompts every run continues (greedy and top-k) in its summary.
+pub const PROMPTS: &[&str] = &["the president said that", "it was a dark night and"];
+
+/// Tokens generated per prompt in the summary.
+const SAMPLE_TOKENS: usize = 24;
+
+/// One generated continuation of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub prompt: String,
+    /// `greedy` or `top-k (k = .., temperature = .., seed = ..)`.
+    pub sampling: String,
+    pub text: String,
+}
+
+/// What a next-token run produced (also written as `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NextTokenRunSummary {
+    pub method: String,
+    pub device: String,
+    pub threads: Option<usize>,
+    pub corpus: ReadReport,
+    pub train_documents: usize,
+    pub validation_documents: usize,
+    pub train: PackStats,
+    pub validation: PackStats,
+    pub vocab_size: usize,
+    pub max_len: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub model: ModelSummary,
+    pub epochs: usize,
+    pub steps: u64,
+    pub final_loss: f64,
+    pub tokenizer_seconds: f64,
+    pub train_seconds: f64,
+    pub train_sequences_per_s: f64,
+    /// Input tokens per second (`max_len - 1` per sequence).
+    pub train_tokens_per_s: f64,
+    pub train_peak_rss_mb: Option<f64>,
+    pub wall_seconds: f64,
+    pub val: Option<LmValidation>,
+    pub baselines: NgramBaselines,
+    pub downstream: Vec<ProbeRow>,
+    pub samples: Vec<Sample>,
+    pub warnings: Vec<String>,
+    pub export_dir: PathBuf,
+}
+
+/// The tokenizer of a run: trained on rank 0 (or read back on a resume)
+/// and saved in `tokenizer/`, read by every other rank after the barrier.
+fn tokenizer(
+    cfg: &TextRunConfig,
+    run: &mut Run,
+    root: &Path,
+    train_docs: &[Document],
+) -> Result<TextTokenizer> {
+    let tok_dir = run.run_dir.join("tokenizer");
+    let tok_file = tok_dir.join("tokenizer.json");
+    let built = if run.primary && !(run.resume && tok_file.exists()) {
+        let t = TextTokenizer::build(&cfg.tokenizer, root, train_docs)?;
+        t.save(&tok_dir)?;
+        Some(t)
+    } else {
+        None
+    };
+    run.barrier()?;
+    let tok = match built {
+        Some(t) => t,
+        None => TextTokenizer::from_file(&tok_file)?,
+    };
+    if let TokenizerConfig::TrainWordpiece { vocab_size, .. } = &cfg.tokenizer {
+        if tok.vocab_size < *vocab_size {
+            run.log(&format!(
+                "note: the trained vocabulary has {} pieces, fewer than [tokenizer] vocab_size = {vocab_size}",
+                tok.vocab_size
+            ));
+        }
+    }
+    Ok(tok)
+}
+
+/// The architecture of `cfg` for `tok`.
+pub fn model_config(cfg: &TextRunConfig, tok: &TextTokenizer) -> Result<Gpt2Config> {
+    Gpt2Config::resolve(
+        &cfg.model,
+        tok.vocab_size,
+        tok.cls_id,
+        tok.sep_id,
+        tok.pad_id,
+    )
+    .map_err(Error::Config)
+}
+
+/// The baselines of `train`'s counts on `val`.
+fn baselines(train: &Packed, val: &Packed, tok: &TextTokenizer) -> NgramBaselines {
+    let counts = NgramCounts::fit(train, tok.vocab_size, tok.pad_id, tok.sep_id);
+    fit_bigram_k(&counts, val, tok.pad_id, tok.sep_id)
+}
+
+/// The `[[eval.downstream]]` probes of `model`'s mean-pooled features,
+/// beside the same architecture with random weights and bag of words.
+fn downstream(
+    cfg: &TextRunConfig,
+    model: &NextToken,
+    tok: &TextTokenizer,
+    root: &Path,
+    device: Device,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<ProbeRow>> {
+    seed_random_weights(cfg.trainer.seed);
+    let random = NextToken::new(&model.gpt.cfg, device);
+    let vocab = MaskVocab::of(tok);
+    let setup = ProbeSetup {
+        tok,
+        vocab: &vocab,
+        max_len: cfg.model.max_len,
+        cfg: &cfg.eval.probe,
+        seed: cfg.trainer.seed,
+        device,
+    };
+    let mut rows = Vec::new();
+    for d in &cfg.eval.downstream {
+        log(&format!("downstream: linear probe on {}", d.name));
+        rows.push(probe(&labelled_set(d, root)?, model, &random, &setup)?);
+    }
+    Ok(rows)
+}
+
+/// Greedy and top-k continuations of [`PROMPTS`].
+fn samples(
+    model: &NextToken,
+    tok: &TextTokenizer,
+    seed: u64,
+    device: Device,
+) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for &prompt in PROMPTS {
+        for sampling in [
+            Sampling::Greedy,
+            Sampling::TopK {
+                k: 40,
+                temperature: 1.0,
+                seed,
+            },
+        ] {
+            let g = generate(model, tok, prompt, SAMPLE_TOKENS, sampling, device)?;
+            out.push(Sample {
+                prompt: prompt.into(),
+                sampling: match sampling {
+                    Sampling::Greedy => "greedy".into(),
+                    Sampling::TopK {
+                        k,
+                        temperature,
+                        seed,
+                    } => format!("top-k (k = {k}, temperature = {temperature}, seed = {seed})"),
+                },
+                text: g.text,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Pre-trains, evaluates and exports a next-token model as `cfg` says;
+/// writes `config.toml` and `summary.json` into the run folder.
+pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSummary> {
+    cfg.check()?;
+    if cfg.data.sources.is_empty() {
+        return Err(Error::Config(
+            "[data] has no sources (add [[data.sources]] format = \"text\", path = ...)".into(),
+        ));
+    }
+    let mut run = Run::start(
+        "text pre-training (next token)",
+        &cfg.run,
+        &cfg.trainer,
+        cfg.to_toml(),
+        true,
+        opts,
+    )?;
+    let (device, primary, root) = (run.device, run.primary, run.data_root());
+    for d in cfg.eval.downstream.iter().filter(|_| primary) {
+        source_path(&d.source, &root)?;
+    }
+    let seed = cfg.trainer.seed;
+    let split = read_split(cfg, &root, &mut |l: &str| run.log(l))?;
+    let t_tok = Instant::now();
+    let tok = tokenizer(cfg, &mut run, &root, &split.train)?;
+    let max_len = cfg.model.max_len;
+    let mut train = pack(&split.train, &tok, max_len)?;
+    let val_all = pack(&split.val, &tok, max_len)?;
+    let tokenizer_seconds = t_tok.elapsed().as_secs_f64();
+    run.log(&format!(
+        "tokenizer: {} pieces; {} train sequences ({} tokens), {} validation sequences ({:.1} s)",
+        tok.vocab_size,
+        train.len(),
+        train.stats.text_tokens,
+        val_all.len(),
+        tokenizer_seconds
+    ));
+    subsample(&mut train, cfg.data.max_train_sequences, seed);
+    let val = val_all.take(cfg.eval.val_sequences);
+    let base = baselines(&train, &val, &tok);
+    run.log(&format!(
+        "baselines on {} validation targets: unigram perplexity {:.1}, bigram (add-{}) {:.1}",
+        base.targets, base.unigram_perplexity, base.bigram_add_k, base.bigram_perplexity
+    ));
+    let gpt_cfg = model_config(cfg, &tok)?;
+    seed_weights(seed);
+    let mut model = NextToken::new(&gpt_cfg, device);
+    let params = trainable_parameters(model.var_store());
+    let train = Arc::new(train);
+    let batches = CausalBatches::new(
+        train.clone(),
+        cfg.run.batch_size,
+        seed,
+        tok.pad_id,
+        tok.sep_id,
+    )
+    .with_shard(run.shard);
+    let mut evaluator = NextTokenEpochEval {
+        val,
+        monitor: val_all.take(cfg.eval.monitor_sequences),
+        batch: cfg.run.batch_size,
+        device,
+        baselines: base,
+        last: None,
+    };
+    let trainer = run.trainer(cfg.trainer.clone());
+    run.log(&format!(
+        "training next_token: GPT-2 {} layers, hidden {}, {} heads, {:.2} M parameters, on {}",
+        gpt_cfg.layers,
+        gpt_cfg.hidden,
+        gpt_cfg.heads,
+        params as f64 / 1e6,
+        describe(device)
+    ));
+    let summary = trainer.fit(
+        &mut model,
+        &batches,
+        &mut evaluator,
+        &mut *run.observer,
+        run.resume,
+    )?;
+    let train_peak_rss_mb = selfsup_core::metrics::peak_rss_mb();
+    let (downstream, samples) = if primary {
+        let rows = downstream(cfg, &model, &tok, &root, device, &mut |l: &str| run.log(l))?;
+        (rows, samples(&model, &tok, seed, device)?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let export_dir = run.run_dir.join("export");
+    if primary {
+        export_gpt2(&model, &tok, max_len, &export_dir)?;
+    }
+    let out = NextTokenRunSummary {
+        method: cfg.method.name().into(),
+        device: describe(device),
+        threads: cfg.run.threads,
+        corpus: split.report,
+        train_documents: split.train.len(),
+        validation_documents: split.val.len(),
+        train: train.stats.clone(),
+        validation: val_all.stats.clone(),
+        vocab_size: tok.vocab_size,
+        max_len,
+        batch_size: cfg.run.batch_size,
+        lr: cfg.trainer.optimizer.scaled_lr(cfg.run.batch_size),
+        model: ModelSummary {
+            layers: gpt_cfg.layers,
+            hidden: gpt_cfg.hidden,
+            heads: gpt_cfg.heads,
+            intermediate: gpt_cfg.intermediate,
+            parameters: params,
+        },
+        epochs: cfg.trainer.epochs,
+        steps: summary.steps,
+        final_loss: summary.final_loss,
+        tokenizer_seconds,
+        train_seconds: summary.train_seconds,
+        train_sequences_per_s: summary.samples_per_s,
+        train_tokens_per_s: summary.samples_per_s * (max_len as f64 - 1.0),
+        train_peak_rss_mb,
+        wall_seconds: run.seconds(),
+        val: evaluator.last,
+        baselines: base,
+        downstream,
+        samples,
+        warnings: summary.warnings,
+        export_dir,
+    };
+    run.finish(out)
+}
+
+/// The end-of-run summary of `s` as lines (a blank line first).
+pub fn summary_lines(
+    s: &NextTokenRunSummary,
+    peak_rss_mb: Option<f64>,
+    run_dir: &Path,
+) -> Vec<String> {
+    let mb = |m: Option<f64>| m.map_or("n/a".into(), |m| format!("{m:.0} MB"));
+    let b = &s.baselines;
+    let mut out = vec![
+        String::new(),
+        format!(
+            "selfsup {} on {} documents ({} train / {} validation, split by document; {})",
+            s.method,
+            s.train_documents + s.validation_documents,
+            s.train_documents,
+            s.validation_documents,
+            s.device
+        ),
+        format!(
+            "  GPT-2 {} layers, hidden {}, {} heads ({:.2} M parameters), vocabulary {}, sequences of {}",
+            s.model.layers,
+            s.model.hidden,
+            s.model.heads,
+            s.model.parameters as f64 / 1e6,
+            s.vocab_size,
+            s.max_len
+        ),
+        format!(
+            "  epochs {}, steps {}, batch {}, final loss {:.4}",
+            s.epochs, s.steps, s.batch_size, s.final_loss
+        ),
+        format!(
+            "  training {:.1} s ({:.0} tokens/s), tokenizer + packing {:.1} s, whole run {:.1} s, peak memory {} ({} when training ended)",
+            s.train_seconds,
+            s.train_tokens_per_s,
+            s.tokenizer_seconds,
+            s.wall_seconds,
+            mb(peak_rss_mb),
+            mb(s.train_peak_rss_mb)
+        ),
+    ];
+    if let Some(v) = &s.val {
+        out.push(format!(
+            "  validation: next-token accuracy {:.2}%, perplexity {:.1} ({} predicted tokens)",
+            v.token_acc * 100.0,
+            v.perplexity,
+            v.predicted_tokens
+        ));
+    }
+    out.push(format!(
+        "  baselines on the same targets: unigram perplexity {:.1}, bigram (add-{}) perplexity {:.1}",
+        b.unigram_perplexity, b.bigram_add_k, b.bigram_perplexity
+    ));
+    if !s.downstream.is_empty() {
+        out.push(
+            "  downstream linear probes (frozen mean-pooled features, test split by document):"
+                .into(),
+        );
+        out.extend(crate::report::probe_table(&s.downstream));
+    }
+    for g in &s.samples {
+        out.push(format!("  {}: {:?} -> {:?}", g.sampling, g.prompt, g.text));
+    }
+    if s.warnings.is_empty() {
+        out.push("  collapse monitors: no warning".into());
+    } else {
+        out.push(format!(
+            "  collapse monitors: {} warning(s):",
+            s.warnings.len()
+        ));
+        out.extend(s.warnings.iter().map(|w| format!("    - {w}")));
+    }
+    out.push(format!(
+        "  run folder: {} (metrics.jsonl, curves.svg, checkpoint.safetensors, tokenizer/)",
+        run_dir.display()
+    ));
+    out.push(format!(
+        "  exported GPT2LMHeadModel: {}",
+        s.export_dir.display()
+    ));
+    out
+}
+
+/// The checkpoint's model and the run's tokenizer (`tokenizer/tokenizer.json`
+/// beside the checkpoint).
+pub fn restore(
+    path: &Path,
+    cfg: &TextRunConfig,
+    device: Device,
+) -> Result<(NextToken, TextTokenizer)> {
+    let run_dir = path.parent().unwrap_or(Path::new("."));
+    let tok = TextTokenizer::from_file(&run_dir.join("tokenizer").join("tokenizer.json"))?;
+    let gpt =
+        model_config(cfg, &tok).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let model = NextToken::new(&gpt, device);
+    checkpoint::restore_model(path, model.var_store(), model.name())?;
+    Ok((model, tok))
+}
+
+/// `eval validation` (perplexity beside the baselines, on the run's split)
+/// or `eval linear` (the downstream probes) on a next-token checkpoint.
+pub fn evaluate(
+    protocol: &str,
+    cfg: &TextRunConfig,
+    checkpoint: &Path,
+    root: &Path,
+    device: Device,
+) -> Result<Vec<String>> {
+    let (model, tok) = restore(checkpoint, cfg, device)?;
+    match protocol {
+        "validation" => {
+            let split = read_split(cfg, root, &mut |_: &str| {})?;
+            let max_len = cfg.model.max_len;
+            let mut train = pack(&split.train, &tok, max_len)?;
+            let val = pack(&split.val, &tok, max_len)?.take(cfg.eval.val_sequences);
+            subsample(&mut train, cfg.data.max_train_sequences, cfg.trainer.seed);
+            let b = baselines(&train, &val, &tok);
+            let v = validate_lm(&model, &val, cfg.run.batch_size, device);
+            Ok(vec![
+                format!(
+                    "validation ({} sequences of {} documents): loss {:.4}, next-token accuracy {:.2}%, perplexity {:.1} ({} predicted tokens)",
+                    val.len(),
+                    split.val.len(),
+                    v.loss,
+                    v.token_acc * 100.0,
+                    v.perplexity,
+                    v.predicted_tokens
+                ),
+                format!(
+                    "baselines on the same targets: unigram perplexity {:.1}, bigram (add-{}) perplexity {:.1}",
+                    b.unigram_perplexity, b.bigram_add_k, b.bigram_perplexity
+                ),
+            ])
+        }
+        "linear" => {
+            if cfg.eval.downstream.is_empty() {
+                return Err(Error::Config(format!(
+                    "{}: its config has no [[eval.downstream]] set to probe (eval validation needs none)",
+                    checkpoint.display()
+                )));
+            }
+            let rows = downstream(cfg, &model, &tok, root, device, &mut |_: &str| {})?;
+            let mut out = vec![
+                "downstream linear probes (frozen mean-pooled features, test split by document):"
+                    .into(),
+            ];
+            out.extend(crate::report::probe_table(&rows));
+            Ok(out)
+        }
+        other => Err(Error::Config(format!(
+            "eval {other}: a next_token checkpoint offers validation, linear"
+        ))),
+    }
+}
+
+/// `export` of a next-token checkpoint: the `GPT2LMHeadModel` layout.
+pub fn export_checkpoint(checkpoint: &Path, cfg: &TextRunConfig, out: &Path) -> Result<String> {
+    let (model, tok) = restore(checkpoint, cfg, Device::Cpu)?;
+    export_gpt2(&model, &tok, cfg.model.max_len, out)?;
+    Ok(format!(
+        "exported GPT2LMHeadModel and its tokenizer (transformers layout) to {}",
+        out.display()
+    ))
+}
