@@ -107,8 +107,9 @@ enum Cmd {
         /// the labels against the same network from scratch, [eval.finetune])
         /// or robustness (probes fitted on clean features, scored on noisy,
         /// blurred and low-contrast test images, [eval.robustness]); graph:
-        /// linear or finetune (node classes); text: linear, validation or finetune;
-        /// audio: linear; CLIP: zero-shot or retrieval.
+        /// linear, finetune (node classes) or link (held-out edges, runs with
+        /// [eval.link]); text: linear, validation or finetune; audio: linear or
+        /// finetune (spoken letters); CLIP: zero-shot or retrieval.
         protocol: String,
         /// A run's checkpoint.safetensors.
         #[arg(long)]

@@ -100,7 +100,7 @@ pub(crate) struct SplitCorpus {
 
 /// A config with no `[data] sources` cannot run (refused before anything
 /// is written or read).
-fn check_sources(cfg: &TextRunConfig) -> Result<()> {
+pub(crate) fn check_sources(cfg: &TextRunConfig) -> Result<()> {
     if cfg.data.sources.is_empty() {
         return Err(Error::Config(
             "[data] has no sources (add [[data.sources]] format = \"text\", path = ...)".into(),
@@ -162,12 +162,14 @@ pub(crate) fn subsample(train: &mut Packed, max: Option<usize>, seed: u64) {
     train.stats.sequences = n;
 }
 
-/// The `[[eval.downstream]]` probes of `mlm`, beside the same architecture
-/// with random weights (seeded by [`seed_random_weights`]) and bag of
-/// words. Sets are read from `root`.
-pub(crate) fn downstream_probes(
+/// The `[[eval.downstream]]` probes of `model`, beside the same
+/// architecture with random weights (`random_weights` builds it after
+/// [`seed_random_weights`]) and bag of words. Sets are read from `root`.
+/// MLM and next-token runs and checkpoints all probe through here.
+pub(crate) fn downstream_probes<M: Method>(
     cfg: &TextRunConfig,
-    mlm: &Mlm,
+    model: &M,
+    random_weights: impl FnOnce() -> M,
     tok: &TextTokenizer,
     root: &Path,
     device: Device,
@@ -175,7 +177,7 @@ pub(crate) fn downstream_probes(
 ) -> Result<Vec<ProbeRow>> {
     let seed = cfg.trainer.seed;
     seed_random_weights(seed);
-    let random = Mlm::new(&mlm.bert.cfg, device);
+    let random = random_weights();
     let vocab = MaskVocab::of(tok);
     let setup = ProbeSetup {
         tok,
@@ -189,9 +191,119 @@ pub(crate) fn downstream_probes(
     for d in &cfg.eval.downstream {
         log(&format!("downstream: linear probe on {}", d.name));
         let set = labelled_set(d, root)?;
-        rows.push(probe(&set, mlm, &random, &setup)?);
+        rows.push(probe(&set, model, &random, &setup)?);
     }
     Ok(rows)
+}
+
+/// `eval linear` on a text checkpoint: [`downstream_probes`] as lines; a
+/// config without `[[eval.downstream]]` is an error naming `checkpoint`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn probe_lines<M: Method>(
+    cfg: &TextRunConfig,
+    model: &M,
+    random_weights: impl FnOnce() -> M,
+    tok: &TextTokenizer,
+    root: &Path,
+    device: Device,
+    checkpoint: &Path,
+) -> Result<Vec<String>> {
+    if cfg.eval.downstream.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: its config has no [[eval.downstream]] set to probe (eval validation needs none)",
+            checkpoint.display()
+        )));
+    }
+    let rows = downstream_probes(
+        cfg,
+        model,
+        random_weights,
+        tok,
+        root,
+        device,
+        &mut |_: &str| {},
+    )?;
+    let mut out = vec![
+        "downstream linear probes (frozen mean-pooled features, test split by document):".into(),
+    ];
+    out.extend(crate::report::probe_table(&rows));
+    Ok(out)
+}
+
+/// What both text workflows read before their model: the corpus split by
+/// document, the tokenizer, the packed training sequences (`[data]
+/// max_train_sequences` of them) and every packed validation sequence.
+pub(crate) struct Prepared {
+    pub split: SplitCorpus,
+    pub tok: TextTokenizer,
+    pub train: Packed,
+    pub val_all: Packed,
+    pub tokenizer_seconds: f64,
+}
+
+/// Reads, splits, tokenizes and packs `cfg`'s corpus for `run` (the
+/// downstream sets' paths checked first on the primary process: a wrong
+/// path must not wait for training).
+pub(crate) fn prepare(cfg: &TextRunConfig, run: &mut Run) -> Result<Prepared> {
+    let root = run.data_root();
+    for d in cfg.eval.downstream.iter().filter(|_| run.primary) {
+        source_path(&d.source, &root)?;
+    }
+    let split = read_split(cfg, &root, &mut |l: &str| run.log(l))?;
+    let t_tok = Instant::now();
+    let tok = shared_tokenizer(cfg, run, &root, &split.train)?;
+    let max_len = cfg.model.max_len;
+    let mut train = pack(&split.train, &tok, max_len)?;
+    let val_all = pack(&split.val, &tok, max_len)?;
+    let tokenizer_seconds = t_tok.elapsed().as_secs_f64();
+    run.log(&format!(
+        "tokenizer: {} pieces; {} train sequences ({} tokens), {} validation sequences; {} lines longer than {} tokens split across sequences; {} unknown tokens ({:.1} s)",
+        tok.vocab_size, train.len(), train.stats.text_tokens, val_all.len(), train.stats.long_lines + val_all.stats.long_lines,
+        max_len - 2, train.stats.unknown_tokens + val_all.stats.unknown_tokens, tokenizer_seconds
+    ));
+    subsample(&mut train, cfg.data.max_train_sequences, cfg.trainer.seed);
+    Ok(Prepared {
+        split,
+        tok,
+        train,
+        val_all,
+        tokenizer_seconds,
+    })
+}
+
+/// The run's tokenizer: built on the primary process (or read back on a
+/// resume) and saved in `tokenizer/`. WordPiece training is not
+/// reproducible across processes: every rank waits for rank 0's file and
+/// loads it.
+fn shared_tokenizer(
+    cfg: &TextRunConfig,
+    run: &mut Run,
+    root: &Path,
+    train_docs: &[Document],
+) -> Result<TextTokenizer> {
+    let tok_dir = run.run_dir.join("tokenizer");
+    let tok_file = tok_dir.join("tokenizer.json");
+    let built = if run.primary && !(run.resume && tok_file.exists()) {
+        let t = TextTokenizer::build(&cfg.tokenizer, root, train_docs)?;
+        t.save(&tok_dir)?;
+        Some(t)
+    } else {
+        None
+    };
+    run.barrier()?;
+    let tok = match built {
+        Some(t) => t,
+        None => TextTokenizer::from_file(&tok_file)?,
+    };
+    if let TokenizerConfig::TrainWordpiece { vocab_size, .. } = &cfg.tokenizer {
+        if tok.vocab_size < *vocab_size {
+            run.log(&format!(
+                "note: the trained vocabulary has {} pieces, fewer than [tokenizer] vocab_size = {vocab_size}: the training documents have no more pairs that occur min_frequency times",
+                tok.vocab_size
+            ));
+        }
+    }
+    Ok(tok)
 }
 
 /// One `[[eval.downstream]]` set read from `root` (invalid UTF-8 replaced):
@@ -225,48 +337,15 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
         opts,
     )?;
     let (device, primary, root) = (run.device, run.primary, run.data_root());
-    // The downstream sets are read after training: a wrong path must not
-    // wait for it.
-    for d in cfg.eval.downstream.iter().filter(|_| primary) {
-        source_path(&d.source, &root)?;
-    }
     let seed = cfg.trainer.seed;
-    let split = read_split(cfg, &root, &mut |l: &str| run.log(l))?;
-    let t_tok = Instant::now();
-    let tok_dir = run.run_dir.join("tokenizer");
-    let tok_file = tok_dir.join("tokenizer.json");
-    let built = if primary && !(run.resume && tok_file.exists()) {
-        let t = TextTokenizer::build(&cfg.tokenizer, &root, &split.train)?;
-        t.save(&tok_dir)?;
-        Some(t)
-    } else {
-        None
-    };
-    // WordPiece training is not reproducible across processes: every rank
-    // waits for rank 0's tokenizer file and loads it.
-    run.barrier()?;
-    let tok = match built {
-        Some(t) => t,
-        None => TextTokenizer::from_file(&tok_file)?,
-    };
-    if let TokenizerConfig::TrainWordpiece { vocab_size, .. } = &cfg.tokenizer {
-        if tok.vocab_size < *vocab_size {
-            run.log(&format!(
-                "note: the trained vocabulary has {} pieces, fewer than [tokenizer] vocab_size = {vocab_size}: the training documents have no more pairs that occur min_frequency times",
-                tok.vocab_size
-            ));
-        }
-    }
+    let Prepared {
+        split,
+        tok,
+        train,
+        val_all,
+        tokenizer_seconds,
+    } = prepare(cfg, &mut run)?;
     let max_len = cfg.model.max_len;
-    let mut train = pack(&split.train, &tok, max_len)?;
-    let val_all = pack(&split.val, &tok, max_len)?;
-    let tokenizer_seconds = t_tok.elapsed().as_secs_f64();
-    run.log(&format!(
-        "tokenizer: {} pieces; {} train sequences ({} tokens), {} validation sequences; {} lines longer than {} tokens split across sequences; {} unknown tokens ({:.1} s)",
-        tok.vocab_size, train.len(), train.stats.text_tokens, val_all.len(), train.stats.long_lines + val_all.stats.long_lines,
-        max_len - 2, train.stats.unknown_tokens + val_all.stats.unknown_tokens, tokenizer_seconds
-    ));
-    subsample(&mut train, cfg.data.max_train_sequences, seed);
     let vocab = MaskVocab::of(&tok);
     let unigram = unigram_baseline(
         &train,
@@ -320,7 +399,10 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<TextRunSummary>
     let train_peak_rss_mb = selfsup_core::metrics::peak_rss_mb();
 
     let downstream = if primary && !cfg.eval.downstream.is_empty() {
-        downstream_probes(cfg, &mlm, &tok, &root, device, &mut |l: &str| run.log(l))?
+        let random = || Mlm::new(&mlm.bert.cfg, device);
+        downstream_probes(cfg, &mlm, random, &tok, &root, device, &mut |l: &str| {
+            run.log(l)
+        })?
     } else {
         Vec::new()
     };

@@ -10,26 +10,27 @@
 //! [`export_checkpoint`]).
 use crate::causal_eval::{validate_lm, LmValidation, NextTokenEpochEval};
 use crate::config::TextRunConfig;
-use crate::corpus::{source_path, Document, ReadReport};
-use crate::eval::{probe, ProbeRow, ProbeSetup};
+use crate::corpus::ReadReport;
+use crate::eval::ProbeRow;
 use crate::export_gpt2::export_gpt2;
 use crate::generate::{generate, Sampling};
-use crate::loader::MaskVocab;
 use crate::methods::{CausalBatches, NextToken};
 use crate::model::Gpt2Config;
 use crate::ngram::{fit_bigram_k, NgramBaselines, NgramCounts};
 use crate::packing::{pack, PackStats, Packed};
-use crate::pretrain::{labelled_set, read_split, subsample, ModelSummary, RunOptions};
-use crate::tokenizer::{TextTokenizer, TokenizerConfig};
+use crate::pretrain::{
+    check_sources, downstream_probes, prepare, probe_lines, read_split, subsample, ModelSummary,
+    Prepared, RunOptions,
+};
+use crate::tokenizer::TextTokenizer;
 use selfsup_core::checkpoint;
 use selfsup_core::device::describe;
 use selfsup_core::method::Method;
-use selfsup_core::run::{seed_random_weights, seed_weights, trainable_parameters, Run};
+use selfsup_core::run::{seed_weights, trainable_parameters, Run};
 use selfsup_core::{Error, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 use tch::Device;
 
 /// The prompts every run continues (greedy and top-k) in its summary.
@@ -81,39 +82,6 @@ pub struct NextTokenRunSummary {
     pub export_dir: PathBuf,
 }
 
-/// The tokenizer of a run: trained on rank 0 (or read back on a resume)
-/// and saved in `tokenizer/`, read by every other rank after the barrier.
-fn tokenizer(
-    cfg: &TextRunConfig,
-    run: &mut Run,
-    root: &Path,
-    train_docs: &[Document],
-) -> Result<TextTokenizer> {
-    let tok_dir = run.run_dir.join("tokenizer");
-    let tok_file = tok_dir.join("tokenizer.json");
-    let built = if run.primary && !(run.resume && tok_file.exists()) {
-        let t = TextTokenizer::build(&cfg.tokenizer, root, train_docs)?;
-        t.save(&tok_dir)?;
-        Some(t)
-    } else {
-        None
-    };
-    run.barrier()?;
-    let tok = match built {
-        Some(t) => t,
-        None => TextTokenizer::from_file(&tok_file)?,
-    };
-    if let TokenizerConfig::TrainWordpiece { vocab_size, .. } = &cfg.tokenizer {
-        if tok.vocab_size < *vocab_size {
-            run.log(&format!(
-                "note: the trained vocabulary has {} pieces, fewer than [tokenizer] vocab_size = {vocab_size}",
-                tok.vocab_size
-            ));
-        }
-    }
-    Ok(tok)
-}
-
 /// The architecture of `cfg` for `tok`.
 pub fn model_config(cfg: &TextRunConfig, tok: &TextTokenizer) -> Result<Gpt2Config> {
     Gpt2Config::resolve(
@@ -130,35 +98,6 @@ pub fn model_config(cfg: &TextRunConfig, tok: &TextTokenizer) -> Result<Gpt2Conf
 fn baselines(train: &Packed, val: &Packed, tok: &TextTokenizer) -> NgramBaselines {
     let counts = NgramCounts::fit(train, tok.vocab_size, tok.pad_id, tok.sep_id);
     fit_bigram_k(&counts, val, tok.pad_id, tok.sep_id)
-}
-
-/// The `[[eval.downstream]]` probes of `model`'s mean-pooled features,
-/// beside the same architecture with random weights and bag of words.
-fn downstream(
-    cfg: &TextRunConfig,
-    model: &NextToken,
-    tok: &TextTokenizer,
-    root: &Path,
-    device: Device,
-    log: &mut dyn FnMut(&str),
-) -> Result<Vec<ProbeRow>> {
-    seed_random_weights(cfg.trainer.seed);
-    let random = NextToken::new(&model.gpt.cfg, device);
-    let vocab = MaskVocab::of(tok);
-    let setup = ProbeSetup {
-        tok,
-        vocab: &vocab,
-        max_len: cfg.model.max_len,
-        cfg: &cfg.eval.probe,
-        seed: cfg.trainer.seed,
-        device,
-    };
-    let mut rows = Vec::new();
-    for d in &cfg.eval.downstream {
-        log(&format!("downstream: linear probe on {}", d.name));
-        rows.push(probe(&labelled_set(d, root)?, model, &random, &setup)?);
-    }
-    Ok(rows)
 }
 
 /// Greedy and top-k continuations of [`PROMPTS`].
@@ -200,11 +139,7 @@ fn samples(
 /// writes `config.toml` and `summary.json` into the run folder.
 pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSummary> {
     cfg.check()?;
-    if cfg.data.sources.is_empty() {
-        return Err(Error::Config(
-            "[data] has no sources (add [[data.sources]] format = \"text\", path = ...)".into(),
-        ));
-    }
+    check_sources(cfg)?;
     let mut run = Run::start(
         "text pre-training (next token)",
         &cfg.run,
@@ -214,26 +149,15 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
         opts,
     )?;
     let (device, primary, root) = (run.device, run.primary, run.data_root());
-    for d in cfg.eval.downstream.iter().filter(|_| primary) {
-        source_path(&d.source, &root)?;
-    }
     let seed = cfg.trainer.seed;
-    let split = read_split(cfg, &root, &mut |l: &str| run.log(l))?;
-    let t_tok = Instant::now();
-    let tok = tokenizer(cfg, &mut run, &root, &split.train)?;
+    let Prepared {
+        split,
+        tok,
+        train,
+        val_all,
+        tokenizer_seconds,
+    } = prepare(cfg, &mut run)?;
     let max_len = cfg.model.max_len;
-    let mut train = pack(&split.train, &tok, max_len)?;
-    let val_all = pack(&split.val, &tok, max_len)?;
-    let tokenizer_seconds = t_tok.elapsed().as_secs_f64();
-    run.log(&format!(
-        "tokenizer: {} pieces; {} train sequences ({} tokens), {} validation sequences ({:.1} s)",
-        tok.vocab_size,
-        train.len(),
-        train.stats.text_tokens,
-        val_all.len(),
-        tokenizer_seconds
-    ));
-    subsample(&mut train, cfg.data.max_train_sequences, seed);
     let val = val_all.take(cfg.eval.val_sequences);
     let base = baselines(&train, &val, &tok);
     run.log(&format!(
@@ -279,7 +203,10 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
     )?;
     let train_peak_rss_mb = selfsup_core::metrics::peak_rss_mb();
     let (downstream, samples) = if primary {
-        let rows = downstream(cfg, &model, &tok, &root, device, &mut |l: &str| run.log(l))?;
+        let random = || NextToken::new(&model.gpt.cfg, device);
+        let rows = downstream_probes(cfg, &model, random, &tok, &root, device, &mut |l: &str| {
+            run.log(l)
+        })?;
         (rows, samples(&model, &tok, seed, device)?)
     } else {
         (Vec::new(), Vec::new())
@@ -462,19 +389,8 @@ pub fn evaluate(
             ])
         }
         "linear" => {
-            if cfg.eval.downstream.is_empty() {
-                return Err(Error::Config(format!(
-                    "{}: its config has no [[eval.downstream]] set to probe (eval validation needs none)",
-                    checkpoint.display()
-                )));
-            }
-            let rows = downstream(cfg, &model, &tok, root, device, &mut |_: &str| {})?;
-            let mut out = vec![
-                "downstream linear probes (frozen mean-pooled features, test split by document):"
-                    .into(),
-            ];
-            out.extend(crate::report::probe_table(&rows));
-            Ok(out)
+            let random = || NextToken::new(&model.gpt.cfg, device);
+            probe_lines(cfg, &model, random, &tok, root, device, checkpoint)
         }
         other => Err(Error::Config(format!(
             "eval {other}: a next_token checkpoint offers validation, linear"

@@ -8,8 +8,8 @@ use crate::export::export_mlm;
 use crate::loader::MaskVocab;
 use crate::methods::Mlm;
 use crate::packing::pack;
-use crate::pretrain::{downstream_probes, pretrain, read_split, subsample, TextRunSummary};
-use crate::report::{probe_table, summary_lines};
+use crate::pretrain::{pretrain, probe_lines, read_split, subsample, TextRunSummary};
+use crate::report::summary_lines;
 use crate::tokenizer::TextTokenizer;
 use selfsup_core::checkpoint;
 use selfsup_core::method::Method;
@@ -100,7 +100,8 @@ impl Modality for TextModality {
             };
             crate::finetune::report(&cfg, &mlm, &tok, device, &paths)
         } else if request.protocol == "linear" {
-            linear(&cfg, &mlm, &tok, &root, device, request.checkpoint)
+            let random = || Mlm::new(&mlm.bert.cfg, device);
+            probe_lines(&cfg, &mlm, random, &tok, &root, device, request.checkpoint)
         } else {
             validation(&cfg, &mlm, &tok, &root, device)
         }
@@ -132,29 +133,6 @@ fn restore(path: &Path, cfg: &TextRunConfig, device: Device) -> Result<(Mlm, Tex
     let mlm = Mlm::new(&bert, device);
     checkpoint::restore_model(path, mlm.var_store(), mlm.name())?;
     Ok((mlm, tok))
-}
-
-/// `eval linear`: the config's downstream probes of the frozen encoder.
-fn linear(
-    cfg: &TextRunConfig,
-    mlm: &Mlm,
-    tok: &TextTokenizer,
-    root: &Path,
-    device: Device,
-    checkpoint: &Path,
-) -> Result<Vec<String>> {
-    if cfg.eval.downstream.is_empty() {
-        return Err(Error::Config(format!(
-            "{}: its config has no [[eval.downstream]] set to probe (eval validation needs none)",
-            checkpoint.display()
-        )));
-    }
-    let rows = downstream_probes(cfg, mlm, tok, root, device, &mut |_: &str| {})?;
-    let mut out = vec![
-        "downstream linear probes (frozen mean-pooled features, test split by document):".into(),
-    ];
-    out.extend(probe_table(&rows));
-    Ok(out)
 }
 
 /// `eval validation`: the validation figures of the frozen encoder on the
