@@ -37,11 +37,10 @@ use crate::model::{Wav2Vec2, Wav2Vec2Config};
 use crate::normalize::zero_mean_unit_var;
 use crate::pretrain::probe_task;
 use crate::resample::TARGET_RATE;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use selfsup_core::eval::finetune::{
-    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, ScoredOn, Trial,
+    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, ScoredOn, SubsetOrder,
+    Trial,
 };
 use selfsup_core::method::Method;
 use selfsup_core::optim::{OptimConfig, OptimKind, Params};
@@ -390,13 +389,6 @@ impl Scored for ClipRun {
     }
 }
 
-/// Folds `x` into the FNV-1a digest `h`.
-fn fnv(h: &mut u64, x: u64) {
-    for b in x.to_le_bytes() {
-        *h = (*h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-}
-
 /// One training run of `net` on the `subset` rows of `clips` (`labels`
 /// one class per clip): `ft.steps` steps of `min(batch_size, |subset|)`
 /// examples of at most `max_samples`, the subset cycled in an order (and
@@ -436,26 +428,18 @@ pub fn train(
     let peak = ft.optimizer.scaled_lr(batch);
     let mut params = net.params();
     let mut opt = ft.optimizer.build(&params);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut order, mut pos) = (subset.to_vec(), subset.len());
+    let mut draw = SubsetOrder::new(subset, clips.len(), seed);
     let mut trace = LossTrace::new(ft.steps);
-    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut seen = vec![false; clips.len()];
     let mut samples = 0usize;
     for step in 0..ft.steps {
         let mut xs = Vec::with_capacity(batch);
         let mut ys = Vec::with_capacity(batch);
         while xs.len() < batch {
-            if pos == order.len() {
-                order.shuffle(&mut rng);
-                pos = 0;
-            }
-            let i = order[pos];
-            pos += 1;
-            let x = example(&clips[i], max_samples, ft.augment, &mut rng);
-            fnv(&mut digest, i as u64);
-            fnv(&mut digest, x.len() as u64);
-            seen[i] = true;
+            let Some(i) = draw.next_index() else {
+                break;
+            };
+            let x = example(&clips[i], max_samples, ft.augment, draw.rng());
+            draw.fold(x.len() as u64);
             samples += x.len();
             xs.push(x);
             ys.push(labels[i]);
@@ -478,9 +462,9 @@ pub fn train(
         last_loss: trace.last,
         steps: ft.steps,
         clips_seen: ft.steps * batch,
-        distinct_clips: seen.iter().filter(|&&f| f).count(),
+        distinct_clips: draw.distinct(),
         audio_seconds: samples as f64 / TARGET_RATE as f64,
-        batches_digest: format!("{digest:016x}"),
+        batches_digest: draw.digest(),
     })
 }
 

@@ -23,12 +23,9 @@ use crate::graph::View;
 use crate::methods::GraphMethod;
 use crate::pretrain::{read_dataset, DATA_FLAG_HINT};
 use crate::readers::Dataset;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use selfsup_core::checkpoint::restore_model;
 use selfsup_core::eval::finetune::{
-    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, Trial,
+    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, SubsetOrder, Trial,
 };
 use selfsup_core::eval::split::by_sample;
 use selfsup_core::optim::Params;
@@ -262,33 +259,15 @@ pub fn train(
     let peak = ft.optimizer.lr;
     let mut params = Params::of(&net.vs);
     let mut opt = ft.optimizer.build(&params);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut order, mut pos) = (nodes.to_vec(), nodes.len());
+    let mut draw = SubsetOrder::new(nodes, labels.len(), seed);
     let mut trace = LossTrace::new(ft.steps);
-    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut seen = vec![false; labels.len()];
     for step in 0..ft.steps {
-        let mut idx = Vec::with_capacity(batch);
-        while idx.len() < batch {
-            if pos == order.len() {
-                order.shuffle(&mut rng);
-                pos = 0;
-            }
-            let i = order[pos];
-            for b in (i as u64).to_le_bytes() {
-                digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-            if let Some(flag) = seen.get_mut(i) {
-                *flag = true;
-            }
-            idx.push(i);
-            pos += 1;
-        }
+        let idx = draw.next_batch(batch);
         let view = match ft.augment {
             true => mask_features(
-                &drop_edges(base, AUGMENT_DROP, &mut rng),
+                &drop_edges(base, AUGMENT_DROP, draw.rng()),
                 AUGMENT_DROP,
-                &mut rng,
+                draw.rng(),
             ),
             false => base.share(),
         };
@@ -313,8 +292,8 @@ pub fn train(
         last_loss: trace.last,
         steps: ft.steps,
         nodes_seen: ft.steps * batch,
-        distinct_nodes: seen.iter().filter(|&&f| f).count(),
-        batches_digest: format!("{digest:016x}"),
+        distinct_nodes: draw.distinct(),
+        batches_digest: draw.digest(),
     })
 }
 

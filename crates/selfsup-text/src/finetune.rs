@@ -28,11 +28,9 @@ use crate::methods::Mlm;
 use crate::model::BertConfig;
 use crate::pretrain::labelled_set;
 use crate::tokenizer::TextTokenizer;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use selfsup_core::eval::finetune::{
-    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, ScoredOn, Trial,
+    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, ScoredOn, SubsetOrder,
+    Trial,
 };
 use selfsup_core::method::Method;
 use selfsup_core::optim::{OptimConfig, OptimKind, Params};
@@ -419,28 +417,10 @@ pub fn train(
     let peak = ft.optimizer.scaled_lr(batch);
     let mut params = Params::of(net.var_store());
     let mut opt = ft.optimizer.build(&params);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut order, mut pos) = (subset.to_vec(), subset.len());
+    let mut draw = SubsetOrder::new(subset, data.train_len(), seed);
     let mut trace = LossTrace::new(ft.steps);
-    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut seen = vec![false; data.train_len()];
     for step in 0..ft.steps {
-        let mut idx = Vec::with_capacity(batch);
-        while idx.len() < batch {
-            if pos == order.len() {
-                order.shuffle(&mut rng);
-                pos = 0;
-            }
-            let i = order[pos];
-            for b in (i as u64).to_le_bytes() {
-                digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-            if let Some(flag) = seen.get_mut(i) {
-                *flag = true;
-            }
-            idx.push(i);
-            pos += 1;
-        }
+        let idx = draw.next_batch(batch);
         let xs = data.rows(&data.train_ids, &idx);
         let y: Vec<i64> = idx.iter().map(|&i| data.train_labels[i]).collect();
         let y = Tensor::from_slice(&y).to_device(device);
@@ -457,8 +437,8 @@ pub fn train(
         last_loss: trace.last,
         steps: ft.steps,
         sequences_seen: ft.steps * batch,
-        distinct_sequences: seen.iter().filter(|&&f| f).count(),
-        batches_digest: format!("{digest:016x}"),
+        distinct_sequences: draw.distinct(),
+        batches_digest: draw.digest(),
     })
 }
 

@@ -17,12 +17,9 @@ use crate::load::{load_data, spread};
 use crate::methods::colorization::rgb_to_lab;
 use crate::models::{build_encoder, PosEmbedInit, Vit};
 use crate::vision_method::VisionMethod;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use selfsup_core::encoder::Encoder;
 use selfsup_core::eval::finetune::{
-    self as protocol, Arm, FineTune, LossTrace, Scored, ScoredOn, Trial,
+    self as protocol, Arm, FineTune, LossTrace, Scored, ScoredOn, SubsetOrder, Trial,
 };
 use selfsup_core::eval::split::by_sample;
 use selfsup_core::optim::Params;
@@ -350,29 +347,11 @@ pub fn train(
     let peak = ft.optimizer.scaled_lr(batch);
     let mut params = Params::of(&net.vs);
     let mut opt = ft.optimizer.build(&params);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut order, mut pos) = (subset.to_vec(), subset.len());
+    let mut draw = SubsetOrder::new(subset, data.len(), seed);
     let (mut scratch, mut buf) = (Scratch::default(), Vec::new());
     let mut trace = LossTrace::new(ft.steps);
-    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut seen = vec![false; data.len()];
     for step in 0..ft.steps {
-        let mut idx = Vec::with_capacity(batch);
-        while idx.len() < batch {
-            if pos == order.len() {
-                order.shuffle(&mut rng);
-                pos = 0;
-            }
-            let i = order[pos];
-            for b in (i as u64).to_le_bytes() {
-                digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-            if let Some(flag) = seen.get_mut(i) {
-                *flag = true;
-            }
-            idx.push(i);
-            pos += 1;
-        }
+        let idx = draw.next_batch(batch);
         let xs = match &aug {
             Some(a) => {
                 let len = a.view_len();
@@ -383,7 +362,7 @@ pub fn train(
                         data.image(i),
                         data.height,
                         data.width,
-                        &mut rng,
+                        draw.rng(),
                         out,
                         &mut scratch,
                     );
@@ -408,8 +387,8 @@ pub fn train(
         last_loss: trace.last,
         steps: ft.steps,
         images_seen: ft.steps * batch,
-        distinct_images: seen.iter().filter(|&&f| f).count(),
-        batches_digest: format!("{digest:016x}"),
+        distinct_images: draw.distinct(),
+        batches_digest: draw.digest(),
     })
 }
 

@@ -2,6 +2,8 @@
 use super::*;
 use crate::dataset::Clip;
 use crate::methods::Wav2Vec2MethodConfig;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
 
 /// A small wav2vec 2.0 (16-channel convs, one transformer layer of 32).

@@ -254,6 +254,79 @@ impl LossTrace {
     }
 }
 
+/// The order one arm draws its labelled samples in: the subset cycled,
+/// reshuffled at the start of every pass by a generator seeded with `seed`
+/// (which the modality may also draw its augmentation from, [`SubsetOrder::rng`]).
+/// It keeps an FNV-1a digest of everything drawn (both arms of a seed must
+/// end with the same one) and which samples were drawn.
+pub struct SubsetOrder {
+    order: Vec<usize>,
+    pos: usize,
+    rng: ChaCha8Rng,
+    digest: u64,
+    drawn: Vec<bool>,
+}
+
+impl SubsetOrder {
+    /// `subset`'s indices into `samples` samples (an index beyond is drawn
+    /// but not counted by [`SubsetOrder::distinct`]).
+    pub fn new(subset: &[usize], samples: usize, seed: u64) -> Self {
+        Self {
+            order: subset.to_vec(),
+            pos: subset.len(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            digest: 0xcbf2_9ce4_8422_2325,
+            drawn: vec![false; samples],
+        }
+    }
+
+    /// The next sample (a fresh shuffle when a pass ends); `None` for an
+    /// empty subset.
+    pub fn next_index(&mut self) -> Option<usize> {
+        if self.order.is_empty() {
+            return None;
+        }
+        if self.pos == self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.pos = 0;
+        }
+        let i = self.order[self.pos];
+        self.pos += 1;
+        self.fold(i as u64);
+        if let Some(flag) = self.drawn.get_mut(i) {
+            *flag = true;
+        }
+        Some(i)
+    }
+
+    /// The next `batch` samples (fewer only for an empty subset).
+    pub fn next_batch(&mut self, batch: usize) -> Vec<usize> {
+        (0..batch).map_while(|_| self.next_index()).collect()
+    }
+
+    /// Folds `x` into the digest (what else decides a batch: a window length).
+    pub fn fold(&mut self, x: u64) {
+        for b in x.to_le_bytes() {
+            self.digest = (self.digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// The generator of the order, for augmentation drawn in the same stream.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// The digest as 16 hex digits.
+    pub fn digest(&self) -> String {
+        format!("{:016x}", self.digest)
+    }
+
+    /// How many distinct samples were drawn.
+    pub fn distinct(&self) -> usize {
+        self.drawn.iter().filter(|&&f| f).count()
+    }
+}
+
 /// Which of the two models of a seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arm {

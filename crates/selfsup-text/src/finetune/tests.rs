@@ -2,6 +2,9 @@
 use super::*;
 use crate::model::ModelConfig;
 use crate::workflow::TextModality;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use selfsup_core::device::DeviceChoice;
 use selfsup_core::run::{seed_weights, RunOptions};
 use selfsup_core::workflow::{EvalRequest, Modality};

@@ -2,6 +2,8 @@
 use super::*;
 use crate::config::DataFormat;
 use crate::models::EncoderConfig;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 /// `per_class` 8x8 grey images of each of 3 classes a flip or a crop
 /// does not confuse: horizontal stripes, vertical stripes, a flat grey;
