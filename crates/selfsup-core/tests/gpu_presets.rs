@@ -20,10 +20,24 @@ const EXPECTED: &[(&str, f64, &str)] = &[
     ("vision/barlow_twins-gpu.toml", 0.6, "LARS 0.3 x 512/256"),
     ("vision/vicreg-gpu.toml", 0.6, "LARS 0.3 x 512/256"),
     ("vision/swav-gpu.toml", 1.2, "LARS 0.6 x 512/256"),
+    // Caron et al. 2018 (DeepCluster): SGD 0.05 per 256 images.
+    ("vision/deepcluster-gpu.toml", 0.1, "SGD 0.05 x 512/256"),
     // AdamW peaks: BERT-style MLM, CLIP (Radford et al. 2021), wav2vec 2.0 BASE.
     ("text/mlm-gpu.toml", 5e-4, "AdamW 5e-4 at batch 256"),
+    (
+        "text/next-token-gpu.toml",
+        6e-4,
+        "GPT-3 Small's AdamW peak 6e-4 (Brown et al. 2020)",
+    ),
     ("multimodal/clip-gpu.toml", 5e-4, "CLIP's AdamW peak 5e-4"),
     ("audio/gpu.toml", 5e-4, "wav2vec 2.0 BASE's peak 5e-4"),
+    // Graph runs take full-graph steps and give the step's learning rate
+    // (not scaled by a batch): Kipf & Welling 2016's Adam 0.01 for GAE.
+    (
+        "graph/gae-gpu.toml",
+        0.01,
+        "GAE's Adam 0.01 per full-graph step",
+    ),
 ];
 
 fn configs() -> PathBuf {
@@ -52,15 +66,12 @@ fn table<'a>(v: &'a toml::Value, key: &str, file: &str) -> &'a toml::Value {
         .unwrap_or_else(|| panic!("{file}: no [{key}] table"))
 }
 
-/// `(effective lr, device)` of one preset, through the trainer's own scaling.
+/// `(effective lr, device)` of one preset, through the trainer's own scaling
+/// (graph presets: the step's learning rate as given).
 fn effective(rel: &str) -> (f64, String) {
     let text = std::fs::read_to_string(configs().join(rel)).unwrap();
     let v: toml::Value = text.parse().unwrap();
     let run = table(&v, "run", rel);
-    let batch = run
-        .get("batch_size")
-        .and_then(toml::Value::as_integer)
-        .unwrap_or_else(|| panic!("{rel}: no [run] batch_size"));
     let device = run
         .get("device")
         .and_then(toml::Value::as_str)
@@ -70,6 +81,13 @@ fn effective(rel: &str) -> (f64, String) {
         .clone()
         .try_into()
         .unwrap_or_else(|e| panic!("{rel}: [trainer.optimizer]: {e}"));
+    if rel.starts_with("graph/") {
+        return (optim.lr, device);
+    }
+    let batch = run
+        .get("batch_size")
+        .and_then(toml::Value::as_integer)
+        .unwrap_or_else(|| panic!("{rel}: no [run] batch_size"));
     (optim.scaled_lr(batch as usize), device)
 }
 
