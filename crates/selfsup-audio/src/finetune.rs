@@ -43,11 +43,10 @@ use selfsup_core::eval::finetune::{
     Trial,
 };
 use selfsup_core::method::Method;
-use selfsup_core::optim::{OptimConfig, OptimKind, Params};
+use selfsup_core::optim::Params;
 use selfsup_core::run::seed_random_weights;
-use selfsup_core::schedule::LrSchedule;
 use selfsup_core::{Error, Result};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
@@ -63,76 +62,6 @@ pub const MIN_WINDOW: f64 = 0.85;
 
 /// The layer the head reads, as `finetune.json` names it.
 pub const HEAD_INPUT: &str = "last transformer layer, mean over valid frames";
-
-/// Audio's `[eval.finetune]` defaults, sized for the `cpu` preset's model
-/// on a CPU (18 models of 40 steps of 16 clips on the spoken letters):
-/// fractions 1 %, 10 %, 100 %; 3 seeds; 40 steps of 16 clips; AdamW (lr 0.016 for a batch of
-/// 256, i.e. 1e-3 at 16, weight decay 0.01, betas 0.9 / 0.98, eps 1e-6: the
-/// pre-training optimiser of the presets); no warm-up, cosine to 0;
-/// augmentation on.
-pub fn default_settings() -> FinetuneConfig {
-    FinetuneConfig {
-        fractions: vec![0.01, 0.1, 1.0],
-        seeds: 3,
-        steps: 40,
-        batch_size: 16,
-        max_images: 10_000,
-        optimizer: OptimConfig {
-            kind: OptimKind::AdamW,
-            lr: 0.016,
-            weight_decay: 0.01,
-            betas: (0.9, 0.98),
-            eps: 1e-6,
-            ..OptimConfig::default()
-        },
-        schedule: LrSchedule {
-            warmup_epochs: 0.0,
-            ..LrSchedule::default()
-        },
-        augment: true,
-        ..FinetuneConfig::default()
-    }
-}
-
-/// Whether `ft` is [`default_settings`] (then a stored config leaves the
-/// table out).
-pub fn is_default_settings(ft: &FinetuneConfig) -> bool {
-    *ft == default_settings()
-}
-
-/// Reads `[eval.finetune]` over [`default_settings`]: the keys given
-/// replace audio's defaults (the nested `optimizer` and `schedule` tables
-/// key by key), an unknown key is refused.
-pub fn deserialize_settings<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<FinetuneConfig, D::Error> {
-    use serde::de::Error as _;
-    let given = toml::Table::deserialize(d)?;
-    let mut base = match toml::Value::try_from(default_settings()) {
-        Ok(toml::Value::Table(t)) => t,
-        Ok(_) | Err(_) => {
-            return Err(D::Error::custom(
-                "[eval.finetune]: audio's defaults do not serialise as a table",
-            ))
-        }
-    };
-    overlay(&mut base, given);
-    toml::Value::Table(base)
-        .try_into()
-        .map_err(|e| D::Error::custom(format!("[eval.finetune]: {e}")))
-}
-
-/// `given` over `base`, tables merged key by key.
-fn overlay(base: &mut toml::Table, given: toml::Table) {
-    for (k, v) in given {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(g)) => overlay(b, g),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
 
 /// One task's clips as fine-tuning uses them: the training clips (of the
 /// speakers other than the validation ones; capped, not normalised), the

@@ -61,7 +61,7 @@ pub struct EvalConfig {
     /// `[eval.link]`: link prediction on held-out edges, which the run then
     /// trains without ([`crate::link`]); none when left out.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub link: Option<crate::link::LinkConfig>,
+    pub link: Option<LinkConfig>,
 }
 
 impl Default for EvalConfig {
@@ -76,6 +76,55 @@ impl Default for EvalConfig {
             finetune: FinetuneConfig::default(),
             link: None,
         }
+    }
+}
+
+/// `[eval.link]`: the held-out edges of link prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// Share of the undirected edges held out as validation positives.
+    pub validation_fraction: f64,
+    /// Share of the undirected edges held out as test positives.
+    pub test_fraction: f64,
+    /// Seed of the held-out edges and of the negatives (independent of the
+    /// training seed).
+    pub seed: u64,
+}
+
+impl Default for LinkConfig {
+    /// GAE's split: 5% validation, 10% test.
+    fn default() -> Self {
+        Self {
+            validation_fraction: 0.05,
+            test_fraction: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// Both fractions in `(0, 1)` and together below 1; the message names
+    /// the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (key, f) in [
+            ("validation_fraction", self.validation_fraction),
+            ("test_fraction", self.test_fraction),
+        ] {
+            if !(f.is_finite() && f > 0.0 && f < 1.0) {
+                return Err(format!(
+                    "[eval.link] {key} = {f}: give a fraction of the edges in (0, 1)"
+                ));
+            }
+        }
+        if self.validation_fraction + self.test_fraction >= 1.0 {
+            return Err(format!(
+                "[eval.link] validation_fraction + test_fraction = {}: nothing would be left to \
+                 train on; keep their sum below 1",
+                self.validation_fraction + self.test_fraction
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@
 //!
 //! `[eval.link]` ([`LinkConfig`]) switches it on for a pre-training run; the
 //! run then trains on the training graph only.
+use crate::eval::LinkConfig;
 use crate::graph::{Featurize, Graph, GraphBuilder, View};
 use crate::methods::GraphMethod;
 use crate::readers::{DataConfig, Dataset};
@@ -29,61 +30,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use selfsup_core::{Error, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashSet;
 use tch::{Kind, Tensor};
 
 /// The `selfsup eval` protocol name of link prediction on a checkpoint.
 pub const LINK: &str = "link";
-
-/// `[eval.link]`: the held-out edges of link prediction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LinkConfig {
-    /// Share of the undirected edges held out as validation positives.
-    pub validation_fraction: f64,
-    /// Share of the undirected edges held out as test positives.
-    pub test_fraction: f64,
-    /// Seed of the held-out edges and of the negatives (independent of the
-    /// training seed).
-    pub seed: u64,
-}
-
-impl Default for LinkConfig {
-    /// GAE's split: 5% validation, 10% test.
-    fn default() -> Self {
-        Self {
-            validation_fraction: 0.05,
-            test_fraction: 0.1,
-            seed: 0,
-        }
-    }
-}
-
-impl LinkConfig {
-    /// Both fractions in `(0, 1)` and together below 1; the message names
-    /// the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        for (key, f) in [
-            ("validation_fraction", self.validation_fraction),
-            ("test_fraction", self.test_fraction),
-        ] {
-            if !(f.is_finite() && f > 0.0 && f < 1.0) {
-                return Err(format!(
-                    "[eval.link] {key} = {f}: give a fraction of the edges in (0, 1)"
-                ));
-            }
-        }
-        if self.validation_fraction + self.test_fraction >= 1.0 {
-            return Err(format!(
-                "[eval.link] validation_fraction + test_fraction = {}: nothing would be left to \
-                 train on; keep their sum below 1",
-                self.validation_fraction + self.test_fraction
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Held-out node pairs of one part: edges (positives) and as many non-edges
 /// (negatives), each pair `(u, v)` with `u < v`.
@@ -621,58 +573,6 @@ pub fn evaluate_link(
         test_edges,
         entries,
     })
-}
-
-/// `selfsup eval link` on a checkpoint: the run's own split (its
-/// `[eval.link]`, deterministic by its seed) of the dataset read again, the
-/// checkpoint's method and the run's random-weights twin on the training
-/// graph, as [`evaluate_link`]. A run without `[eval.link]` trained on every
-/// edge, so any held-out edge would have been seen: refused.
-pub fn report(request: &selfsup_core::workflow::EvalRequest<'_>) -> Result<Vec<String>> {
-    use crate::config::{build_method, GraphRunConfig};
-    use selfsup_core::run::{default_data_root, seed_random_weights, seed_weights};
-    let cfg = GraphRunConfig::from_toml(request.config_toml, request.checkpoint)?;
-    let Some(link) = cfg.eval.link.as_ref() else {
-        return Err(Error::Config(format!(
-            "{}: its run had no [eval.link], so it trained on every edge and no held-out edge is \
-             unseen; pre-train with [eval.link] (e.g. configs/graph/gae-cpu.toml) to evaluate \
-             link prediction",
-            request.checkpoint.display()
-        )));
-    };
-    let device = request.device.resolve()?;
-    let root = request
-        .data
-        .map_or_else(default_data_root, std::path::Path::to_path_buf);
-    let (ds, read) = crate::pretrain::read_dataset(&cfg, &root, crate::pretrain::DATA_FLAG_HINT)?;
-    let (ds, split) = hold_out(ds, Some(link), &cfg.data)?;
-    let Some(split) = split else {
-        return Err(Error::Data("link prediction: no edge split".into()));
-    };
-    let (base, _, _) = crate::pretrain::base_and_target(&ds);
-    // Built in the order and from the seeds of the pre-training run.
-    seed_weights(cfg.trainer.seed);
-    let method = build_method(&cfg, base.share(), device);
-    seed_random_weights(cfg.trainer.seed);
-    let random = build_method(&cfg, base.share(), device);
-    selfsup_core::checkpoint::restore_model(request.checkpoint, method.var_store(), method.name())?;
-    let row = evaluate_link(
-        method.as_ref(),
-        random.as_ref(),
-        &base.to_device(device),
-        &split,
-    )?;
-    let mut lines = vec![format!(
-        "{} checkpoint {} on {} ({} nodes, {} edges; {})",
-        cfg.method.name(),
-        request.checkpoint.display(),
-        read.name,
-        read.nodes,
-        read.edges,
-        selfsup_core::device::describe(device)
-    )];
-    lines.extend(row.lines());
-    Ok(lines)
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ impl Modality for GraphModality {
             return crate::finetune::report(request);
         }
         if request.protocol == crate::link::LINK {
-            return crate::link::report(request);
+            return link_report(request);
         }
         let cfg = GraphRunConfig::from_toml(request.config_toml, request.checkpoint)?;
         let device = request.device.resolve()?;
@@ -225,6 +225,58 @@ impl Report for GraphRunSummary {
         ));
         lines
     }
+}
+
+/// `selfsup eval link` on a checkpoint: the run's own split (its
+/// `[eval.link]`, deterministic by its seed) of the dataset read again, the
+/// checkpoint's method and the run's random-weights twin on the training
+/// graph, as [`evaluate_link`]. A run without `[eval.link]` trained on every
+/// edge, so any held-out edge would have been seen: refused.
+fn link_report(request: &selfsup_core::workflow::EvalRequest<'_>) -> Result<Vec<String>> {
+    use crate::config::{build_method, GraphRunConfig};
+    use selfsup_core::run::{default_data_root, seed_random_weights, seed_weights};
+    let cfg = GraphRunConfig::from_toml(request.config_toml, request.checkpoint)?;
+    let Some(link) = cfg.eval.link.as_ref() else {
+        return Err(Error::Config(format!(
+            "{}: its run had no [eval.link], so it trained on every edge and no held-out edge is \
+             unseen; pre-train with [eval.link] (e.g. configs/graph/gae-cpu.toml) to evaluate \
+             link prediction",
+            request.checkpoint.display()
+        )));
+    };
+    let device = request.device.resolve()?;
+    let root = request
+        .data
+        .map_or_else(default_data_root, std::path::Path::to_path_buf);
+    let (ds, read) = crate::pretrain::read_dataset(&cfg, &root, crate::pretrain::DATA_FLAG_HINT)?;
+    let (ds, split) = crate::link::hold_out(ds, Some(link), &cfg.data)?;
+    let Some(split) = split else {
+        return Err(Error::Data("link prediction: no edge split".into()));
+    };
+    let (base, _, _) = crate::pretrain::base_and_target(&ds);
+    // Built in the order and from the seeds of the pre-training run.
+    seed_weights(cfg.trainer.seed);
+    let method = build_method(&cfg, base.share(), device);
+    seed_random_weights(cfg.trainer.seed);
+    let random = build_method(&cfg, base.share(), device);
+    selfsup_core::checkpoint::restore_model(request.checkpoint, method.var_store(), method.name())?;
+    let row = crate::link::evaluate_link(
+        method.as_ref(),
+        random.as_ref(),
+        &base.to_device(device),
+        &split,
+    )?;
+    let mut lines = vec![format!(
+        "{} checkpoint {} on {} ({} nodes, {} edges; {})",
+        cfg.method.name(),
+        request.checkpoint.display(),
+        read.name,
+        read.nodes,
+        read.edges,
+        selfsup_core::device::describe(device)
+    )];
+    lines.extend(row.lines());
+    Ok(lines)
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@ use crate::corpus::SourceConfig;
 use crate::masking::MaskingConfig;
 use crate::model::ModelConfig;
 use crate::tokenizer::TokenizerConfig;
-use selfsup_core::eval::finetune::FinetuneConfig;
+use selfsup_core::eval::finetune::{settings_over, FinetuneConfig};
 use selfsup_core::eval::LinearProbeConfig;
+use selfsup_core::optim::{OptimConfig, OptimKind};
 use selfsup_core::run::{BatchDefault, RunSettings};
+use selfsup_core::schedule::{Decay, LrSchedule};
 use selfsup_core::trainer::TrainerConfig;
 use selfsup_core::{Error, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::Path;
 
 /// `[data]`: the corpus.
@@ -71,9 +73,9 @@ pub struct EvalConfig {
     /// settings; a key left out takes text's default,
     /// [`crate::finetune::default_settings`]).
     #[serde(
-        default = "crate::finetune::default_settings",
-        skip_serializing_if = "crate::finetune::is_default_settings",
-        deserialize_with = "crate::finetune::settings_over_defaults"
+        default = "default_settings",
+        skip_serializing_if = "is_default_settings",
+        deserialize_with = "settings_over_defaults"
     )]
     pub finetune: FinetuneConfig,
     pub downstream: Vec<DownstreamConfig>,
@@ -86,7 +88,7 @@ impl Default for EvalConfig {
             monitor_sequences: 256,
             finetune_sets: Vec::new(),
             probe: LinearProbeConfig::default(),
-            finetune: crate::finetune::default_settings(),
+            finetune: default_settings(),
             downstream: Vec::new(),
         }
     }
@@ -209,7 +211,7 @@ impl TextRunConfig {
             ));
         }
         self.eval.probe.validate("[eval] probe")?;
-        crate::finetune::check_settings(&self.eval)?;
+        check_settings(&self.eval)?;
         for d in &self.eval.downstream {
             if d.name.trim().is_empty() {
                 return Err("[[eval.downstream]] name = \"\": give the task a name".into());
@@ -227,6 +229,88 @@ impl TextRunConfig {
     /// The resolved config as TOML (saved beside every checkpoint).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# unserialisable config: {e}"))
+    }
+}
+
+/// Text's `[eval.finetune]` defaults, sized for the CPU preset (BERT-tiny,
+/// sequences of 128) on 2 cores: per labelled set, 3 fractions (1 %, 10 %,
+/// 100 %) x 3 seeds x 2 arms, each model 30 steps of 16 sequences (480
+/// sequences, about a tenth of SpamAssassin's training mails) and one pass
+/// over the scored sequences; AdamW at 8e-3 for a batch of 256 (5e-4 at 16,
+/// scaled linearly), weight decay 0.01 off biases and norms, no warm-up,
+/// linear decay to 0, no augmentation (text has none).
+pub fn default_settings() -> FinetuneConfig {
+    FinetuneConfig {
+        fractions: vec![0.01, 0.1, 1.0],
+        seeds: 3,
+        steps: 30,
+        batch_size: 16,
+        max_images: 10_000,
+        optimizer: OptimConfig {
+            kind: OptimKind::AdamW,
+            lr: 8e-3,
+            weight_decay: 0.01,
+            betas: (0.9, 0.999),
+            eps: 1e-6,
+            exclude_bias_and_norm: true,
+            ..OptimConfig::default()
+        },
+        schedule: LrSchedule {
+            warmup_epochs: 0.0,
+            final_lr_ratio: 0.0,
+            decay: Decay::Linear,
+        },
+        augment: false,
+        ..FinetuneConfig::default()
+    }
+}
+
+/// Whether `ft` is text's default (then the stored config leaves the table
+/// out, so configs written before it existed compare equal).
+pub fn is_default_settings(ft: &FinetuneConfig) -> bool {
+    *ft == default_settings()
+}
+
+/// Reads `[eval.finetune]` over [`default_settings`] (core's
+/// [`settings_over`]): a key left out keeps text's default, not core's.
+pub fn settings_over_defaults<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<FinetuneConfig, D::Error> {
+    use serde::de::Error as _;
+    settings_over(&default_settings(), toml::Table::deserialize(d)?).map_err(D::Error::custom)
+}
+
+/// What `[eval]` asks of fine-tuning beyond core's ranges: no augmentation
+/// (text has none), and `finetune_sets` naming `[[eval.downstream]]` sets.
+pub fn check_settings(eval: &EvalConfig) -> std::result::Result<(), String> {
+    eval.finetune.validate()?;
+    if eval.finetune.augment {
+        return Err(
+            "[eval.finetune] augment = true: text fine-tuning has no augmentation; remove the key \
+             (or set it to false)"
+                .into(),
+        );
+    }
+    for name in &eval.finetune_sets {
+        if !eval.downstream.iter().any(|d| &d.name == name) {
+            return Err(format!(
+                "[eval] finetune_sets: no [[eval.downstream]] set is named {name:?}; give one of \
+                 {} (or leave finetune_sets out to fine-tune on every set)",
+                names(&eval.downstream)
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn names(sets: &[DownstreamConfig]) -> String {
+    match sets.is_empty() {
+        true => "none (the config has no [[eval.downstream]] set)".into(),
+        false => sets
+            .iter()
+            .map(|d| format!("{:?}", d.name))
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 

@@ -21,7 +21,8 @@
 //! and stays frozen. `[eval.finetune] max_images` caps the labelled
 //! sequences of a fraction. The rows go to `finetune.json` beside the
 //! checkpoint.
-use crate::config::{DownstreamConfig, EvalConfig, TextRunConfig};
+use crate::config::{check_settings, names};
+use crate::config::{DownstreamConfig, TextRunConfig};
 use crate::corpus::is_held_out;
 use crate::eval::{examples, LabelledSet, PROBE_TEST_FRACTION};
 use crate::methods::Mlm;
@@ -33,11 +34,10 @@ use selfsup_core::eval::finetune::{
     Trial,
 };
 use selfsup_core::method::Method;
-use selfsup_core::optim::{OptimConfig, OptimKind, Params};
+use selfsup_core::optim::Params;
 use selfsup_core::run::seed_random_weights;
-use selfsup_core::schedule::{Decay, LrSchedule};
 use selfsup_core::{Error, Result};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
@@ -54,106 +54,6 @@ const TEST_CHUNK: usize = 128;
 /// The prefix of the classifier's variables (transformers'
 /// `BertForSequenceClassification` name).
 const HEAD: &str = "classifier";
-
-/// Text's `[eval.finetune]` defaults, sized for the CPU preset (BERT-tiny,
-/// sequences of 128) on 2 cores: per labelled set, 3 fractions (1 %, 10 %,
-/// 100 %) x 3 seeds x 2 arms, each model 30 steps of 16 sequences (480
-/// sequences, about a tenth of SpamAssassin's training mails) and one pass
-/// over the scored sequences; AdamW at 8e-3 for a batch of 256 (5e-4 at 16,
-/// scaled linearly), weight decay 0.01 off biases and norms, no warm-up,
-/// linear decay to 0, no augmentation (text has none).
-pub fn default_settings() -> FinetuneConfig {
-    FinetuneConfig {
-        fractions: vec![0.01, 0.1, 1.0],
-        seeds: 3,
-        steps: 30,
-        batch_size: 16,
-        max_images: 10_000,
-        optimizer: OptimConfig {
-            kind: OptimKind::AdamW,
-            lr: 8e-3,
-            weight_decay: 0.01,
-            betas: (0.9, 0.999),
-            eps: 1e-6,
-            exclude_bias_and_norm: true,
-            ..OptimConfig::default()
-        },
-        schedule: LrSchedule {
-            warmup_epochs: 0.0,
-            final_lr_ratio: 0.0,
-            decay: Decay::Linear,
-        },
-        augment: false,
-        ..FinetuneConfig::default()
-    }
-}
-
-/// Whether `ft` is text's default (then the stored config leaves the table
-/// out, so configs written before it existed compare equal).
-pub fn is_default_settings(ft: &FinetuneConfig) -> bool {
-    *ft == default_settings()
-}
-
-/// Reads `[eval.finetune]` over text's defaults: a key left out keeps
-/// [`default_settings`]'s value (inside `optimizer` and `schedule` too),
-/// not core's, so `steps = 20` alone does not switch the optimiser to SGD.
-/// Unknown keys are refused by name.
-pub fn settings_over_defaults<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<FinetuneConfig, D::Error> {
-    use serde::de::Error as _;
-    let given = toml::Table::deserialize(d)?;
-    let mut merged = match toml::Value::try_from(default_settings()) {
-        Ok(toml::Value::Table(t)) => t,
-        Ok(_) => toml::Table::new(),
-        Err(e) => return Err(D::Error::custom(e)),
-    };
-    for (key, value) in given {
-        match (merged.get_mut(&key), value) {
-            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => base.extend(over),
-            (_, value) => {
-                merged.insert(key, value);
-            }
-        }
-    }
-    toml::Value::Table(merged)
-        .try_into()
-        .map_err(|e| D::Error::custom(format!("[eval.finetune]: {e}")))
-}
-
-/// What `[eval]` asks of fine-tuning beyond core's ranges: no augmentation
-/// (text has none), and `finetune_sets` naming `[[eval.downstream]]` sets.
-pub fn check_settings(eval: &EvalConfig) -> std::result::Result<(), String> {
-    eval.finetune.validate()?;
-    if eval.finetune.augment {
-        return Err(
-            "[eval.finetune] augment = true: text fine-tuning has no augmentation; remove the key \
-             (or set it to false)"
-                .into(),
-        );
-    }
-    for name in &eval.finetune_sets {
-        if !eval.downstream.iter().any(|d| &d.name == name) {
-            return Err(format!(
-                "[eval] finetune_sets: no [[eval.downstream]] set is named {name:?}; give one of \
-                 {} (or leave finetune_sets out to fine-tune on every set)",
-                names(&eval.downstream)
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn names(sets: &[DownstreamConfig]) -> String {
-    match sets.is_empty() {
-        true => "none (the config has no [[eval.downstream]] set)".into(),
-        false => sets
-            .iter()
-            .map(|d| format!("{:?}", d.name))
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-}
 
 /// One labelled set as fixed-length sequences, split by document as the
 /// downstream probe splits it: the training sequences (what fractions are

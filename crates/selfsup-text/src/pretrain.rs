@@ -196,40 +196,6 @@ pub(crate) fn downstream_probes<M: Method>(
     Ok(rows)
 }
 
-/// `eval linear` on a text checkpoint: [`downstream_probes`] as lines; a
-/// config without `[[eval.downstream]]` is an error naming `checkpoint`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn probe_lines<M: Method>(
-    cfg: &TextRunConfig,
-    model: &M,
-    random_weights: impl FnOnce() -> M,
-    tok: &TextTokenizer,
-    root: &Path,
-    device: Device,
-    checkpoint: &Path,
-) -> Result<Vec<String>> {
-    if cfg.eval.downstream.is_empty() {
-        return Err(Error::Config(format!(
-            "{}: its config has no [[eval.downstream]] set to probe (eval validation needs none)",
-            checkpoint.display()
-        )));
-    }
-    let rows = downstream_probes(
-        cfg,
-        model,
-        random_weights,
-        tok,
-        root,
-        device,
-        &mut |_: &str| {},
-    )?;
-    let mut out = vec![
-        "downstream linear probes (frozen mean-pooled features, test split by document):".into(),
-    ];
-    out.extend(crate::report::probe_table(&rows));
-    Ok(out)
-}
-
 /// What both text workflows read before their model: the corpus split by
 /// document, the tokenizer, the packed training sequences (`[data]
 /// max_train_sequences` of them) and every packed validation sequence.

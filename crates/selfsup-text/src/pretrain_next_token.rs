@@ -19,8 +19,8 @@ use crate::model::Gpt2Config;
 use crate::ngram::{fit_bigram_k, NgramBaselines, NgramCounts};
 use crate::packing::{pack, PackStats, Packed};
 use crate::pretrain::{
-    check_sources, downstream_probes, prepare, probe_lines, read_split, subsample, ModelSummary,
-    Prepared, RunOptions,
+    check_sources, downstream_probes, prepare, read_split, subsample, ModelSummary, Prepared,
+    RunOptions,
 };
 use crate::tokenizer::TextTokenizer;
 use selfsup_core::checkpoint;
@@ -390,7 +390,7 @@ pub fn evaluate(
         }
         "linear" => {
             let random = || NextToken::new(&model.gpt.cfg, device);
-            probe_lines(cfg, &model, random, &tok, root, device, checkpoint)
+            crate::report::probe_lines(cfg, &model, random, &tok, root, device, checkpoint)
         }
         other => Err(Error::Config(format!(
             "eval {other}: a next_token checkpoint offers validation, linear"

@@ -1,6 +1,11 @@
 //! The summary a user reads at the end of a text run, as lines.
+use crate::config::TextRunConfig;
 use crate::pretrain::TextRunSummary;
+use crate::tokenizer::TextTokenizer;
+use selfsup_core::method::Method;
+use selfsup_core::{Error, Result};
 use std::path::Path;
+use tch::Device;
 
 /// The end-of-run summary of `s` (a blank line first): corpus, model,
 /// training, validation beside the unigram baseline, the downstream probes
@@ -105,4 +110,38 @@ pub fn probe_table(rows: &[crate::eval::ProbeRow]) -> Vec<String> {
         )
     }));
     out
+}
+
+/// `eval linear` on a text checkpoint: [`crate::pretrain::downstream_probes`] as lines; a
+/// config without `[[eval.downstream]]` is an error naming `checkpoint`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn probe_lines<M: Method>(
+    cfg: &TextRunConfig,
+    model: &M,
+    random_weights: impl FnOnce() -> M,
+    tok: &TextTokenizer,
+    root: &Path,
+    device: Device,
+    checkpoint: &Path,
+) -> Result<Vec<String>> {
+    if cfg.eval.downstream.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: its config has no [[eval.downstream]] set to probe (eval validation needs none)",
+            checkpoint.display()
+        )));
+    }
+    let rows = crate::pretrain::downstream_probes(
+        cfg,
+        model,
+        random_weights,
+        tok,
+        root,
+        device,
+        &mut |_: &str| {},
+    )?;
+    let mut out = vec![
+        "downstream linear probes (frozen mean-pooled features, test split by document):".into(),
+    ];
+    out.extend(probe_table(&rows));
+    Ok(out)
 }

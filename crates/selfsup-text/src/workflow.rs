@@ -8,7 +8,7 @@ use crate::export::export_mlm;
 use crate::loader::MaskVocab;
 use crate::methods::Mlm;
 use crate::packing::pack;
-use crate::pretrain::{pretrain, probe_lines, read_split, subsample, TextRunSummary};
+use crate::pretrain::{pretrain, read_split, subsample, TextRunSummary};
 use crate::report::summary_lines;
 use crate::tokenizer::TextTokenizer;
 use selfsup_core::checkpoint;
@@ -101,7 +101,7 @@ impl Modality for TextModality {
             crate::finetune::report(&cfg, &mlm, &tok, device, &paths)
         } else if request.protocol == "linear" {
             let random = || Mlm::new(&mlm.bert.cfg, device);
-            probe_lines(&cfg, &mlm, random, &tok, &root, device, request.checkpoint)
+            crate::report::probe_lines(&cfg, &mlm, random, &tok, &root, device, request.checkpoint)
         } else {
             validation(&cfg, &mlm, &tok, &root, device)
         }

@@ -1,9 +1,11 @@
 //! Tests of `finetune`.
 use super::*;
+use crate::config::{default_settings, is_default_settings};
 use crate::dataset::Clip;
 use crate::methods::Wav2Vec2MethodConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use selfsup_core::optim::{OptimConfig, OptimKind};
 use std::path::PathBuf;
 
 /// A small wav2vec 2.0 (16-channel convs, one transformer layer of 32).

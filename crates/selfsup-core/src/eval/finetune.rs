@@ -88,6 +88,35 @@ impl ScoredOn {
     }
 }
 
+/// `[eval.finetune]` as given over a modality's own `defaults`: a key left
+/// out keeps the default's value (inside `optimizer` and `schedule` too,
+/// table by table), so `steps = 20` alone does not switch a modality's
+/// AdamW to core's SGD. Unknown keys and wrong types are refused by name.
+pub fn settings_over(
+    defaults: &FinetuneConfig,
+    given: toml::Table,
+) -> std::result::Result<FinetuneConfig, String> {
+    fn overlay(base: &mut toml::Table, given: toml::Table) {
+        for (key, value) in given {
+            match (base.get_mut(&key), value) {
+                (Some(toml::Value::Table(b)), toml::Value::Table(g)) => overlay(b, g),
+                (_, value) => {
+                    base.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut base = match toml::Value::try_from(defaults) {
+        Ok(toml::Value::Table(t)) => t,
+        Ok(_) => toml::Table::new(),
+        Err(e) => return Err(format!("[eval.finetune]: the defaults: {e}")),
+    };
+    overlay(&mut base, given);
+    toml::Value::Table(base)
+        .try_into()
+        .map_err(|e| format!("[eval.finetune]: {e}"))
+}
+
 /// The most seeds per fraction.
 pub const MAX_FINETUNE_SEEDS: usize = 100;
 

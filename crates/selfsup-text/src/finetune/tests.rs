@@ -1,12 +1,15 @@
 //! Tests of `finetune`.
 use super::*;
+use crate::config::default_settings;
 use crate::model::ModelConfig;
 use crate::workflow::TextModality;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use selfsup_core::device::DeviceChoice;
+use selfsup_core::optim::{OptimConfig, OptimKind};
 use selfsup_core::run::{seed_weights, RunOptions};
+use selfsup_core::schedule::Decay;
 use selfsup_core::workflow::{EvalRequest, Modality};
 use std::sync::Mutex;
 
