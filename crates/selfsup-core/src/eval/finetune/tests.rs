@@ -348,3 +348,35 @@ fn a_subset_order_cycles_every_sample_once_per_pass_by_seed() {
     }
     assert_eq!(d.digest(), format!("{h:016x}"));
 }
+
+#[test]
+fn given_keys_override_a_modalitys_defaults_and_nothing_else() {
+    let defaults = FinetuneConfig {
+        steps: 40,
+        optimizer: OptimConfig {
+            kind: OptimKind::AdamW,
+            lr: 1e-3,
+            ..OptimConfig::default()
+        },
+        ..FinetuneConfig::default()
+    };
+    let given: toml::Table = toml::from_str("steps = 20\n[optimizer]\nlr = 0.5\n").unwrap();
+    let merged = settings_over(&defaults, given).unwrap();
+    assert_eq!(merged.steps, 20);
+    assert_eq!(
+        merged.optimizer.kind,
+        OptimKind::AdamW,
+        "kept from the defaults"
+    );
+    assert_eq!(merged.optimizer.lr, 0.5);
+    assert_eq!(merged.seeds, defaults.seeds);
+    assert_eq!(
+        settings_over(&defaults, toml::Table::new()).unwrap(),
+        defaults
+    );
+    let err = settings_over(&defaults, toml::from_str("stepz = 3").unwrap()).unwrap_err();
+    assert!(
+        err.contains("[eval.finetune]") && err.contains("stepz"),
+        "{err}"
+    );
+}
