@@ -7,7 +7,6 @@
 use crate::masking::{mask_sequence, MaskingConfig, Vocabulary};
 use crate::packing::Packed;
 use crate::tokenizer::TextTokenizer;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use selfsup_core::distributed::Shard;
@@ -121,14 +120,7 @@ impl MlmBatches {
     }
 
     fn order(&self, epoch: usize) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.data.len()).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.seed
-                .wrapping_add(0x5EED)
-                .wrapping_add(epoch as u64 * 7919),
-        );
-        idx.shuffle(&mut rng);
-        idx
+        crate::packing::epoch_order(self.data.len(), self.seed, 0x5EED, epoch)
     }
 }
 

@@ -176,6 +176,20 @@ impl Packer<'_> {
     }
 }
 
+/// The order of `rows` packed rows in `epoch`: a shuffle seeded by
+/// `seed + salt + 7919 * epoch` (each text method keeps its own salt), the
+/// same on every process of a data-parallel run.
+pub(crate) fn epoch_order(rows: usize, seed: u64, salt: u64, epoch: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut idx: Vec<usize> = (0..rows).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed.wrapping_add(salt).wrapping_add(epoch as u64 * 7919),
+    );
+    idx.shuffle(&mut rng);
+    idx
+}
+
 /// Packs `docs` into sequences of `max_len` (at least [`MIN_MAX_LEN`]) tokens.
 ///
 /// Streams: lines are encoded in pieces of at most

@@ -13,9 +13,6 @@
 use crate::masking::IGNORE;
 use crate::model::{Gpt2, Gpt2Config};
 use crate::packing::Packed;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use selfsup_core::distributed::Shard;
 use selfsup_core::method::{Batch, LossOut, Method, StepCtx};
 use selfsup_core::source::BatchSource;
@@ -107,14 +104,7 @@ impl CausalBatches {
     }
 
     fn order(&self, epoch: usize) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.data.len()).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.seed
-                .wrapping_add(0xCA05)
-                .wrapping_add(epoch as u64 * 7919),
-        );
-        idx.shuffle(&mut rng);
-        idx
+        crate::packing::epoch_order(self.data.len(), self.seed, 0xCA05, epoch)
     }
 }
 
