@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 /// One document: a file, a JSON record, a Brown text, an e-mail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
-    /// Where it came from (`path` or `path:line`): the key of the split.
+    /// Where it came from (`path` or `path:line`; relative to the source
+    /// when read by [`read_source`]): the key of the split.
     pub id: String,
     /// Its text, lines separated by `\n`.
     pub text: String,
@@ -140,19 +141,40 @@ pub fn source_path(src: &SourceConfig, root: &Path) -> TextResult<PathBuf> {
     Ok(path)
 }
 
-/// Reads one source.
+/// Reads one source. Document ids (the keys of every split) are relative to
+/// the source (`sub/a.txt`, `m.jsonl:3`), so a corpus splits the same
+/// wherever it is kept.
 pub fn read_source(
     src: &SourceConfig,
     root: &Path,
     lossy: bool,
 ) -> TextResult<(Vec<Document>, ReadReport)> {
     let path = source_path(src, root)?;
-    match src {
+    let (mut docs, report) = match src {
         SourceConfig::Text { .. } => read_text_folder(&path, lossy),
         SourceConfig::Jsonl { text_field, .. } => read_jsonl(&path, text_field, lossy),
         SourceConfig::Brown { .. } => read_brown(&path),
         SourceConfig::SpamAssassin { .. } => read_spam_assassin(&path),
+    }?;
+    let base = if path.is_file() {
+        path.parent().unwrap_or(Path::new("")).to_path_buf()
+    } else {
+        path
+    };
+    for d in &mut docs {
+        d.id = relative_id(&d.id, &base);
     }
+    Ok((docs, report))
+}
+
+/// `id` (a path, or `path:line`) relative to `base`; unchanged when it does
+/// not lie under `base`.
+fn relative_id(id: &str, base: &Path) -> String {
+    Path::new(id)
+        .strip_prefix(base)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty())
+        .map_or_else(|| id.to_string(), |r| r.display().to_string())
 }
 
 /// Decodes `bytes` as UTF-8 (a leading BOM is dropped). Invalid bytes are an
@@ -302,6 +324,38 @@ mod tests {
             text: "x".into(),
             label: None,
         }
+    }
+
+    #[test]
+    fn ids_and_so_splits_do_not_depend_on_where_the_corpus_is_kept() {
+        let write = |root: &Path| {
+            std::fs::create_dir_all(root.join("corpus/sub")).unwrap();
+            for i in 0..40 {
+                std::fs::write(root.join(format!("corpus/sub/d{i}.txt")), "some words").unwrap();
+            }
+            std::fs::write(root.join("m.jsonl"), "{\"text\": \"a\"}\n").unwrap();
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let b_root = b.path().join("elsewhere/deeper");
+        write(a.path());
+        write(&b_root);
+        let text = SourceConfig::Text {
+            path: "corpus".into(),
+        };
+        let (da, _) = read_source(&text, a.path(), false).unwrap();
+        let (db, _) = read_source(&text, &b_root, false).unwrap();
+        assert_eq!(da, db);
+        assert!(da.iter().any(|d| d.id == "sub/d7.txt"), "{:?}", da[0].id);
+        let (_, held_a) = split_documents(da, 0.2, 3);
+        let (_, held_b) = split_documents(db, 0.2, 3);
+        assert_eq!(held_a, held_b);
+        // One file as the source: its name, then the line.
+        let jsonl = SourceConfig::Jsonl {
+            path: a.path().join("m.jsonl"),
+            text_field: "text".into(),
+        };
+        let (d, _) = read_source(&jsonl, Path::new("/unused"), false).unwrap();
+        assert_eq!(d[0].id, "m.jsonl:1");
     }
 
     #[test]
