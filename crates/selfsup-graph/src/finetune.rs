@@ -14,7 +14,9 @@
 //! learning rate of one step, as graph runs give it (not scaled by the
 //! batch). Each model is scored on the test nodes (the figure) and on the
 //! validation nodes (never trained on); the rows go to `finetune.json`
-//! beside the checkpoint.
+//! beside the checkpoint. With `[eval.finetune] scored_on = "validation"`
+//! (choosing the budget) the test nodes are never scored: the figure is
+//! the validation nodes' and `accuracy` says so.
 use crate::augment::edge_drop::drop_edges;
 use crate::augment::feature_mask::mask_features;
 use crate::config::{build_method, GraphRunConfig};
@@ -25,7 +27,8 @@ use crate::pretrain::{read_dataset, DATA_FLAG_HINT};
 use crate::readers::Dataset;
 use selfsup_core::checkpoint::restore_model;
 use selfsup_core::eval::finetune::{
-    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, SubsetOrder, Trial,
+    self as protocol, Arm, FineTune, FinetuneConfig, LossTrace, Scored, ScoredOn, SubsetOrder,
+    Trial,
 };
 use selfsup_core::eval::split::by_sample;
 use selfsup_core::optim::Params;
@@ -189,8 +192,11 @@ impl Net {
 /// What one model was trained on and how it did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeRun {
-    /// Accuracy on the test nodes.
+    /// Accuracy on the nodes the figure is scored on: the test nodes, or
+    /// the validation nodes under `scored_on = "validation"`.
     pub accuracy: f64,
+    /// Which nodes `accuracy` is scored on.
+    pub scored_on: ScoredOn,
     /// Accuracy on the validation nodes.
     pub validation_accuracy: f64,
     /// Mean loss of the first and of the last tenth of the steps.
@@ -213,10 +219,13 @@ impl Scored for NodeRun {
 
     fn describe(&self) -> String {
         format!(
-            "final loss {:.3}, validation {:.2}%, test {:.2}%",
+            "final loss {:.3}, validation {:.2}%{}",
             self.last_loss,
             self.validation_accuracy * 100.0,
-            self.accuracy * 100.0
+            match self.scored_on {
+                ScoredOn::Test => format!(", test {:.2}%", self.accuracy * 100.0),
+                ScoredOn::Validation => " (test not scored)".into(),
+            }
         )
     }
 }
@@ -287,6 +296,7 @@ pub fn train(
     }
     Ok(NodeRun {
         accuracy: 0.0,
+        scored_on: ft.scored_on,
         validation_accuracy: 0.0,
         first_loss: trace.first,
         last_loss: trace.last,
@@ -341,9 +351,16 @@ impl FineTune for Nodes<'_> {
             &self.cfg.eval.finetune,
             trial.draw_seed ^ 1,
         )?;
-        run.accuracy = net.accuracy(self.base, &s.node_labels, &s.test);
         run.validation_accuracy = net.accuracy(self.base, &s.node_labels, &s.validation);
+        run.accuracy = match run.scored_on {
+            ScoredOn::Test => net.accuracy(self.base, &s.node_labels, &s.test),
+            ScoredOn::Validation => run.validation_accuracy,
+        };
         Ok(run)
+    }
+
+    fn scored_on(&self) -> ScoredOn {
+        self.cfg.eval.finetune.scored_on
     }
 }
 
@@ -442,6 +459,7 @@ pub fn report(request: &EvalRequest<'_>) -> Result<Vec<String>> {
         "train_nodes": splits.train.len(),
         "validation_nodes": splits.validation.len(),
         "test_nodes": splits.test.len(),
+        "scored_on": ft.scored_on.as_str(),
         "settings": ft,
         "rows": rows,
         "seconds": seconds,
@@ -450,7 +468,7 @@ pub fn report(request: &EvalRequest<'_>) -> Result<Vec<String>> {
     let mut lines = vec![format!(
         "{} checkpoint {} on {}: fine-tuning end to end vs the same encoder from scratch, {} \
          steps of up to {} labelled nodes over the whole graph; {} training / {} validation / {} \
-         test nodes; test accuracy, mean ± std over seeds",
+         test nodes; {} accuracy, mean ± std over seeds",
         cfg.method.name(),
         checkpoint.display(),
         read.name,
@@ -458,7 +476,11 @@ pub fn report(request: &EvalRequest<'_>) -> Result<Vec<String>> {
         ft.batch_size,
         splits.train.len(),
         splits.validation.len(),
-        splits.test.len()
+        splits.test.len(),
+        match ft.scored_on {
+            ScoredOn::Test => "test",
+            ScoredOn::Validation => "validation (the test nodes are not scored)",
+        }
     )];
     let validation = |runs: &[NodeRun]| {
         let v: Vec<f64> = runs.iter().map(|r| r.validation_accuracy).collect();

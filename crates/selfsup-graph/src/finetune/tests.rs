@@ -223,6 +223,35 @@ fn both_arms_share_the_nodes_and_the_budget() {
     let json = serde_json::to_value(&rows[0]).unwrap();
     assert_eq!(json["nodes"], serde_json::json!([3, 3]));
     assert!(json["scratch"][1]["validation_accuracy"].is_number());
+    assert_eq!(json["scratch"][1]["scored_on"], "test");
+
+    // Scored on validation (choosing the budget): the figure is the
+    // validation nodes', and the test nodes are never scored.
+    let mut on_val = cfg.clone();
+    on_val.eval.finetune.scored_on = ScoredOn::Validation;
+    let mut lines = Vec::new();
+    let val_rows = finetune(
+        &on_val,
+        method.as_ref(),
+        &base,
+        &splits,
+        Device::Cpu,
+        &mut |l| lines.push(l.to_string()),
+    )
+    .unwrap();
+    for (row, val_row) in rows.iter().zip(&val_rows) {
+        for (r, v) in row.pretrained.iter().zip(&val_row.pretrained) {
+            // Same training, so the same validation figure; only what is
+            // scored differs.
+            assert_eq!(r.validation_accuracy, v.validation_accuracy);
+            assert_eq!(v.accuracy, v.validation_accuracy);
+            assert_eq!(v.scored_on, ScoredOn::Validation);
+        }
+    }
+    assert!(
+        lines.iter().all(|l| l.ends_with("(test not scored)")),
+        "{lines:?}"
+    );
 }
 
 /// `selfsup eval finetune` on a short karate-club GRACE run: one line per
