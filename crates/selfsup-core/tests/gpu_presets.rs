@@ -20,6 +20,9 @@ const EXPECTED: &[(&str, f64, &str)] = &[
     ("vision/barlow_twins-gpu.toml", 0.6, "LARS 0.3 x 512/256"),
     ("vision/vicreg-gpu.toml", 0.6, "LARS 0.3 x 512/256"),
     ("vision/swav-gpu.toml", 1.2, "LARS 0.6 x 512/256"),
+    // DINOv2's base AdamW lr, 4e-3 per 1024 images (Oquab et al. 2023),
+    // scaled linearly here (DINOv2 scales by the square root).
+    ("vision/dinov2-gpu.toml", 2e-3, "AdamW 1e-3 x 512/256"),
     // Caron et al. 2018 (DeepCluster): SGD 0.05 per 256 images.
     ("vision/deepcluster-gpu.toml", 0.1, "SGD 0.05 x 512/256"),
     // AdamW peaks: BERT-style MLM, CLIP (Radford et al. 2021), wav2vec 2.0 BASE.

@@ -5,7 +5,7 @@ use crate::config::VisionRunConfig;
 use crate::data::Normalize;
 use crate::export::export_encoder;
 use crate::methods::{
-    BarlowTwins, Byol, Colorization, Context, DeepCluster, Dino, Ijepa, Jigsaw, Mae, MethodConfig,
+    BarlowTwins, Byol, Colorization, Context, DeepCluster, Dino, Dinov2, Ijepa, Jigsaw, Mae, MethodConfig,
     MocoV2, MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
 };
 use selfsup_core::method::Method;
@@ -30,6 +30,7 @@ pub fn build_method(
         MethodConfig::Byol(x) => Box::new(Byol::new(device, m, c, x)?),
         MethodConfig::Simsiam(x) => Box::new(SimSiam::new(device, m, c, x)),
         MethodConfig::Dino(x) => Box::new(Dino::new(device, m, c, x)?),
+        MethodConfig::Dinov2(x) => Box::new(Dinov2::new(device, m, c, x)?),
         MethodConfig::BarlowTwins(x) => Box::new(BarlowTwins::new(device, m, c, x)),
         MethodConfig::Vicreg(x) => Box::new(VicReg::new(device, m, c, x)),
         MethodConfig::Swav(x) => Box::new(Swav::new(device, m, c, x)),
@@ -147,6 +148,12 @@ impl VisionMethod for Mae {
     }
 }
 
+impl VisionMethod for Dinov2 {
+    fn encoder_prefix(&self) -> &'static str {
+        Dinov2::ENCODER_PREFIX
+    }
+}
+
 impl VisionMethod for Ijepa {
     fn encoder_prefix(&self) -> &'static str {
         Ijepa::ENCODER_PREFIX
@@ -235,7 +242,11 @@ mod tests {
     /// image size, and export a timm ViT.
     #[test]
     fn vit_presets_build_step_and_export() {
-        for (name, method) in [("mae-cpu.toml", "mae"), ("ijepa-cpu.toml", "ijepa")] {
+        for (name, method) in [
+            ("mae-cpu.toml", "mae"),
+            ("ijepa-cpu.toml", "ijepa"),
+            ("dinov2-cpu.toml", "dinov2"),
+        ] {
             let cfg = preset(name);
             assert!(cfg.model.is_vit(), "{name}");
             let mut m = build_method(&cfg, tch::Device::Cpu, 1).unwrap();

@@ -7,6 +7,8 @@
 //! The center `c` is hidden state: the method keeps it and moves it with
 //! [`DinoLoss::updated_center`] in its after-step hook. The teacher
 //! temperature warms up linearly ([`DinoLossConfig::teacher_temp_at`]).
+//! DINOv2 replaces the centring by Sinkhorn-Knopp on the teacher's logits
+//! (`centering = "sinkhorn_knopp"`, [`DinoLoss::teacher_targets`]).
 //!
 //! The loss runs in float32 with autocast off; the head that makes its
 //! inputs should take its cosine logits from [`crate::loss::cosine_f32`]:
@@ -29,6 +31,24 @@ pub struct DinoLossConfig {
     pub warmup_teacher_temp_epochs: f64,
     /// Momentum of the center's moving average.
     pub center_momentum: f64,
+    /// How the teacher's logits become targets: `"center"` (DINO: minus the
+    /// moving center, then a sharpened softmax) or `"sinkhorn_knopp"`
+    /// (DINOv2: Sinkhorn-Knopp over the global batch at the teacher
+    /// temperature; the center is then unused).
+    pub centering: Centering,
+    /// Sinkhorn-Knopp iterations (DINOv2: 3).
+    pub sinkhorn_iterations: usize,
+}
+
+/// [`DinoLossConfig::centering`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Centering {
+    /// Minus a moving average of the teacher's outputs (DINO, iBOT).
+    #[default]
+    Center,
+    /// Sinkhorn-Knopp normalisation (DINOv2).
+    SinkhornKnopp,
 }
 
 impl DinoLossConfig {
@@ -45,7 +65,13 @@ impl DinoLossConfig {
             &format!("{key}.warmup_teacher_temp_epochs"),
             self.warmup_teacher_temp_epochs,
         )?;
-        crate::trainer::unit_interval(&format!("{key}.center_momentum"), self.center_momentum)
+        crate::trainer::unit_interval(&format!("{key}.center_momentum"), self.center_momentum)?;
+        if self.centering == Centering::SinkhornKnopp && self.sinkhorn_iterations == 0 {
+            return Err(format!(
+                "{key}.sinkhorn_iterations = 0: Sinkhorn-Knopp centring needs at least 1 (DINOv2: 3)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -57,6 +83,8 @@ impl Default for DinoLossConfig {
             warmup_teacher_temp: 0.04,
             warmup_teacher_temp_epochs: 0.0,
             center_momentum: 0.9,
+            centering: Centering::Center,
+            sinkhorn_iterations: 3,
         }
     }
 }
@@ -70,6 +98,13 @@ impl DinoLossConfig {
         let f = epoch / self.warmup_teacher_temp_epochs;
         self.warmup_teacher_temp + f * (self.teacher_temp - self.warmup_teacher_temp)
     }
+}
+
+/// `softmax((t - center) / temp)` in float32, no gradient.
+fn centered_softmax(t: &Tensor, center: &Tensor, temp: f64) -> Tensor {
+    crate::autocast::full_precision(|| {
+        ((t.to_kind(Kind::Float).detach() - center) / temp).softmax(-1, Kind::Float)
+    })
 }
 
 /// The DINO loss.
@@ -99,14 +134,40 @@ impl DinoLoss {
         center: &Tensor,
         teacher_temp: f64,
     ) -> Tensor {
+        let targets: Vec<Tensor> = teacher
+            .iter()
+            .map(|t| centered_softmax(t, center, teacher_temp))
+            .collect();
+        self.loss_to_targets(student, &targets)
+    }
+
+    /// The teacher's distributions `[n, K]` for its logits `[n, K]` as
+    /// `centering` says: `softmax((t - center) / teacher_temp)`, or
+    /// Sinkhorn-Knopp over the global batch at `teacher_temp` (every row of
+    /// the process's `n` is a sample of it; `center` is then unused).
+    pub fn teacher_targets(
+        &self,
+        teacher: &Tensor,
+        center: &Tensor,
+        teacher_temp: f64,
+        comm: &dyn Collective,
+    ) -> Tensor {
+        match self.cfg.centering {
+            Centering::Center => centered_softmax(teacher, center, teacher_temp),
+            Centering::SinkhornKnopp => crate::loss::swav::sinkhorn_knopp(
+                teacher,
+                teacher_temp,
+                self.cfg.sinkhorn_iterations,
+                comm,
+            ),
+        }
+    }
+
+    /// The loss of the student's outputs on every view (`[n, K]` each, global
+    /// views first) against the teacher's distributions on the global views
+    /// (`targets`, no gradient): the mean over view pairs that differ.
+    pub fn loss_to_targets(&self, student: &[Tensor], targets: &[Tensor]) -> Tensor {
         crate::autocast::full_precision(|| {
-            let targets: Vec<Tensor> = teacher
-                .iter()
-                .map(|t| {
-                    ((t.to_kind(Kind::Float).detach() - center) / teacher_temp)
-                        .softmax(-1, Kind::Float)
-                })
-                .collect();
             let logps: Vec<Tensor> = student
                 .iter()
                 .map(|s| {
@@ -129,7 +190,14 @@ impl DinoLoss {
                     pairs += 1;
                 }
             }
-            total.expect("DINO needs at least two views") / pairs as f64
+            match total {
+                Some(t) => t / pairs as f64,
+                // One view: no pair to compare (the methods refuse it first).
+                None => match student.first() {
+                    Some(s) => s.sum(Kind::Float) * 0.0,
+                    None => Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+                },
+            }
         })
     }
 
@@ -187,6 +255,55 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{got:?}");
         }
+    }
+
+    // PyTorch 2.11.0 (benchmarks/reference_dinov2_losses.py, DINOv2's
+    // Sinkhorn-Knopp written out: Q = exp(t / 0.1).T, Q /= Q.sum(), then 3 x
+    // {Q /= Q.sum(1, keepdim) * K; Q /= Q.sum(0, keepdim) * B}, Q *= B; Q.T):
+    //   sk(t0)[0]  -> SK_ROW0
+    //   mean over pairs v != iq of CE(sk(t[iq]), log_softmax(s[v] / 0.1))
+    //     -> 6.2820916175842285
+    const SK_ROW0: [f32; 5] = [
+        1.146_166_2e-9,
+        2.148_958_5e-7,
+        4.397_066_5e-8,
+        6.069_538_6e-9,
+        0.999_999_82,
+    ];
+
+    #[test]
+    fn sinkhorn_knopp_targets_match_pytorch() {
+        let teacher: Vec<Tensor> = (0..2).map(|i| table(&TEACHER, i)).collect();
+        let student: Vec<Tensor> = (0..3).map(|i| table(&STUDENT, i)).collect();
+        let center = Tensor::from_slice(&CENTER).reshape([1, 5]);
+        let loss = DinoLoss::new(DinoLossConfig {
+            centering: Centering::SinkhornKnopp,
+            ..DinoLossConfig::default()
+        });
+        let targets: Vec<Tensor> = teacher
+            .iter()
+            .map(|t| loss.teacher_targets(t, &center, 0.1, &SingleProcess))
+            .collect();
+        let row: Vec<f32> = Vec::try_from(targets[0].get(0)).unwrap();
+        for (g, w) in row.iter().zip(SK_ROW0) {
+            assert!((g - w).abs() < 1e-5, "{row:?}");
+        }
+        // Every row a distribution (the last normalisation).
+        let rows: Vec<f32> =
+            Vec::try_from(targets[1].sum_dim_intlist([1i64].as_slice(), false, Kind::Float))
+                .unwrap();
+        assert!(rows.iter().all(|r| (r - 1.0).abs() < 1e-5), "{rows:?}");
+        let l = loss.loss_to_targets(&student, &targets).double_value(&[]);
+        assert!((l - 6.282_091_617_584_228_5).abs() < 1e-4, "{l}");
+        let bad = DinoLossConfig {
+            centering: Centering::SinkhornKnopp,
+            sinkhorn_iterations: 0,
+            ..DinoLossConfig::default()
+        };
+        assert!(bad
+            .validate("[method] loss")
+            .unwrap_err()
+            .contains("sinkhorn_iterations"));
     }
 
     /// Logits made by `cosine_f32` (the head's last layer) and the loss give

@@ -65,27 +65,7 @@ impl SwavLoss {
     /// (no gradient): each row sums to 1 and, over the global batch, every
     /// prototype receives the same mass.
     pub fn sinkhorn(&self, scores: &Tensor, comm: &dyn Collective) -> Tensor {
-        crate::autocast::full_precision(|| {
-            tch::no_grad(|| {
-                let scores = scores.to_kind(Kind::Float);
-                let k = scores.size()[1] as f64;
-                let world = comm.world_size() as f64;
-                let b = scores.size()[0] as f64 * world;
-                // Subtracting the max keeps exp() finite; the normalisations undo it.
-                let shifted = &scores - scores.max();
-                let mut q = (shifted / self.cfg.epsilon).exp().tr(); // [K, n]
-                let mut total = [q.sum(Kind::Float).reshape([1])];
-                comm.all_reduce_mean_(&mut total);
-                q /= &total[0] * world;
-                for _ in 0..self.cfg.sinkhorn_iterations {
-                    let mut rows = [q.sum_dim_intlist([1i64].as_slice(), true, Kind::Float)];
-                    comm.all_reduce_mean_(&mut rows);
-                    q = q / (&rows[0] * world) / k;
-                    q = &q / q.sum_dim_intlist([0i64].as_slice(), true, Kind::Float) / b;
-                }
-                (q * b).tr()
-            })
-        })
+        sinkhorn_knopp(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations, comm)
     }
 
     /// The swapped-prediction loss. `scores[v]` are view `v`'s prototype
@@ -121,6 +101,40 @@ impl SwavLoss {
             total.expect("SwAV needs at least one view to assign codes from") / assign.len() as f64
         })
     }
+}
+
+/// Sinkhorn-Knopp on `exp(scores / epsilon)` (`[n, K]`, no gradient):
+/// `iterations` alternating normalisations so that every row sums to 1
+/// and, over the global batch of `n * world` rows, every column receives
+/// the same mass. SwAV's codes; DINOv2's centring of the teacher
+/// (`epsilon` its temperature).
+pub fn sinkhorn_knopp(
+    scores: &Tensor,
+    epsilon: f64,
+    iterations: usize,
+    comm: &dyn Collective,
+) -> Tensor {
+    crate::autocast::full_precision(|| {
+        tch::no_grad(|| {
+            let scores = scores.to_kind(Kind::Float);
+            let k = scores.size()[1] as f64;
+            let world = comm.world_size() as f64;
+            let b = scores.size()[0] as f64 * world;
+            // Subtracting the max keeps exp() finite; the normalisations undo it.
+            let shifted = &scores - scores.max();
+            let mut q = (shifted / epsilon).exp().tr(); // [K, n]
+            let mut total = [q.sum(Kind::Float).reshape([1])];
+            comm.all_reduce_mean_(&mut total);
+            q /= &total[0] * world;
+            for _ in 0..iterations {
+                let mut rows = [q.sum_dim_intlist([1i64].as_slice(), true, Kind::Float)];
+                comm.all_reduce_mean_(&mut rows);
+                q = q / (&rows[0] * world) / k;
+                q = &q / q.sum_dim_intlist([0i64].as_slice(), true, Kind::Float) / b;
+            }
+            (q * b).tr()
+        })
+    })
 }
 
 #[cfg(test)]

@@ -48,15 +48,15 @@ impl Default for DinoHeadConfig {
     }
 }
 
-/// The head's layers (`mlp.{i}`, `last_layer.weight`).
-struct DinoHead {
+/// The head's layers (`mlp.{i}`, `last_layer.weight`); DINOv2 uses it too.
+pub(crate) struct DinoHead {
     mlp: Vec<nn::Linear>,
     bns: Vec<BatchNorm>,
     last: Tensor,
 }
 
 impl DinoHead {
-    fn new(p: &nn::Path, in_dim: i64, cfg: &DinoHeadConfig) -> Self {
+    pub(crate) fn new(p: &nn::Path, in_dim: i64, cfg: &DinoHeadConfig) -> Self {
         let n = cfg.layers.max(1);
         let mut dims = vec![in_dim];
         dims.extend(std::iter::repeat_n(cfg.hidden_dim, n - 1));
@@ -95,7 +95,7 @@ impl DinoHead {
     /// Logits `[n, K]`; with `freeze_last` no gradient reaches the last layer.
     /// The cosine logits are computed in float32 whatever autocast says (the
     /// teacher divides them by 0.04: a bfloat16 cosine is off by up to 0.1).
-    fn forward(&self, xs: &Tensor, train: bool, freeze_last: bool) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor, train: bool, freeze_last: bool) -> Tensor {
         let w = if freeze_last {
             self.last.detach()
         } else {
@@ -105,7 +105,7 @@ impl DinoHead {
     }
 
     /// The bottleneck output, before l2 normalisation.
-    fn bottleneck(&self, xs: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn bottleneck(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut h = xs.shallow_clone();
         let n = self.mlp.len();
         for (i, l) in self.mlp.iter().enumerate() {

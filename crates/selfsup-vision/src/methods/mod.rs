@@ -3,7 +3,7 @@
 //! | family | methods |
 //! |---|---|
 //! | contrastive | [`simclr`], [`moco_v2`], [`moco_v3`] |
-//! | self-distillation | [`byol`], [`simsiam`], [`dino`] |
+//! | self-distillation | [`byol`], [`simsiam`], [`dino`], [`dinov2`] |
 //! | redundancy reduction | [`barlow_twins`], [`vicreg`] |
 //! | clustering | [`swav`], [`deepcluster`] |
 //! | masked image modelling | [`mae`] |
@@ -20,6 +20,7 @@ pub mod colorization;
 pub mod context;
 pub mod deepcluster;
 pub mod dino;
+pub mod dinov2;
 pub mod ijepa;
 pub mod jigsaw;
 pub mod kmeans;
@@ -40,6 +41,7 @@ pub use colorization::{Colorization, ColorizationConfig};
 pub use context::{Context, ContextConfig};
 pub use deepcluster::{DeepCluster, DeepClusterConfig};
 pub use dino::{Dino, DinoConfig, DinoHeadConfig};
+pub use dinov2::{Dinov2, Dinov2Config, IbotConfig};
 pub use ijepa::{Ijepa, IjepaConfig};
 pub use jigsaw::{Jigsaw, JigsawConfig};
 pub use mae::{Mae, MaeConfig};
@@ -69,6 +71,9 @@ pub enum MethodConfig {
     Byol(ByolConfig),
     Simsiam(SimSiamConfig),
     Dino(DinoConfig),
+    /// DINOv2's recipe (Oquab et al. 2023): DINO + iBOT + KoLeo +
+    /// Sinkhorn-Knopp centring, on a ViT.
+    Dinov2(Dinov2Config),
     BarlowTwins(BarlowTwinsMethodConfig),
     Vicreg(VicRegMethodConfig),
     Swav(SwavConfig),
@@ -93,13 +98,14 @@ impl Default for MethodConfig {
 }
 
 /// Every `[method] name` [`MethodConfig`] accepts, in its order.
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
     "simclr",
     "moco_v2",
     "moco_v3",
     "byol",
     "simsiam",
     "dino",
+    "dinov2",
     "barlow_twins",
     "vicreg",
     "swav",
@@ -135,6 +141,7 @@ impl MethodConfig {
             Self::Byol(_) => "byol",
             Self::Simsiam(_) => "simsiam",
             Self::Dino(_) => "dino",
+            Self::Dinov2(_) => "dinov2",
             Self::BarlowTwins(_) => "barlow_twins",
             Self::Vicreg(_) => "vicreg",
             Self::Swav(_) => "swav",
@@ -237,6 +244,7 @@ impl MethodConfig {
                 }
             }
             Self::Ijepa(m) => m.ema.validate(&k("ema")),
+            Self::Dinov2(m) => m.check_ranges(),
             Self::Deepcluster(m) => m.check_ranges(),
             Self::Colorization(m) => {
                 positive(&k("bin_size"), m.bin_size).and(non_negative(&k("rebalance"), m.rebalance))
@@ -257,7 +265,7 @@ impl MethodConfig {
         let name = self.name();
         model.validate()?;
         augment.validate()?;
-        let multi_crop = matches!(self, Self::Dino(_) | Self::Swav(_));
+        let multi_crop = matches!(self, Self::Dino(_) | Self::Dinov2(_) | Self::Swav(_));
         let pretext = matches!(
             self,
             Self::Rotation(_) | Self::Context(_) | Self::Jigsaw(_) | Self::Colorization(_)
@@ -271,7 +279,7 @@ impl MethodConfig {
         }
         if augment.local_crops.count > 0 && !multi_crop {
             return Err(Error::Config(format!(
-                "{name} does not use multi-crop: set augment.local_crops.count = 0 (only dino and swav use local crops)"
+                "{name} does not use multi-crop: set augment.local_crops.count = 0 (only dino, dinov2 and swav use local crops)"
             )));
         }
         if augment.local_crops.count > 0 && augment.local_crops.side_for(data.side) > data.side {
