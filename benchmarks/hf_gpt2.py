@@ -6,8 +6,22 @@ comparison on the same cores; pass the model size, vocabulary, sequence
 length, batch, learning rate and threads of selfsup's run:
 
     OMP_NUM_THREADS=2 ~/.cache/selfsup/bench-venv/bin/python benchmarks/hf_gpt2.py \
-        --layers 2 --hidden 128 --heads 2 --intermediate 512 --vocab-size 8192 \
-        --max-len 128 --batch-size 32 --steps 20 --threads 2
+        --layers 2 --hidden 128 --heads 2 --intermediate 512 --vocab-size 4096 \
+        --max-len 128 --batch-size 16 --steps 20 --threads 2
+
+or take every shape setting from a finished selfsup run (its summary.json:
+layers, hidden, heads, intermediate, vocabulary, sequence length, batch,
+learning rate, threads; its config.toml: dropout), flags given explicitly
+winning:
+
+    selfsup pretrain --config configs/text/next-token-cpu.toml --run-dir runs/gpt-cpu
+    OMP_NUM_THREADS=2 ~/.cache/selfsup/bench-venv/bin/python benchmarks/hf_gpt2.py \
+        --from-run runs/gpt-cpu --steps 100
+
+The JSON line then also carries the run's own `train_tokens_per_s` (read
+from its summary, not measured here: selfsup's whole training loop, data
+batching and the end-of-epoch validation included), so both figures come
+from the same machine only when both were run on it, one after the other.
 
 The model is transformers' `GPT2LMHeadModel` from a `GPT2Config` (pre-LN
 blocks, gelu_new, learned positions, LM head tied to the token embeddings,
@@ -28,9 +42,11 @@ tokens_per_s, steps, seconds, peak_rss_mb and final_loss, then the settings.
 """
 import argparse
 import json
+import os
 import resource
 import sys
 import time
+import tomllib
 
 import torch
 import transformers
@@ -50,22 +66,55 @@ def batch(gen, batch_size, max_len, vocab_size):
     return inputs, inputs.clone()
 
 
+def run_defaults(run_dir):
+    """The shape settings of a selfsup next-token run folder, as defaults."""
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            s = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        sys.exit(f"--from-run {run_dir}: cannot read summary.json ({e}); give the run folder "
+                 "of a finished `selfsup pretrain` of a next-token config")
+    if s.get("method") != "next_token":
+        sys.exit(f"--from-run {run_dir}: summary.json is of method {s.get('method')!r}, "
+                 "not next_token")
+    m = s["model"]
+    out = {
+        "layers": m["layers"], "hidden": m["hidden"], "heads": m["heads"],
+        "intermediate": m["intermediate"], "vocab_size": s["vocab_size"],
+        "max_len": s["max_len"], "batch_size": s["batch_size"], "lr": s["lr"],
+    }
+    if s.get("threads"):
+        out["threads"] = s["threads"]
+    try:
+        with open(os.path.join(run_dir, "config.toml"), "rb") as f:
+            out["dropout"] = tomllib.load(f).get("model", {}).get("dropout", 0.0)
+    except (OSError, tomllib.TOMLDecodeError):
+        pass
+    return out, s.get("train_tokens_per_s")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--from-run", help="a selfsup next-token run folder: its shape as the defaults")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--intermediate", type=int, default=512)
-    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--max-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=60, help="timed steps")
     p.add_argument("--warmup-steps", type=int, default=5, help="untimed steps before the timed ones")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    run_tokens_per_s = None
+    if a.from_run:
+        defaults, run_tokens_per_s = run_defaults(a.from_run)
+        p.set_defaults(**defaults)
+        a = p.parse_args()
     if a.max_len < 3 or a.vocab_size <= FIRST_ORDINARY or a.hidden % a.heads:
         sys.exit("need --max-len >= 3, --vocab-size > 5 and --hidden divisible by --heads")
 
@@ -136,6 +185,7 @@ def main():
         "threads": a.threads, "lr": a.lr, "dropout": a.dropout, "seed": a.seed,
         "parameters": n_params, "attn_implementation": model.config._attn_implementation,
         "torch": torch.__version__, "transformers": transformers.__version__,
+        "from_run": a.from_run, "selfsup_run_train_tokens_per_s": run_tokens_per_s,
     }))
 
 

@@ -1,7 +1,7 @@
 //! The dependency rule of ARCHITECTURE.md ("`selfsup-core` knows no
 //! modality"), read from the manifests: `selfsup-core` depends on no selfsup
 //! crate; each modality crate on `selfsup-core` and no other selfsup crate,
-//! except `selfsup-multimodal` (core, vision, text); `selfsup-c10d` on core
+//! except `selfsup-multimodal` (core, vision, text, audio); `selfsup-c10d` on core
 //! alone; the examples for downstream projects on one modality crate each.
 //! Only `[dependencies]` (and target-specific ones) count: tests and
 //! benchmarks may use anything.
@@ -54,15 +54,21 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 /// Every crate under crates/ and what it may depend on among selfsup
 /// crates (`None`: the binaries, which assemble everything).
-const RULES: [(&str, Option<&[&str]>); 9] = [
+const RULES: [(&str, Option<&[&str]>); 10] = [
     ("selfsup-core", Some(&[])),
     ("selfsup-vision", Some(&["selfsup-core"])),
     ("selfsup-text", Some(&["selfsup-core"])),
     ("selfsup-graph", Some(&["selfsup-core"])),
     ("selfsup-audio", Some(&["selfsup-core"])),
+    ("selfsup-video", Some(&["selfsup-core"])),
     (
         "selfsup-multimodal",
-        Some(&["selfsup-core", "selfsup-vision", "selfsup-text"]),
+        Some(&[
+            "selfsup-core",
+            "selfsup-vision",
+            "selfsup-text",
+            "selfsup-audio",
+        ]),
     ),
     ("selfsup-c10d", Some(&["selfsup-core"])),
     ("selfsup-cli", None),

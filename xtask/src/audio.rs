@@ -24,6 +24,10 @@ pub struct PretrainAudioArgs {
     /// configs/audio/<preset>.toml: cpu (default, ~10 minutes on 2 cores) or gpu.
     #[arg(long, default_value = "cpu")]
     preset: String,
+    /// wav2vec2 (default: configs/audio/<preset>.toml) or cpc
+    /// (configs/audio/cpc-<preset>.toml).
+    #[arg(long, default_value = "wav2vec2", value_parser = ["wav2vec2", "cpc"])]
+    method: String,
     /// A data root holding the preset's source folders (default:
     /// ~/.cache/selfsup/datasets, fetched as needed); a missing source folder
     /// is an error naming it.
@@ -38,7 +42,7 @@ pub struct PretrainAudioArgs {
     /// cpu, cuda or auto.
     #[arg(long)]
     device: Option<String>,
-    /// Run folder (default: runs/wav2vec2-<preset>).
+    /// Run folder (default: runs/<method>-<preset>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Continue the run in the run folder from its last checkpoint.
@@ -83,8 +87,12 @@ pub fn pretrain_audio(a: PretrainAudioArgs) -> Result<()> {
     let run_dir = a.run_dir.unwrap_or_else(|| {
         paths::workspace_root()
             .join("runs")
-            .join(format!("wav2vec2-{}", a.preset))
+            .join(format!("{}-{}", a.method, a.preset))
     });
+    let preset = match a.method.as_str() {
+        "wav2vec2" => a.preset.clone(),
+        m => format!("{m}-{}", a.preset),
+    };
     let opts = PretrainArgs {
         epochs: a.epochs,
         device: a.device,
@@ -93,7 +101,7 @@ pub fn pretrain_audio(a: PretrainAudioArgs) -> Result<()> {
         overwrite: a.overwrite,
         recordings: a.recordings.is_some(),
     };
-    pretrain(&a.preset, a.recordings.or(a.data), &run_dir, &opts).map(|_| ())
+    pretrain(&preset, a.recordings.or(a.data), &run_dir, &opts).map(|_| ())
 }
 
 /// `cargo xtask bench --audio`.

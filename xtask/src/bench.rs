@@ -422,7 +422,7 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
         format!("{e} epochs")
     });
     let mut md = format!(
-        "Fashion-MNIST, small CNN (ViT for mae / ijepa), batch 256, 20000 images, {budget}; kNN k=200 and linear probe on the 10000 test images.\n\n"
+        "Fashion-MNIST, small CNN (ViT for mae / ijepa / dinov2), batch 256, 20000 images, {budget}; kNN k=200 and linear probe on the 10000 test images.\n\n"
     );
     md += &String::from(
         "| method | kNN top-1 % | random-weights kNN % | linear top-1 % | random-weights linear % | wall s | train img/s | peak RSS MB | collapse warnings | command |\n|---|---|---|---|---|---|---|---|---|---|\n",

@@ -1,7 +1,7 @@
 //! The audio run's config file: `[run]`, `[data]`, `[model]`, `[method]`,
 //! `[trainer]`, `[eval]` (see `configs/audio/`), parsed and checked before
 //! any data is read; `--recordings` applied to it.
-use crate::methods::Wav2Vec2MethodConfig;
+use crate::methods::{CpcMethodConfig, Wav2Vec2MethodConfig};
 use crate::model::Wav2Vec2Config;
 use crate::read::DEFAULT_MAX_SECONDS;
 use crate::resample::TARGET_RATE;
@@ -141,6 +141,8 @@ pub type RunConfig = RunSettings<Crops>;
 pub enum AudioMethodConfig {
     /// wav2vec 2.0.
     Wav2vec2(Wav2Vec2MethodConfig),
+    /// Contrastive Predictive Coding (the encoder's conv layers are `[model]`'s).
+    Cpc(CpcMethodConfig),
 }
 
 impl Default for AudioMethodConfig {
@@ -151,12 +153,13 @@ impl Default for AudioMethodConfig {
 
 impl AudioMethodConfig {
     /// Every `[method] name` of the audio methods (one per variant).
-    pub const NAMES: &'static [&'static str] = &["wav2vec2"];
+    pub const NAMES: &'static [&'static str] = &["wav2vec2", "cpc"];
 
     /// This method's `[method] name`.
     pub fn name(&self) -> &'static str {
         match self {
             AudioMethodConfig::Wav2vec2(_) => "wav2vec2",
+            AudioMethodConfig::Cpc(_) => "cpc",
         }
     }
 }
@@ -189,8 +192,13 @@ impl AudioRunConfig {
         use selfsup_core::trainer::positive;
         let cfg = self;
         cfg.model.validate()?;
-        let AudioMethodConfig::Wav2vec2(method) = &cfg.method;
-        method.validate()?;
+        match &cfg.method {
+            AudioMethodConfig::Wav2vec2(method) => method.validate()?,
+            AudioMethodConfig::Cpc(method) => {
+                method.validate()?;
+                method.check_crops(&cfg.model, cfg.data.crop_seconds, cfg.run.batch_size)?;
+            }
+        }
         positive("[data] crop_seconds", cfg.data.crop_seconds)?;
         positive("[data] max_seconds", cfg.data.max_seconds)?;
         positive("[eval] max_seconds", cfg.eval.max_seconds)?;
@@ -236,7 +244,8 @@ impl AudioRunConfig {
         }
         selfsup_core::run::common_ranges(&cfg.trainer, cfg.run.threads)?;
         let crop = (cfg.data.crop_seconds * TARGET_RATE as f64) as i64;
-        if cfg.model.frames(crop) < cfg.model.mask_time_length.saturating_mul(2) {
+        let wav2vec2 = matches!(cfg.method, AudioMethodConfig::Wav2vec2(_));
+        if wav2vec2 && cfg.model.frames(crop) < cfg.model.mask_time_length.saturating_mul(2) {
             return Err(format!(
                 "[data] crop_seconds = {} gives {} latent frames, fewer than two masked spans of {}",
                 cfg.data.crop_seconds,

@@ -125,7 +125,13 @@ impl AudioEmbedder {
         let meta = selfsup_core::checkpoint::read_meta(path)?;
         let cfg = AudioRunConfig::from_toml(&meta.config, path)?;
         check_size(&cfg.model).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-        let AudioMethodConfig::Wav2vec2(m) = &cfg.method;
+        let AudioMethodConfig::Wav2vec2(m) = &cfg.method else {
+            return Err(Error::Config(format!(
+                "{}: a {} checkpoint; embedding audio files is implemented for wav2vec2 checkpoints",
+                path.display(),
+                cfg.method.name()
+            )));
+        };
         let method = Wav2Vec2Method::new(&cfg.model, m, 0, device);
         selfsup_core::checkpoint::restore_model(path, method.var_store(), method.name())?;
         Ok(Self { method, device })

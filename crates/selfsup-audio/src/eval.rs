@@ -188,8 +188,11 @@ pub struct ProbeRow {
     pub unseen_label_clips: usize,
     /// Validation clips whose label no other training speaker has (left out).
     pub validation_unseen_label_clips: usize,
-    /// Layers: the feature encoder (conv) output, the transformer's input
-    /// (after the positional conv), then each transformer layer.
+    /// The name of each layer of `pretrained` and `random_weights`
+    /// (wav2vec 2.0: the feature encoder (conv) output, the transformer's
+    /// input, then each transformer layer; CPC: the encoder's `z`, the
+    /// GRU context `c`).
+    pub layers: Vec<String>,
     pub pretrained: LayerChoice,
     pub random_weights: LayerChoice,
     /// The log-mel filterbank summary (one "layer").
@@ -201,6 +204,26 @@ pub struct ProbeRow {
     pub validation_majority: f64,
 }
 
+/// A frozen encoder as the probes read it: mean-pooled features per layer
+/// of `[B, L]` waveforms (wav2vec 2.0, CPC).
+pub trait PooledLayers {
+    /// `[B, D_layer]` per layer, no gradient.
+    fn pooled_layers(&self, wave: &Tensor, lengths: &Tensor) -> Vec<Tensor>;
+    /// The name of each of those layers, as the report prints it.
+    fn layer_names(&self) -> Vec<String>;
+}
+
+impl PooledLayers for Wav2Vec2Method {
+    fn pooled_layers(&self, wave: &Tensor, lengths: &Tensor) -> Vec<Tensor> {
+        Wav2Vec2Method::pooled_layers(self, wave, lengths)
+    }
+
+    fn layer_names(&self) -> Vec<String> {
+        let n = self.model.cfg.num_hidden_layers.max(0) as usize + 2;
+        (0..n).map(crate::report::layer_name).collect()
+    }
+}
+
 /// Whole clips, normalised, capped at `max_samples`.
 fn prepared(clip: &Clip, max_samples: usize) -> Vec<f32> {
     let mut x = clip.samples[..clip.samples.len().min(max_samples)].to_vec();
@@ -210,7 +233,7 @@ fn prepared(clip: &Clip, max_samples: usize) -> Vec<f32> {
 
 /// Per-layer pooled features `[N, H]` of `clips`, one clip at a time (no
 /// padding, as transformers advises for group-norm models).
-fn layer_features(method: &Wav2Vec2Method, clips: &[Vec<f32>], device: Device) -> Vec<Tensor> {
+fn layer_features(method: &dyn PooledLayers, clips: &[Vec<f32>], device: Device) -> Vec<Tensor> {
     let mut per_layer: Vec<Vec<Tensor>> = Vec::new();
     for c in clips {
         let (wave, lengths) = collate(std::slice::from_ref(c));
@@ -407,8 +430,8 @@ pub fn plan(task: &ProbeTask, split: &ValidationSplit) -> Result<ProbePlan> {
 /// the test speakers.
 pub fn probe(
     task: &ProbeTask,
-    trained: &Wav2Vec2Method,
-    random: &Wav2Vec2Method,
+    trained: &dyn PooledLayers,
+    random: &dyn PooledLayers,
     cfg: &LinearProbeConfig,
     split: &ValidationSplit,
     max_samples: usize,
@@ -427,7 +450,7 @@ pub fn probe(
         .filter_map(|&i| task.test.get(i))
         .map(|c| prepared(c, max_samples))
         .collect();
-    let per_layer = |m: &Wav2Vec2Method| -> Result<LayerChoice> {
+    let per_layer = |m: &dyn PooledLayers| -> Result<LayerChoice> {
         choose_layer(
             &layer_features(m, &xtr, device),
             &layer_features(m, &xte, device),
@@ -452,6 +475,7 @@ pub fn probe(
         test_clips: plan.test.len(),
         unseen_label_clips: task.test.len() - plan.test.len(),
         validation_unseen_label_clips: plan.validation_unseen,
+        layers: trained.layer_names(),
         pretrained,
         random_weights,
         logmel,

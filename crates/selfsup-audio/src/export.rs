@@ -5,7 +5,7 @@
 //! normalisation). `Wav2Vec2ForPreTraining.from_pretrained(dir)` loads it
 //! with no missing or unexpected keys, and `Wav2Vec2Model` loads the
 //! `wav2vec2.` part (checked by `benchmarks/check_hf_wav2vec2_export.py`).
-use crate::methods::Wav2Vec2Method;
+use crate::methods::{CpcMethod, Wav2Vec2Method};
 use selfsup_core::method::Method;
 use selfsup_core::tensor_io;
 use selfsup_core::{Error, Result};
@@ -35,9 +35,29 @@ pub fn export_wav2vec2(method: &Wav2Vec2Method, dir: &Path) -> Result<()> {
     )
 }
 
+/// Writes a CPC network into `dir`: `model.safetensors` (the var store,
+/// PyTorch's names for the same modules), `config.json` ([`crate::model::CpcArch`]
+/// with `model_type = "cpc"`) and the same `preprocessor_config.json`
+/// (16 kHz, zero mean and unit variance per clip). `benchmarks/cpc_reference.py`
+/// loads it strictly into a PyTorch module.
+pub fn export_cpc(method: &CpcMethod, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    tensor_io::save_pytorch_weights(&dir.join("model.safetensors"), method.var_store(), |_| true)?;
+    write_json(&dir.join("config.json"), &method.model.arch.config_json())?;
+    write_json(
+        &dir.join("preprocessor_config.json"),
+        &serde_json::json!({
+            "feature_size": 1,
+            "sampling_rate": 16000,
+            "padding_value": 0.0,
+            "do_normalize": true
+        }),
+    )
+}
+
 /// Loads an export's `model.safetensors` into `method` (same architecture);
 /// a missing or misshapen tensor is an error naming it.
-pub fn load_export(method: &mut Wav2Vec2Method, dir: &Path) -> Result<()> {
+pub fn load_export<M: Method>(method: &mut M, dir: &Path) -> Result<()> {
     let path = dir.join("model.safetensors");
     let loaded = tensor_io::load(&path)?;
     let vars = method.var_store().variables();

@@ -12,9 +12,11 @@ pub use crate::config::{
     RunConfig,
 };
 use crate::dataset::{labelled_files, load_clips, unlabelled_files, Clip, LoadReport};
+use crate::eval::PooledLayers;
 use crate::eval::{probe, AudioEpochEval, ProbeRow, ProbeTask, ValidationSplit};
-use crate::export::export_wav2vec2;
-use crate::methods::Wav2Vec2Method;
+use crate::export::{export_cpc, export_wav2vec2};
+use crate::methods::cpc::keep_predictable;
+use crate::methods::{CpcEpochEval, CpcMethod, Wav2Vec2Method};
 use crate::read::ReadLimits;
 use crate::resample::TARGET_RATE;
 use rand::seq::SliceRandom;
@@ -24,6 +26,7 @@ use selfsup_core::device::describe;
 use selfsup_core::method::Method;
 pub use selfsup_core::run::RunOptions;
 use selfsup_core::run::{seed_random_weights, seed_weights, trainable_parameters, Run};
+use selfsup_core::trainer::TrainSummary;
 use selfsup_core::{Error, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -201,16 +204,20 @@ pub(crate) fn probe_task(
 /// clips are read under `root`, what was read and skipped added to `report`.
 pub(crate) fn linear_probes(
     cfg: &AudioRunConfig,
-    method: &Wav2Vec2Method,
+    method: &dyn PooledLayers,
     root: &Path,
     device: Device,
     report: &mut LoadReport,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<ProbeRow>> {
-    let AudioMethodConfig::Wav2vec2(method_cfg) = &cfg.method;
     let seed = cfg.trainer.seed;
     seed_random_weights(seed);
-    let random = Wav2Vec2Method::new(&cfg.model, method_cfg, seed, device);
+    let random: Box<dyn PooledLayers> = match &cfg.method {
+        AudioMethodConfig::Wav2vec2(m) => {
+            Box::new(Wav2Vec2Method::new(&cfg.model, m, seed, device))
+        }
+        AudioMethodConfig::Cpc(m) => Box::new(CpcMethod::new(&m.arch(&cfg.model), device)),
+    };
     let max_samples = (cfg.eval.max_seconds * TARGET_RATE as f64) as usize;
     let split = ValidationSplit {
         fraction: cfg.eval.validation_fraction,
@@ -223,7 +230,7 @@ pub(crate) fn linear_probes(
         probes.push(probe(
             &task,
             method,
-            &random,
+            &*random,
             &cfg.eval.probe,
             &split,
             max_samples,
@@ -231,6 +238,154 @@ pub(crate) fn linear_probes(
         )?);
     }
     Ok(probes)
+}
+
+/// What one method's training hands to the run: the data, the run and
+/// where the export goes.
+struct Training<'r, 'a> {
+    cfg: &'r AudioRunConfig,
+    run: &'r mut Run<'a>,
+    batches: &'r CropBatches,
+    /// Held-out clips of the per-epoch monitors.
+    monitor: Vec<Vec<f32>>,
+    crop: usize,
+    root: &'r Path,
+    report: &'r mut LoadReport,
+    export_dir: &'r Path,
+}
+
+/// What a method's training produced, for the summary.
+struct Trained {
+    parameters: i64,
+    summary: TrainSummary,
+    warnings: Vec<String>,
+    codebook_perplexity: Vec<f64>,
+    codebook_entries: i64,
+    probes: Vec<ProbeRow>,
+}
+
+impl Training<'_, '_> {
+    /// The probes of `method` (none without `[[eval.tasks]]`), then its export.
+    fn probes(&mut self, method: &dyn PooledLayers) -> Result<Vec<ProbeRow>> {
+        if self.cfg.eval.tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run = &mut *self.run;
+        linear_probes(
+            self.cfg,
+            method,
+            self.root,
+            run.device,
+            self.report,
+            &mut |l: &str| run.log(l),
+        )
+    }
+}
+
+/// wav2vec 2.0: trainer, codebook and plateau warnings, probes, export.
+fn train_wav2vec2(
+    t: &mut Training<'_, '_>,
+    method_cfg: &crate::methods::Wav2Vec2MethodConfig,
+) -> Result<Trained> {
+    let (cfg, device, seed) = (t.cfg, t.run.device, t.cfg.trainer.seed);
+    seed_weights(seed);
+    let mut method = Wav2Vec2Method::new(&cfg.model, method_cfg, seed, device);
+    let parameters = trainable_parameters(method.var_store());
+    let mut evaluator = AudioEpochEval {
+        clips: std::mem::take(&mut t.monitor),
+        crop: t.crop,
+        batch: cfg.run.batch_size,
+        device,
+        perplexity_history: Vec::new(),
+    };
+    let trainer = t.run.trainer(cfg.trainer.clone());
+    t.run.log(&format!(
+        "training wav2vec2: {} conv layers, {} transformer layers, hidden {}, {}x{} codebook, {:.2} M parameters, on {}",
+        cfg.model.conv_dim.len(),
+        cfg.model.num_hidden_layers,
+        cfg.model.hidden_size,
+        cfg.model.num_codevector_groups,
+        cfg.model.num_codevectors_per_group,
+        parameters as f64 / 1e6,
+        describe(device)
+    ));
+    let summary = trainer.fit(
+        &mut method,
+        t.batches,
+        &mut evaluator,
+        &mut *t.run.observer,
+        t.run.resume,
+    )?;
+    let epoch_losses: Vec<f64> = summary.epochs.iter().map(|e| e.mean_loss).collect();
+    let mut warnings = summary.warnings.clone();
+    warnings.extend(codebook_and_loss_warnings(
+        &evaluator.perplexity_history,
+        &epoch_losses,
+    ));
+    let probes = t.probes(&method)?;
+    export_wav2vec2(&method, t.export_dir)?;
+    Ok(Trained {
+        parameters,
+        summary,
+        warnings,
+        codebook_perplexity: evaluator
+            .perplexity_history
+            .last()
+            .cloned()
+            .unwrap_or_default(),
+        codebook_entries: cfg.model.num_codevectors_per_group,
+        probes,
+    })
+}
+
+/// CPC: trainer, plateau warning, probes (encoder `z` and context `c`),
+/// export.
+fn train_cpc(
+    t: &mut Training<'_, '_>,
+    method_cfg: &crate::methods::CpcMethodConfig,
+) -> Result<Trained> {
+    let (cfg, device) = (t.cfg, t.run.device);
+    let arch = method_cfg.arch(&cfg.model);
+    seed_weights(cfg.trainer.seed);
+    let mut method = CpcMethod::new(&arch, device);
+    let parameters = trainable_parameters(method.var_store());
+    let mut evaluator = CpcEpochEval {
+        clips: std::mem::take(&mut t.monitor),
+        crop: t.crop,
+        batch: cfg.run.batch_size,
+        device,
+    };
+    let trainer = t.run.trainer(cfg.trainer.clone());
+    t.run.log(&format!(
+        "training cpc: {} conv layers ({} channels out), {}-layer GRU context of {}, {} prediction steps, {:.2} M parameters, on {}",
+        arch.conv_dim.len(),
+        arch.latent_dim(),
+        arch.context_layers,
+        arch.context_dim,
+        arch.prediction_steps,
+        parameters as f64 / 1e6,
+        describe(device)
+    ));
+    let summary = trainer.fit(
+        &mut method,
+        t.batches,
+        &mut evaluator,
+        &mut *t.run.observer,
+        t.run.resume,
+    )?;
+    let epoch_losses: Vec<f64> = summary.epochs.iter().map(|e| e.mean_loss).collect();
+    let mut warnings = summary.warnings.clone();
+    warnings.extend(codebook_and_loss_warnings(&[], &epoch_losses));
+    let probes = t.probes(&method)?;
+    export_cpc(&method, t.export_dir)?;
+    Ok(Trained {
+        parameters,
+        summary,
+        warnings,
+        codebook_perplexity: Vec::new(),
+        codebook_entries: 0,
+        probes,
+    })
 }
 
 /// Pre-trains, evaluates and exports as `cfg` says; writes `config.toml`
@@ -257,7 +412,6 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
         opts,
     )?;
     let device = run.device;
-    let AudioMethodConfig::Wav2vec2(method_cfg) = &cfg.method;
     let seed = cfg.trainer.seed;
     let limits = ReadLimits {
         max_seconds: cfg.data.max_seconds,
@@ -289,6 +443,12 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
         held_out_clips
     ));
     let (clips, mut report) = load_clips(&files, cfg.data.skip_bad, &limits)?;
+    let clips = match &cfg.method {
+        AudioMethodConfig::Wav2vec2(_) => clips,
+        AudioMethodConfig::Cpc(m) => {
+            keep_predictable(clips, &m.arch(&cfg.model), cfg.data.skip_bad, &mut report)?
+        }
+    };
     let mut order: Vec<usize> = (0..clips.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xA0D10));
     let n_monitor = cfg.data.monitor_clips.min(clips.len() / 10);
@@ -339,58 +499,38 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
         / TARGET_RATE as f64;
     let batches = CropBatches::new(Arc::new(train), crop, cfg.run.batch_size, seed);
     let train_clips = batches.len();
-    seed_weights(seed);
-    let mut method = Wav2Vec2Method::new(&cfg.model, method_cfg, seed, device);
-    let parameters = trainable_parameters(method.var_store());
-    let mut evaluator = AudioEpochEval {
-        clips: monitor,
-        crop,
-        batch: cfg.run.batch_size,
-        device,
-        perplexity_history: Vec::new(),
-    };
-    let trainer = run.trainer(cfg.trainer.clone());
-    run.log(&format!(
-        "training wav2vec2: {} conv layers, {} transformer layers, hidden {}, {}x{} codebook, {:.2} M parameters, on {}",
-        cfg.model.conv_dim.len(),
-        cfg.model.num_hidden_layers,
-        cfg.model.hidden_size,
-        cfg.model.num_codevector_groups,
-        cfg.model.num_codevectors_per_group,
-        parameters as f64 / 1e6,
-        describe(device)
-    ));
     let load_seconds = t_load.elapsed().as_secs_f64();
-    let summary = trainer.fit(
-        &mut method,
-        &batches,
-        &mut evaluator,
-        &mut *run.observer,
-        run.resume,
-    )?;
-    let epoch_losses: Vec<f64> = summary.epochs.iter().map(|e| e.mean_loss).collect();
-    let mut warnings = summary.warnings.clone();
-    warnings.extend(codebook_and_loss_warnings(
-        &evaluator.perplexity_history,
-        &epoch_losses,
-    ));
-
-    let probes = if cfg.eval.tasks.is_empty() {
-        Vec::new()
-    } else {
-        linear_probes(cfg, &method, &root, device, &mut report, &mut |l: &str| {
-            run.log(l)
-        })?
-    };
     let export_dir = run.run_dir.join("export");
-    export_wav2vec2(&method, &export_dir)?;
+    let monitor_clips = monitor.len();
+    let mut training = Training {
+        cfg,
+        run: &mut run,
+        batches: &batches,
+        monitor,
+        crop,
+        root: &root,
+        report: &mut report,
+        export_dir: &export_dir,
+    };
+    let trained = match &cfg.method {
+        AudioMethodConfig::Wav2vec2(m) => train_wav2vec2(&mut training, m)?,
+        AudioMethodConfig::Cpc(m) => train_cpc(&mut training, m)?,
+    };
+    let Trained {
+        parameters,
+        summary,
+        warnings,
+        codebook_perplexity,
+        codebook_entries,
+        probes,
+    } = trained;
     let out = AudioRunSummary {
         method: cfg.method.name().into(),
         device: describe(device),
         threads: cfg.run.threads,
         data: report,
         train_clips,
-        monitor_clips: evaluator.clips.len(),
+        monitor_clips,
         held_out_clips,
         crop_seconds: cfg.data.crop_seconds,
         batch_size: cfg.run.batch_size,
@@ -403,12 +543,8 @@ pub fn pretrain(cfg: &AudioRunConfig, opts: RunOptions) -> Result<AudioRunSummar
         mean_crop_seconds,
         audio_seconds_per_s: summary.samples_per_s * mean_crop_seconds,
         wall_seconds: run.seconds(),
-        codebook_perplexity: evaluator
-            .perplexity_history
-            .last()
-            .cloned()
-            .unwrap_or_default(),
-        codebook_entries: cfg.model.num_codevectors_per_group,
+        codebook_perplexity,
+        codebook_entries,
         probes,
         warnings,
         export_dir,

@@ -45,11 +45,13 @@ pub fn summary_lines(s: &AudioRunSummary, peak_rss_mb: Option<f64>) -> Vec<Strin
         .iter()
         .map(|p| format!("{p:.1}"))
         .collect();
-    out.push(format!(
-        "  codebook perplexity (monitor clips, hard choices): [{}] of {} entries per codebook",
-        ppl.join(", "),
-        s.codebook_entries
-    ));
+    if !ppl.is_empty() {
+        out.push(format!(
+            "  codebook perplexity (monitor clips, hard choices): [{}] of {} entries per codebook",
+            ppl.join(", "),
+            s.codebook_entries
+        ));
+    }
     for p in &s.probes {
         out.extend(probe_lines(p));
     }
@@ -62,10 +64,12 @@ pub fn summary_lines(s: &AudioRunSummary, peak_rss_mb: Option<f64>) -> Vec<Strin
         ));
         out.extend(s.warnings.iter().map(|w| format!("    - {w}")));
     }
-    out.push(format!(
-        "  exported (transformers Wav2Vec2ForPreTraining): {}",
-        s.export_dir.display()
-    ));
+    let layout = if s.method == "cpc" {
+        "CPC: model.safetensors + config.json, benchmarks/cpc_reference.py loads it"
+    } else {
+        "transformers Wav2Vec2ForPreTraining"
+    };
+    out.push(format!("  exported ({layout}): {}", s.export_dir.display()));
     out
 }
 
@@ -101,6 +105,7 @@ pub fn probe_lines(p: &ProbeRow) -> Vec<String> {
         "    validation accuracy      pre-trained  random weights".into(),
     ];
     let mark = |c: &crate::eval::LayerChoice, i: usize| if c.chosen_layer == i { "*" } else { " " };
+    let name = |i: usize| p.layers.get(i).cloned().unwrap_or_else(|| layer_name(i));
     for (i, (a, b)) in p
         .pretrained
         .validation
@@ -110,7 +115,7 @@ pub fn probe_lines(p: &ProbeRow) -> Vec<String> {
     {
         out.push(format!(
             "    {:<24} {:>10}{}  {:>13}{}",
-            layer_name(i),
+            name(i),
             pct(*a),
             mark(&p.pretrained, i),
             pct(*b),
@@ -128,9 +133,9 @@ pub fn probe_lines(p: &ProbeRow) -> Vec<String> {
         "    test accuracy (layer * chosen on validation, read once): pre-trained {} ({}), random \
          weights {} ({}), log-mel {}",
         pct(p.pretrained.test),
-        layer_name(p.pretrained.chosen_layer),
+        name(p.pretrained.chosen_layer),
         pct(p.random_weights.test),
-        layer_name(p.random_weights.chosen_layer),
+        name(p.random_weights.chosen_layer),
         pct(p.logmel.test)
     ));
     out

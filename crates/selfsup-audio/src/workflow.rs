@@ -5,8 +5,9 @@
 use crate::config::{AudioMethodConfig, AudioRunConfig};
 use crate::dataset::LoadReport;
 use crate::embed::check_size;
-use crate::export::export_wav2vec2;
-use crate::methods::Wav2Vec2Method;
+use crate::eval::PooledLayers;
+use crate::export::{export_cpc, export_wav2vec2};
+use crate::methods::{CpcMethod, Wav2Vec2Method};
 use crate::pretrain::{check_folders, linear_probes, pretrain, AudioRunSummary};
 use crate::report::{probe_lines, summary_lines};
 use selfsup_core::checkpoint;
@@ -80,12 +81,27 @@ impl Modality for AudioModality {
             .map_or_else(default_data_root, Path::to_path_buf);
         check_folders(&cfg, &root, false)?;
         let device = request.device.resolve()?;
-        let method = restore(request.checkpoint, &cfg, device)?;
+        let restored = restore(request.checkpoint, &cfg, device)?;
         if request.protocol == crate::finetune::FINETUNE {
-            return crate::finetune::report(request.checkpoint, &cfg, &method, &root, device);
+            let Restored::Wav2vec2(method) = &restored else {
+                return Err(Error::Config(format!(
+                    "eval {}: {} is a cpc checkpoint; fine-tuning is implemented for wav2vec2 \
+                     only (use eval linear)",
+                    request.protocol,
+                    request.checkpoint.display()
+                )));
+            };
+            return crate::finetune::report(request.checkpoint, &cfg, method, &root, device);
         }
         let mut report = LoadReport::default();
-        let rows = linear_probes(&cfg, &method, &root, device, &mut report, &mut |_: &str| {})?;
+        let rows = linear_probes(
+            &cfg,
+            restored.probed(),
+            &root,
+            device,
+            &mut report,
+            &mut |_: &str| {},
+        )?;
         let mut out: Vec<String> = rows.iter().flat_map(probe_lines).collect();
         if report.skipped > 0 {
             out.push(format!(
@@ -98,23 +114,58 @@ impl Modality for AudioModality {
 
     fn export(&self, checkpoint: &Path, config_toml: &str, out: &Path) -> Result<String> {
         let cfg = AudioRunConfig::from_toml(config_toml, checkpoint)?;
-        let method = restore(checkpoint, &cfg, Device::Cpu)?;
-        export_wav2vec2(&method, out)?;
-        Ok(format!(
-            "exported Wav2Vec2ForPreTraining (transformers layout) to {}",
-            out.display()
-        ))
+        match restore(checkpoint, &cfg, Device::Cpu)? {
+            Restored::Wav2vec2(method) => {
+                export_wav2vec2(&method, out)?;
+                Ok(format!(
+                    "exported Wav2Vec2ForPreTraining (transformers layout) to {}",
+                    out.display()
+                ))
+            }
+            Restored::Cpc(method) => {
+                export_cpc(&method, out)?;
+                Ok(format!(
+                    "exported CPC (model.safetensors + config.json; benchmarks/cpc_reference.py \
+                     loads it in PyTorch) to {}",
+                    out.display()
+                ))
+            }
+        }
     }
 }
 
-/// The checkpoint's wav2vec 2.0 (its size bounded before allocation).
-fn restore(path: &Path, cfg: &AudioRunConfig, device: Device) -> Result<Wav2Vec2Method> {
+/// A checkpoint's network, by method.
+enum Restored {
+    Wav2vec2(Box<Wav2Vec2Method>),
+    Cpc(Box<CpcMethod>),
+}
+
+impl Restored {
+    /// The network as the probes read it.
+    fn probed(&self) -> &dyn PooledLayers {
+        match self {
+            Restored::Wav2vec2(m) => m.as_ref(),
+            Restored::Cpc(m) => m.as_ref(),
+        }
+    }
+}
+
+/// The checkpoint's network (its size bounded before allocation).
+fn restore(path: &Path, cfg: &AudioRunConfig, device: Device) -> Result<Restored> {
     check_size(&cfg.model).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-    let AudioMethodConfig::Wav2vec2(m) = &cfg.method;
     seed_weights(cfg.trainer.seed);
-    let method = Wav2Vec2Method::new(&cfg.model, m, cfg.trainer.seed, device);
-    checkpoint::restore_model(path, method.var_store(), method.name())?;
-    Ok(method)
+    match &cfg.method {
+        AudioMethodConfig::Wav2vec2(m) => {
+            let method = Wav2Vec2Method::new(&cfg.model, m, cfg.trainer.seed, device);
+            checkpoint::restore_model(path, method.var_store(), method.name())?;
+            Ok(Restored::Wav2vec2(Box::new(method)))
+        }
+        AudioMethodConfig::Cpc(m) => {
+            let method = CpcMethod::new(&m.arch(&cfg.model), device);
+            checkpoint::restore_model(path, method.var_store(), method.name())?;
+            Ok(Restored::Cpc(Box::new(method)))
+        }
+    }
 }
 
 impl Plan for AudioPlan {

@@ -124,7 +124,7 @@ fn summary(run: &Path) -> serde_json::Value {
 #[test]
 fn pretrain_writes_the_run_folder_and_the_checkpoint_evaluates_to_the_same_probes() {
     let m = selfsup_audio::MODALITY;
-    assert_eq!((m.name(), m.methods()), ("audio", &["wav2vec2"][..]));
+    assert_eq!((m.name(), m.methods()), ("audio", &["wav2vec2", "cpc"][..]));
     assert_eq!(m.evaluations(), &["linear", "finetune"]);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");

@@ -7,6 +7,7 @@
 //! selfsup export --checkpoint runs/simclr-cpu/checkpoint.safetensors --out DIR
 //! selfsup pretrain --config configs/multimodal/clip-cpu.toml --data ~/.cache/selfsup/datasets
 //! selfsup embed --checkpoint runs/clip-cpu/export --images DIR --out images.jsonl
+//! selfsup generate runs/next-token-cpu --prompt "the president said that" --top-k 1
 //! ```
 //!
 //! The binary knows no method: every modality crate registers itself
@@ -15,6 +16,7 @@
 mod config_file;
 mod distributed;
 mod embed;
+mod generate;
 mod pretrain;
 mod progress;
 
@@ -176,16 +178,44 @@ enum Cmd {
         #[arg(long)]
         image_size: Option<usize>,
     },
+    /// Continue a prompt with a next-token (GPT-2) run: greedy (--top-k 1
+    /// or --temperature 0) or seeded top-k sampling; the prompt and its
+    /// continuation are printed on one line.
+    Generate {
+        /// A next-token run folder (the --run-dir of `selfsup pretrain`) or
+        /// its checkpoint.safetensors.
+        run: PathBuf,
+        /// The text to continue.
+        #[arg(long)]
+        prompt: String,
+        /// The most tokens to add (1 to 4096); generation stops earlier where
+        /// the model ends the document.
+        #[arg(long, default_value_t = 50)]
+        max_new_tokens: usize,
+        /// Draw from the k most likely tokens (1 = greedy).
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        /// Softmax temperature of the draw (0 = greedy).
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+        /// Seed of the draw: the same seed gives the same text.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 /// Every modality, in the order errors list them. A new modality is one
 /// line here; a new method of a modality is no line here.
-pub const REGISTRY: [&dyn Modality; 5] = [
+pub const REGISTRY: [&dyn Modality; 6] = [
     selfsup_vision::MODALITY,
     selfsup_text::MODALITY,
     selfsup_graph::MODALITY,
     selfsup_audio::MODALITY,
     selfsup_multimodal::MODALITY,
+    selfsup_video::MODALITY,
 ];
 
 /// The modality that owns a `[method] name`.
@@ -388,6 +418,23 @@ fn run(cli: Cli) -> Result<()> {
             device,
             batch_size,
             image_size,
+        }),
+        Cmd::Generate {
+            run,
+            prompt,
+            max_new_tokens,
+            top_k,
+            temperature,
+            seed,
+            device,
+        } => generate::run(generate::Args {
+            run,
+            prompt,
+            max_new_tokens,
+            top_k,
+            temperature,
+            seed,
+            device,
         }),
     }
 }

@@ -33,7 +33,20 @@ const EXPECTED: &[(&str, f64, &str)] = &[
         "GPT-3 Small's AdamW peak 6e-4 (Brown et al. 2020)",
     ),
     ("multimodal/clip-gpu.toml", 5e-4, "CLIP's AdamW peak 5e-4"),
+    (
+        "multimodal/speech-text-gpu.toml",
+        5e-4,
+        "CLIP's AdamW peak 5e-4 (1e-3 x 128/256)",
+    ),
+    // Not a paper's figure: selfsup-video's own AdamW 2e-3 per 256 clips
+    // (V-JEPA's ViT-L recipe does not transfer to a 64-clip batch).
+    ("video/vjepa-gpu.toml", 5e-4, "AdamW 2e-3 x 64/256"),
     ("audio/gpu.toml", 5e-4, "wav2vec 2.0 BASE's peak 5e-4"),
+    (
+        "audio/cpc-gpu.toml",
+        2e-4,
+        "CPC's Adam 2e-4 (van den Oord et al. 2018)",
+    ),
     // Graph runs take full-graph steps and give the step's learning rate
     // (not scaled by a batch): Kipf & Welling 2016's Adam 0.01 for GAE.
     (
@@ -49,7 +62,7 @@ fn configs() -> PathBuf {
 
 fn gpu_presets() -> Vec<String> {
     let mut out = Vec::new();
-    for sub in ["vision", "text", "multimodal", "audio", "graph"] {
+    for sub in ["vision", "text", "multimodal", "audio", "graph", "video"] {
         let Ok(dir) = std::fs::read_dir(configs().join(sub)) else {
             continue;
         };

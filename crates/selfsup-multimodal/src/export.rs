@@ -86,7 +86,7 @@ pub fn export_clip(clip: &Clip, tok: &TextTokenizer, meta: &ExportMeta, dir: &Pa
             "selfsup_encoder": meta.vision,
             "in_channels": 3,
             "image_size": meta.image_size,
-            "out_dim": clip.model.image.out_dim(),
+            "out_dim": clip.model.tower.out_dim(),
             "normalize": meta.normalize,
             "preprocess": "RGB (alpha over white), resized to image_size x image_size (bilinear), /255, normalised per channel",
         },

@@ -8,6 +8,7 @@
 //! - [`registry`]: the registry datasets as pairs (emoji, captioned Fashion-MNIST)
 //! - [`held_out`]: Fashion-MNIST classes held out of training, for zero-shot
 //! - [`captions`]: captions -> `[CLS] ... [SEP]` token rows and padded batches
+//! - [`tower`]: the trait any two towers pair through (image or audio with text)
 //! - [`model`]: the two towers, projections and logit scale
 //! - [`method`]: CLIP on the core `Method` trait
 //! - [`loader`]: augmented image + caption batches as a resumable `BatchSource`
@@ -17,6 +18,9 @@
 //! - [`config`]: the run config (one TOML file); [`data`]: its sources as
 //!   training pairs and evaluation sets
 //! - [`pretrain`]: the workflow, on core's `Run`
+//! - [`speech_pairs`], [`speech_batches`], [`speech_eval`], [`speech`]:
+//!   speech-text CLIP (an audio tower from `selfsup-audio`) on KLettres /
+//!   KTuberling, evaluated on held-out speakers
 //! - [`workflow`]: the modality's entry for the `selfsup` binary
 pub mod captions;
 pub mod config;
@@ -33,6 +37,11 @@ pub mod model;
 pub mod pairs;
 pub mod pretrain;
 pub mod registry;
+pub mod speech;
+pub mod speech_batches;
+pub mod speech_eval;
+pub mod speech_pairs;
+pub mod tower;
 pub mod workflow;
 
 pub use error::{PairError, PairResult};

@@ -3,7 +3,8 @@
 //! modality's embedding (`TargetKind::OtherView`), the loss core's symmetric
 //! cross-modal InfoNCE with a learnable logit scale, clamped after every step
 //! in `after_step`.
-use crate::model::{ClipModel, ClipModelConfig, ScaleSpec};
+use crate::model::{ClipModel, ClipModelConfig, ImageTower, ScaleSpec, TextTower};
+use crate::tower::Tower;
 use selfsup_core::loss::{InfoNce, InfoNceConfig};
 use selfsup_core::method::{Batch, LossOut, Method, StepCtx};
 use selfsup_core::target::TargetKind;
@@ -59,11 +60,51 @@ impl ClipMethodConfig {
     }
 }
 
-/// CLIP: the dual encoder in its own var store.
-pub struct Clip {
+/// CLIP: the dual encoder in its own var store, over any two [`Tower`]s
+/// (image-text by default; speech-text in [`crate::speech`]).
+pub struct Clip<A: Tower = ImageTower, B: Tower = TextTower> {
     vs: nn::VarStore,
-    pub model: ClipModel,
+    pub model: ClipModel<A, B>,
     loss: InfoNce,
+}
+
+impl<A: Tower, B: Tower> Clip<A, B> {
+    /// CLIP around the towers `build` makes under the var store's root (on
+    /// `device`), with `embed_dim`-wide projections and `method`'s scale.
+    pub fn with_towers(
+        device: Device,
+        method: &ClipConfig,
+        embed_dim: i64,
+        build: impl FnOnce(&nn::Path) -> Result<(A, B)>,
+    ) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let (a, b) = build(&vs.root())?;
+        let model = ClipModel::with_towers(&vs.root(), a, b, embed_dim, scale_spec(method))?;
+        Ok(Self {
+            vs,
+            model,
+            loss: InfoNce::new(InfoNceConfig::default()),
+        })
+    }
+
+    /// The var store, mutably (loading weights).
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// The symmetric loss of first-tower and text embeddings of one batch.
+    pub fn loss(&self, image: &Tensor, text: &Tensor, ctx: &StepCtx) -> Tensor {
+        self.loss
+            .cross_modal(image, text, &self.model.log_scale(), ctx.comm)
+    }
+}
+
+fn scale_spec(method: &ClipConfig) -> ScaleSpec {
+    ScaleSpec {
+        init_temperature: method.init_temperature,
+        max_logit_scale: method.max_logit_scale,
+        learn: method.learn_temperature,
+    }
 }
 
 impl Clip {
@@ -76,12 +117,13 @@ impl Clip {
         device: Device,
     ) -> Result<Self> {
         let mut vs = nn::VarStore::new(device);
-        let spec = ScaleSpec {
-            init_temperature: method.init_temperature,
-            max_logit_scale: method.max_logit_scale,
-            learn: method.learn_temperature,
-        };
-        let m = ClipModel::new(&vs.root(), &model.vision, text, model.embed_dim, spec)?;
+        let m = ClipModel::new(
+            &vs.root(),
+            &model.vision,
+            text,
+            model.embed_dim,
+            scale_spec(method),
+        )?;
         if let Some(init) = &model.vision_init {
             crate::model::image_tower::load_pretrained(&mut vs, init)?;
         }
@@ -92,20 +134,9 @@ impl Clip {
             loss: InfoNce::new(InfoNceConfig::default()),
         })
     }
-
-    /// The var store, mutably (loading weights).
-    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-
-    /// The symmetric loss of image and text embeddings of one batch.
-    pub fn loss(&self, image: &Tensor, text: &Tensor, ctx: &StepCtx) -> Tensor {
-        self.loss
-            .cross_modal(image, text, &self.model.log_scale(), ctx.comm)
-    }
 }
 
-impl Method for Clip {
+impl<A: Tower, B: Tower> Method for Clip<A, B> {
     fn name(&self) -> &'static str {
         "clip"
     }
@@ -119,16 +150,19 @@ impl Method for Clip {
     }
 
     fn step(&mut self, batch: &Batch, ctx: &StepCtx) -> Result<LossOut> {
-        if batch.views.len() != 3 {
+        if batch.views.len() != A::INPUTS + B::INPUTS {
             return Err(Error::Config(format!(
-                "clip expects (images, caption ids, attention) batches, got {} tensors",
+                "clip expects batches of {} tensors ({} for the first tower, then {} for the \
+                 text: caption ids, attention), got {}",
+                A::INPUTS + B::INPUTS,
+                A::INPUTS,
+                B::INPUTS,
                 batch.views.len()
             )));
         }
-        let img = self.model.encode_image(&batch.views[0], true);
-        let txt = self
-            .model
-            .encode_text(&batch.views[1], &batch.views[2], true);
+        let (first, second) = batch.views.split_at(A::INPUTS);
+        let img = self.model.encode_tower(first, true);
+        let txt = self.model.encode_second(second, true);
         let loss = self.loss(&img, &txt, ctx);
         let acc = tch::no_grad(|| {
             let sim = img.matmul(&txt.tr());
@@ -153,10 +187,10 @@ impl Method for Clip {
     }
 
     fn embed(&self, xs: &Tensor) -> Tensor {
-        self.model.image.forward(xs, false)
+        self.model.tower.forward(std::slice::from_ref(xs), false)
     }
 
     fn project(&self, xs: &Tensor) -> Tensor {
-        self.model.encode_image(xs, false)
+        self.model.encode_tower(std::slice::from_ref(xs), false)
     }
 }

@@ -39,6 +39,11 @@ impl Modality for ClipModality {
     }
 
     fn parse(&self, text: &str, origin: &Path) -> Result<Box<dyn Plan>> {
+        if crate::speech::is_speech_config(text) {
+            return Ok(Box::new(crate::speech::SpeechPlan(
+                crate::speech::SpeechRunConfig::from_toml(text, origin)?,
+            )));
+        }
         Ok(Box::new(ClipPlan(ClipRunConfig::from_toml(text, origin)?)))
     }
 
@@ -53,6 +58,9 @@ impl Modality for ClipModality {
                 "evaluation '{protocol}': a CLIP checkpoint offers {}",
                 self.evaluations().join(", ")
             )));
+        }
+        if crate::speech::is_speech_config(request.config_toml) {
+            return crate::speech::evaluate_checkpoint(request, protocol == ZERO_SHOT);
         }
         let cfg = ClipRunConfig::from_toml(request.config_toml, request.checkpoint)?;
         let device = request.device.resolve()?;
@@ -103,6 +111,14 @@ impl Modality for ClipModality {
     }
 
     fn export(&self, checkpoint: &Path, config_toml: &str, out: &Path) -> Result<String> {
+        if crate::speech::is_speech_config(config_toml) {
+            return Err(Error::Config(format!(
+                "{}: a speech-text CLIP checkpoint has no export format yet; evaluate it with \
+                 `selfsup eval retrieval` or `selfsup eval zero-shot` (its weights are the \
+                 checkpoint's `audio_model.*`, `text_model.*`, projections and logit_scale)",
+                checkpoint.display()
+            )));
+        }
         // The checkpoint carries the config; parsing it here refuses a bad
         // one naming the checkpoint before any weight is read.
         ClipRunConfig::from_toml(config_toml, checkpoint)?;

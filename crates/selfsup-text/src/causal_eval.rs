@@ -109,6 +109,10 @@ impl EpochEvaluator<NextToken> for NextTokenEpochEval {
                 "baseline_bigram_perplexity".into(),
                 self.baselines.bigram_perplexity,
             ),
+            (
+                "baseline_interpolated_bigram_perplexity".into(),
+                self.baselines.interpolated_perplexity,
+            ),
         ];
         let views = self.monitor_pair(model).map(|(a, b, spread)| {
             metrics.push(("pooled_spread".into(), spread));

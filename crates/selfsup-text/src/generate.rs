@@ -3,11 +3,17 @@
 //! `[CLS]` + the prompt's pieces, as packing starts every sequence; each
 //! step runs the model on the last `max_position` tokens (no key/value
 //! cache: generation here is a check of the model, not a server).
+//! [`load_run`] and [`Sampling::from_flags`] are what `selfsup generate`
+//! stands on.
+use crate::config::{TextMethodConfig, TextRunConfig};
 use crate::error::{TextError, TextResult};
 use crate::methods::NextToken;
 use crate::tokenizer::TextTokenizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use selfsup_core::trainer::CHECKPOINT_FILE;
+use selfsup_core::{Error, Result};
+use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// The most tokens one call generates.
@@ -25,6 +31,45 @@ pub enum Sampling {
         temperature: f64,
         seed: u64,
     },
+}
+
+impl Sampling {
+    /// The sampling `selfsup generate`'s flags ask for: greedy when `top_k`
+    /// is 1 or `temperature` is 0, else top-k at `temperature` seeded by
+    /// `seed`. `Err` for `top_k` 0 or a negative or non-finite temperature.
+    pub fn from_flags(top_k: usize, temperature: f64, seed: u64) -> TextResult<Self> {
+        if top_k == 0 {
+            return Err(TextError::Config(
+                "--top-k 0: give at least 1 (1 = greedy: always the most likely token)".into(),
+            ));
+        }
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(TextError::Config(format!(
+                "--temperature {temperature}: give a finite value of at least 0 (0 = greedy)"
+            )));
+        }
+        Ok(if top_k == 1 || temperature == 0.0 {
+            Sampling::Greedy
+        } else {
+            Sampling::TopK {
+                k: top_k,
+                temperature,
+                seed,
+            }
+        })
+    }
+
+    /// How a summary or the terminal names it.
+    pub fn describe(&self) -> String {
+        match *self {
+            Sampling::Greedy => "greedy".into(),
+            Sampling::TopK {
+                k,
+                temperature,
+                seed,
+            } => format!("top-k (k = {k}, temperature = {temperature}, seed = {seed})"),
+        }
+    }
 }
 
 /// What [`generate`] produced.
@@ -144,7 +189,7 @@ fn top_k(logits: &[f64], k: usize, temperature: f64, rng: &mut ChaCha8Rng) -> i6
 }
 
 /// Continues `prompt` by up to `max_new` tokens, stopping at `[SEP]` (the
-/// end of a document).
+/// end of a document). `Err` for a prompt of no tokens (empty or blank).
 pub fn generate(
     model: &NextToken,
     tok: &TextTokenizer,
@@ -155,6 +200,11 @@ pub fn generate(
 ) -> TextResult<Generated> {
     let mut ids = vec![tok.cls_id];
     let prompt_ids: Vec<i64> = tok.encode(prompt)?.into_iter().map(i64::from).collect();
+    if prompt_ids.is_empty() {
+        return Err(TextError::Config(format!(
+            "the prompt {prompt:?} has no tokens: give some text to continue"
+        )));
+    }
     ids.extend_from_slice(&prompt_ids);
     let new_ids = continue_ids(model, &ids, max_new, sampling, Some(tok.sep_id), device)?;
     let words: Vec<u32> = new_ids
@@ -167,4 +217,155 @@ pub fn generate(
         new_ids,
         text: tok.decode(&words)?,
     })
+}
+
+/// A next-token run loaded for generation.
+pub struct LoadedRun {
+    pub model: NextToken,
+    pub tok: TextTokenizer,
+    /// The checkpoint it was read from.
+    pub checkpoint: PathBuf,
+}
+
+/// The checkpoint `path` names: `path` itself when it is a file, the
+/// run folder's `checkpoint.safetensors` when it is a folder. An export
+/// folder (`<run>/export`) or a folder without a checkpoint is refused,
+/// saying what to give instead.
+pub fn checkpoint_of(path: &Path) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: no such file or folder; give a next-token run folder (the --run-dir of \
+             `selfsup pretrain`) or its {CHECKPOINT_FILE}",
+            path.display()
+        )));
+    }
+    let ckpt = path.join(CHECKPOINT_FILE);
+    if ckpt.is_file() {
+        return Ok(ckpt);
+    }
+    let parent = path.parent().filter(|p| p.join(CHECKPOINT_FILE).is_file());
+    let hint = match parent {
+        Some(run) if path.join("config.json").is_file() => format!(
+            " (it looks like a run's export folder: give the run folder {} instead)",
+            run.display()
+        ),
+        _ => String::new(),
+    };
+    Err(Error::Config(format!(
+        "{}: no {CHECKPOINT_FILE} in this folder{hint}; give a next-token run folder (the \
+         --run-dir of `selfsup pretrain`) or its {CHECKPOINT_FILE}",
+        path.display()
+    )))
+}
+
+/// The model and tokenizer of the next-token run at `path` (a run folder
+/// or its checkpoint) on `device`. A checkpoint of another method is
+/// refused, naming it.
+pub fn load_run(path: &Path, device: Device) -> Result<LoadedRun> {
+    let checkpoint = checkpoint_of(path)?;
+    let (method, config) = selfsup_core::workflow::checkpoint_method(&checkpoint)?;
+    let next_token = TextMethodConfig::NextToken.name();
+    if method != next_token {
+        return Err(Error::Config(format!(
+            "{}: a checkpoint of method '{method}', not a next-token language model; text is \
+             generated by a run of [method] name = \"{next_token}\" (e.g. \
+             configs/text/next-token-cpu.toml)",
+            checkpoint.display()
+        )));
+    }
+    let cfg = TextRunConfig::from_toml(&config, &checkpoint)?;
+    let (model, tok) = crate::pretrain_next_token::restore(&checkpoint, &cfg, device)?;
+    Ok(LoadedRun {
+        model,
+        tok,
+        checkpoint,
+    })
+}
+
+/// Checks a `--max-new-tokens` value: 1 to [`MAX_NEW_TOKENS`].
+pub fn check_new_tokens(n: usize) -> TextResult<usize> {
+    if (1..=MAX_NEW_TOKENS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(TextError::Config(format!(
+            "--max-new-tokens {n}: give 1 to {MAX_NEW_TOKENS}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_choose_greedy_or_top_k_and_refuse_bad_values() {
+        assert_eq!(Sampling::from_flags(1, 0.8, 5).unwrap(), Sampling::Greedy);
+        assert_eq!(Sampling::from_flags(40, 0.0, 5).unwrap(), Sampling::Greedy);
+        assert_eq!(
+            Sampling::from_flags(40, 0.7, 5).unwrap(),
+            Sampling::TopK {
+                k: 40,
+                temperature: 0.7,
+                seed: 5
+            }
+        );
+        for (k, t) in [(0, 1.0), (5, -0.1), (5, f64::NAN), (5, f64::INFINITY)] {
+            let e = Sampling::from_flags(k, t, 0).unwrap_err().to_string();
+            assert!(e.contains("--top-k") || e.contains("--temperature"), "{e}");
+        }
+        assert_eq!(check_new_tokens(1).unwrap(), 1);
+        assert_eq!(check_new_tokens(MAX_NEW_TOKENS).unwrap(), MAX_NEW_TOKENS);
+        for n in [0, MAX_NEW_TOKENS + 1] {
+            let e = check_new_tokens(n).unwrap_err().to_string();
+            assert!(e.contains("--max-new-tokens"), "{e}");
+        }
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum_and_top_k_draws_only_the_k_largest() {
+        assert_eq!(greedy(&[0.5, 2.0, 2.0, -1.0]), 1);
+        let logits = [0.0, 3.0, 1.0, 2.9, -5.0];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut seen = [0usize; 5];
+        for _ in 0..400 {
+            let i = usize::try_from(top_k(&logits, 2, 1.0, &mut rng)).unwrap();
+            seen[i] += 1;
+        }
+        assert_eq!(seen[0] + seen[2] + seen[4], 0, "{seen:?}");
+        // exp(3) / (exp(3) + exp(2.9)) = 0.525: both drawn often.
+        assert!(seen[1] > 150 && seen[3] > 150, "{seen:?}");
+        // The same seed draws the same tokens.
+        let draw = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..20)
+                .map(|_| top_k(&logits, 3, 1.0, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+    }
+
+    #[test]
+    fn a_folder_without_a_checkpoint_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let export = run.join("export");
+        std::fs::create_dir_all(&export).unwrap();
+        std::fs::write(export.join("config.json"), "{}").unwrap();
+        let e = checkpoint_of(&run).unwrap_err().to_string();
+        assert!(e.contains("no checkpoint.safetensors"), "{e}");
+        std::fs::write(run.join(CHECKPOINT_FILE), "x").unwrap();
+        assert_eq!(checkpoint_of(&run).unwrap(), run.join(CHECKPOINT_FILE));
+        let e = checkpoint_of(&export).unwrap_err().to_string();
+        assert!(
+            e.contains("export folder") && e.contains(&run.display().to_string()),
+            "{e}"
+        );
+        let e = checkpoint_of(&dir.path().join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such file"), "{e}");
+    }
 }

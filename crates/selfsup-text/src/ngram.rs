@@ -8,7 +8,15 @@
 //! - unigram: `p(w) = (c(w) + 1) / (N + V)` (add-one);
 //! - bigram: `p(w | v) = (c(v, w) + k) / (c(v) + k V)` (add-k), `c(v)` the
 //!   times `v` precedes a target. The context of a row's first target is
-//!   `[CLS]`, the same context the network sees.
+//!   `[CLS]`, the same context the network sees;
+//! - interpolated bigram (Jelinek-Mercer):
+//!   `p(w | v) = lambda c(v, w) / c(v) + (1 - lambda) p(w)`, the unigram's
+//!   `p(w)` alone for a context never seen in training; usually the
+//!   stronger of the two bigrams.
+//!
+//! Each smoothing value (`k`, `lambda`) is chosen from a fixed grid on the
+//! validation targets, as the network's settings are: the baselines at
+//! their best, not at an arbitrary value.
 use crate::masking::IGNORE;
 use crate::methods::lm_labels;
 use crate::packing::Packed;
@@ -18,6 +26,9 @@ use std::collections::HashMap;
 /// The add-k values [`fit_bigram_k`] tries (the best one on the validation
 /// targets is reported: the baseline at its best, not at an arbitrary k).
 pub const BIGRAM_KS: &[f64] = &[1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
+
+/// The interpolation weights of the bigram [`fit_bigram_k`] tries.
+pub const BIGRAM_LAMBDAS: &[f64] = &[0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99];
 
 /// Counts of the training targets.
 #[derive(Debug, Clone)]
@@ -89,6 +100,22 @@ impl NgramCounts {
         let ctx = self.context.get(v).copied().unwrap_or(0) as f64;
         -((pair + k) / (ctx + k * n)).ln()
     }
+
+    /// `-ln p(w | v)` under the bigram interpolated with the unigram at
+    /// weight `lambda` (the unigram alone for a context never seen).
+    pub fn interpolated_nll(&self, v: usize, w: usize, lambda: f64) -> f64 {
+        let ctx = self.context.get(v).copied().unwrap_or(0) as f64;
+        let uni = (-self.unigram_nll(w)).exp();
+        if ctx == 0.0 {
+            return -uni.ln();
+        }
+        let pair = self
+            .pairs
+            .get(&((v * self.vocab_size + w) as u64))
+            .copied()
+            .unwrap_or(0) as f64;
+        -(lambda * pair / ctx + (1.0 - lambda) * uni).ln()
+    }
 }
 
 /// The baselines' validation perplexities.
@@ -98,19 +125,25 @@ pub struct NgramBaselines {
     pub bigram_perplexity: f64,
     /// The bigram's add-k.
     pub bigram_add_k: f64,
+    /// The bigram interpolated with the unigram.
+    pub interpolated_perplexity: f64,
+    /// Its weight of the bigram.
+    pub interpolated_lambda: f64,
     /// Validation targets scored.
     pub targets: u64,
 }
 
-/// Unigram and add-`k` bigram perplexities of `val`'s targets under `counts`.
+/// Unigram, add-`k` bigram and interpolated (weight `lambda`) bigram
+/// perplexities of `val`'s targets under `counts`.
 pub fn score(
     counts: &NgramCounts,
     val: &Packed,
     pad_id: i64,
     sep_id: i64,
     k: f64,
+    lambda: f64,
 ) -> NgramBaselines {
-    let (mut uni, mut bi, mut n) = (0.0, 0.0, 0u64);
+    let (mut uni, mut bi, mut jm, mut n) = (0.0, 0.0, 0.0, 0u64);
     let vs = counts.vocab_size;
     for (v, w) in target_pairs(val, pad_id, sep_id) {
         let (Some(v), Some(w)) = (index(v, vs), index(w, vs)) else {
@@ -118,6 +151,7 @@ pub fn score(
         };
         uni += counts.unigram_nll(w);
         bi += counts.bigram_nll(v, w, k);
+        jm += counts.interpolated_nll(v, w, lambda);
         n += 1;
     }
     let d = n.max(1) as f64;
@@ -125,23 +159,41 @@ pub fn score(
         unigram_perplexity: (uni / d).exp(),
         bigram_perplexity: (bi / d).exp(),
         bigram_add_k: k,
+        interpolated_perplexity: (jm / d).exp(),
+        interpolated_lambda: lambda,
         targets: n,
     }
 }
 
-/// [`score`] at the add-k of [`BIGRAM_KS`] that gives `val` the lowest
-/// bigram perplexity.
+/// [`score`] at the add-k of [`BIGRAM_KS`] and the weight of
+/// [`BIGRAM_LAMBDAS`] that give `val` the lowest perplexity, each bigram
+/// its own best.
 pub fn fit_bigram_k(
     counts: &NgramCounts,
     val: &Packed,
     pad_id: i64,
     sep_id: i64,
 ) -> NgramBaselines {
-    BIGRAM_KS
+    let best = |scores: Vec<NgramBaselines>, key: fn(&NgramBaselines) -> f64| {
+        scores
+            .into_iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .unwrap_or_default()
+    };
+    let first_lambda = BIGRAM_LAMBDAS.first().copied().unwrap_or(0.5);
+    let by_k = BIGRAM_KS
         .iter()
-        .map(|&k| score(counts, val, pad_id, sep_id, k))
-        .min_by(|a, b| a.bigram_perplexity.total_cmp(&b.bigram_perplexity))
-        .unwrap_or_default()
+        .map(|&k| score(counts, val, pad_id, sep_id, k, first_lambda))
+        .collect();
+    let mut out = best(by_k, |b| b.bigram_perplexity);
+    let by_lambda = BIGRAM_LAMBDAS
+        .iter()
+        .map(|&l| score(counts, val, pad_id, sep_id, out.bigram_add_k, l))
+        .collect();
+    let jm = best(by_lambda, |b| b.interpolated_perplexity);
+    out.interpolated_perplexity = jm.interpolated_perplexity;
+    out.interpolated_lambda = jm.interpolated_lambda;
+    out
 }
 
 #[cfg(test)]
@@ -180,7 +232,7 @@ mod tests {
         // Validation targets: (CLS,a) (a,b) (b,c).
         let val = packed(&[&[1, 3, 4, 5, 2]]);
         let k = 0.5;
-        let s = score(&c, &val, PAD, SEP, k);
+        let s = score(&c, &val, PAD, SEP, k, 0.75);
         assert_eq!(s.targets, 3);
         // Unigram, add-one over V = 6: p(a) = 5/11, p(b) = 2/11, p(c) = 1/11.
         let uni = ((5.0f64 / 11.0).ln() + (2.0f64 / 11.0).ln() + (1.0f64 / 11.0).ln()) / -3.0;
@@ -195,18 +247,36 @@ mod tests {
             s.bigram_perplexity,
             bi.exp()
         );
+        // Interpolated at 0.75 with the add-one unigram: (CLS,a) 0.75 * 2/2
+        // + 0.25 * 5/11; (a,b) 0.75 * 1/2 + 0.25 * 2/11; (b,c) 0.75 * 0/1 +
+        // 0.25 * 1/11.
+        let jm = (0.75f64 + 0.25 * 5.0 / 11.0).ln()
+            + (0.375f64 + 0.25 * 2.0 / 11.0).ln()
+            + (0.25f64 / 11.0).ln();
+        assert!((s.interpolated_perplexity - (jm / -3.0).exp()).abs() < 1e-12);
+        // A context never seen in training (c) falls back to the unigram.
+        assert_eq!(c.interpolated_nll(5, 3, 0.75), c.unigram_nll(3));
         // Probabilities of each context sum to one over the vocabulary.
         for v in 0..6 {
             let total: f64 = (0..6).map(|w| (-c.bigram_nll(v, w, k)).exp()).sum();
             assert!((total - 1.0).abs() < 1e-12, "context {v}: {total}");
+            let total: f64 = (0..6).map(|w| (-c.interpolated_nll(v, w, 0.6)).exp()).sum();
+            assert!((total - 1.0).abs() < 1e-12, "context {v}: {total}");
         }
         let total: f64 = (0..6).map(|w| (-c.unigram_nll(w)).exp()).sum();
         assert!((total - 1.0).abs() < 1e-12);
-        // The fitted k is one of the grid and no worse than any other.
+        // The fitted k and lambda are of their grids and no worse than any other.
         let best = fit_bigram_k(&c, &val, PAD, SEP);
         assert!(BIGRAM_KS.contains(&best.bigram_add_k));
+        assert!(BIGRAM_LAMBDAS.contains(&best.interpolated_lambda));
         for &k in BIGRAM_KS {
-            assert!(best.bigram_perplexity <= score(&c, &val, PAD, SEP, k).bigram_perplexity);
+            for &l in BIGRAM_LAMBDAS {
+                let s = score(&c, &val, PAD, SEP, k, l);
+                assert!(best.bigram_perplexity <= s.bigram_perplexity);
+                assert!(best.interpolated_perplexity <= s.interpolated_perplexity);
+            }
         }
+        // Here the unseen (b,c) makes the bigram's weight the lower the better.
+        assert_eq!(best.interpolated_lambda, BIGRAM_LAMBDAS[0]);
     }
 }

@@ -2,12 +2,12 @@
 //! corpus, split, WordPiece tokenizer and packing as MLM's
 //! ([`crate::pretrain`]), a GPT-2 decoder ([`crate::model::Gpt2`]) trained on
 //! next-token cross-entropy, validation perplexity every epoch beside the
-//! unigram and bigram baselines ([`crate::ngram`]), the downstream linear
-//! probes of MLM on the decoder's mean-pooled features (beside random
-//! weights and bag of words), a few generated continuations, and the
-//! `GPT2LMHeadModel` export. It also answers `eval validation` / `eval
-//! linear` and `export` on a next-token checkpoint ([`evaluate`],
-//! [`export_checkpoint`]).
+//! unigram and bigram (add-k, interpolated) baselines ([`crate::ngram`]),
+//! the downstream linear probes of MLM on the decoder's mean-pooled
+//! features (beside random weights and bag of words), a few generated
+//! continuations, and the `GPT2LMHeadModel` export. It also answers `eval
+//! validation` / `eval linear` and `export` on a next-token checkpoint
+//! ([`evaluate`], [`export_checkpoint`]).
 use crate::causal_eval::{validate_lm, LmValidation, NextTokenEpochEval};
 use crate::config::TextRunConfig;
 use crate::corpus::ReadReport;
@@ -94,6 +94,19 @@ pub fn model_config(cfg: &TextRunConfig, tok: &TextTokenizer) -> Result<Gpt2Conf
     .map_err(Error::Config)
 }
 
+/// The baselines' perplexities and smoothing values, as one phrase.
+pub fn baseline_text(b: &NgramBaselines) -> String {
+    format!(
+        "unigram perplexity {:.1}, bigram (add-{}) perplexity {:.1}, interpolated bigram \
+         (lambda = {}) perplexity {:.1}",
+        b.unigram_perplexity,
+        b.bigram_add_k,
+        b.bigram_perplexity,
+        b.interpolated_lambda,
+        b.interpolated_perplexity
+    )
+}
+
 /// The baselines of `train`'s counts on `val`.
 fn baselines(train: &Packed, val: &Packed, tok: &TextTokenizer) -> NgramBaselines {
     let counts = NgramCounts::fit(train, tok.vocab_size, tok.pad_id, tok.sep_id);
@@ -120,14 +133,7 @@ fn samples(
             let g = generate(model, tok, prompt, SAMPLE_TOKENS, sampling, device)?;
             out.push(Sample {
                 prompt: prompt.into(),
-                sampling: match sampling {
-                    Sampling::Greedy => "greedy".into(),
-                    Sampling::TopK {
-                        k,
-                        temperature,
-                        seed,
-                    } => format!("top-k (k = {k}, temperature = {temperature}, seed = {seed})"),
-                },
+                sampling: sampling.describe(),
                 text: g.text,
             });
         }
@@ -161,8 +167,9 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
     let val = val_all.take(cfg.eval.val_sequences);
     let base = baselines(&train, &val, &tok);
     run.log(&format!(
-        "baselines on {} validation targets: unigram perplexity {:.1}, bigram (add-{}) {:.1}",
-        base.targets, base.unigram_perplexity, base.bigram_add_k, base.bigram_perplexity
+        "baselines on {} validation targets: {}",
+        base.targets,
+        baseline_text(&base)
     ));
     let gpt_cfg = model_config(cfg, &tok)?;
     seed_weights(seed);
@@ -304,8 +311,8 @@ pub fn summary_lines(
         ));
     }
     out.push(format!(
-        "  baselines on the same targets: unigram perplexity {:.1}, bigram (add-{}) perplexity {:.1}",
-        b.unigram_perplexity, b.bigram_add_k, b.bigram_perplexity
+        "  baselines on the same targets: {}",
+        baseline_text(b)
     ));
     if !s.downstream.is_empty() {
         out.push(
@@ -382,10 +389,7 @@ pub fn evaluate(
                     v.perplexity,
                     v.predicted_tokens
                 ),
-                format!(
-                    "baselines on the same targets: unigram perplexity {:.1}, bigram (add-{}) perplexity {:.1}",
-                    b.unigram_perplexity, b.bigram_add_k, b.bigram_perplexity
-                ),
+                format!("baselines on the same targets: {}", baseline_text(&b)),
             ])
         }
         "linear" => {

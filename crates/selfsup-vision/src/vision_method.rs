@@ -5,8 +5,8 @@ use crate::config::VisionRunConfig;
 use crate::data::Normalize;
 use crate::export::export_encoder;
 use crate::methods::{
-    BarlowTwins, Byol, Colorization, Context, DeepCluster, Dino, Dinov2, Ijepa, Jigsaw, Mae, MethodConfig,
-    MocoV2, MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
+    BarlowTwins, Byol, Colorization, Context, DeepCluster, Dino, Dinov2, Ijepa, Jigsaw, Mae,
+    MethodConfig, MocoV2, MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
 };
 use selfsup_core::method::Method;
 use selfsup_core::Result;

@@ -3,11 +3,13 @@
 //! `wav2vec2.feature_projection.*`, `wav2vec2.masked_spec_embed`,
 //! `wav2vec2.encoder.*`, `quantizer.*`, `project_hid`, `project_q`).
 mod config;
+mod cpc;
 mod feature_encoder;
 mod quantizer;
 mod transformer;
 
 pub use config::Wav2Vec2Config;
+pub use cpc::{CpcArch, CpcForward, CpcModel};
 pub use feature_encoder::{FeatureEncoder, FeatureProjection};
 pub use quantizer::{Quantized, Quantizer};
 pub use transformer::{PosConvEmbed, Transformer};

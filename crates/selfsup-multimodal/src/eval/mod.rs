@@ -12,6 +12,7 @@ pub use retrieval::{recall_at_k, Recall, KS};
 use crate::captions::pad_batch;
 use crate::method::Clip;
 use crate::model::ClipModel;
+use crate::tower::Tower;
 use selfsup_core::loss::info_nce::normalize;
 use selfsup_core::method::Method;
 use selfsup_core::trainer::{EpochEval, EpochEvaluator};
@@ -36,7 +37,12 @@ pub fn encode_images(model: &ClipModel, xs: &Tensor, device: Device) -> Tensor {
 }
 
 /// Unit text embeddings of token rows (on the CPU), in chunks.
-pub fn encode_texts(model: &ClipModel, rows: &[Vec<i64>], pad_id: i64, device: Device) -> Tensor {
+pub fn encode_texts<A: Tower>(
+    model: &ClipModel<A>,
+    rows: &[Vec<i64>],
+    pad_id: i64,
+    device: Device,
+) -> Tensor {
     tch::no_grad(|| {
         let parts: Vec<Tensor> = rows
             .chunks(CHUNK as usize)

@@ -4,13 +4,14 @@
 //! one. Prompts are token rows (see [`crate::captions`]).
 use crate::eval::encode_texts;
 use crate::model::ClipModel;
+use crate::tower::Tower;
 use selfsup_core::loss::info_nce::normalize as l2_normalize;
 use tch::{Device, Kind, Tensor};
 
 /// Class embeddings `[C, E]` (unit rows) from `prompts[c]`, the token rows
 /// of class `c`'s prompts.
-pub fn class_embeddings(
-    model: &ClipModel,
+pub fn class_embeddings<A: Tower>(
+    model: &ClipModel<A>,
     prompts: &[Vec<Vec<i64>>],
     pad_id: i64,
     device: Device,

@@ -1,6 +1,7 @@
 //! The image tower: any selfsup-vision encoder under `vision_model.`, its
 //! variables named as in torchvision / timm below that prefix, optionally
 //! initialised from a selfsup vision export (`model.safetensors`).
+use crate::tower::Tower;
 use selfsup_core::encoder::Encoder;
 use selfsup_core::Result;
 use selfsup_vision::export::load_encoder_weights;
@@ -33,6 +34,25 @@ impl ImageTower {
     /// Features `[B, out_dim]` of normalised images `[B, 3, S, S]`.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
         self.encoder.forward_t(xs, train)
+    }
+}
+
+impl Tower for ImageTower {
+    const INPUTS: usize = 1;
+    const PROJECTION: &'static str = "visual_projection";
+
+    fn out_dim(&self) -> i64 {
+        self.encoder.out_dim()
+    }
+
+    fn forward(&self, inputs: &[Tensor], train: bool) -> Tensor {
+        match inputs.first() {
+            Some(xs) => self.encoder.forward_t(xs, train),
+            None => Tensor::zeros(
+                [0, self.encoder.out_dim()],
+                (tch::Kind::Float, tch::Device::Cpu),
+            ),
+        }
     }
 }
 

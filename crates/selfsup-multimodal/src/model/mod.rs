@@ -4,11 +4,15 @@
 //! `[E, D_image]`, `text_projection.weight` `[E, D_text]`, `logit_scale` (a
 //! scalar, the log of the inverse temperature, initialised at `ln(1/0.07)`
 //! and kept at most `ln(100)` as in the paper).
+pub mod audio_tower;
 pub mod image_tower;
 pub mod text_tower;
 
+pub use audio_tower::{AudioTower, AUDIO_PREFIX};
 pub use image_tower::{ImageTower, VISION_PREFIX};
 pub use text_tower::{TextTower, TEXT_PREFIX};
+
+use crate::tower::Tower;
 
 use selfsup_core::{Error, Result};
 use selfsup_text::model::{BertConfig, ModelConfig};
@@ -59,17 +63,21 @@ pub struct ScaleSpec {
 }
 
 /// Towers, projections and logit scale.
-pub struct ClipModel {
-    pub image: ImageTower,
-    pub text: TextTower,
-    visual_projection: Tensor,
+/// Two towers (`A` then `B`, each a [`Tower`]), their projections and the
+/// logit scale: image-text CLIP is `ClipModel<ImageTower, TextTower>` (the
+/// default), speech-text `ClipModel<AudioTower, TextTower>`.
+pub struct ClipModel<A: Tower = ImageTower, B: Tower = TextTower> {
+    /// The first tower (images, or speech).
+    pub tower: A,
+    pub text: B,
+    tower_projection: Tensor,
     text_projection: Tensor,
     logit_scale: Tensor,
     max_log_scale: f64,
 }
 
 impl ClipModel {
-    /// Builds every part under `root`.
+    /// Builds every part of image-text CLIP under `root`.
     pub fn new(
         root: &nn::Path,
         vision: &EncoderConfig,
@@ -77,22 +85,57 @@ impl ClipModel {
         embed_dim: i64,
         scale: ScaleSpec,
     ) -> Result<Self> {
-        if embed_dim < 1 {
-            return Err(Error::Config(format!(
-                "model.embed_dim must be positive, got {embed_dim}"
-            )));
-        }
-        if !(scale.init_temperature > 0.0
-            && scale.max_logit_scale >= 1.0
-            && 1.0 / scale.init_temperature <= scale.max_logit_scale)
-        {
-            return Err(Error::Config(format!(
+        check_space(embed_dim, scale)?;
+        let image = ImageTower::new(root, vision)?;
+        let text = TextTower::new(root, text);
+        Self::with_towers(root, image, text, embed_dim, scale)
+    }
+
+    /// Image embeddings `[B, E]` (not normalised).
+    pub fn encode_image(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.encode_tower(std::slice::from_ref(xs), train)
+    }
+}
+
+impl<A: Tower> ClipModel<A, TextTower> {
+    /// Text embeddings `[B, E]` (not normalised).
+    pub fn encode_text(&self, ids: &Tensor, attention: &Tensor, train: bool) -> Tensor {
+        self.text
+            .forward(ids, attention, train)
+            .matmul(&self.text_projection.tr())
+    }
+}
+
+/// Refuses a shared space or a logit scale that cannot work.
+fn check_space(embed_dim: i64, scale: ScaleSpec) -> Result<()> {
+    if embed_dim < 1 {
+        return Err(Error::Config(format!(
+            "model.embed_dim must be positive, got {embed_dim}"
+        )));
+    }
+    if !(scale.init_temperature > 0.0
+        && scale.max_logit_scale >= 1.0
+        && 1.0 / scale.init_temperature <= scale.max_logit_scale)
+    {
+        return Err(Error::Config(format!(
                 "method: need 0 < init_temperature and 1 <= 1 / init_temperature <= max_logit_scale, got {} and {}",
                 scale.init_temperature, scale.max_logit_scale
             )));
-        }
-        let image = ImageTower::new(root, vision)?;
-        let text = TextTower::new(root, text);
+    }
+    Ok(())
+}
+
+impl<A: Tower, B: Tower> ClipModel<A, B> {
+    /// The projections and the logit scale under `root` around two built
+    /// towers (each built under its own prefix of the same `root`).
+    pub fn with_towers(
+        root: &nn::Path,
+        tower: A,
+        text: B,
+        embed_dim: i64,
+        scale: ScaleSpec,
+    ) -> Result<Self> {
+        check_space(embed_dim, scale)?;
         let proj = |name: &str, d: i64| {
             (root / name).var(
                 "weight",
@@ -103,8 +146,8 @@ impl ClipModel {
                 },
             )
         };
-        let visual_projection = proj("visual_projection", image.out_dim());
-        let text_projection = proj("text_projection", text.out_dim());
+        let tower_projection = proj(A::PROJECTION, tower.out_dim());
+        let text_projection = proj(B::PROJECTION, text.out_dim());
         let init = (1.0 / scale.init_temperature).ln();
         let logit_scale = if scale.learn {
             root.var("logit_scale", &[], nn::Init::Const(init))
@@ -116,26 +159,28 @@ impl ClipModel {
             t
         };
         Ok(Self {
-            image,
+            tower,
             text,
-            visual_projection,
+            tower_projection,
             text_projection,
             logit_scale,
             max_log_scale: scale.max_logit_scale.ln(),
         })
     }
 
-    /// Image embeddings `[B, E]` (not normalised).
-    pub fn encode_image(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.image
-            .forward(xs, train)
-            .matmul(&self.visual_projection.tr())
+    /// First-tower embeddings `[B, E]` (not normalised) of its
+    /// [`Tower::INPUTS`] tensors.
+    pub fn encode_tower(&self, inputs: &[Tensor], train: bool) -> Tensor {
+        self.tower
+            .forward(inputs, train)
+            .matmul(&self.tower_projection.tr())
     }
 
-    /// Text embeddings `[B, E]` (not normalised).
-    pub fn encode_text(&self, ids: &Tensor, attention: &Tensor, train: bool) -> Tensor {
+    /// Second-tower embeddings `[B, E]` (not normalised) of its
+    /// [`Tower::INPUTS`] tensors.
+    pub fn encode_second(&self, inputs: &[Tensor], train: bool) -> Tensor {
         self.text
-            .forward(ids, attention, train)
+            .forward(inputs, train)
             .matmul(&self.text_projection.tr())
     }
 

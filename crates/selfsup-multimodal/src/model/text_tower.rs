@@ -3,6 +3,7 @@
 //! `BertForMaskedLM` names below the prefix), pooled by the mean of the
 //! final hidden states over the caption's tokens. The MLM head BERT carries
 //! (`text_model.cls.*`) gets no gradient and is not exported.
+use crate::tower::Tower;
 use selfsup_text::model::{Bert, BertConfig};
 use tch::{nn, Kind, Tensor};
 
@@ -36,5 +37,23 @@ impl TextTower {
         let m = attention.to_kind(kind).unsqueeze(-1);
         (hidden * &m).sum_dim_intlist(1, false, kind)
             / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
+    }
+}
+
+impl Tower for TextTower {
+    const INPUTS: usize = 2;
+    const PROJECTION: &'static str = "text_projection";
+
+    fn out_dim(&self) -> i64 {
+        self.bert.cfg.hidden
+    }
+
+    /// Token ids `[B, L]` and their attention `[B, L]` (ids alone: no padding).
+    fn forward(&self, inputs: &[Tensor], train: bool) -> Tensor {
+        match inputs {
+            [ids, attention, ..] => TextTower::forward(self, ids, attention, train),
+            [ids] => TextTower::forward(self, ids, &ids.ones_like(), train),
+            [] => Tensor::zeros([0, self.bert.cfg.hidden], (Kind::Float, tch::Device::Cpu)),
+        }
     }
 }

@@ -365,7 +365,7 @@ impl Method for Dinov2 {
                         .clamp(1, (n - 1).max(1));
                     let one = Tensor::from_slice(&block_mask(&mut rng, rows, cols, target))
                         .to_device(device);
-                    let _ = first.get(0).copy_(&one);
+                    first.get(0).copy_(&one);
                 }
             }
             masks
@@ -388,7 +388,8 @@ impl Method for Dinov2 {
                 Self::forward(&self.encoder, v, m.as_ref().map(|m| (m, &self.mask_token)))
             })
             .collect();
-        let mut total = Tensor::zeros([], (Kind::Float, device));
+        // The weighted terms, summed at the end.
+        let mut parts: Vec<Tensor> = Vec::new();
         let mut terms = vec![("teacher_temp", tt)];
 
         // Image level.
@@ -426,7 +427,7 @@ impl Method for Dinov2 {
                 .double_value(&[])
             });
             terms.push(("teacher_entropy", entropy));
-            total = total + dino * self.cfg.dino_weight;
+            parts.push(dino * self.cfg.dino_weight);
         }
 
         // Patch level.
@@ -465,7 +466,7 @@ impl Method for Dinov2 {
                     self.ibot_loss
                         .loss(&s_logits, &targets, &weights, mask.size()[0] as usize);
                 terms.push(("ibot", ibot.double_value(&[])));
-                total = total + ibot * self.cfg.ibot.weight;
+                parts.push(ibot * self.cfg.ibot.weight);
                 t_patch_logits = Some(t_logits);
             }
         }
@@ -477,12 +478,16 @@ impl Method for Dinov2 {
                 .map(|o| koleo(&o.cls))
                 .fold(Tensor::zeros([], (Kind::Float, device)), |a, l| a + l);
             terms.push(("koleo", k.double_value(&[])));
-            total = total + k * self.cfg.koleo_weight;
+            parts.push(k * self.cfg.koleo_weight);
         }
         if self.cfg.loss.centering == Centering::Center {
             self.pending = Some((Tensor::cat(&t_cls_logits, 0), t_patch_logits));
         }
-        Ok(LossOut { loss: total, terms })
+        let loss = parts
+            .into_iter()
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device)));
+        Ok(LossOut { loss, terms })
     }
     fn after_step(&mut self, ctx: &StepCtx) {
         self.ema.update(ctx.step, ctx.total_steps);

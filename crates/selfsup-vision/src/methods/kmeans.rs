@@ -17,10 +17,15 @@
 //!
 //! Everything runs in float32 with autocast off (squared distances as
 //! `|x|^2 - 2 x.c + |c|^2` lose too much in bfloat16).
+//!
+//! Also here: [`Whitening`], the PCA-whitening DeepCluster applies to its
+//! features before k-means (fitted in float64), and [`nmi`], the normalised
+//! mutual information between two clusterings of the same rows.
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use selfsup_core::autocast::full_precision;
+use selfsup_core::loss::scores::normalize;
 use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -283,6 +288,140 @@ fn plus_plus(x: &Tensor, k: i64, rng: &mut ChaCha8Rng) -> Tensor {
     x.index_select(0, &Tensor::from_slice(&chosen).to_device(dev))
 }
 
+/// PCA-whitening fitted on rows of features, as DeepCluster prepares its
+/// features for k-means (Caron et al. 2018: PCA to a few hundred dimensions,
+/// whitening, l2 normalisation): `z = l2((x - mean) matrix)`.
+#[derive(Debug)]
+pub struct Whitening {
+    /// Mean row `[D]` (float32).
+    pub mean: Tensor,
+    /// `[D, d]`: the `d` leading principal directions, each divided by the
+    /// square root of its variance (float32).
+    pub matrix: Tensor,
+}
+
+/// Smallest variance kept, relative to the largest, before dividing by its
+/// square root (directions of no variance are not blown up).
+const MIN_RELATIVE_VARIANCE: f64 = 1e-6;
+
+impl Whitening {
+    /// Fits the whitening of the rows of `x` `[N, D]` onto its `dim` leading
+    /// principal components (`dim = 0`: no PCA, the identity); errors when
+    /// `x` is not a finite matrix of at least 2 rows or `dim > D`.
+    pub fn fit(x: &Tensor, dim: i64) -> Result<Self> {
+        let (n, d) = match x.size().as_slice() {
+            [n, d] => (*n, *d),
+            other => {
+                return Err(Error::Config(format!(
+                    "PCA-whitening needs a [rows, dim] matrix, got shape {other:?}"
+                )))
+            }
+        };
+        if n < 2 || d < 1 || dim < 0 || dim > d {
+            return Err(Error::Config(format!(
+                "PCA-whitening to {dim} dimensions needs at least 2 rows of dimension >= {dim}, \
+                 got {n} rows of dimension {d}"
+            )));
+        }
+        full_precision(|| {
+            tch::no_grad(|| {
+                let x = x.to_kind(Kind::Double);
+                if x.isfinite().all().int64_value(&[]) == 0 {
+                    return Err(Error::Config(
+                        "PCA-whitening: the features hold NaN or infinite values".into(),
+                    ));
+                }
+                if dim == 0 {
+                    return Ok(Self {
+                        mean: Tensor::zeros([d], (Kind::Float, x.device())),
+                        matrix: Tensor::eye(d, (Kind::Float, x.device())),
+                    });
+                }
+                let mean = x.mean_dim([0i64].as_slice(), false, Kind::Double);
+                let centred = &x - mean.unsqueeze(0);
+                let cov = centred.transpose(0, 1).matmul(&centred) / (n - 1) as f64;
+                let (values, vectors) = cov.f_linalg_eigh("L").map_err(|e| {
+                    Error::Config(format!("PCA-whitening: eigendecomposition: {e}"))
+                })?;
+                // Ascending eigenvalues: the leading `dim` are the last, taken
+                // in decreasing order.
+                let keep =
+                    Tensor::arange_start_step(d - 1, d - 1 - dim, -1, (Kind::Int64, x.device()));
+                let values = values.index_select(0, &keep);
+                let vectors = vectors.index_select(1, &keep);
+                let top = values.max().double_value(&[]).max(0.0);
+                let floor = (top * MIN_RELATIVE_VARIANCE).max(f64::MIN_POSITIVE);
+                let scale = values.clamp_min(floor).rsqrt();
+                Ok(Self {
+                    mean: mean.to_kind(Kind::Float),
+                    matrix: (vectors * scale.unsqueeze(0)).to_kind(Kind::Float),
+                })
+            })
+        })
+    }
+
+    /// The whitened rows of `x` `[N, D]` before the l2 normalisation, `[N, d]`.
+    pub fn project(x: &Tensor, mean: &Tensor, matrix: &Tensor) -> Tensor {
+        full_precision(|| {
+            tch::no_grad(|| {
+                let x = x.to_kind(Kind::Float);
+                let dev = x.device();
+                (x - mean.to_device(dev).unsqueeze(0))
+                    .matmul(&matrix.to_kind(Kind::Float).to_device(dev))
+            })
+        })
+    }
+
+    /// `l2(project(x))`: the rows k-means clusters.
+    pub fn apply(x: &Tensor, mean: &Tensor, matrix: &Tensor) -> Tensor {
+        normalize(&Self::project(x, mean, matrix))
+    }
+}
+
+/// Normalised mutual information `I(a; b) / sqrt(H(a) H(b))` of two labellings
+/// of the same rows (Caron et al. 2018 follow their clusterings with it): 1
+/// when one is a relabelling of the other, near 0 when independent; 0 when
+/// either has a single label (or the lists are empty); `None` when their
+/// lengths differ or a label is negative.
+pub fn nmi(a: &[i64], b: &[i64]) -> Option<f64> {
+    if a.len() != b.len() || a.iter().chain(b).any(|&v| v < 0) {
+        return None;
+    }
+    let n = a.len();
+    if n == 0 {
+        return Some(0.0);
+    }
+    let mut joint = std::collections::HashMap::<(i64, i64), usize>::new();
+    let mut ca = std::collections::HashMap::<i64, usize>::new();
+    let mut cb = std::collections::HashMap::<i64, usize>::new();
+    for (&x, &y) in a.iter().zip(b) {
+        *joint.entry((x, y)).or_default() += 1;
+        *ca.entry(x).or_default() += 1;
+        *cb.entry(y).or_default() += 1;
+    }
+    let t = n as f64;
+    let entropy = |c: &std::collections::HashMap<i64, usize>| -> f64 {
+        c.values()
+            .map(|&k| {
+                let p = k as f64 / t;
+                -p * p.ln()
+            })
+            .sum()
+    };
+    let (ha, hb) = (entropy(&ca), entropy(&cb));
+    if ha <= 0.0 || hb <= 0.0 {
+        return Some(0.0);
+    }
+    let mut mi = 0.0;
+    for (&(x, y), &k) in &joint {
+        let pxy = k as f64 / t;
+        let px = ca.get(&x).copied().unwrap_or(1) as f64 / t;
+        let py = cb.get(&y).copied().unwrap_or(1) as f64 / t;
+        mi += pxy * (pxy / (px * py)).ln();
+    }
+    Some((mi / (ha * hb).sqrt()).clamp(0.0, 1.0))
+}
+
 /// The shape of a cluster-size distribution, for the collapse monitors.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SizeStats {
@@ -498,6 +637,83 @@ mod tests {
         let s = size_stats(&[2, 1, 1]);
         let want = 1.5 * 2f64.ln() / 3f64.ln();
         assert!((s.entropy - want).abs() < 1e-12, "{}", s.entropy);
+    }
+
+    #[test]
+    fn whitening_keeps_the_leading_directions_with_unit_variance() {
+        // Independent columns of std 5, 3, 1, 0.1, then rotated: PCA to 2
+        // dimensions must keep the first two (rotated) axes, scaled by 1/5
+        // and 1/3, and the whitened rows have the identity covariance.
+        tch::manual_seed(4);
+        let stds = Tensor::from_slice(&[5.0f64, 3.0, 1.0, 0.1]);
+        let g = Tensor::randn([4000, 4], (Kind::Double, Device::Cpu));
+        let g = &g - g.mean_dim([0i64].as_slice(), true, Kind::Double);
+        let (q, _) = Tensor::linalg_qr(
+            &Tensor::randn([4, 4], (Kind::Double, Device::Cpu)),
+            "reduced",
+        );
+        let shift = Tensor::from_slice(&[1.0f64, -2.0, 3.0, 0.5]);
+        let x = (g * stds.unsqueeze(0)).matmul(&q.tr()) + shift.unsqueeze(0);
+        let w = Whitening::fit(&x, 2).unwrap();
+        assert_eq!(w.matrix.size(), vec![4, 2]);
+        let mean = Vec::<f32>::try_from(&w.mean).unwrap();
+        for (m, want) in mean.iter().zip([1.0f32, -2.0, 3.0, 0.5]) {
+            assert!((m - want).abs() < 0.3, "{mean:?}");
+        }
+        let z = Whitening::project(&x, &w.mean, &w.matrix).to_kind(Kind::Double);
+        let cov = z.tr().matmul(&z) / 3999.0;
+        let eye = Tensor::eye(2, (Kind::Double, Device::Cpu));
+        let err = (cov - eye).abs().max().double_value(&[]);
+        assert!(err < 1e-3, "covariance off the identity by {err}");
+        // Column j is the rotated axis j over its std (up to sign).
+        for (j, s) in [5.0f64, 3.0].iter().enumerate() {
+            let col = w.matrix.select(1, j as i64).to_kind(Kind::Double);
+            let axis = q.select(1, j as i64) / *s;
+            let cos = col.dot(&axis).abs().double_value(&[])
+                / (col.norm().double_value(&[]) * axis.norm().double_value(&[]));
+            assert!(cos > 0.999, "direction {j}: cos {cos}");
+            let ratio = col.norm().double_value(&[]) * s;
+            assert!((ratio - 1.0).abs() < 0.05, "scale {j}: {ratio}");
+        }
+        // The applied rows are unit length; dim 0 is the identity.
+        let a = Whitening::apply(&x, &w.mean, &w.matrix);
+        let norms = a.norm_scalaropt_dim(2.0, [1], false);
+        assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-5);
+        let id = Whitening::fit(&x, 0).unwrap();
+        let y = Whitening::project(&x, &id.mean, &id.matrix);
+        assert!(y.allclose(&x.to_kind(Kind::Float), 1e-6, 1e-6, false));
+        // Refused: more dimensions than the features, one row, NaN.
+        assert!(Whitening::fit(&x, 5)
+            .unwrap_err()
+            .to_string()
+            .contains("5 dimensions"));
+        assert!(Whitening::fit(&x.narrow(0, 0, 1), 2).is_err());
+        let nan = Tensor::full([5, 2], f64::NAN, (Kind::Float, Device::Cpu));
+        assert!(Whitening::fit(&nan, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("NaN"));
+    }
+
+    #[test]
+    fn nmi_of_relabelled_independent_and_hand_computed_labellings() {
+        let a = [0i64, 0, 1, 1, 2, 2];
+        // A relabelling: 1.
+        let b = [5i64, 5, 3, 3, 9, 9];
+        assert!((nmi(&a, &b).unwrap() - 1.0).abs() < 1e-12);
+        // Independent (every pair equally often): 0.
+        let x = [0i64, 0, 1, 1];
+        let y = [0i64, 1, 0, 1];
+        assert!(nmi(&x, &y).unwrap().abs() < 1e-12);
+        // a = [0,0,1,1], b = [0,0,0,1]: H(a) = ln 2,
+        // H(b) = -(3/4 ln 3/4 + 1/4 ln 1/4), I = H(b) - H(b|a) = H(b) - 1/2 ln 2.
+        let hb = -(0.75f64 * 0.75f64.ln() + 0.25 * 0.25f64.ln());
+        let want = (hb - 0.5 * 2f64.ln()) / (2f64.ln() * hb).sqrt();
+        let got = nmi(&[0, 0, 1, 1], &[0, 0, 0, 1]).unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        assert_eq!(nmi(&[1, 1], &[0, 1]), Some(0.0));
+        assert_eq!(nmi(&[0, 1], &[0]), None);
+        assert_eq!(nmi(&[0, -1], &[0, 1]), None);
     }
 
     #[test]
