@@ -220,7 +220,7 @@ impl PooledLayers for Wav2Vec2Method {
 
     fn layer_names(&self) -> Vec<String> {
         let n = self.model.cfg.num_hidden_layers.max(0) as usize + 2;
-        (0..n).map(crate::report::layer_name).collect()
+        (0..n).map(layer_name).collect()
     }
 }
 
@@ -493,6 +493,16 @@ fn speakers_of(speakers: &[String], rows: &[usize]) -> Vec<String> {
     let set: std::collections::BTreeSet<&String> =
         rows.iter().filter_map(|&i| speakers.get(i)).collect();
     set.into_iter().cloned().collect()
+}
+
+/// The name of probe layer `i` (0: the conv feature encoder, 1: the
+/// transformer's input, then each transformer layer).
+pub fn layer_name(i: usize) -> String {
+    match i {
+        0 => "conv feature encoder".to_string(),
+        1 => "transformer input".to_string(),
+        _ => format!("transformer layer {}", i - 1),
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The summary a user reads at the end of an audio run, as lines.
-use crate::eval::ProbeRow;
+use crate::eval::{layer_name, ProbeRow};
 use crate::pretrain::AudioRunSummary;
 
 fn pct(x: f64) -> String {
@@ -71,16 +71,6 @@ pub fn summary_lines(s: &AudioRunSummary, peak_rss_mb: Option<f64>) -> Vec<Strin
     };
     out.push(format!("  exported ({layout}): {}", s.export_dir.display()));
     out
-}
-
-/// The name of probe layer `i` (0: the conv feature encoder, 1: the
-/// transformer's input, then each transformer layer).
-pub fn layer_name(i: usize) -> String {
-    match i {
-        0 => "conv feature encoder".to_string(),
-        1 => "transformer input".to_string(),
-        _ => format!("transformer layer {}", i - 1),
-    }
 }
 
 /// One probe task: its sizes, then per layer the validation accuracy

@@ -97,7 +97,7 @@ pub struct ClipRunSummary {
 
 /// Exported parameters of one tower (variables under `prefix`; BERT's
 /// unused MLM head is not exported, so not counted).
-fn params(vs: &tch::nn::VarStore, prefix: &str) -> i64 {
+pub(crate) fn params(vs: &tch::nn::VarStore, prefix: &str) -> i64 {
     vs.variables()
         .iter()
         .filter(|(k, _)| k.starts_with(prefix) && crate::export::is_exported(k))

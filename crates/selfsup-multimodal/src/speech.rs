@@ -21,6 +21,7 @@
 use crate::method::{Clip, ClipMethodConfig};
 use crate::model::audio_tower::load_wav2vec2_export;
 use crate::model::{AudioTower, TextTower, AUDIO_PREFIX, TEXT_PREFIX};
+use crate::pretrain::params;
 use crate::speech_batches::SpeechBatches;
 use crate::speech_eval::{CharVocab, SpeechEvaluator, SpeechSet, SpeechSuite};
 use crate::speech_pairs::{
@@ -410,14 +411,6 @@ pub struct SpeechRunSummary {
     pub run_dir: PathBuf,
     pub curves: PathBuf,
     pub train: Option<TrainSummary>,
-}
-
-fn params(vs: &tch::nn::VarStore, prefix: &str) -> i64 {
-    vs.variables()
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix) && crate::export::is_exported(k))
-        .map(|(_, v)| v.numel() as i64)
-        .sum()
 }
 
 /// The dual encoder with random weights: `cfg`'s architecture from core's

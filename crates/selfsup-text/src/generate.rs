@@ -8,9 +8,12 @@
 use crate::config::{TextMethodConfig, TextRunConfig};
 use crate::error::{TextError, TextResult};
 use crate::methods::NextToken;
+use crate::model::Gpt2Config;
 use crate::tokenizer::TextTokenizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use selfsup_core::checkpoint;
+use selfsup_core::method::Method;
 use selfsup_core::trainer::CHECKPOINT_FILE;
 use selfsup_core::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -277,7 +280,7 @@ pub fn load_run(path: &Path, device: Device) -> Result<LoadedRun> {
         )));
     }
     let cfg = TextRunConfig::from_toml(&config, &checkpoint)?;
-    let (model, tok) = crate::pretrain_next_token::restore(&checkpoint, &cfg, device)?;
+    let (model, tok) = restore(&checkpoint, &cfg, device)?;
     Ok(LoadedRun {
         model,
         tok,
@@ -294,6 +297,34 @@ pub fn check_new_tokens(n: usize) -> TextResult<usize> {
             "--max-new-tokens {n}: give 1 to {MAX_NEW_TOKENS}"
         )))
     }
+}
+
+/// The architecture of `cfg` for `tok`.
+pub fn model_config(cfg: &TextRunConfig, tok: &TextTokenizer) -> Result<Gpt2Config> {
+    Gpt2Config::resolve(
+        &cfg.model,
+        tok.vocab_size,
+        tok.cls_id,
+        tok.sep_id,
+        tok.pad_id,
+    )
+    .map_err(Error::Config)
+}
+
+/// The checkpoint's model and the run's tokenizer (`tokenizer/tokenizer.json`
+/// beside the checkpoint).
+pub fn restore(
+    path: &Path,
+    cfg: &TextRunConfig,
+    device: Device,
+) -> Result<(NextToken, TextTokenizer)> {
+    let run_dir = path.parent().unwrap_or(Path::new("."));
+    let tok = TextTokenizer::from_file(&run_dir.join("tokenizer").join("tokenizer.json"))?;
+    let gpt =
+        model_config(cfg, &tok).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let model = NextToken::new(&gpt, device);
+    checkpoint::restore_model(path, model.var_store(), model.name())?;
+    Ok((model, tok))
 }
 
 #[cfg(test)]

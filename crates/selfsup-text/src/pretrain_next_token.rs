@@ -13,9 +13,8 @@ use crate::config::TextRunConfig;
 use crate::corpus::ReadReport;
 use crate::eval::ProbeRow;
 use crate::export_gpt2::export_gpt2;
-use crate::generate::{generate, Sampling};
+use crate::generate::{generate, model_config, restore, Sampling};
 use crate::methods::{CausalBatches, NextToken};
-use crate::model::Gpt2Config;
 use crate::ngram::{fit_bigram_k, NgramBaselines, NgramCounts};
 use crate::packing::{pack, PackStats, Packed};
 use crate::pretrain::{
@@ -23,7 +22,6 @@ use crate::pretrain::{
     RunOptions,
 };
 use crate::tokenizer::TextTokenizer;
-use selfsup_core::checkpoint;
 use selfsup_core::device::describe;
 use selfsup_core::method::Method;
 use selfsup_core::run::{seed_weights, trainable_parameters, Run};
@@ -80,18 +78,6 @@ pub struct NextTokenRunSummary {
     pub samples: Vec<Sample>,
     pub warnings: Vec<String>,
     pub export_dir: PathBuf,
-}
-
-/// The architecture of `cfg` for `tok`.
-pub fn model_config(cfg: &TextRunConfig, tok: &TextTokenizer) -> Result<Gpt2Config> {
-    Gpt2Config::resolve(
-        &cfg.model,
-        tok.vocab_size,
-        tok.cls_id,
-        tok.sep_id,
-        tok.pad_id,
-    )
-    .map_err(Error::Config)
 }
 
 /// The baselines' perplexities and smoothing values, as one phrase.
@@ -342,22 +328,6 @@ pub fn summary_lines(
         s.export_dir.display()
     ));
     out
-}
-
-/// The checkpoint's model and the run's tokenizer (`tokenizer/tokenizer.json`
-/// beside the checkpoint).
-pub fn restore(
-    path: &Path,
-    cfg: &TextRunConfig,
-    device: Device,
-) -> Result<(NextToken, TextTokenizer)> {
-    let run_dir = path.parent().unwrap_or(Path::new("."));
-    let tok = TextTokenizer::from_file(&run_dir.join("tokenizer").join("tokenizer.json"))?;
-    let gpt =
-        model_config(cfg, &tok).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    let model = NextToken::new(&gpt, device);
-    checkpoint::restore_model(path, model.var_store(), model.name())?;
-    Ok((model, tok))
 }
 
 /// `eval validation` (perplexity beside the baselines, on the run's split)
