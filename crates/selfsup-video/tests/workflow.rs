@@ -95,8 +95,18 @@ fn opts<'a>(
     }
 }
 
+/// libtorch's generator is global to the process: the tests of this file
+/// take turns so that each run's seeded initialisation and steps are
+/// reproducible (the resume test compares two runs bit for bit).
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn pretrain_evaluate_and_export_through_the_registry() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let fm = root.path().join("fashion-mnist");
     std::fs::create_dir(&fm).unwrap();
@@ -196,6 +206,7 @@ fn pretrain_evaluate_and_export_through_the_registry() {
 
 #[test]
 fn frame_folders_train_without_probes_and_bad_ones_are_refused_first() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let clips = root.path().join("clips");
     for c in 0..4 {
@@ -261,6 +272,7 @@ impl selfsup_core::trainer::Observer for StopAfterFirstEpoch {
 
 #[test]
 fn a_run_stopped_after_an_epoch_and_resumed_ends_with_the_uninterrupted_weights() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let fm = root.path().join("fashion-mnist");
     std::fs::create_dir(&fm).unwrap();
