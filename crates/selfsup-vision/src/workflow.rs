@@ -250,8 +250,8 @@ mod tests {
     fn methods_and_evaluations_are_listed() {
         let m = VisionModality;
         assert_eq!(m.name(), "vision");
-        assert_eq!(m.methods().len(), 16);
-        assert!(m.methods().contains(&"deepcluster"));
+        assert_eq!(m.methods().len(), 17);
+        assert!(m.methods().contains(&"deepcluster") && m.methods().contains(&"dinov2"));
         assert!(m.methods().contains(&"barlow_twins"));
         assert_eq!(m.evaluations(), ["knn", "linear", "finetune", "robustness"]);
     }
