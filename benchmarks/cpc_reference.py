@@ -85,8 +85,21 @@ class CPC(nn.Module):
             samples = 0 if samples < k else (samples - k) // s + 1
         return samples
 
-    def forward(self, wave):
-        z = self.feature_norm(self.encoder(wave).transpose(1, 2))
+    def forward(self, wave, lengths=None):
+        """z and c of [B, L] waveforms; with `lengths`, each row shorter than
+        L is encoded alone on its valid samples (the first conv's group norm
+        pools over time) and its frames zero-padded after the encoder."""
+        if lengths is None or all(int(n) == wave.shape[1] for n in lengths):
+            feats = self.encoder(wave)
+        else:
+            t = self.frames(wave.shape[1])
+            rows = []
+            for b, n in enumerate(lengths):
+                n = int(n)
+                enc = self.encoder(wave[b : b + 1, :n])
+                rows.append(F.pad(enc, (0, t - enc.shape[2])))
+            feats = torch.cat(rows)
+        z = self.feature_norm(feats.transpose(1, 2))
         c, _ = self.context(z)
         return z, c
 
@@ -121,7 +134,7 @@ def main():
         return
     ref = load_file(sys.argv[2])
     with torch.no_grad():
-        z, c = model(ref["wave"])
+        z, c = model(ref["wave"], ref["lengths"].tolist())
         lens = [model.frames(int(n)) for n in ref["lengths"]]
         loss = info_nce(model, z, c, lens)
     dz = max((z[b, :n] - ref["z"][b, :n]).abs().max().item() for b, n in enumerate(lens))

@@ -11,8 +11,10 @@
 //! probe test folders are kept out of them): no probe label, no test clip
 //! is read before the end.
 //!
-//! At the end ([`probe`]): frozen features mean-pooled per layer (the conv
-//! feature encoder's output, the transformer's input, each layer) and a
+//! At the end ([`probe`]): frozen features per layer (the conv feature
+//! encoder's output, the transformer's input, each layer; CPC: `z`, `c`),
+//! summarised over time by their mean and standard deviation, the summary
+//! the log-mel baseline gets ([`pool_frames`]), and a
 //! linear probe (core's) per layer for a labelled task whose test clips
 //! come from speakers the probe never saw. The layer is chosen on a
 //! validation part of the *training* speakers (`[eval] validation_fraction`
@@ -204,18 +206,40 @@ pub struct ProbeRow {
     pub validation_majority: f64,
 }
 
-/// A frozen encoder as the probes read it: mean-pooled features per layer
-/// of `[B, L]` waveforms (wav2vec 2.0, CPC).
+/// A frozen encoder as the probes read it: the frame features of each
+/// layer of one clip (wav2vec 2.0, CPC), which the probes pool over time
+/// with [`pool_frames`], the summary the log-mel baseline gets.
 pub trait PooledLayers {
-    /// `[B, D_layer]` per layer, no gradient.
-    fn pooled_layers(&self, wave: &Tensor, lengths: &Tensor) -> Vec<Tensor>;
+    /// Per layer, the `[T, D_layer]` frames of one unpadded `[1, L]`
+    /// waveform, float32, no gradient.
+    fn clip_frames(&self, wave: &Tensor) -> Vec<Tensor>;
     /// The name of each of those layers, as the report prints it.
     fn layer_names(&self) -> Vec<String>;
 }
 
+/// One clip's `[T, D]` frames summarised over time as the log-mel baseline
+/// is ([`logmel_summary`]): the mean and the (population) standard
+/// deviation of each dimension, `[2 D]`. A mean alone keeps what a clip
+/// sounds like on average; the spread keeps how much each feature moves
+/// (a consonant's burst against the vowel that follows).
+pub fn pool_frames(frames: &Tensor) -> Tensor {
+    let f = frames.to_kind(Kind::Float);
+    let mean = f.mean_dim(0, false, Kind::Float);
+    let std = f.std_dim(0, false, false);
+    Tensor::cat(&[mean, std], 0)
+}
+
 impl PooledLayers for Wav2Vec2Method {
-    fn pooled_layers(&self, wave: &Tensor, lengths: &Tensor) -> Vec<Tensor> {
-        Wav2Vec2Method::pooled_layers(self, wave, lengths)
+    fn clip_frames(&self, wave: &Tensor) -> Vec<Tensor> {
+        let lengths = Tensor::from_slice(&[wave.size().last().copied().unwrap_or(0)])
+            .to_device(wave.device());
+        tch::no_grad(|| {
+            let out = self.model.forward_t(wave, &lengths, None, false);
+            std::iter::once(&out.extract_features)
+                .chain(&out.hidden_states)
+                .map(|h| h.to_kind(Kind::Float).select(0, 0))
+                .collect()
+        })
     }
 
     fn layer_names(&self) -> Vec<String> {
@@ -231,19 +255,23 @@ fn prepared(clip: &Clip, max_samples: usize) -> Vec<f32> {
     x
 }
 
-/// Per-layer pooled features `[N, H]` of `clips`, one clip at a time (no
-/// padding, as transformers advises for group-norm models).
+/// Per-layer pooled features `[N, 2 H]` of `clips` ([`pool_frames`]), one
+/// clip at a time (no padding, as transformers advises for group-norm
+/// models).
 fn layer_features(method: &dyn PooledLayers, clips: &[Vec<f32>], device: Device) -> Vec<Tensor> {
     let mut per_layer: Vec<Vec<Tensor>> = Vec::new();
     for c in clips {
-        let (wave, lengths) = collate(std::slice::from_ref(c));
-        let layers = method.pooled_layers(&wave.to_device(device), &lengths.to_device(device));
+        let wave = Tensor::from_slice(c).view([1, -1]).to_device(device);
+        let layers = method.clip_frames(&wave);
         per_layer.resize_with(layers.len(), Vec::new);
         for (acc, l) in per_layer.iter_mut().zip(layers) {
-            acc.push(l.to_device(Device::Cpu));
+            acc.push(pool_frames(&l).to_device(Device::Cpu));
         }
     }
-    per_layer.into_iter().map(|v| Tensor::cat(&v, 0)).collect()
+    per_layer
+        .into_iter()
+        .map(|v| Tensor::stack(&v, 0))
+        .collect()
 }
 
 /// The labels of a probe task and its parts, as row indices.

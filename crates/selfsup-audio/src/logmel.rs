@@ -19,7 +19,7 @@ fn mel_to_hz(m: f64) -> f64 {
 }
 
 /// `[NFFT / 2 + 1, BANDS]` triangular filters at 16 kHz.
-fn filterbank() -> Tensor {
+pub fn filterbank() -> Tensor {
     let bins = (NFFT / 2 + 1) as usize;
     let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(8000.0));
     let edges: Vec<f64> = (0..BANDS as usize + 2)

@@ -18,9 +18,10 @@
 //! - [`config`]: the run config (one TOML file); [`data`]: its sources as
 //!   training pairs and evaluation sets
 //! - [`pretrain`]: the workflow, on core's `Run`
-//! - [`speech_pairs`], [`speech_batches`], [`speech_eval`], [`speech`]:
-//!   speech-text CLIP (an audio tower from `selfsup-audio`) on KLettres /
-//!   KTuberling, evaluated on held-out speakers
+//! - [`speech_pairs`], [`speech_batches`], [`speech_eval`], [`speech`],
+//!   [`speech_export`]: speech-text CLIP (a log-mel or wav2vec 2.0 audio
+//!   tower) on KLettres / KTuberling, evaluated on held-out speakers, exported
+//!   with transformers' names
 //! - [`workflow`]: the modality's entry for the `selfsup` binary
 pub mod captions;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod speech;
 pub mod speech_batches;
 pub mod speech_eval;
+pub mod speech_export;
 pub mod speech_pairs;
 pub mod tower;
 pub mod workflow;

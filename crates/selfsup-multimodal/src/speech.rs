@@ -1,11 +1,12 @@
 //! Speech-text CLIP: the CLIP method ([`crate::method::Clip`]) with an audio
-//! tower (selfsup-audio's wav2vec 2.0 encoder, [`AudioTower`]) beside the
-//! text tower, trained on spoken letters, syllables and words paired with
+//! tower ([`SpeechTower`]: selfsup-audio's wav2vec 2.0 encoder, or log-mel
+//! frames through a conv stack) beside the text tower, trained on spoken letters, syllables and words paired with
 //! their written form ([`crate::speech_pairs`]), evaluated on speakers it
 //! never heard ([`crate::speech_eval`]).
 //!
 //! The config is a CLIP config whose `[model]` holds an `[model.audio]`
-//! table (a wav2vec 2.0 architecture; its pre-training keys are unused):
+//! table (`kind = "log_mel"` and its sizes, or `kind = "wav2vec2"` and a
+//! wav2vec 2.0 architecture whose pre-training keys are unused):
 //! [`is_speech_config`] is how the CLIP modality tells the two apart, so
 //! `[method] name = "clip"` stays the one method name.
 //!
@@ -20,14 +21,13 @@
 //! unseen forms `[UNK]`).
 use crate::method::{Clip, ClipMethodConfig};
 use crate::model::audio_tower::load_wav2vec2_export;
-use crate::model::{AudioTower, TextTower, AUDIO_PREFIX, TEXT_PREFIX};
+use crate::model::{AudioTowerConfig, SpeechTower, TextTower, AUDIO_PREFIX, TEXT_PREFIX};
 use crate::pretrain::params;
 use crate::speech_batches::SpeechBatches;
 use crate::speech_eval::{CharVocab, SpeechEvaluator, SpeechSet, SpeechSuite};
 use crate::speech_pairs::{
     eval_clip, read_pairs, split_by_speaker, PairReport, SpeakerSplit, SpeechPair, SpeechSource,
 };
-use selfsup_audio::model::Wav2Vec2Config;
 use selfsup_audio::read::ReadLimits;
 use selfsup_audio::resample::TARGET_RATE;
 use selfsup_core::device::describe;
@@ -99,10 +99,11 @@ impl Default for SpeechDataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpeechModelConfig {
-    /// `[model.audio]`: selfsup-audio's wav2vec 2.0 sizes (the encoder only).
-    pub audio: Wav2Vec2Config,
-    /// A selfsup-audio export (`.../export/model.safetensors`) of the same
-    /// architecture to start the audio tower from.
+    /// `[model.audio]`: the audio tower (`kind = "log_mel"` or `"wav2vec2"`).
+    pub audio: AudioTowerConfig,
+    /// A selfsup-audio wav2vec 2.0 export (`.../export/model.safetensors`)
+    /// of the same architecture to start the audio tower from (`kind =
+    /// "wav2vec2"` only).
     pub audio_init: Option<PathBuf>,
     /// `[model.text]`: the BERT text tower on characters.
     pub text: ModelConfig,
@@ -112,7 +113,7 @@ pub struct SpeechModelConfig {
 impl Default for SpeechModelConfig {
     fn default() -> Self {
         Self {
-            audio: Wav2Vec2Config::default(),
+            audio: AudioTowerConfig::default(),
             audio_init: None,
             text: ModelConfig {
                 max_len: 24,
@@ -201,10 +202,15 @@ impl SpeechRunConfig {
                 return Err(format!("[data] {key} = {v}: must be in (0, {max}] seconds"));
             }
         }
-        self.model
-            .audio
-            .validate()
-            .map_err(|e| e.replacen("[model]", "[model.audio]", 1))?;
+        self.model.audio.validate()?;
+        if let (Some(file), AudioTowerConfig::LogMel(_)) =
+            (&self.model.audio_init, &self.model.audio)
+        {
+            return Err(format!(
+                "[model] audio_init = {}: a wav2vec 2.0 export needs [model.audio] kind = \"wav2vec2\" (drop audio_init for the log-mel tower)",
+                file.display()
+            ));
+        }
         let field = self.model.audio.receptive_field() as f64 / TARGET_RATE as f64;
         if d.crop_seconds < field || d.eval_seconds < field {
             return Err(format!(
@@ -258,10 +264,10 @@ pub fn build(
     text: &BertConfig,
     device: tch::Device,
     init: bool,
-) -> Result<Clip<AudioTower>> {
+) -> Result<Clip<SpeechTower>> {
     let mut clip = Clip::with_towers(device, cfg.method.clip(), cfg.model.embed_dim, |root| {
         Ok((
-            AudioTower::new(root, &cfg.model.audio)?,
+            SpeechTower::new(root, &cfg.model.audio)?,
             TextTower::new(root, text),
         ))
     })?;
@@ -388,6 +394,8 @@ pub struct SpeechRunSummary {
     /// Characters of the text tower (from the training forms).
     pub characters: String,
     pub audio_init: Option<PathBuf>,
+    /// What the audio tower is, in words.
+    pub audio_tower: String,
     pub audio_params: i64,
     pub text_params: i64,
     pub embed_dim: i64,
@@ -410,6 +418,8 @@ pub struct SpeechRunSummary {
     pub warnings: Vec<String>,
     pub run_dir: PathBuf,
     pub curves: PathBuf,
+    /// `model.safetensors`, `config.json`, `vocab.txt` ([`crate::speech_export`]).
+    pub export_dir: PathBuf,
     pub train: Option<TrainSummary>,
 }
 
@@ -419,13 +429,14 @@ pub fn random_weights(
     cfg: &SpeechRunConfig,
     text: &BertConfig,
     device: tch::Device,
-) -> Result<Clip<AudioTower>> {
+) -> Result<Clip<SpeechTower>> {
     seed_random_weights(cfg.trainer.seed);
     build(cfg, text, device, false)
 }
 
-/// Pre-trains and evaluates as `cfg` says; writes `config.toml`,
-/// `vocab.txt` (the characters) and `summary.json` into the run folder.
+/// Pre-trains, evaluates and exports as `cfg` says; writes `config.toml`,
+/// `vocab.txt` (the characters), `export/` and `summary.json` into the run
+/// folder.
 pub fn pretrain(cfg: &SpeechRunConfig, opts: RunOptions) -> Result<SpeechRunSummary> {
     cfg.check().map_err(Error::Config)?;
     let mut run = Run::start(
@@ -468,10 +479,10 @@ pub fn pretrain(cfg: &SpeechRunConfig, opts: RunOptions) -> Result<SpeechRunSumm
         data.validation.describe().join(", ")
     ));
     std::fs::write(
-        run.run_dir.join("vocab.txt"),
+        run.run_dir.join(crate::speech_export::RUN_VOCAB_FILE),
         data.vocab.chars.iter().collect::<String>(),
     )
-    .map_err(|e| Error::io(run.run_dir.join("vocab.txt"), e))?;
+    .map_err(|e| Error::io(run.run_dir.join(crate::speech_export::RUN_VOCAB_FILE), e))?;
     let text_cfg = cfg.text_tower(&data.vocab)?;
     let max_len = cfg.model.text.max_len;
     let (forms, form_of) = crate::speech_pairs::forms_of(p, train);
@@ -514,6 +525,17 @@ pub fn pretrain(cfg: &SpeechRunConfig, opts: RunOptions) -> Result<SpeechRunSumm
     let summary = trainer.fit(&mut clip, &loader, &mut evaluator, run.observer, run.resume)?;
     let metrics = data.test.evaluate(&clip.model, device);
     let validation = evaluator.validation.evaluate(&clip.model, device);
+    let export_dir = run.run_dir.join("export");
+    let meta = crate::speech_export::SpeechExportMeta {
+        audio: cfg.model.audio.clone(),
+        text: text_cfg.clone(),
+        embed_dim: cfg.model.embed_dim,
+        characters: data.vocab.chars.iter().collect(),
+        max_len,
+        eval_seconds: cfg.data.eval_seconds,
+        clip: cfg.method.clip().clone(),
+    };
+    crate::speech_export::export_speech(&clip, &meta, &export_dir)?;
     let vs = clip.var_store();
     let wall_seconds = run.seconds();
     let run_dir = run.run_dir.clone();
@@ -538,6 +560,7 @@ pub fn pretrain(cfg: &SpeechRunConfig, opts: RunOptions) -> Result<SpeechRunSumm
         data: data.report.clone(),
         characters: data.vocab.chars.iter().collect(),
         audio_init: cfg.model.audio_init.clone(),
+        audio_tower: cfg.model.audio.describe().to_string(),
         audio_params: params(vs, &format!("{AUDIO_PREFIX}.")),
         text_params: params(vs, &format!("{TEXT_PREFIX}.")),
         embed_dim: cfg.model.embed_dim,
@@ -555,6 +578,7 @@ pub fn pretrain(cfg: &SpeechRunConfig, opts: RunOptions) -> Result<SpeechRunSumm
         validation_chance: evaluator.validation.chance(),
         warnings: summary.warnings.clone(),
         curves: run_dir.join(selfsup_core::trainer::PLOT_FILE),
+        export_dir,
         run_dir,
         train: Some(summary),
     })
@@ -607,7 +631,8 @@ impl selfsup_core::workflow::Report for SpeechRunSummary {
                 s.data.left_out()
             ),
             format!(
-                "  audio tower wav2vec 2.0 encoder ({:.2} M{}), text tower BERT on {} characters ({:.2} M), shared space {}",
+                "  audio tower {} ({:.2} M{}), text tower BERT on {} characters ({:.2} M), shared space {}",
+                s.audio_tower,
                 s.audio_params as f64 / 1e6,
                 s.audio_init.as_ref().map_or(String::new(), |p| format!(", from {}", p.display())),
                 s.characters.chars().count(),
@@ -636,8 +661,9 @@ impl selfsup_core::workflow::Report for SpeechRunSummary {
         }
         lines.extend(s.warnings.iter().map(|w| format!("  warning: {w}")));
         lines.push(format!(
-            "  curves {}, run {}",
+            "  curves {}, export {}, run {}",
             s.curves.display(),
+            s.export_dir.display(),
             s.run_dir.display()
         ));
         lines

@@ -18,7 +18,7 @@ use crate::captions::fill;
 use crate::eval::zero_shot::{class_embeddings, top1};
 use crate::eval::{encode_texts, recall_at_k, KS};
 use crate::method::Clip;
-use crate::model::{AudioTower, ClipModel};
+use crate::model::{ClipModel, SpeechTower};
 use crate::speech_pairs::{eval_clip, forms_of, SpeechPair};
 use selfsup_core::loss::info_nce::normalize;
 use selfsup_core::method::Method;
@@ -154,7 +154,7 @@ impl SpeechSet {
 }
 
 /// Unit embeddings of clips, each embedded alone (on the CPU).
-pub fn encode_clips(model: &ClipModel<AudioTower>, clips: &[Vec<f32>], device: Device) -> Tensor {
+pub fn encode_clips(model: &ClipModel<SpeechTower>, clips: &[Vec<f32>], device: Device) -> Tensor {
     tch::no_grad(|| {
         let rows: Vec<Tensor> = clips
             .iter()
@@ -179,7 +179,7 @@ pub struct SpeechSuite {
 
 impl SpeechSuite {
     /// Named figures: `<set> zero-shot top-1`, `<set> t->s R@1`, ...
-    pub fn evaluate(&self, model: &ClipModel<AudioTower>, device: Device) -> Vec<(String, f64)> {
+    pub fn evaluate(&self, model: &ClipModel<SpeechTower>, device: Device) -> Vec<(String, f64)> {
         let pad = CharVocab::PAD;
         let mut out = Vec::new();
         // A retrieval set named as a zero-shot set holds the same clips
@@ -255,8 +255,8 @@ pub struct SpeechEvaluator {
     pub monitor: Option<MonitorPairs>,
 }
 
-impl EpochEvaluator<Clip<AudioTower>> for SpeechEvaluator {
-    fn evaluate(&mut self, method: &Clip<AudioTower>, _epoch: usize) -> Result<EpochEval> {
+impl EpochEvaluator<Clip<SpeechTower>> for SpeechEvaluator {
+    fn evaluate(&mut self, method: &Clip<SpeechTower>, _epoch: usize) -> Result<EpochEval> {
         let device = method.var_store().device();
         let metrics = if self.every_epoch {
             self.validation.evaluate(&method.model, device)
@@ -267,7 +267,7 @@ impl EpochEvaluator<Clip<AudioTower>> for SpeechEvaluator {
         Ok(EpochEval { metrics, views })
     }
 
-    fn monitor_views(&mut self, method: &Clip<AudioTower>) -> Result<Option<(Tensor, Tensor)>> {
+    fn monitor_views(&mut self, method: &Clip<SpeechTower>) -> Result<Option<(Tensor, Tensor)>> {
         let device = method.var_store().device();
         Ok(self.monitor.as_ref().map(|(clips, rows)| {
             (

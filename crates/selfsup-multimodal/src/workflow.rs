@@ -112,12 +112,7 @@ impl Modality for ClipModality {
 
     fn export(&self, checkpoint: &Path, config_toml: &str, out: &Path) -> Result<String> {
         if crate::speech::is_speech_config(config_toml) {
-            return Err(Error::Config(format!(
-                "{}: a speech-text CLIP checkpoint has no export format yet; evaluate it with \
-                 `selfsup eval retrieval` or `selfsup eval zero-shot` (its weights are the \
-                 checkpoint's `audio_model.*`, `text_model.*`, projections and logit_scale)",
-                checkpoint.display()
-            )));
+            return crate::speech_export::export_checkpoint(checkpoint, config_toml, out);
         }
         // The checkpoint carries the config; parsing it here refuses a bad
         // one naming the checkpoint before any weight is read.

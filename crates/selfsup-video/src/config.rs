@@ -2,7 +2,7 @@
 //! table core's [`RunSettings`].
 use crate::augment::AugmentConfig;
 use crate::methods::VideoMethodConfig;
-use crate::model::VitConfig;
+use crate::model::{Pooling, VitConfig};
 use crate::moving::Motion;
 use selfsup_core::eval::linear_probe::LinearProbeConfig;
 use selfsup_core::run::{BatchDefault, RunSettings};
@@ -106,6 +106,11 @@ pub struct EvalConfig {
     pub weight_decays: Vec<f64>,
     /// The probe's other settings (its `weight_decay` is overridden).
     pub probe: LinearProbeConfig,
+    /// How the encoder's final tokens are pooled for the probes (method
+    /// and random weights alike): `mean` over every token, `time` (the mean
+    /// of each time step, concatenated: keeps the order of time) or
+    /// `mean-std`. The raw-frames baseline keeps every frame either way.
+    pub pooling: Pooling,
     /// Raw-frames baseline: frames average-pooled by this factor per side.
     pub raw_pool: i64,
     /// Validation clips whose two augmented views feed the collapse monitors.
@@ -124,6 +129,7 @@ impl Default for EvalConfig {
             split_seed: 0,
             weight_decays: vec![1e-4, 1e-2],
             probe: LinearProbeConfig::default(),
+            pooling: Pooling::Mean,
             raw_pool: 4,
             monitor_clips: 256,
             epoch_probe_clips: 512,

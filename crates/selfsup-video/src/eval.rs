@@ -21,6 +21,7 @@ use crate::batches::plain_clips;
 use crate::clips::VideoSet;
 use crate::config::EvalConfig;
 use crate::methods::VideoMethod;
+use crate::model::Pooling;
 use crate::moving::MovingLabels;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -31,22 +32,23 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
-/// Mean final tokens of the clips `idx` of `set` (first `frames` frames,
-/// unaugmented) under `method`'s evaluated encoder, `batch` clips per pass:
-/// `[len, D]` on the CPU.
+/// Final tokens of the clips `idx` of `set` (first `frames` frames,
+/// unaugmented) under `method`'s evaluated encoder, pooled as `pooling`
+/// says, `batch` clips per pass: `[len, pooling.dims()]` on the CPU.
 pub fn encoder_features(
     method: &dyn VideoMethod,
     set: &VideoSet,
     idx: &[usize],
     frames: usize,
     batch: usize,
+    pooling: Pooling,
     device: Device,
 ) -> Tensor {
     let parts: Vec<Tensor> = idx
         .chunks(batch.max(1))
         .map(|chunk| {
             let x = plain_clips(set, chunk, frames).to_device(device);
-            tch::no_grad(|| method.encoder().pooled(&x)).to_device(Device::Cpu)
+            tch::no_grad(|| method.encoder().pooled_by(&x, pooling)).to_device(Device::Cpu)
         })
         .collect();
     concat(parts)
@@ -268,6 +270,8 @@ pub struct VideoEpochEval {
     pub set: std::sync::Arc<VideoSet>,
     pub frames: usize,
     pub batch: usize,
+    /// How the probes pool the final tokens (`[eval] pooling`).
+    pub pooling: Pooling,
     pub device: Device,
     /// Probe clips fitted on each epoch, with their labels.
     pub fit_idx: Vec<usize>,
@@ -340,6 +344,7 @@ impl EpochEvaluator<dyn VideoMethod> for VideoEpochEval {
                 &self.fit_idx,
                 self.frames,
                 self.batch,
+                self.pooling,
                 self.device,
             );
             let val = encoder_features(
@@ -348,6 +353,7 @@ impl EpochEvaluator<dyn VideoMethod> for VideoEpochEval {
                 &self.val_idx,
                 self.frames,
                 self.batch,
+                self.pooling,
                 self.device,
             );
             for (name, sets, classes) in [

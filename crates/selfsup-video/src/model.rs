@@ -14,6 +14,31 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+/// How the probes pool a clip's final tokens (`[eval] pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooling {
+    /// The mean over every token: `D` features (where and when are mixed).
+    #[default]
+    Mean,
+    /// The mean over each time step's cells, the time steps concatenated:
+    /// `T' * D` features that keep the order of time.
+    Time,
+    /// The mean and the standard deviation over every token: `2 * D`.
+    MeanStd,
+}
+
+impl Pooling {
+    /// Features per clip for an encoder of `cfg`.
+    pub fn dims(self, cfg: &VitConfig) -> i64 {
+        match self {
+            Self::Mean => cfg.embed_dim,
+            Self::Time => cfg.grid().0 * cfg.embed_dim,
+            Self::MeanStd => 2 * cfg.embed_dim,
+        }
+    }
+}
+
 /// The `[model]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +367,30 @@ impl TubeletVit {
     pub fn pooled(&self, clips: &Tensor) -> Tensor {
         self.tokens(clips, None).mean_dim(1, false, Kind::Float)
     }
+
+    /// The final tokens pooled as `pooling` says: `[B, D]` (mean),
+    /// `[B, T' * D]` (time: the mean over each time step's cells,
+    /// time-major) or `[B, 2 * D]` (mean and standard deviation).
+    pub fn pooled_by(&self, clips: &Tensor, pooling: Pooling) -> Tensor {
+        let x = self.tokens(clips, None);
+        match pooling {
+            Pooling::Mean => x.mean_dim(1, false, Kind::Float),
+            Pooling::Time => {
+                let (t, h, w) = self.cfg.grid();
+                let (b, _, d) = x.size3().unwrap_or((0, 0, 0));
+                x.view([b, t, h * w, d])
+                    .mean_dim(2, false, Kind::Float)
+                    .flatten(1, 2)
+            }
+            Pooling::MeanStd => Tensor::cat(
+                &[
+                    x.mean_dim(1, false, Kind::Float),
+                    x.std_dim(1, false, false),
+                ],
+                1,
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +454,44 @@ mod tests {
         let same = vit.tokens(&b, Some(&all));
         assert!(whole.allclose(&same, 1e-5, 1e-6, false));
         assert_eq!(vit.pooled(&b).size(), vec![1, 16]);
+    }
+
+    #[test]
+    fn time_pooling_keeps_each_time_step_and_mean_std_the_spread() {
+        let cfg = tiny();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let vit = TubeletVit::new(&vs.root(), &cfg);
+        let clips = Tensor::randn([3, 1, 4, 8, 8], (Kind::Float, tch::Device::Cpu));
+        let tokens = vit.tokens(&clips, None);
+        let time = vit.pooled_by(&clips, Pooling::Time);
+        assert_eq!(time.size(), vec![3, Pooling::Time.dims(&cfg)]);
+        assert_eq!(Pooling::Time.dims(&cfg), 32);
+        // Features d of time step t: the mean of tokens 4t..4t+3 (2x2 cells).
+        for b in 0..3 {
+            for t in 0..2 {
+                for d in 0..16 {
+                    let want: f64 = (0..4)
+                        .map(|k| tokens.double_value(&[b, 4 * t + k, d]))
+                        .sum::<f64>()
+                        / 4.0;
+                    let got = time.double_value(&[b, 16 * t + d]);
+                    assert!((got - want).abs() < 1e-5, "{b} {t} {d}: {got} vs {want}");
+                }
+            }
+        }
+        // The mean of the time steps is the plain mean.
+        let mean = vit.pooled_by(&clips, Pooling::Mean);
+        assert!(mean.allclose(&vit.pooled(&clips), 1e-6, 1e-6, false));
+        let halves = (time.narrow(1, 0, 16) + time.narrow(1, 16, 16)) / 2.0;
+        assert!(halves.allclose(&mean, 1e-5, 1e-5, false));
+        // mean-std: the mean, then the (population) standard deviation.
+        let ms = vit.pooled_by(&clips, Pooling::MeanStd);
+        assert_eq!(ms.size(), vec![3, 32]);
+        assert!(ms.narrow(1, 0, 16).allclose(&mean, 1e-6, 1e-6, false));
+        let h: Vec<f64> = (0..8).map(|k| tokens.double_value(&[1, k, 5])).collect();
+        let m = h.iter().sum::<f64>() / 8.0;
+        let sd = (h.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 8.0).sqrt();
+        assert!((ms.double_value(&[1, 21]) - sd).abs() < 1e-5);
     }
 
     #[test]

@@ -199,7 +199,15 @@ pub fn final_probes(
     ] {
         log(&format!("features: {name}"));
         let f = |set: &VideoSet, idx: &[usize]| {
-            encoder_features(m, set, idx, frames, cfg.eval.batch, device)
+            encoder_features(
+                m,
+                set,
+                idx,
+                frames,
+                cfg.eval.batch,
+                cfg.eval.pooling,
+                device,
+            )
         };
         features.push(FeatureSet {
             name,
@@ -303,6 +311,7 @@ pub fn pretrain(cfg: &VideoRunConfig, opts: RunOptions) -> Result<VideoRunSummar
         set: data.train.clone(),
         frames,
         batch: cfg.eval.batch,
+        pooling: cfg.eval.pooling,
         device,
         fit_idx,
         val_idx,

@@ -134,3 +134,72 @@ fn the_layer_is_the_best_on_validation_even_where_test_would_pick_another() {
     let c = choose_layer(&same, &test, &labels, &cfg).unwrap();
     assert_eq!(c.chosen_layer, 0);
 }
+
+#[test]
+fn frames_are_pooled_into_their_mean_and_spread_as_log_mel_is() {
+    // Two dimensions over four frames: [1, 2, 3, 4] and a constant 5.
+    let frames = Tensor::from_slice(&[1.0f32, 5.0, 2.0, 5.0, 3.0, 5.0, 4.0, 5.0]).view([4, 2]);
+    let pooled = Vec::<f32>::try_from(pool_frames(&frames)).unwrap();
+    let want = [2.5f32, 5.0, 1.25f32.sqrt(), 0.0];
+    assert_eq!(pooled.len(), 4);
+    for (got, want) in pooled.iter().zip(want) {
+        assert!((got - want).abs() < 1e-6, "{pooled:?}");
+    }
+    // Two clips of the same mean but a different spread stay apart (a mean
+    // alone would merge them); one frame has no spread.
+    let flat = Tensor::from_slice(&[2.5f32; 4]).view([4, 1]);
+    let moving = Tensor::from_slice(&[1.0f32, 4.0, 1.0, 4.0]).view([4, 1]);
+    let spread = |t: &Tensor| pool_frames(t).double_value(&[1]);
+    assert_eq!(spread(&flat), 0.0);
+    assert!((spread(&moving) - 1.5).abs() < 1e-6);
+    assert_eq!(
+        pool_frames(&Tensor::from_slice(&[3.0f32]).view([1, 1])).double_value(&[1]),
+        0.0
+    );
+    // The log-mel baseline is the same summary of its frames: 2 x 40 bands.
+    assert_eq!(
+        crate::logmel::logmel_summary(&[0.1; 800]).size(),
+        vec![2 * crate::logmel::BANDS]
+    );
+}
+
+#[test]
+fn wav2vec2_frames_are_its_pooled_layers_before_the_mean() {
+    let model = crate::model::Wav2Vec2Config {
+        conv_dim: vec![16; 7],
+        hidden_size: 32,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 64,
+        num_conv_pos_embeddings: 8,
+        num_conv_pos_embedding_groups: 2,
+        num_codevector_groups: 2,
+        num_codevectors_per_group: 8,
+        codevector_dim: 16,
+        proj_codevector_dim: 16,
+        num_negatives: 5,
+        ..crate::model::Wav2Vec2Config::default()
+    };
+    tch::manual_seed(0);
+    let method = Wav2Vec2Method::new(
+        &model,
+        &crate::methods::Wav2Vec2MethodConfig::default(),
+        0,
+        Device::Cpu,
+    );
+    let samples: Vec<f32> = (0..4000).map(|t| (t as f32 * 0.05).sin()).collect();
+    let wave = Tensor::from_slice(&samples).view([1, -1]);
+    let frames = method.clip_frames(&wave);
+    let pooled = method.pooled_layers(&wave, &Tensor::from_slice(&[4000i64]));
+    assert_eq!(frames.len(), 3);
+    assert_eq!(method.layer_names().len(), 3);
+    for (f, p) in frames.iter().zip(&pooled) {
+        assert_eq!(f.size()[0], model.frames(4000));
+        let diff = (f.mean_dim(0, false, Kind::Float) - p.select(0, 0))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "frames and pooled layers differ by {diff}");
+    }
+    assert_eq!(pool_frames(&frames[2]).size(), vec![64]);
+}

@@ -261,8 +261,15 @@ impl CpcMethod {
 }
 
 impl PooledLayers for CpcMethod {
-    fn pooled_layers(&self, wave: &Tensor, lengths: &Tensor) -> Vec<Tensor> {
-        CpcMethod::pooled_layers(self, wave, lengths)
+    fn clip_frames(&self, wave: &Tensor) -> Vec<Tensor> {
+        let lengths = Tensor::from_slice(&[wave.size().last().copied().unwrap_or(0)])
+            .to_device(wave.device());
+        let out = tch::no_grad(|| self.model.forward(wave, &lengths));
+        let n = out.frame_lens.first().copied().unwrap_or(0) as i64;
+        [&out.z, &out.c]
+            .iter()
+            .map(|h| h.to_kind(Kind::Float).select(0, 0).narrow(0, 0, n))
+            .collect()
     }
 
     fn layer_names(&self) -> Vec<String> {

@@ -279,11 +279,21 @@ fn training_lowers_the_loss_and_the_monitor_figures_are_logged() {
     ] {
         assert!(log.contains(key), "{key} missing from metrics.jsonl");
     }
-    // The probes' two layers: z [B, 16] and c [B, 24].
+    // The probes' two layers: the frames of z [T, 16] and c [T, 24], the
+    // same as the batch forward's and as its mean-pooled layers.
     let wave = Tensor::from_slice(&tones(2)[1][..3000]).view([1, -1]);
-    let layers = method.pooled_layers(&wave, &Tensor::from_slice(&[3000i64]));
-    let dims: Vec<i64> = layers.iter().map(|l| l.size()[1]).collect();
-    assert_eq!(dims, vec![16, 24]);
+    let frames = method.clip_frames(&wave);
+    let t = small().frames(3000);
+    let dims: Vec<Vec<i64>> = frames.iter().map(|l| l.size()).collect();
+    assert_eq!(dims, vec![vec![t, 16], vec![t, 24]]);
+    let pooled = method.pooled_layers(&wave, &Tensor::from_slice(&[3000i64]));
+    for (f, p) in frames.iter().zip(&pooled) {
+        let diff = (f.mean_dim(0, false, Kind::Float) - p.select(0, 0))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "frames and pooled layers differ by {diff}");
+    }
 }
 
 #[test]
@@ -298,6 +308,21 @@ fn a_padded_row_counts_only_its_own_frames() {
     assert_eq!(out.z.size()[1], want[1] as i64);
     let valid = Vec::<i64>::try_from(out.valid.sum_dim_intlist(1, false, Kind::Int64)).unwrap();
     assert_eq!(valid, vec![want[0] as i64, want[1] as i64]);
+    // The padded row is encoded as it is alone (the probes' way): the zeros
+    // after it do not enter the first conv's group norm over time.
+    let alone = Tensor::from_slice(&clips[0][..2400]).view([1, -1]);
+    let solo = tch::no_grad(|| m.model.forward(&alone, &Tensor::from_slice(&[2400i64])));
+    let n = want[0] as i64;
+    for (batched, solo) in [(&out.z, &solo.z), (&out.c, &solo.c)] {
+        let diff = (batched.get(0).narrow(0, 0, n) - solo.get(0))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            diff < 1e-5,
+            "padded row differs from the clip alone by {diff}"
+        );
+    }
 }
 
 fn preset(name: &str) -> (String, PathBuf) {

@@ -149,15 +149,42 @@ impl CpcModel {
         }
     }
 
-    /// Encodes `[B, L]` waveforms with `lengths` valid samples. The GRU is
-    /// causal, so the zero padding after a row's last valid frame changes
-    /// none of its valid contexts.
+    /// Encodes `[B, L]` waveforms with `lengths` valid samples.
+    ///
+    /// A padded row is encoded alone on its valid samples: the first conv
+    /// layer's group norm takes its statistics over time, so zeros after
+    /// the clip would shift every one of its frames, and a clip would then
+    /// be encoded differently in a padded training batch than alone (as the
+    /// probes read it). Its frames are zero-padded to the batch's `T` after
+    /// the encoder; the GRU is causal, so that padding changes none of its
+    /// valid contexts.
     pub fn forward(&self, wave: &Tensor, lengths: &Tensor) -> CpcForward {
-        let conv = self.encoder.forward(wave);
+        let (b, l) = (wave.size()[0], wave.size().get(1).copied().unwrap_or(0));
+        let ls = Vec::<i64>::try_from(lengths.to_device(Device::Cpu)).unwrap_or_default();
+        let conv = if ls.len() as i64 == b && ls.iter().any(|&n| n < l) {
+            let t = self.arch.frames(l);
+            let rows: Vec<Tensor> = ls
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let row = wave.narrow(0, i as i64, 1);
+                    let n = n.clamp(0, l);
+                    let valid = self.arch.frames(n);
+                    if valid < 1 {
+                        let c = self.arch.latent_dim();
+                        return Tensor::zeros([1, c, t], (wave.kind(), wave.device()));
+                    }
+                    let enc = self.encoder.forward(&row.narrow(1, 0, n));
+                    enc.constant_pad_nd([0, t - valid])
+                })
+                .collect();
+            Tensor::cat(&rows, 0)
+        } else {
+            self.encoder.forward(wave)
+        };
         let t = conv.size()[2];
         let z = self.feature_norm.forward(&conv.transpose(1, 2));
         let (c, _) = self.context.seq(&z);
-        let ls = Vec::<i64>::try_from(lengths.to_device(Device::Cpu)).unwrap_or_default();
         let frame_lens: Vec<usize> = ls
             .iter()
             .map(|&l| self.arch.frames(l).clamp(0, t) as usize)
@@ -177,8 +204,9 @@ impl CpcModel {
         self.predictors.iter().map(|w| w.forward(c)).collect()
     }
 
-    /// Mean over valid frames of `z` and of `c`: the probes' two "layers"
-    /// (`[B, C]`, `[B, H]`).
+    /// Mean over valid frames of `z` and of `c`, `[B, C]` and `[B, H]` (the
+    /// probes summarise the same two layers by their frames' mean and
+    /// spread, `eval::pool_frames`).
     pub fn pooled_layers(&self, wave: &Tensor, lengths: &Tensor) -> Vec<Tensor> {
         let out = self.forward(wave, lengths);
         let m = out.valid.to_kind(Kind::Float).unsqueeze(-1);

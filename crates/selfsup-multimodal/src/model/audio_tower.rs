@@ -5,12 +5,134 @@
 //! names below it (`audio_model.feature_extractor.conv_layers.0.conv.weight`,
 //! ...), pooled by the mean of the last hidden state over the valid frames.
 //! It may start from a selfsup-audio export ([`load_wav2vec2_export`]).
+//!
+//! [`AudioTowerConfig`] (`[model.audio]`, tagged by `kind`) chooses between
+//! it (`kind = "wav2vec2"`, the default) and the log-mel tower
+//! ([`crate::model::logmel_tower`], `kind = "log_mel"`); [`SpeechTower`] is
+//! the one audio [`Tower`] speech-text CLIP is written over.
+use crate::model::logmel_tower::{LogMelConfig, LogMelTower};
 use crate::tower::Tower;
 use selfsup_audio::batch::attention_mask;
 use selfsup_audio::model::{FeatureEncoder, FeatureProjection, Transformer, Wav2Vec2Config};
 use selfsup_core::{Error, Result};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
+
+/// `[model.audio]`: which audio tower, tagged by `kind`; the keys of the
+/// other kind are refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum AudioTowerConfig {
+    /// selfsup-audio's wav2vec 2.0 sizes (the encoder only).
+    #[serde(rename = "wav2vec2")]
+    Wav2Vec2(Wav2Vec2Config),
+    /// Log-mel frames and a conv stack ([`LogMelConfig`]).
+    #[serde(rename = "log_mel")]
+    LogMel(LogMelConfig),
+}
+
+impl Default for AudioTowerConfig {
+    fn default() -> Self {
+        AudioTowerConfig::Wav2Vec2(Wav2Vec2Config::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for AudioTowerConfig {
+    /// `kind` absent: `"wav2vec2"` (configs written before the log-mel tower).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let kind = match table.remove("kind") {
+            None => "wav2vec2".to_string(),
+            Some(toml::Value::String(k)) => k,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "[model.audio] kind = {other}: give \"wav2vec2\" or \"log_mel\""
+                )))
+            }
+        };
+        let rest = toml::Value::Table(table);
+        let why = |e: toml::de::Error| {
+            D::Error::custom(format!(
+                "[model.audio] (kind = \"{kind}\"): {}",
+                e.message()
+            ))
+        };
+        match kind.as_str() {
+            "wav2vec2" => rest.clone().try_into().map(Self::Wav2Vec2).map_err(why),
+            "log_mel" => rest.clone().try_into().map(Self::LogMel).map_err(why),
+            other => Err(D::Error::custom(format!(
+                "[model.audio] kind = \"{other}\": give \"wav2vec2\" or \"log_mel\""
+            ))),
+        }
+    }
+}
+
+impl AudioTowerConfig {
+    /// Refuses sizes the tower cannot be built from, naming the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            AudioTowerConfig::Wav2Vec2(c) => c
+                .validate()
+                .map_err(|e| e.replacen("[model]", "[model.audio]", 1)),
+            AudioTowerConfig::LogMel(c) => c.validate(),
+        }
+    }
+
+    /// Samples a clip needs for one feature frame.
+    pub fn receptive_field(&self) -> i64 {
+        match self {
+            AudioTowerConfig::Wav2Vec2(c) => c.receptive_field(),
+            AudioTowerConfig::LogMel(c) => c.receptive_field(),
+        }
+    }
+
+    /// What the tower is, in words.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            AudioTowerConfig::Wav2Vec2(_) => "wav2vec 2.0 encoder",
+            AudioTowerConfig::LogMel(_) => "log-mel conv encoder",
+        }
+    }
+}
+
+/// The audio tower of a speech-text model: either kind.
+pub enum SpeechTower {
+    Wav2Vec2(Box<AudioTower>),
+    LogMel(LogMelTower),
+}
+
+impl SpeechTower {
+    /// Builds the tower `cfg` describes under `root / audio_model`.
+    pub fn new(root: &nn::Path, cfg: &AudioTowerConfig) -> Result<Self> {
+        Ok(match cfg {
+            AudioTowerConfig::Wav2Vec2(c) => {
+                SpeechTower::Wav2Vec2(Box::new(AudioTower::new(root, c)?))
+            }
+            AudioTowerConfig::LogMel(c) => SpeechTower::LogMel(LogMelTower::new(root, c)?),
+        })
+    }
+}
+
+impl Tower for SpeechTower {
+    const INPUTS: usize = 2;
+    const PROJECTION: &'static str = "audio_projection";
+
+    fn out_dim(&self) -> i64 {
+        match self {
+            SpeechTower::Wav2Vec2(t) => t.out_dim(),
+            SpeechTower::LogMel(t) => t.out_dim(),
+        }
+    }
+
+    fn forward(&self, inputs: &[Tensor], train: bool) -> Tensor {
+        match self {
+            SpeechTower::Wav2Vec2(t) => t.forward(inputs, train),
+            SpeechTower::LogMel(t) => t.forward(inputs, train),
+        }
+    }
+}
 
 /// Var-store prefix of the audio tower.
 pub const AUDIO_PREFIX: &str = "audio_model";

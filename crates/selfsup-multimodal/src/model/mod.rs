@@ -6,9 +6,10 @@
 //! and kept at most `ln(100)` as in the paper).
 pub mod audio_tower;
 pub mod image_tower;
+pub mod logmel_tower;
 pub mod text_tower;
 
-pub use audio_tower::{AudioTower, AUDIO_PREFIX};
+pub use audio_tower::{AudioTower, AudioTowerConfig, SpeechTower, AUDIO_PREFIX};
 pub use image_tower::{ImageTower, VISION_PREFIX};
 pub use text_tower::{TextTower, TEXT_PREFIX};
 

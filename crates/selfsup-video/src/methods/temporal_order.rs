@@ -10,8 +10,15 @@
 //!
 //! Each frame is encoded alone by the tubelet ViT under `encoder.`, as a
 //! still clip (the frame repeated over the model's `frames`), mean final
-//! token; the three features are concatenated and a two-layer head
-//! (`head.fc1`, ReLU, `head.fc2`) classifies ordered / not ordered with
+//! token (`still = "clip"`), or, 1/T' of the cost, only the first time
+//! step's tokens of that still clip (`still = "step"`: the same tubelets
+//! and positions, every frame at time step 0, so the position embedding
+//! tells the head nothing about when a frame was taken). A frame's feature
+//! is the mean of those final tokens (`head = "mean"`, `D` features) or the
+//! first time step's final tokens flattened (`head = "cells"`, `rows x cols
+//! x D`: where a garment is stays explicit, as the paper's fc6 reads the
+//! conv maps whole). The three features are concatenated and a two-layer
+//! head (`head.fc1`, ReLU, `head.fc2`) classifies ordered / not ordered with
 //! cross-entropy. The paper's network is a siamese CaffeNet on single
 //! frames; here the video encoder plays that part, so evaluation and
 //! export read the same ViT on whole clips.
@@ -25,17 +32,48 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+/// How a frame of the triple is shown to the encoder (`[method] still`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Still {
+    /// The frame repeated over the model's `frames`, every token.
+    #[default]
+    Clip,
+    /// The tokens of that still clip's first time step only (`rows x cols`
+    /// tokens rather than `T' x rows x cols`).
+    Step,
+}
+
+/// What the head reads of each frame's final tokens (`[method] head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadInput {
+    /// Their mean: `D` features per frame.
+    #[default]
+    Mean,
+    /// The first time step's tokens, flattened: `rows x cols x D` per frame.
+    Cells,
+}
+
 /// Temporal-order settings (the `[method]` table with `name = "temporal_order"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TemporalOrderConfig {
     /// Hidden width of the classification head.
     pub hidden: i64,
+    /// How each frame is encoded (see [`Still`]).
+    pub still: Still,
+    /// What the head reads of a frame (see [`HeadInput`]).
+    pub head: HeadInput,
 }
 
 impl Default for TemporalOrderConfig {
     fn default() -> Self {
-        Self { hidden: 128 }
+        Self {
+            hidden: 128,
+            still: Still::Clip,
+            head: HeadInput::Mean,
+        }
     }
 }
 
@@ -102,6 +140,8 @@ pub struct TemporalOrder {
     fc1: nn::Linear,
     fc2: nn::Linear,
     frames: i64,
+    still: Still,
+    head: HeadInput,
     seed: u64,
 }
 
@@ -123,12 +163,19 @@ impl TemporalOrder {
         let root = vs.root();
         let encoder = TubeletVit::new(&(&root / Self::ENCODER_PREFIX), vit);
         let head = &root / "head";
+        let (_, rows, cols) = vit.grid();
+        let per_frame = match cfg.head {
+            HeadInput::Mean => vit.embed_dim,
+            HeadInput::Cells => rows * cols * vit.embed_dim,
+        };
         Ok(Self {
-            fc1: model::linear(&head / "fc1", 3 * vit.embed_dim, cfg.hidden),
+            fc1: model::linear(&head / "fc1", 3 * per_frame, cfg.hidden),
             fc2: model::linear(&head / "fc2", cfg.hidden, 2),
             encoder,
             vs,
             frames: vit.frames,
+            still: cfg.still,
+            head: cfg.head,
             seed,
         })
     }
@@ -165,7 +212,21 @@ impl TemporalOrder {
         let stills = flat
             .index_select(0, &Tensor::from_slice(&picks).to_device(device))
             .expand([3 * b, c, t, h, w], false);
-        let feats = self.encoder.pooled(&stills).view([3, b, -1]);
+        let (_, rows, cols) = self.encoder.config().grid();
+        let tokens = match self.still {
+            Still::Clip => self.encoder.tokens(&stills, None),
+            Still::Step => {
+                let keep = Tensor::arange(rows * cols, (Kind::Int64, device))
+                    .unsqueeze(0)
+                    .expand([3 * b, rows * cols], false);
+                self.encoder.tokens(&stills, Some(&keep))
+            }
+        };
+        let feats = match self.head {
+            HeadInput::Mean => tokens.mean_dim(1, false, Kind::Float),
+            HeadInput::Cells => tokens.narrow(1, 0, rows * cols).flatten(1, 2),
+        }
+        .view([3, b, -1]);
         let x = Tensor::cat(&[feats.get(0), feats.get(1), feats.get(2)], 1);
         self.fc2.forward(&self.fc1.forward(&x).relu())
     }
@@ -246,8 +307,12 @@ mod tests {
             heads: 2,
             ..VitConfig::default()
         };
-        let m =
-            TemporalOrder::new(Device::Cpu, &vit, &TemporalOrderConfig { hidden: 8 }, 0).unwrap();
+        let cfg = TemporalOrderConfig {
+            hidden: 8,
+            still: Still::Clip,
+            head: HeadInput::Mean,
+        };
+        let m = TemporalOrder::new(Device::Cpu, &vit, &cfg, 0).unwrap();
         let clips = Tensor::randn([2, 1, 4, 8, 8], (Kind::Float, Device::Cpu));
         let tr = [
             Triple {
@@ -282,6 +347,80 @@ mod tests {
             .fc2
             .forward(&m.fc1.forward(&Tensor::cat(&feats, 0)).relu());
         assert!(logits.allclose(&want, 1e-5, 1e-5, false));
+        // `still = "step"`: the same weights, only the first time step's
+        // tokens (4 of the 8), whichever frame it is.
+        tch::manual_seed(1);
+        let step = TemporalOrder::new(
+            Device::Cpu,
+            &vit,
+            &TemporalOrderConfig {
+                still: Still::Step,
+                ..cfg
+            },
+            0,
+        )
+        .unwrap();
+        let first: Tensor = Tensor::from_slice(&[0i64, 1, 2, 3]).unsqueeze(0);
+        let feats: Vec<Tensor> = (0..2)
+            .map(|i| {
+                let parts: Vec<Tensor> = tr[i as usize]
+                    .frames
+                    .iter()
+                    .map(|&f| {
+                        step.encoder.tokens(&still(i, f), Some(&first)).mean_dim(
+                            1,
+                            false,
+                            Kind::Float,
+                        )
+                    })
+                    .collect();
+                Tensor::cat(&parts, 1)
+            })
+            .collect();
+        let want_step = step
+            .fc2
+            .forward(&step.fc1.forward(&Tensor::cat(&feats, 0)).relu());
+        let got_step = step.logits(&clips, &tr);
+        assert!(got_step.allclose(&want_step, 1e-5, 1e-5, false));
+        assert!(!got_step.allclose(&logits, 1e-3, 1e-3, false));
+        // `head = "cells"`: the first time step's 4 tokens of each frame,
+        // flattened, 3 x 4 x 16 inputs to fc1.
+        for mode in [Still::Clip, Still::Step] {
+            let cells = TemporalOrder::new(
+                Device::Cpu,
+                &vit,
+                &TemporalOrderConfig {
+                    still: mode,
+                    head: HeadInput::Cells,
+                    ..cfg.clone()
+                },
+                0,
+            )
+            .unwrap();
+            assert_eq!(cells.fc1.ws.size(), vec![8, 3 * 4 * 16]);
+            let keep = (mode == Still::Step).then(|| first.shallow_clone());
+            let feats: Vec<Tensor> = (0..2)
+                .map(|i| {
+                    let parts: Vec<Tensor> = tr[i as usize]
+                        .frames
+                        .iter()
+                        .map(|&f| {
+                            cells
+                                .encoder
+                                .tokens(&still(i, f), keep.as_ref())
+                                .narrow(1, 0, 4)
+                                .flatten(1, 2)
+                        })
+                        .collect();
+                    Tensor::cat(&parts, 1)
+                })
+                .collect();
+            let want = cells
+                .fc2
+                .forward(&cells.fc1.forward(&Tensor::cat(&feats, 0)).relu());
+            let got = cells.logits(&clips, &tr);
+            assert!(got.allclose(&want, 1e-5, 1e-5, false), "{mode:?}");
+        }
         assert!(TemporalOrderConfig::default()
             .validate(&VitConfig { frames: 2, ..vit })
             .unwrap_err()
