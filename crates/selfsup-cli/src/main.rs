@@ -110,8 +110,10 @@ enum Cmd {
         /// or robustness (probes fitted on clean features, scored on noisy,
         /// blurred and low-contrast test images, [eval.robustness]); graph:
         /// linear, finetune (node classes) or link (held-out edges, runs with
-        /// [eval.link]); text: linear, validation or finetune; audio: linear or
-        /// finetune (spoken letters); CLIP: zero-shot or retrieval.
+        /// [eval.link]); text: linear, validation or finetune (MLM), validation
+        /// or test (next-token: perplexity beside the n-gram baselines, the
+        /// test documents read once); audio: linear or finetune (spoken
+        /// letters); video: linear; CLIP: zero-shot or retrieval.
         protocol: String,
         /// A run's checkpoint.safetensors.
         #[arg(long)]

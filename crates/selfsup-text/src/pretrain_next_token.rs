@@ -6,16 +6,18 @@
 //! the downstream linear probes of MLM on the decoder's mean-pooled
 //! features (beside random weights and bag of words), a few generated
 //! continuations, and the `GPT2LMHeadModel` export. It also answers `eval
-//! validation` / `eval linear` and `export` on a next-token checkpoint
-//! ([`evaluate`], [`export_checkpoint`]).
+//! validation` / `eval test` / `eval linear` and `export` on a next-token
+//! checkpoint ([`evaluate`], [`export_checkpoint`]). The test split
+//! ([`test_documents`]) is the validation documents the validation
+//! sequences never reach: read once, for the final choice of settings.
 use crate::causal_eval::{validate_lm, LmValidation, NextTokenEpochEval};
 use crate::config::TextRunConfig;
-use crate::corpus::ReadReport;
+use crate::corpus::{Document, ReadReport};
 use crate::eval::ProbeRow;
 use crate::export_gpt2::export_gpt2;
 use crate::generate::{generate, model_config, restore, Sampling};
 use crate::methods::{CausalBatches, NextToken};
-use crate::ngram::{fit_bigram_k, NgramBaselines, NgramCounts};
+use crate::ngram::{fit_bigram_k, score, NgramBaselines, NgramCounts};
 use crate::packing::{pack, PackStats, Packed};
 use crate::pretrain::{
     check_sources, downstream_probes, prepare, read_split, subsample, ModelSummary, Prepared,
@@ -97,6 +99,76 @@ pub fn baseline_text(b: &NgramBaselines) -> String {
 fn baselines(train: &Packed, val: &Packed, tok: &TextTokenizer) -> NgramBaselines {
     let counts = NgramCounts::fit(train, tok.vocab_size, tok.pad_id, tok.sep_id);
     fit_bigram_k(&counts, val, tok.pad_id, tok.sep_id)
+}
+
+/// `eval test`: perplexity on the test documents ([`test_documents`]).
+pub const TEST: &str = "test";
+
+/// The test documents of a next-token run: the validation documents that
+/// none of the first `val_sequences` packed validation sequences (the
+/// validation set of every epoch, on which settings are chosen) contains a
+/// token of. Packing fills its sequences in document order, so when
+/// `docs[..j]` alone packs into more than `val_sequences` sequences,
+/// `docs[j..]` starts at sequence `val_sequences` or later; this is the
+/// smallest such `j`. `Err` when every validation document reaches the
+/// validation sequences.
+pub fn test_documents<'a>(
+    docs: &'a [Document],
+    tok: &TextTokenizer,
+    max_len: usize,
+    val_sequences: usize,
+) -> Result<&'a [Document]> {
+    let packed = |j: usize| -> Result<usize> { Ok(pack(&docs[..j], tok, max_len)?.len()) };
+    let all = packed(docs.len())?;
+    if all <= val_sequences {
+        return Err(Error::Config(format!(
+            "eval {TEST}: the {} validation documents pack into {all} sequence(s), all of them \
+             validation sequences ([eval] val_sequences = {val_sequences}): no document is left \
+             for a test split (raise [data] validation_fraction or lower [eval] val_sequences)",
+            docs.len()
+        )));
+    }
+    // Smallest j with packed(j) > val_sequences: packed(0) = 0 and
+    // packed(len) > val_sequences, and packed only grows with j.
+    let (mut lo, mut hi) = (0, docs.len());
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if packed(mid)? > val_sequences {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let rest = &docs[hi..];
+    if rest.is_empty() {
+        return Err(Error::Config(format!(
+            "eval {TEST}: the last of the {} validation documents already reaches the \
+             {val_sequences} validation sequences ([eval] val_sequences): no document is left \
+             for a test split (raise [data] validation_fraction or lower [eval] val_sequences)",
+            docs.len()
+        )));
+    }
+    Ok(rest)
+}
+
+/// The baselines of `counts` on the test targets `test`, with the add-k and
+/// interpolation weight chosen on the validation targets (`on_val`): the
+/// test split chooses nothing.
+pub fn test_baselines(
+    counts: &NgramCounts,
+    on_val: &NgramBaselines,
+    test: &Packed,
+    pad_id: i64,
+    sep_id: i64,
+) -> NgramBaselines {
+    score(
+        counts,
+        test,
+        pad_id,
+        sep_id,
+        on_val.bigram_add_k,
+        on_val.interpolated_lambda,
+    )
 }
 
 /// Greedy and top-k continuations of [`PROMPTS`].
@@ -330,8 +402,10 @@ pub fn summary_lines(
     out
 }
 
-/// `eval validation` (perplexity beside the baselines, on the run's split)
-/// or `eval linear` (the downstream probes) on a next-token checkpoint.
+/// `eval validation` (perplexity beside the baselines, on the run's split),
+/// `eval test` (the same on the test documents, [`test_documents`], the
+/// baselines' smoothing chosen on validation) or `eval linear` (the
+/// downstream probes) on a next-token checkpoint.
 pub fn evaluate(
     protocol: &str,
     cfg: &TextRunConfig,
@@ -362,12 +436,43 @@ pub fn evaluate(
                 format!("baselines on the same targets: {}", baseline_text(&b)),
             ])
         }
+        TEST => {
+            let split = read_split(cfg, root, &mut |_: &str| {})?;
+            let max_len = cfg.model.max_len;
+            let docs = test_documents(&split.val, &tok, max_len, cfg.eval.val_sequences)?;
+            let mut train = pack(&split.train, &tok, max_len)?;
+            let val = pack(&split.val, &tok, max_len)?.take(cfg.eval.val_sequences);
+            let test = pack(docs, &tok, max_len)?;
+            subsample(&mut train, cfg.data.max_train_sequences, cfg.trainer.seed);
+            let counts = NgramCounts::fit(&train, tok.vocab_size, tok.pad_id, tok.sep_id);
+            let on_val = fit_bigram_k(&counts, &val, tok.pad_id, tok.sep_id);
+            let b = test_baselines(&counts, &on_val, &test, tok.pad_id, tok.sep_id);
+            let v = validate_lm(&model, &test, cfg.run.batch_size, device);
+            Ok(vec![
+                format!(
+                    "test ({} sequences of the {} validation documents that no validation \
+                     sequence reaches, of {}): loss {:.4}, next-token accuracy {:.2}%, \
+                     perplexity {:.1} ({} predicted tokens)",
+                    test.len(),
+                    docs.len(),
+                    split.val.len(),
+                    v.loss,
+                    v.token_acc * 100.0,
+                    v.perplexity,
+                    v.predicted_tokens
+                ),
+                format!(
+                    "baselines on the same targets (add-k and lambda chosen on validation): {}",
+                    baseline_text(&b)
+                ),
+            ])
+        }
         "linear" => {
             let random = || NextToken::new(&model.gpt.cfg, device);
             crate::report::probe_lines(cfg, &model, random, &tok, root, device, checkpoint)
         }
         other => Err(Error::Config(format!(
-            "eval {other}: a next_token checkpoint offers validation, linear"
+            "eval {other}: a next_token checkpoint offers validation, {TEST}, linear"
         ))),
     }
 }
@@ -380,4 +485,100 @@ pub fn export_checkpoint(checkpoint: &Path, cfg: &TextRunConfig, out: &Path) -> 
         "exported GPT2LMHeadModel and its tokenizer (transformers layout) to {}",
         out.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const WORDS: [&str; 10] = [
+        "apple", "brick", "cloud", "delta", "eagle", "flint", "grape", "house", "igloo", "jelly",
+    ];
+
+    /// Ten documents, each one word repeated (21 tokens), and their word's id.
+    fn corpus() -> (Vec<Document>, TextTokenizer, Vec<i64>) {
+        let docs: Vec<Document> = WORDS
+            .iter()
+            .enumerate()
+            .map(|(k, w)| Document {
+                id: format!("d{k}"),
+                text: vec![[*w; 7].join(" "); 3].join("\n"),
+                label: None,
+            })
+            .collect();
+        let tok = TextTokenizer::train(&docs, 120, 1, true).unwrap();
+        let ids = WORDS
+            .iter()
+            .map(|w| {
+                let ids = tok.encode(w).unwrap();
+                assert_eq!(ids.len(), 1, "{w} is one piece");
+                i64::from(ids[0])
+            })
+            .collect();
+        (docs, tok, ids)
+    }
+
+    #[test]
+    fn test_documents_never_reach_the_validation_sequences() {
+        let (docs, tok, ids) = corpus();
+        let max_len = 8;
+        let all = pack(&docs, &tok, max_len).unwrap();
+        assert!(all.len() > 30, "{} sequences", all.len());
+        for n in 1..all.len() {
+            let seen: HashSet<i64> = (0..n).flat_map(|r| all.row(r).to_vec()).collect();
+            let unseen = ids.iter().filter(|i| !seen.contains(i)).count();
+            match test_documents(&docs, &tok, max_len, n) {
+                Ok(test) => {
+                    let first = docs.len() - test.len();
+                    for (k, id) in ids.iter().enumerate().skip(first) {
+                        assert!(
+                            !seen.contains(id),
+                            "n = {n}: test document {k} is in validation"
+                        );
+                    }
+                    // At most the one document starting right at sequence n is given up.
+                    assert!(
+                        test.len() + 1 >= unseen,
+                        "n = {n}: {} of {unseen}",
+                        test.len()
+                    );
+                }
+                Err(e) => {
+                    assert!(unseen <= 1, "n = {n}: {unseen} unseen documents, yet {e}");
+                    assert!(e.to_string().contains("val_sequences"), "{e}");
+                }
+            }
+        }
+        assert_eq!(test_documents(&docs, &tok, max_len, 1).unwrap().len(), 9);
+        let err = test_documents(&docs, &tok, max_len, all.len()).unwrap_err();
+        assert!(err.to_string().contains("no document is left"), "{err}");
+    }
+
+    #[test]
+    fn test_baselines_keep_the_smoothing_chosen_on_validation() {
+        let (docs, tok, _) = corpus();
+        let train = pack(&docs[..6], &tok, 8).unwrap();
+        let val = pack(&docs[6..8], &tok, 8).unwrap();
+        let test = pack(&docs[8..], &tok, 8).unwrap();
+        let counts = NgramCounts::fit(&train, tok.vocab_size, tok.pad_id, tok.sep_id);
+        let on_val = fit_bigram_k(&counts, &val, tok.pad_id, tok.sep_id);
+        let b = test_baselines(&counts, &on_val, &test, tok.pad_id, tok.sep_id);
+        assert_eq!(b.bigram_add_k, on_val.bigram_add_k);
+        assert_eq!(b.interpolated_lambda, on_val.interpolated_lambda);
+        assert!(b.targets > 0);
+        // Refitting on the test targets would choose differently (its words
+        // are unseen in training: the smallest bigram weight wins there).
+        let refit = fit_bigram_k(&counts, &test, tok.pad_id, tok.sep_id);
+        assert!(refit.interpolated_perplexity <= b.interpolated_perplexity);
+        let again = score(
+            &counts,
+            &test,
+            tok.pad_id,
+            tok.sep_id,
+            on_val.bigram_add_k,
+            on_val.interpolated_lambda,
+        );
+        assert_eq!(b.interpolated_perplexity, again.interpolated_perplexity);
+    }
 }

@@ -24,8 +24,15 @@ use tch::Device;
 /// words) and `validation` (masked-token loss, accuracy and perplexity on
 /// the validation documents, beside the unigram baseline) and `finetune`
 /// (the encoder fine-tuned end to end on fractions of the downstream sets'
-/// labels against the same network from scratch, [`crate::finetune`]).
-pub const EVALUATIONS: &[&str] = &["linear", "validation", crate::finetune::FINETUNE];
+/// labels against the same network from scratch, [`crate::finetune`]);
+/// next-token checkpoints also `test` (perplexity on held-out documents,
+/// [`crate::pretrain_next_token::test_documents`]).
+pub const EVALUATIONS: &[&str] = &[
+    "linear",
+    "validation",
+    crate::finetune::FINETUNE,
+    crate::pretrain_next_token::TEST,
+];
 
 /// The text modality (BERT's masked language modelling).
 pub struct TextModality;
@@ -88,6 +95,13 @@ impl Modality for TextModality {
                 &root,
                 device,
             );
+        }
+        if request.protocol == crate::pretrain_next_token::TEST {
+            return Err(Error::Config(format!(
+                "eval {}: only a next_token checkpoint has a test split; an mlm checkpoint offers linear, validation, {}",
+                request.protocol,
+                crate::finetune::FINETUNE
+            )));
         }
         let (mlm, tok) = restore(request.checkpoint, &cfg, device)?;
         if request.protocol == crate::finetune::FINETUNE {

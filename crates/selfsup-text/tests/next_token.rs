@@ -522,6 +522,17 @@ monitor_sequences = 16
     );
     assert!(val[0].contains(&want), "{val:?} / {want}");
     assert_eq!(&val[1], baselines.trim_start());
+    // eval test: the validation documents no validation sequence reaches,
+    // the baselines' smoothing kept from validation.
+    let test = m.evaluate(&request("test")).unwrap();
+    assert!(test[0].starts_with("test ("), "{test:?}");
+    assert!(
+        test[1]
+            .starts_with("baselines on the same targets (add-k and lambda chosen on validation)"),
+        "{test:?}"
+    );
+    let k = summary["baselines"]["bigram_add_k"].as_f64().unwrap();
+    assert!(test[1].contains(&format!("(add-{k})")), "{test:?} / {k}");
     let err = m.evaluate(&request("linear")).unwrap_err().to_string();
     assert!(err.contains("[[eval.downstream]]"), "{err}");
     let err = m.evaluate(&request("finetune")).unwrap_err().to_string();

@@ -107,7 +107,10 @@ fn pretrain_writes_the_run_folder_and_the_checkpoint_evaluates_to_the_same_figur
         (m.name(), m.methods()),
         ("text", &["mlm", "next_token"][..])
     );
-    assert_eq!(m.evaluations(), &["linear", "validation", "finetune"]);
+    assert_eq!(
+        m.evaluations(),
+        &["linear", "validation", "finetune", "test"]
+    );
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     write_corpus(&root);
@@ -212,6 +215,8 @@ fn pretrain_writes_the_run_folder_and_the_checkpoint_evaluates_to_the_same_figur
         err.contains("knn") && err.contains("linear, validation"),
         "{err}"
     );
+    let err = m.evaluate(&request("test")).unwrap_err().to_string();
+    assert!(err.contains("only a next_token checkpoint"), "{err}");
 
     let out = dir.path().join("export");
     let line = m.export(&checkpoint, &config_toml, &out).unwrap();
