@@ -61,7 +61,8 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Pre-train a vision method on Fashion-MNIST (or your folder of images:
+    /// Pre-train a vision method on Fashion-MNIST (the emoji for presets with
+    /// `format = "emoji"`, e.g. colorization; or your folder of images:
     /// `--preset folder --data DIR`), evaluate and export it.
     PretrainVision {
         #[arg(long, default_value = "simclr")]
@@ -72,7 +73,8 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         preset: String,
         /// Dataset folder passed to `selfsup pretrain --data` (default:
-        /// Fashion-MNIST, fetched; required by image-folder presets).
+        /// Fashion-MNIST, or emoji-<set> for emoji presets, fetched; required
+        /// by image-folder presets).
         #[arg(long)]
         data: Option<PathBuf>,
         #[arg(long)]
@@ -363,15 +365,21 @@ fn pretrain_vision(
         preset
     };
     let config = preset_config(&format!("vision/{method}-{preset}.toml"))?;
-    let folder_preset = std::fs::read_to_string(&config)
+    let data_table = std::fs::read_to_string(&config)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
-        .is_some_and(|t| {
-            t.get("data")
-                .and_then(|d| d.get("format"))
-                .and_then(|f| f.as_str())
-                == Some("image-folder")
-        });
+        .and_then(|t| t.get("data").cloned());
+    let data_key = |k: &str| {
+        data_table
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(|f| f.as_str())
+            .map(str::to_string)
+    };
+    let folder_preset = data_key("format").as_deref() == Some("image-folder");
+    // Emoji presets read the fetched emoji-<set> (google unless `set` says).
+    let emoji_set = (data_key("format").as_deref() == Some("emoji"))
+        .then(|| data_key("set").unwrap_or_else(|| "google".into()));
     let env = torch_env::ensure()?;
     let data = match data {
         Some(d) => d,
@@ -380,12 +388,36 @@ fn pretrain_vision(
              images, or images directly in the folder)",
             config.display()
         ),
-        None => fetch::fetch("fashion-mnist", false)?,
+        None => match &emoji_set {
+            Some(set) => fetch::fetch(&format!("emoji-{set}"), false)?,
+            None => fetch::fetch("fashion-mnist", false)?,
+        },
     };
     let bin = build_cli(&env)?;
     let run_dir = run_dir.unwrap_or_else(|| root.join(format!("runs/{method}-{preset}")));
+    // BEiT predicts the codes of its own VQ tokenizer: the tokenizer preset
+    // is trained first (into runs/vq_tokenizer-<preset>) unless it has an export.
+    let tokenizer = (method == "beit").then(|| root.join(format!("runs/vq_tokenizer-{preset}")));
+    if let Some(tok) = tokenizer
+        .as_ref()
+        .filter(|t| !t.join("export/config.json").is_file())
+    {
+        let tok_config = preset_config(&format!("vision/vq_tokenizer-{preset}.toml"))?;
+        let tok_opts = PretrainArgs {
+            device: opts.device.clone(),
+            overwrite: tok.exists(),
+            ..PretrainArgs::default()
+        };
+        let mut cmd = selfsup_pretrain(&bin, &tok_config, &data, tok, &tok_opts);
+        env.apply(&mut cmd);
+        run(&mut cmd)?;
+    }
     let command = || {
         let mut cmd = selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
+        if let Some(tok) = &tokenizer {
+            let path = toml::Value::String(tok.display().to_string());
+            cmd.arg("--set").arg(format!("method.tokenizer={path}"));
+        }
         env.apply(&mut cmd);
         cmd
     };

@@ -23,6 +23,10 @@ const EXPECTED: &[(&str, f64, &str)] = &[
     // DINOv2's base AdamW lr, 4e-3 per 1024 images (Oquab et al. 2023),
     // scaled linearly here (DINOv2 scales by the square root).
     ("vision/dinov2-gpu.toml", 2e-3, "AdamW 1e-3 x 512/256"),
+    // BEiT's AdamW peak 1.5e-3 (Bao et al. 2021), taken per 256 images here.
+    ("vision/beit-gpu.toml", 1.5e-3, "AdamW 1.5e-3 x 256/256"),
+    // Not a paper's figure: the VQ tokenizer's AdamW 2e-3 per 256 images.
+    ("vision/vq_tokenizer-gpu.toml", 2e-3, "AdamW 2e-3 x 256/256"),
     // Caron et al. 2018 (DeepCluster): SGD 0.05 per 256 images.
     ("vision/deepcluster-gpu.toml", 0.1, "SGD 0.05 x 512/256"),
     // AdamW peaks: BERT-style MLM, CLIP (Radford et al. 2021), wav2vec 2.0 BASE.
@@ -33,10 +37,19 @@ const EXPECTED: &[(&str, f64, &str)] = &[
         "GPT-3 Small's AdamW peak 6e-4 (Brown et al. 2020)",
     ),
     ("multimodal/clip-gpu.toml", 5e-4, "CLIP's AdamW peak 5e-4"),
+    // Not a paper's figure: the CPU preset's AdamW 8e-3 per 256 pairs,
+    // chosen on validation speakers for the log-mel tower.
     (
         "multimodal/speech-text-gpu.toml",
-        5e-4,
-        "CLIP's AdamW peak 5e-4 (1e-3 x 128/256)",
+        4e-3,
+        "AdamW 8e-3 x 128/256 (the CPU preset's)",
+    ),
+    // Not a paper's figure: the CPU preset's SGD (Zhang et al. 2016 used Adam
+    // on ImageNet; the small CNN trains with the pretext presets' SGD).
+    (
+        "vision/colorization-gpu.toml",
+        0.05,
+        "SGD 0.05 x 256/256, the CPU preset's",
     ),
     // Not a paper's figure: selfsup-video's own AdamW 2e-3 per 256 clips
     // (V-JEPA's ViT-L recipe does not transfer to a 64-clip batch).

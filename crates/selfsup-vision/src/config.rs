@@ -2,6 +2,7 @@
 //! tables `[run]`, `[data]`, `[model]`, `[method]`, `[augment]`,
 //! `[trainer]` and `[eval]`, parsed and checked before any data is read.
 use crate::augment::AugmentConfig;
+use crate::data::emoji::{EmojiOptions, EmojiSet, DEFAULT_EMOJI_SIDE, DEFAULT_TEST_FRACTION};
 use crate::data::folder_cache::{default_cache_root, FolderOptions, MAX_CACHE_SIDE};
 use crate::methods::MethodConfig;
 use crate::models::EncoderConfig;
@@ -28,6 +29,10 @@ pub enum DataFormat {
     /// (unlabelled); decoded once into a memory-mapped cache
     /// ([`crate::data::folder_cache`]).
     ImageFolder,
+    /// The emoji of `cargo xtask fetch emoji-google` / `emoji-twitter`
+    /// (`emoji.json` + `img/*.png`), labelled by category and split into
+    /// train and test by emoji ([`crate::data::emoji`]).
+    Emoji,
 }
 
 /// Side of the square images of an image folder when `image_size` is not given.
@@ -42,7 +47,7 @@ pub const DEFAULT_FOLDER_EVAL_IMAGES: usize = 5000;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `fashion-mnist` (default), `cifar10`, `cifar100` or `image-folder`.
+    /// `fashion-mnist` (default), `cifar10`, `cifar100`, `image-folder` or `emoji`.
     pub format: DataFormat,
     /// Folder of the dataset; `--data` overrides it.
     pub path: Option<PathBuf>,
@@ -50,13 +55,14 @@ pub struct DataConfig {
     /// image folder, N images evenly spread over the sorted files (so every
     /// class keeps its share).
     pub train_images: Option<usize>,
-    /// image-folder: side of the square images, in pixels (default 64, at
-    /// most 1024). Each image's largest centred square is cut out (the
+    /// image-folder and emoji: side of the square images, in pixels, at most
+    /// 1024 (image folder: default 64; emoji: default 32, the packages draw
+    /// 64). Each image's largest centred square is cut out (the
     /// shorter side kept whole) and resized to this side: torchvision's
     /// `Resize(s)` + `CenterCrop(s)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
-    /// image-folder: 1 (grey) or 3 (RGB, default). Grey, RGBA (over white),
+    /// image-folder and emoji: 1 (grey) or 3 (RGB, default). Grey, RGBA (over white),
     /// palette and 16-bit images are converted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<usize>,
@@ -65,10 +71,19 @@ pub struct DataConfig {
     /// and the summary says why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test_path: Option<PathBuf>,
-    /// image-folder: skip unreadable images and count them (default false:
-    /// the first one is an error naming it).
+    /// image-folder and emoji: skip unreadable images and count them
+    /// (default false: the first one is an error naming it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_bad: Option<bool>,
+    /// emoji: `google` (default) or `twitter`, the rendering read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<EmojiSet>,
+    /// emoji: share of each category's emoji in the test split (default 0.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
+    /// emoji: seed of the train / test split (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
     /// image-folder: where decoded images are cached (default
     /// `$SELFSUP_CACHE_DIR`, else `~/.cache/selfsup/image-cache`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,7 +94,9 @@ impl DataConfig {
     /// Colour channels of the images this config reads.
     pub fn channels(&self) -> i64 {
         match self.format {
-            DataFormat::ImageFolder => self.channels.unwrap_or(DEFAULT_FOLDER_CHANNELS) as i64,
+            DataFormat::ImageFolder | DataFormat::Emoji => {
+                self.channels.unwrap_or(DEFAULT_FOLDER_CHANNELS) as i64
+            }
             f => f.channels(),
         }
     }
@@ -94,6 +111,18 @@ impl DataConfig {
         }
     }
 
+    /// How the emoji are read and split (set, side, channels, skip_bad, split).
+    pub fn emoji_options(&self) -> EmojiOptions {
+        EmojiOptions {
+            set: self.set.unwrap_or_default(),
+            side: self.image_size.unwrap_or(DEFAULT_EMOJI_SIDE),
+            channels: self.channels.unwrap_or(DEFAULT_FOLDER_CHANNELS),
+            skip_bad: self.skip_bad.unwrap_or(false),
+            test_fraction: self.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION),
+            split_seed: self.split_seed.unwrap_or(0),
+        }
+    }
+
     /// The `[data]` keys valid for the format, and their ranges.
     pub fn check(&self) -> Result<()> {
         if self.train_images == Some(0) {
@@ -101,25 +130,64 @@ impl DataConfig {
                 "[data] train_images = 0: leave it out to use every training image".into(),
             ));
         }
-        if self.format != DataFormat::ImageFolder {
+        let name = serde_json::to_value(self.format)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let emoji = self.format == DataFormat::Emoji;
+        if emoji || self.format != DataFormat::ImageFolder {
+            // (key, given, formats it belongs to).
             let set = [
-                ("image_size", self.image_size.is_some()),
-                ("channels", self.channels.is_some()),
-                ("test_path", self.test_path.is_some()),
-                ("skip_bad", self.skip_bad.is_some()),
-                ("cache_dir", self.cache_dir.is_some()),
+                (
+                    "image_size",
+                    self.image_size.is_some(),
+                    "image-folder and emoji",
+                ),
+                (
+                    "channels",
+                    self.channels.is_some(),
+                    "image-folder and emoji",
+                ),
+                (
+                    "skip_bad",
+                    self.skip_bad.is_some(),
+                    "image-folder and emoji",
+                ),
+                ("test_path", self.test_path.is_some(), "image-folder"),
+                ("cache_dir", self.cache_dir.is_some(), "image-folder"),
+                ("set", self.set.is_some(), "emoji"),
+                ("test_fraction", self.test_fraction.is_some(), "emoji"),
+                ("split_seed", self.split_seed.is_some(), "emoji"),
             ];
-            if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
-                let name = serde_json::to_value(self.format)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+            let misplaced = set
+                .iter()
+                .find(|(_, on, of)| *on && !(emoji && of.contains("emoji")));
+            if let Some((key, _, of)) = misplaced {
+                let why = if emoji {
+                    "emoji makes its own test split and decodes without a cache".to_string()
+                } else {
+                    format!("{name} has fixed image sizes, channels and splits")
+                };
                 return Err(Error::Config(format!(
-                    "[data] {key}: only for format = \"image-folder\"; {name} has fixed image \
-                     sizes, channels and splits (remove the key)"
+                    "[data] {key}: only for format = {of}; {why} (remove the key)"
                 )));
             }
-            return Ok(());
+            if !emoji {
+                return Ok(());
+            }
+            if let Some(f) = self.test_fraction {
+                if !(f > 0.0 && f < 1.0) {
+                    return Err(Error::Config(format!(
+                        "[data] test_fraction = {f}: give a share in (0, 1), e.g. \
+                         {DEFAULT_TEST_FRACTION}"
+                    )));
+                }
+            }
+        } else if self.set.is_some() || self.test_fraction.is_some() || self.split_seed.is_some() {
+            return Err(Error::Config(format!(
+                "[data] set / test_fraction / split_seed: only for format = emoji; {name} reads \
+                 no emoji (remove the key)"
+            )));
         }
         if let Some(s) = self.image_size {
             if !(1..=MAX_CACHE_SIDE).contains(&s) {
@@ -354,7 +422,7 @@ impl DataFormat {
         match self {
             Self::FashionMnist => 1,
             Self::Cifar10 | Self::Cifar100 => 3,
-            Self::ImageFolder => DEFAULT_FOLDER_CHANNELS as i64,
+            Self::ImageFolder | Self::Emoji => DEFAULT_FOLDER_CHANNELS as i64,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod embed;
 pub mod error;
 pub mod evaluate;
 pub mod export;
+pub mod export_beit;
 pub mod finetune;
 pub mod load;
 pub mod loader;

@@ -18,6 +18,12 @@ fn load_split(cfg: &DataConfig, dir: &Path, split: Split) -> Result<ImageDataset
                 "an image folder has no built-in splits: give [data] test_path".into(),
             ))
         }
+        DataFormat::Emoji => {
+            data::emoji::read_emoji(dir, &cfg.emoji_options()).map(|d| match split {
+                Split::Train => d.train,
+                Split::Test => d.test,
+            })
+        }
     };
     ds.map_err(Error::from)
 }
@@ -48,6 +54,30 @@ pub struct LoadedData {
 /// `test_path`, when given).
 pub fn load_data(cfg: &VisionRunConfig, dir: &Path, obs: &mut dyn Observer) -> Result<LoadedData> {
     let dc = &cfg.data;
+    if dc.format == DataFormat::Emoji {
+        obs.phase("reading emoji", 0, 1);
+        let d = data::emoji::read_emoji(dir, &dc.emoji_options())?;
+        obs.phase("reading emoji", 1, 1);
+        let mut train = d.train;
+        if let Some(n) = dc.train_images {
+            train = train.prefix(n);
+        }
+        let evaluation = format!(
+            "test split: {:.0} % of each category's emoji (seeded by [data] split_seed); {} \
+             training and {} test images; {}",
+            dc.emoji_options().test_fraction * 100.0,
+            train.len(),
+            d.test.len(),
+            d.report.left_out()
+        );
+        return Ok(LoadedData {
+            train,
+            test: Some(d.test),
+            evaluation,
+            cache: None,
+            skipped: (d.report.skipped_count, d.report.skipped),
+        });
+    }
     if dc.format != DataFormat::ImageFolder {
         obs.phase("reading data", 0, 2);
         let mut train = load_split(dc, dir, Split::Train)?;

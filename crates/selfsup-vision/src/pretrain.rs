@@ -196,6 +196,10 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         }
         trained_feats = Some(feats);
     }
+    let method_report = evaluator
+        .data
+        .as_ref()
+        .and_then(|d| method.method_report(d));
     let export_dir = run.run_dir.join("export");
     if primary {
         run.observer.phase("export", 0, 1);
@@ -268,9 +272,12 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
         raw_linear_top1: raw_linear,
         random_knn_top1: controls.as_ref().and_then(|c| c.knn),
         random_linear_top1: controls.as_ref().and_then(|c| c.linear),
+        random_knn_val_top1: controls.as_ref().and_then(|c| c.knn_val),
+        random_linear_val_top1: controls.as_ref().and_then(|c| c.linear_val),
         few_shot: controls.and_then(|c| c.few_shot),
         evaluation,
         collapse_warnings: [summary.warnings.clone(), method.method_warnings()].concat(),
+        method_report,
         collapse_monitors: cfg.trainer.collapse.enabled,
         image_cache: loaded.cache,
         skipped_files,
@@ -283,11 +290,22 @@ pub fn pretrain(cfg: &VisionRunConfig, opts: RunOptions<'_>) -> Result<RunSummar
     run.finish(out)
 }
 
-/// The random-weights control and the few-shot rows.
+/// The random-weights control (test split and validation part) and the
+/// few-shot rows.
 struct Controls {
     knn: Option<f64>,
     linear: Option<f64>,
+    knn_val: Option<f64>,
+    linear_val: Option<f64>,
     few_shot: Option<FewShotRows>,
+}
+
+/// The untrained encoder's figures: kNN and (test, validation) probe.
+struct RandomWeights {
+    knn: f64,
+    knn_val: f64,
+    linear: Option<(f64, f64)>,
+    features: Features,
 }
 
 /// The same encoder untrained (seeded by core's random-weights seed)
@@ -309,12 +327,21 @@ fn controls(
         let m = build_method(cfg, device, in_channels)?;
         let f = data.features(m.as_ref());
         let knn = data.knn(&f, &cfg.eval.knn)?;
+        let knn_val = data.knn_on(Part::Validation, &f, &cfg.eval.knn)?;
         let linear = match cfg.eval.linear_probe {
-            true => Some(data.linear(&f, &cfg.eval.linear)?),
+            true => Some((
+                data.linear(&f, &cfg.eval.linear)?,
+                data.linear_on(Part::Validation, &f, &cfg.eval.linear)?,
+            )),
             false => None,
         };
         observer.phase(RANDOM, 1, 1);
-        Some((knn, linear, f))
+        Some(RandomWeights {
+            knn,
+            knn_val,
+            linear,
+            features: f,
+        })
     } else {
         None
     };
@@ -325,7 +352,7 @@ fn controls(
             let pretrained = few_shot(&trained.test, &data.test_y, &fs)?;
             observer.phase(FEW, 1, 3);
             let random_weights = match &random {
-                Some((_, _, f)) => few_shot(&f.test, &data.test_y, &fs)?,
+                Some(r) => few_shot(&r.features.test, &data.test_y, &fs)?,
                 None => Vec::new(),
             };
             observer.phase(FEW, 2, 3);
@@ -348,8 +375,10 @@ fn controls(
         }
     };
     Ok(Controls {
-        knn: random.as_ref().map(|r| r.0),
-        linear: random.and_then(|r| r.1),
+        knn: random.as_ref().map(|r| r.knn),
+        linear: random.as_ref().and_then(|r| r.linear.map(|l| l.0)),
+        knn_val: random.as_ref().map(|r| r.knn_val),
+        linear_val: random.as_ref().and_then(|r| r.linear.map(|l| l.1)),
         few_shot: few_shot_rows,
     })
 }

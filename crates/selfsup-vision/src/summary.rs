@@ -61,11 +61,19 @@ pub struct RunSummary {
     /// encoder untrained, through the same code.
     pub random_knn_top1: Option<f64>,
     pub random_linear_top1: Option<f64>,
+    /// The random-weights control on the validation part (what a choice
+    /// between a method and its control is made on).
+    pub random_knn_val_top1: Option<f64>,
+    pub random_linear_val_top1: Option<f64>,
     /// N-way K-shot on the test features; `None` when evaluation was skipped.
     pub few_shot: Option<FewShotRows>,
     /// What the figures were measured on, or why there are none.
     pub evaluation: String,
     pub collapse_warnings: Vec<String>,
+    /// Figures a method measures itself (the VQ tokenizer's PSNR and
+    /// codebook usage on the validation part); absent for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method_report: Option<serde_json::Value>,
     /// Whether collapse warnings were on (`[trainer.collapse] enabled`).
     pub collapse_monitors: bool,
     /// Image folders: the decoded-image cache of the training folder.
@@ -167,6 +175,13 @@ impl RunSummary {
                     if let Some(l) = s.random_linear_top1 {
                         line.push_str(&format!(", linear probe {:.2}%", l * 100.0));
                     }
+                    if let Some(k) = s.random_knn_val_top1 {
+                        line.push_str(&format!(" (validation part: kNN {:.2}%", k * 100.0));
+                        if let Some(l) = s.random_linear_val_top1 {
+                            line.push_str(&format!(", linear probe {:.2}%", l * 100.0));
+                        }
+                        line.push(')');
+                    }
                     out.push(line);
                 }
                 if let Some(f) = &s.few_shot {
@@ -175,6 +190,9 @@ impl RunSummary {
                 out.push(format!("  evaluated on: {}", s.evaluation));
             }
             _ => out.push(format!("  evaluation {}", s.evaluation)),
+        }
+        if let Some(r) = &s.method_report {
+            out.push(format!("  {} report: {r}", s.method));
         }
         if let Some(c) = &s.image_cache {
             out.push(format!(
@@ -325,9 +343,12 @@ mod tests {
             raw_linear_top1: Some(0.78),
             random_knn_top1: None,
             random_linear_top1: None,
+            random_knn_val_top1: None,
+            random_linear_val_top1: None,
             few_shot: None,
             evaluation: "test split".into(),
             collapse_warnings: vec!["rank ratio 0.01".into()],
+            method_report: None,
             collapse_monitors: true,
             image_cache: None,
             skipped_files: 0,
@@ -374,6 +395,8 @@ mod tests {
         let with_controls = RunSummary {
             random_knn_top1: Some(0.5),
             random_linear_top1: Some(0.6),
+            random_knn_val_top1: Some(0.45),
+            random_linear_val_top1: Some(0.55),
             few_shot: Some(FewShotRows {
                 pretrained: vec![score(1, 0.7), score(5, 0.9)],
                 random_weights: vec![score(1, 0.5), score(5, 0.6)],
@@ -385,7 +408,7 @@ mod tests {
         assert_eq!(
             &lines[11..14],
             [
-                "  random-weights control (same encoder, untrained): kNN 50.00%, linear probe 60.00%",
+                "  random-weights control (same encoder, untrained): kNN 50.00%, linear probe 60.00% (validation part: kNN 45.00%, linear probe 55.00%)",
                 "  5-way 1-shot (600 episodes): pre-trained 70.00 +- 1.25%, random weights 50.00 +- 1.25%, raw pixels 55.00 +- 1.25%",
                 "  5-way 5-shot (600 episodes): pre-trained 90.00 +- 1.25%, random weights 60.00 +- 1.25%, raw pixels -",
             ]

@@ -5,8 +5,8 @@ use crate::config::VisionRunConfig;
 use crate::data::Normalize;
 use crate::export::export_encoder;
 use crate::methods::{
-    BarlowTwins, Byol, Colorization, Context, DeepCluster, Dino, Dinov2, Ijepa, Jigsaw, Mae,
-    MethodConfig, MocoV2, MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg,
+    BarlowTwins, Beit, Byol, Colorization, Context, DeepCluster, Dino, Dinov2, Ijepa, Jigsaw, Mae,
+    MethodConfig, MocoV2, MocoV3, Rotation, SimClr, SimSiam, Swav, VicReg, VqTokenizer,
 };
 use selfsup_core::method::Method;
 use selfsup_core::Result;
@@ -40,6 +40,8 @@ pub fn build_method(
         MethodConfig::Mae(x) => Box::new(Mae::new(device, m, c, x)?),
         MethodConfig::Ijepa(x) => Box::new(Ijepa::new(device, m, c, x)?),
         MethodConfig::Deepcluster(x) => Box::new(DeepCluster::new(device, m, c, x)?),
+        MethodConfig::VqTokenizer(x) => Box::new(VqTokenizer::new(device, m, c, x)?),
+        MethodConfig::Beit(x) => Box::new(Beit::new(device, m, c, x)?),
         MethodConfig::Colorization(x) => Box::new(Colorization::new(
             device,
             m,
@@ -88,6 +90,17 @@ pub trait VisionMethod: Method {
     /// monitors (DeepCluster: a clustering dominated by one cluster).
     fn method_warnings(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// Figures the method measures itself on the evaluation data, for the
+    /// summary (the VQ tokenizer: reconstruction PSNR and codebook usage).
+    fn method_report(&self, _data: &crate::evaluate::EvalData) -> Option<serde_json::Value> {
+        None
+    }
+    /// The method's own export into `dir` with the export's `info`, instead
+    /// of the encoder export (the VQ tokenizer: its whole network); `None`:
+    /// the encoder export.
+    fn own_export(&self, _dir: &Path, _info: &serde_json::Value) -> Option<Result<()>> {
+        None
     }
 }
 
@@ -154,6 +167,37 @@ impl VisionMethod for Dinov2 {
     }
 }
 
+impl VisionMethod for VqTokenizer {
+    fn method_report(&self, data: &crate::evaluate::EvalData) -> Option<serde_json::Value> {
+        Some(self.report(data))
+    }
+    fn own_export(&self, dir: &Path, info: &serde_json::Value) -> Option<Result<()>> {
+        Some(self.export(dir, info))
+    }
+}
+
+impl VisionMethod for Beit {
+    fn encoder_prefix(&self) -> &'static str {
+        Beit::ENCODER_PREFIX
+    }
+    /// The encoder export (timm `VisionTransformer` names, what `selfsup
+    /// embed` reads) and, in `beit/`, the same encoder with timm's `Beit`
+    /// names.
+    fn own_export(&self, dir: &Path, info: &serde_json::Value) -> Option<Result<()>> {
+        let both = || -> Result<()> {
+            export_encoder(self.var_store(), Beit::ENCODER_PREFIX, dir, info)?;
+            crate::export_beit::export_beit(
+                self.var_store(),
+                Beit::ENCODER_PREFIX,
+                self.encoder().spec(),
+                &dir.join("beit"),
+                info,
+            )
+        };
+        Some(both())
+    }
+}
+
 impl VisionMethod for Ijepa {
     fn encoder_prefix(&self) -> &'static str {
         Ijepa::ENCODER_PREFIX
@@ -182,6 +226,9 @@ pub fn export(
     }
     if let (Some(dst), serde_json::Value::Object(src)) = (info.as_object_mut(), extra) {
         dst.extend(src);
+    }
+    if let Some(own) = method.own_export(dir, &info) {
+        return own;
     }
     export_encoder(method.var_store(), method.encoder_prefix(), dir, &info)?;
     Ok(())

@@ -250,7 +250,7 @@ mod tests {
     fn methods_and_evaluations_are_listed() {
         let m = VisionModality;
         assert_eq!(m.name(), "vision");
-        assert_eq!(m.methods().len(), 17);
+        assert_eq!(m.methods().len(), 19);
         assert!(m.methods().contains(&"deepcluster") && m.methods().contains(&"dinov2"));
         assert!(m.methods().contains(&"barlow_twins"));
         assert_eq!(m.evaluations(), ["knn", "linear", "finetune", "robustness"]);

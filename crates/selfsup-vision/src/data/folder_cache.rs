@@ -370,7 +370,7 @@ fn build(
 
 /// The bytes of one image file, refused beyond [`MAX_FILE_BYTES`] (before
 /// reading, and again while reading should the file grow).
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let bad = |reason: String| Error::CorruptImage {
         path: path.to_path_buf(),

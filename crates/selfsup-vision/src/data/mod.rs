@@ -1,8 +1,10 @@
 //! Image datasets: one flat `u8` buffer of HWC images plus labels (owned, or
 //! a read-only memory map of an image cache file), and the readers that fill
 //! it (IDX / Fashion-MNIST, CIFAR binary batches, ImageFolder trees, folders
-//! of the user's own images through the decoded-image cache).
+//! of the user's own images through the decoded-image cache, the emoji of the
+//! npm emoji-datasource packages).
 pub mod cifar;
+pub mod emoji;
 pub mod folder_cache;
 pub mod idx;
 pub mod image_folder;

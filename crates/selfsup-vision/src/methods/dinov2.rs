@@ -142,7 +142,7 @@ impl Dinov2Config {
 
 /// Block masks `[rows * cols]` (row-major, `true` = masked) covering
 /// `target` patches where the placements allow (see the module docs).
-fn block_mask<R: Rng>(rng: &mut R, rows: i64, cols: i64, target: i64) -> Vec<bool> {
+pub(crate) fn block_mask<R: Rng>(rng: &mut R, rows: i64, cols: i64, target: i64) -> Vec<bool> {
     let n = (rows * cols).max(0) as usize;
     let mut mask = vec![false; n];
     let mut count = 0i64;

@@ -6,7 +6,7 @@
 //! | self-distillation | [`byol`], [`simsiam`], [`dino`], [`dinov2`] |
 //! | redundancy reduction | [`barlow_twins`], [`vicreg`] |
 //! | clustering | [`swav`], [`deepcluster`] |
-//! | masked image modelling | [`mae`] |
+//! | masked image modelling | [`mae`], [`beit`] (with its [`vq_tokenizer`]) |
 //! | joint-embedding prediction | [`ijepa`] |
 //! | hand-designed pretext tasks | [`rotation`], [`jigsaw`], [`colorization`], [`context`] |
 //!
@@ -14,6 +14,7 @@
 //! `selfsup_core::ema`, heads in `selfsup_core::head`, the encoder +
 //! projector pair in [`branch`], multi-crop in [`crate::augment`].
 pub mod barlow_twins;
+pub mod beit;
 pub mod branch;
 pub mod byol;
 pub mod colorization;
@@ -34,8 +35,10 @@ pub mod simsiam;
 pub mod swav;
 pub mod two_view;
 pub mod vicreg;
+pub mod vq_tokenizer;
 
 pub use barlow_twins::{BarlowTwins, BarlowTwinsMethodConfig};
+pub use beit::{Beit, BeitConfig};
 pub use byol::{Byol, ByolConfig};
 pub use colorization::{Colorization, ColorizationConfig};
 pub use context::{Context, ContextConfig};
@@ -53,6 +56,7 @@ pub use simsiam::{SimSiam, SimSiamConfig};
 pub use swav::{Swav, SwavConfig};
 pub use two_view::{TwoView, TwoViewSpec};
 pub use vicreg::{VicReg, VicRegMethodConfig};
+pub use vq_tokenizer::{VqTokenizer, VqTokenizerConfig};
 
 use crate::augment::AugmentConfig;
 use crate::models::EncoderConfig;
@@ -89,6 +93,10 @@ pub enum MethodConfig {
     Ijepa(IjepaConfig),
     /// DeepCluster (Caron et al. 2018): k-means pseudo-labels each epoch.
     Deepcluster(DeepClusterConfig),
+    /// The VQ visual tokenizer BEiT predicts the codes of.
+    VqTokenizer(VqTokenizerConfig),
+    /// BEiT (Bao et al. 2021): masked patches' tokenizer codes.
+    Beit(BeitConfig),
 }
 
 impl Default for MethodConfig {
@@ -98,7 +106,7 @@ impl Default for MethodConfig {
 }
 
 /// Every `[method] name` [`MethodConfig`] accepts, in its order.
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 19] = [
     "simclr",
     "moco_v2",
     "moco_v3",
@@ -116,6 +124,8 @@ pub const NAMES: [&str; 17] = [
     "mae",
     "ijepa",
     "deepcluster",
+    "vq_tokenizer",
+    "beit",
 ];
 
 /// What a config is checked against before training starts.
@@ -152,6 +162,8 @@ impl MethodConfig {
             Self::Mae(_) => "mae",
             Self::Ijepa(_) => "ijepa",
             Self::Deepcluster(_) => "deepcluster",
+            Self::VqTokenizer(_) => "vq_tokenizer",
+            Self::Beit(_) => "beit",
         }
     }
 
@@ -246,6 +258,8 @@ impl MethodConfig {
             Self::Ijepa(m) => m.ema.validate(&k("ema")),
             Self::Dinov2(m) => m.check_ranges(),
             Self::Deepcluster(m) => m.check_ranges(),
+            Self::VqTokenizer(m) => m.check_ranges(),
+            Self::Beit(m) => m.check_ranges(),
             Self::Colorization(m) => {
                 positive(&k("bin_size"), m.bin_size).and(non_negative(&k("rebalance"), m.rebalance))
             }
