@@ -27,19 +27,30 @@ fn the_presets_are_speech_configs_holding_out_speakers() {
         assert_eq!(*plan.common().batch_size, cfg.run.batch_size);
     }
     // A config written before `kind` existed is a wav2vec 2.0 one.
-    let (gpu, path) = preset("speech-text-gpu.toml");
-    let line = gpu
-        .lines()
-        .find(|l| l.starts_with("kind = \"wav2vec2\""))
-        .unwrap();
-    let old = gpu.replacen(line, "", 1);
+    let (cpu, path) = preset("speech-text-cpu.toml");
+    let start = cpu.find("\n[model.audio]").unwrap() + 1;
+    let end = cpu.find("\n[model.text]").unwrap() + 1;
+    let sizes = "conv_dim = [32, 32]\nconv_kernel = [10, 3]\nconv_stride = [5, 2]\n\
+                 hidden_size = 32\nnum_hidden_layers = 1\nnum_attention_heads = 2\n\
+                 intermediate_size = 64\nnum_conv_pos_embeddings = 8\n\
+                 num_conv_pos_embedding_groups = 4\n";
+    let with_kind = format!(
+        "{}[model.audio]\nkind = \"wav2vec2\"\n{sizes}{}",
+        &cpu[..start],
+        &cpu[end..]
+    );
+    let old = format!("{}[model.audio]\n{sizes}{}", &cpu[..start], &cpu[end..]);
     assert_eq!(
         SpeechRunConfig::from_toml(&old, &path).unwrap(),
-        SpeechRunConfig::from_toml(&gpu, &path).unwrap()
+        SpeechRunConfig::from_toml(&with_kind, &path).unwrap()
     );
     assert!(matches!(
         SpeechRunConfig::from_toml(&old, &path).unwrap().model.audio,
         AudioTowerConfig::Wav2Vec2(_)
+    ));
+    assert!(matches!(
+        SpeechRunConfig::from_toml(&cpu, &path).unwrap().model.audio,
+        AudioTowerConfig::LogMel(_)
     ));
     let (clip, _) = preset("clip-cpu.toml");
     assert!(!is_speech_config(&clip));
