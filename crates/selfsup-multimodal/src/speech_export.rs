@@ -22,8 +22,6 @@ use crate::export::is_exported;
 use crate::method::{Clip, ClipConfig};
 use crate::model::logmel_tower::{EPS, HOP, WINDOW};
 use crate::model::{AudioTowerConfig, SpeechTower};
-use crate::speech::SpeechRunConfig;
-use crate::speech_eval::CharVocab;
 use selfsup_core::method::Method;
 use selfsup_core::tensor_io;
 use selfsup_core::{Error, Result};
@@ -144,60 +142,13 @@ pub fn export_speech(clip: &Clip<SpeechTower>, meta: &SpeechExportMeta, dir: &Pa
     tensor_io::write_atomic(&dir.join("vocab.txt"), vocab.as_bytes())
 }
 
-/// `selfsup export` of a speech-text checkpoint: the characters come from
-/// the run's `vocab.txt` beside the checkpoint.
-pub fn export_checkpoint(checkpoint: &Path, config_toml: &str, out: &Path) -> Result<String> {
-    let cfg = SpeechRunConfig::from_toml(config_toml, checkpoint)?;
-    let vocab_file = checkpoint.parent().map_or_else(
-        || Path::new(RUN_VOCAB_FILE).to_path_buf(),
-        |d| d.join(RUN_VOCAB_FILE),
-    );
-    let characters = std::fs::read_to_string(&vocab_file).map_err(|e| {
-        Error::Data(format!(
-            "{}: {e}: a speech-text export needs the run's characters (the run writes \
-             {RUN_VOCAB_FILE} beside its checkpoint; copy it there)",
-            vocab_file.display()
-        ))
-    })?;
-    let vocab = CharVocab {
-        chars: characters.chars().collect(),
-    };
-    let mut sorted = vocab.chars.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted != vocab.chars || vocab.chars.is_empty() {
-        return Err(Error::Data(format!(
-            "{}: not a run's characters (sorted, each once, no newline): write it again from the \
-             run's summary.json `characters`",
-            vocab_file.display()
-        )));
-    }
-    let text = cfg.text_tower(&vocab)?;
-    let clip = crate::speech::build(&cfg, &text, tch::Device::Cpu, false)?;
-    selfsup_core::checkpoint::restore_model(checkpoint, clip.var_store(), "clip")?;
-    let meta = SpeechExportMeta {
-        audio: cfg.model.audio.clone(),
-        text,
-        embed_dim: cfg.model.embed_dim,
-        characters,
-        max_len: cfg.model.text.max_len,
-        eval_seconds: cfg.data.eval_seconds,
-        clip: cfg.method.clip().clone(),
-    };
-    export_speech(&clip, &meta, out)?;
-    Ok(format!(
-        "exported the speech-text dual encoder ({} audio tower, character BERT, projections, \
-         vocab.txt) to {}",
-        cfg.model.audio.describe(),
-        out.display()
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::captions::pad_batch;
     use crate::model::logmel_tower::LogMelConfig;
+    use crate::speech::SpeechRunConfig;
+    use crate::speech_eval::CharVocab;
     use selfsup_audio::model::Wav2Vec2Config;
     use selfsup_core::loss::info_nce::normalize;
     use tch::{Device, Kind, Tensor};

@@ -112,7 +112,7 @@ impl Modality for ClipModality {
 
     fn export(&self, checkpoint: &Path, config_toml: &str, out: &Path) -> Result<String> {
         if crate::speech::is_speech_config(config_toml) {
-            return crate::speech_export::export_checkpoint(checkpoint, config_toml, out);
+            return crate::speech::export_checkpoint(checkpoint, config_toml, out);
         }
         // The checkpoint carries the config; parsing it here refuses a bad
         // one naming the checkpoint before any weight is read.
