@@ -4,8 +4,10 @@
 //! standard deviation of each band over time (80 features).
 use tch::{Device, Kind, Tensor};
 
-const WIN: i64 = 400;
-const HOP: i64 = 160;
+/// Analysis window, samples (25 ms at 16 kHz).
+pub const WIN: i64 = 400;
+/// Hop between frames, samples (10 ms at 16 kHz).
+pub const HOP: i64 = 160;
 const NFFT: i64 = 512;
 /// Mel bands of the baseline.
 pub const BANDS: i64 = 40;
@@ -43,6 +45,16 @@ pub fn filterbank() -> Tensor {
     Tensor::from_slice(&w).view([bins as i64, BANDS])
 }
 
+/// `log(mel energy + 1e-6)` of every [`WIN`]-sample window, [`HOP`] apart,
+/// along the last dimension of `wave` (`[..., L]` -> `[..., frames,
+/// BANDS]`, `L >= WIN`); `window` is a Hann window of [`WIN`] and `fbank`
+/// the [`filterbank`], both on `wave`'s device (callers keep them).
+pub fn log_mel_frames(wave: &Tensor, window: &Tensor, fbank: &Tensor) -> Tensor {
+    let frames = wave.unfold(-1, WIN, HOP) * window;
+    let power = frames.fft_rfft(NFFT, -1, "backward").abs().square();
+    (power.matmul(fbank) + 1e-6).log()
+}
+
 /// Mean and std over time of the log-mel energies of one clip (16 kHz
 /// samples; clips shorter than a window are zero-padded to one).
 pub fn logmel_summary(samples: &[f32]) -> Tensor {
@@ -51,9 +63,8 @@ pub fn logmel_summary(samples: &[f32]) -> Tensor {
         x.resize(WIN as usize, 0.0);
     }
     let wave = Tensor::from_slice(&x);
-    let frames = wave.unfold(0, WIN, HOP) * Tensor::hann_window(WIN, (Kind::Float, Device::Cpu));
-    let power = frames.fft_rfft(NFFT, -1, "backward").abs().square();
-    let logmel = (power.matmul(&filterbank()) + 1e-6).log();
+    let window = Tensor::hann_window(WIN, (Kind::Float, Device::Cpu));
+    let logmel = log_mel_frames(&wave, &window, &filterbank());
     let mean = logmel.mean_dim(0, false, Kind::Float);
     let std = logmel.std_dim(0, false, false);
     Tensor::cat(&[mean, std], 0)

@@ -20,14 +20,12 @@
 use crate::model::AUDIO_PREFIX;
 use crate::tower::Tower;
 use selfsup_audio::batch::attention_mask;
-use selfsup_audio::logmel::filterbank;
+use selfsup_audio::logmel::{filterbank, log_mel_frames};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
-/// Analysis window, samples (25 ms at 16 kHz).
-pub const WINDOW: i64 = 400;
-/// Hop between frames, samples (10 ms at 16 kHz).
-pub const HOP: i64 = 160;
+/// Analysis window and hop, samples (selfsup-audio's log-mel frames).
+pub use selfsup_audio::logmel::{HOP, WIN as WINDOW};
 /// Variance floor of the per-clip normalisation and of the std pooling.
 pub const EPS: f64 = 1e-5;
 /// Most conv layers.
@@ -155,7 +153,6 @@ pub struct LogMelTower {
     /// `[NFFT / 2 + 1, bands]`, on the tower's device (not a variable).
     fbank: Tensor,
     window: Tensor,
-    nfft: i64,
 }
 
 impl LogMelTower {
@@ -165,8 +162,8 @@ impl LogMelTower {
         let p = root / AUDIO_PREFIX / "layers";
         let device = root.device();
         let fbank = filterbank().to_device(device);
-        let (bins, bands) = match fbank.size().as_slice() {
-            [b, m] => (*b, *m),
+        let bands = match fbank.size().as_slice() {
+            [_, m] => *m,
             other => {
                 return Err(selfsup_core::Error::Config(format!(
                     "selfsup-audio's filterbank has shape {other:?}, not [bins, bands]"
@@ -207,7 +204,6 @@ impl LogMelTower {
             layers,
             fbank,
             window: Tensor::hann_window(WINDOW, (Kind::Float, device)),
-            nfft: 2 * (bins - 1),
         })
     }
 
@@ -223,9 +219,7 @@ impl LogMelTower {
         } else {
             wave.shallow_clone()
         };
-        let frames = wave.unfold(1, WINDOW, HOP) * &self.window;
-        let power = frames.fft_rfft(self.nfft, -1, "backward").abs().square();
-        let logmel = (power.matmul(&self.fbank) + 1e-6).log();
+        let logmel = log_mel_frames(&wave, &self.window, &self.fbank);
         let t = logmel.size().get(1).copied().unwrap_or(0);
         let valid: Vec<i64> = (0..b as usize)
             .map(|i| LogMelConfig::frames(lengths.get(i).copied().unwrap_or(l).min(l)).min(t))
