@@ -12,14 +12,17 @@ selfsup's greedy continuation of the prompt.
 
 Checks: `GPT2LMHeadModel.from_pretrained(dir)` reports no missing,
 unexpected or mismatched keys and its LM head is tied to `transformer.wte`;
-its logits on `input_ids` match selfsup's within 1e-4; its greedy
+its logits on `input_ids` match selfsup's within 5e-4; its greedy
 `generate` of N tokens from `prompt_ids` gives `greedy_ids`.
 Prints one line starting with PASS or FAIL; exits with 1 on FAIL.
 Needs torch, transformers and safetensors (the test / benchmark venv).
 """
 import sys
 
-TOLERANCE = 1e-4
+# float32 sums in another order (transformers' sdpa attention and matmuls
+# against libtorch's) differ by up to ~2e-4 on these logits (1.6e-4 seen in
+# one CI run); a reference off by 1e-3 must still fail.
+TOLERANCE = 5e-4
 
 
 def fail(message):
