@@ -1,6 +1,8 @@
 //! AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101): Adam with decoupled
-//! weight decay, matching `torch.optim.AdamW`.
-use super::{Buffers, OptimConfig, Optimizer, Params};
+//! weight decay, matching `torch.optim.AdamW`. Where [`super::FusedMode`]
+//! applies, one fused kernel per weight-decay group updates every parameter
+//! (`torch.optim.AdamW(fused=True)`); otherwise a loop over the parameters.
+use super::{fused, Buffers, OptimConfig, Optimizer, Params};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use tch::Tensor;
@@ -16,6 +18,11 @@ pub struct AdamW {
     m: Buffers,
     v: Buffers,
     device: tch::Device,
+    /// Whether steps take the fused kernel (off for good after a failure).
+    fused: bool,
+    /// The fused kernel's per-parameter step counts (float32 on the
+    /// device), made from `steps` on first use and after a state load.
+    step_counts: Option<Vec<Tensor>>,
 }
 
 impl AdamW {
@@ -33,13 +40,71 @@ impl AdamW {
                 .tensors
                 .first()
                 .map_or(tch::Device::Cpu, |t| t.device()),
+            fused: params
+                .tensors
+                .first()
+                .is_some_and(|t| cfg.fused.applies(t.device())),
+            step_counts: None,
         }
+    }
+
+    /// One fused update (`self.steps` already counts it): a kernel for the
+    /// decayed parameters and one for the rest.
+    fn fused_step(
+        &mut self,
+        params: &Params,
+        lr: f64,
+    ) -> std::result::Result<(), fused::KernelError> {
+        let grads = params.grads();
+        let n = params.tensors.len();
+        let counts = match self.step_counts.take() {
+            Some(c) => {
+                fused::add_scalar_(&c, 1.0)?;
+                c
+            }
+            None => params
+                .tensors
+                .iter()
+                .map(|p| Tensor::full([], self.steps as f64, (tch::Kind::Float, p.device())))
+                .collect(),
+        };
+        let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for i in 0..n {
+            let decay = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));
+            groups[usize::from(decay)].push(i);
+        }
+        for (decay, idx) in groups.iter().enumerate() {
+            if idx.is_empty() {
+                continue;
+            }
+            let pick =
+                |f: &mut dyn FnMut(usize) -> Tensor| idx.iter().map(|&i| f(i)).collect::<Vec<_>>();
+            let ps = pick(&mut |i| params.tensors[i].shallow_clone());
+            let gs = pick(&mut |i| grads[i].shallow_clone());
+            let ms = pick(&mut |i| self.m.get(i, &params.tensors[i]).shallow_clone());
+            let vs = pick(&mut |i| self.v.get(i, &params.tensors[i]).shallow_clone());
+            let cs = pick(&mut |i| counts[i].shallow_clone());
+            let wd = if decay == 1 { self.weight_decay } else { 0.0 };
+            tch::no_grad(|| fused::adamw(&ps, &gs, &ms, &vs, &cs, lr, self.betas, wd, self.eps))?;
+        }
+        self.step_counts = Some(counts);
+        Ok(())
     }
 }
 
 impl Optimizer for AdamW {
     fn step(&mut self, params: &Params, lr: f64) {
         self.steps += 1;
+        if self.fused {
+            match self.fused_step(params, lr) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("fused AdamW failed ({e}); using the per-parameter loop");
+                    self.fused = false;
+                    self.step_counts = None;
+                }
+            }
+        }
         let (b1, b2) = self.betas;
         let c1 = 1.0 - b1.powi(self.steps as i32);
         let c2 = 1.0 - b2.powi(self.steps as i32);
@@ -71,6 +136,7 @@ impl Optimizer for AdamW {
     fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
         self.m.load(state, self.device)?;
         self.v.load(state, self.device)?;
+        self.step_counts = None;
         self.steps = match state.get("adamw.steps") {
             None => 0,
             Some(t) if t.numel() == 1 => t

@@ -1,6 +1,8 @@
 //! SGD with (optionally Nesterov-free) heavy-ball momentum and L2 weight decay,
-//! matching `torch.optim.SGD(momentum=m, weight_decay=wd, dampening=0)`.
-use super::{Buffers, OptimConfig, Optimizer, Params};
+//! matching `torch.optim.SGD(momentum=m, weight_decay=wd, dampening=0)`. Where
+//! [`super::FusedMode`] applies (and momentum is not 0), one fused kernel per
+//! weight-decay group updates every parameter; otherwise a loop.
+use super::{fused, Buffers, OptimConfig, Optimizer, Params};
 use crate::Result;
 use std::collections::BTreeMap;
 use tch::Tensor;
@@ -13,6 +15,8 @@ pub struct Sgd {
     exclude_bias_and_norm: bool,
     bufs: Buffers,
     device: tch::Device,
+    /// Whether steps take the fused kernel (off for good after a failure).
+    fused: bool,
 }
 
 impl Sgd {
@@ -27,12 +31,57 @@ impl Sgd {
                 .tensors
                 .first()
                 .map_or(tch::Device::Cpu, |t| t.device()),
+            fused: cfg.momentum > 0.0
+                && params
+                    .tensors
+                    .first()
+                    .is_some_and(|t| cfg.fused.applies(t.device())),
         }
+    }
+
+    /// One fused update: a kernel for the decayed parameters and one for the rest.
+    fn fused_step(
+        &mut self,
+        params: &Params,
+        lr: f64,
+    ) -> std::result::Result<(), fused::KernelError> {
+        let grads = params.grads();
+        let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for i in 0..params.tensors.len() {
+            let decay = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));
+            groups[usize::from(decay)].push(i);
+        }
+        for (decay, idx) in groups.iter().enumerate() {
+            if idx.is_empty() {
+                continue;
+            }
+            let ps: Vec<Tensor> = idx
+                .iter()
+                .map(|&i| params.tensors[i].shallow_clone())
+                .collect();
+            let gs: Vec<Tensor> = idx.iter().map(|&i| grads[i].shallow_clone()).collect();
+            let bs: Vec<Tensor> = idx
+                .iter()
+                .map(|&i| self.bufs.get(i, &params.tensors[i]).shallow_clone())
+                .collect();
+            let wd = if decay == 1 { self.weight_decay } else { 0.0 };
+            tch::no_grad(|| fused::sgd(&ps, &gs, &bs, wd, self.momentum, lr))?;
+        }
+        Ok(())
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, params: &Params, lr: f64) {
+        if self.fused {
+            match self.fused_step(params, lr) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!("fused SGD failed ({e}); using the per-parameter loop");
+                    self.fused = false;
+                }
+            }
+        }
         tch::no_grad(|| {
             for (i, (p, g)) in params.tensors.iter().zip(params.grads()).enumerate() {
                 let decay = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));

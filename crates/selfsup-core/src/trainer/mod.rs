@@ -191,6 +191,9 @@ pub struct Trainer {
     /// `--resume` or written by this `fit`. Only then is it named as "the
     /// last good checkpoint" when the run fails.
     checkpoint_ok: AtomicBool,
+    /// Whether a step is queued whole and its loss read at its end (on a
+    /// GPU) rather than checked before backward (on the CPU).
+    queue_steps: bool,
 }
 
 impl Trainer {
@@ -205,7 +208,16 @@ impl Trainer {
             resolved_config: String::new(),
             git_commit: None,
             checkpoint_ok: AtomicBool::new(false),
+            queue_steps: device.is_cuda(),
         }
+    }
+
+    /// Runs the GPU's step order (queued whole, read at its end) on any
+    /// device: what the tests use to check it on the CPU.
+    #[cfg(test)]
+    pub(crate) fn queue_steps_as_on_gpu(mut self) -> Self {
+        self.queue_steps = true;
+        self
     }
 
     /// Uses `comm` to talk to the other processes of the run.

@@ -36,6 +36,13 @@ impl Optimisation {
     }
 }
 
+/// The gradient norm before clipping: read at once (CPU) or left on the device
+/// until the step is queued (GPU).
+enum GradNorm {
+    Host(f64),
+    Device(Tensor),
+}
+
 /// What one optimisation step produced.
 pub(super) struct Stepped {
     /// The global step just taken (0-based).
@@ -83,8 +90,14 @@ impl Trainer {
         self.cfg.mixed_precision && self.device.is_cuda()
     }
 
-    /// Sets autocast's CUDA dtype (bfloat16) when steps run under it.
+    /// Sets autocast's CUDA dtype (bfloat16) when steps run under it, and on
+    /// CUDA lets cuDNN pick its fastest convolution algorithms for the run's
+    /// fixed shapes (`torch.backends.cudnn.benchmark`; runs on a GPU are not
+    /// bit-for-bit reproducible anyway).
     pub(super) fn enable_autocast(&self) -> Result<()> {
+        if self.device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         if self.use_amp() {
             crate::autocast::set_cuda_autocast_dtype(crate::autocast::AutocastDtype::BFloat16)?;
         }
@@ -126,21 +139,36 @@ impl Trainer {
             tch::autocast(use_amp, || method.step(&batch, &ctx))
         })??;
         self.check_ranks()?;
-        let loss = self.global_mean(&out.loss)?;
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                step,
-                value: loss,
-                last_good: self.last_good_checkpoint(),
-            });
-        }
+        // On the CPU the loss is checked before backward. On a GPU every host
+        // read waits for the device: there the step is queued whole
+        // (backward, clipping on the device, optimiser) and read once at its
+        // end; the run still stops at a non-finite loss, and the checkpoint on
+        // disk is the last good one either way.
+        let queued = self.queue_steps;
+        let checked = if queued {
+            None
+        } else {
+            Some(self.finite_loss(&out.loss, step)?)
+        };
         crate::device::guard_device_failure(|| out.loss.backward())?;
         let mut grads = opt.params.grads();
         self.comm.all_reduce_mean_(&mut grads);
         self.check_ranks()?;
-        let grad_norm = opt.params.clip_grad_norm(self.cfg.grad_clip);
+        let grad_norm = if queued {
+            GradNorm::Device(opt.params.clip_grad_norm_on_device(self.cfg.grad_clip))
+        } else {
+            GradNorm::Host(opt.params.clip_grad_norm(self.cfg.grad_clip))
+        };
         crate::device::guard_device_failure(|| opt.optimizer.step(&opt.params, lr))?;
         method.after_step(&ctx);
+        let loss = match checked {
+            Some(l) => l,
+            None => self.finite_loss(&out.loss, step)?,
+        };
+        let grad_norm = match grad_norm {
+            GradNorm::Host(v) => v,
+            GradNorm::Device(t) => t.double_value(&[]),
+        };
         Ok(Stepped {
             step,
             epoch,
@@ -150,6 +178,19 @@ impl Trainer {
             terms: out.terms.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             samples: batch.len() as usize * self.comm.world_size(),
         })
+    }
+
+    /// The global batch's loss, or the non-finite-loss error naming `step`.
+    fn finite_loss(&self, loss: &Tensor, step: u64) -> Result<f64> {
+        let loss = self.global_mean(loss)?;
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                step,
+                value: loss,
+                last_good: self.last_good_checkpoint(),
+            });
+        }
+        Ok(loss)
     }
 
     /// The checkpoint a failure names as the last good one.

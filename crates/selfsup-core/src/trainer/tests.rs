@@ -115,6 +115,80 @@ fn non_finite_loss_stops_and_names_the_step() {
     assert_eq!(meta.step, 6);
 }
 
+/// The GPU's step order (backward, clipping on the device and the fused
+/// optimiser queued before the loss is read) trains exactly as the CPU's:
+/// the same losses step for step, with SGD and AdamW and with clipping on.
+#[test]
+fn steps_queued_as_on_a_gpu_train_as_the_cpu_order() {
+    for (kind, lr) in [
+        (crate::optim::OptimKind::Sgd, 0.5),
+        (crate::optim::OptimKind::AdamW, 0.05),
+    ] {
+        let mut cfg = config(3);
+        cfg.optimizer.kind = kind;
+        cfg.optimizer.lr = lr;
+        cfg.grad_clip = Some(0.5);
+        let cpu = tempfile::tempdir().unwrap();
+        Trainer::new(cfg.clone(), cpu.path(), tch::Device::Cpu)
+            .fit(
+                &mut ToyMethod::new(0),
+                &Toy::new(3),
+                &mut NoEval,
+                &mut Silent,
+                false,
+            )
+            .unwrap();
+        let mut gpu_cfg = cfg.clone();
+        gpu_cfg.optimizer.fused = crate::optim::FusedMode::On;
+        let gpu = tempfile::tempdir().unwrap();
+        Trainer::new(gpu_cfg, gpu.path(), tch::Device::Cpu)
+            .queue_steps_as_on_gpu()
+            .fit(
+                &mut ToyMethod::new(0),
+                &Toy::new(3),
+                &mut NoEval,
+                &mut Silent,
+                false,
+            )
+            .unwrap();
+        let (a, b) = (step_losses(cpu.path()), step_losses(gpu.path()));
+        assert_eq!(a.len(), b.len());
+        assert!(a.len() >= 12, "{kind:?}: {} steps", a.len());
+        for ((s1, l1), (s2, l2)) in a.iter().zip(&b) {
+            assert_eq!(s1, s2);
+            assert!(
+                (l1 - l2).abs() <= 1e-5 * l1.abs().max(1.0),
+                "{kind:?} step {s1}: {l1} vs {l2}"
+            );
+        }
+        // The toy's gradients exceed 0.5 at first: clipping was exercised.
+        let norms: Vec<f64> = std::fs::read_to_string(gpu.path().join(METRICS_FILE))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["kind"] == "step")
+            .filter_map(|v| v["grad_norm"].as_f64())
+            .collect();
+        assert!(norms.iter().any(|n| *n > 0.5), "{kind:?}: {norms:?}");
+    }
+}
+
+/// Queued as on a GPU, a non-finite loss still stops the run naming its
+/// step, and the checkpoint on disk is the last good one.
+#[test]
+fn non_finite_loss_stops_a_queued_step_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ToyMethod::new(0);
+    m.poison_at = Some(7);
+    let err = Trainer::new(config(3), dir.path(), tch::Device::Cpu)
+        .queue_steps_as_on_gpu()
+        .fit(&mut m, &Toy::new(3), &mut NoEval, &mut Silent, false)
+        .unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { step: 7, .. }), "{err}");
+    let meta = checkpoint::read_meta(&dir.path().join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(meta.step, 6);
+}
+
 /// The GPU running out of memory mid-run (tch panics with libtorch's
 /// text) ends the run with one line naming the fix, not a C++ dump, and
 /// the last checkpoint stays; any other panic is a bug and unwinds on.
