@@ -14,6 +14,11 @@ does no augmentation, tokenisation or batch building (selfsup's figure
 includes them). Captions are padded to the longest training caption
 (selfsup pads each batch to its own longest caption: at most as long).
 
+The C allocator gets the settings selfsup's CLIP workflow gives itself on the
+CPU (glibc mallopt: M_MMAP_THRESHOLD 256 MiB, M_TRIM_THRESHOLD 1 GiB; freed
+memory is kept for the next step instead of being returned to the kernel and
+faulted in again), so that neither side has an allocator advantage.
+
 Prints one JSON line: pairs_per_s, seconds, steps, peak_rss_mb, versions.
 """
 import argparse
@@ -70,6 +75,20 @@ class DualEncoder(nn.Module):
         return F.normalize(img, dim=-1), F.normalize(txt, dim=-1), self.logit_scale.exp()
 
 
+def keep_freed_memory():
+    """selfsup-multimodal's allocator settings (src/allocator.rs); False
+    where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--image-size", type=int, default=32)
@@ -91,6 +110,7 @@ def main():
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup-steps", type=int, default=5)
     a = p.parse_args()
+    malloc_kept = keep_freed_memory()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     import open_clip
@@ -134,6 +154,7 @@ def main():
         "warmup_steps": a.warmup_steps,
         "final_loss": float(loss.detach()),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "malloc_keeps_freed_memory": malloc_kept,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
         "transformers": transformers.__version__,

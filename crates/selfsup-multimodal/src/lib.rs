@@ -23,6 +23,8 @@
 //!   tower) on KLettres / KTuberling, evaluated on held-out speakers, exported
 //!   with transformers' names
 //! - [`workflow`]: the modality's entry for the `selfsup` binary
+//! - [`allocator`]: glibc keeps freed memory for the next CPU step
+pub mod allocator;
 pub mod captions;
 pub mod config;
 pub mod data;

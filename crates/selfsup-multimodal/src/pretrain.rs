@@ -134,6 +134,9 @@ pub fn pretrain(cfg: &ClipRunConfig, opts: RunOptions) -> Result<ClipRunSummary>
         opts,
     )?;
     let device = run.device;
+    if device == tch::Device::Cpu && crate::allocator::keep_freed_memory() {
+        run.log("CPU: freed memory is kept for reuse between steps (glibc mallopt)");
+    }
     let seed = cfg.trainer.seed;
     let root = run.data_root();
     run.log(&format!(
