@@ -274,3 +274,58 @@ fn bad_configs_are_refused() {
     let err = toml::from_str::<ColorizationConfig>("space = \"yuv\"\n").unwrap_err();
     assert!(err.to_string().contains("space"), "{err}");
 }
+
+/// With the skip, the decoder reads each cell's lightness: the same
+/// features with the lightness changed in one cell change that cell's
+/// logits only (eval mode: batch norm per channel, 1x1 convolutions);
+/// without it the lightness is not read at all.
+#[test]
+fn lightness_skip_reads_each_cells_lightness() {
+    let cfg = ColorizationConfig {
+        lightness_skip: true,
+        ..tiny()
+    };
+    let m = small(&cfg);
+    let vars = m.vs.variables();
+    // 16 decoder channels: 8 after the upsampling, + mean / min / max.
+    assert_eq!(
+        vars["decoder.mix.conv.weight"].size(),
+        vec![8, 8 + LIGHTNESS_STATS, 1, 1]
+    );
+    let feats = Tensor::randn([2, m.encoder.out_dim()], (Kind::Float, Device::Cpu));
+    let input = Tensor::rand([2, 1, 16, 16], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    // out_size 4 on a 16 px input: cell (1, 2) is rows 4..8, columns 8..12.
+    let changed = input.copy();
+    let _ = changed.narrow(2, 4, 4).narrow(3, 8, 4).fill_(-1.0);
+    let (a, b) = tch::no_grad(|| {
+        (
+            m.decoder.forward_t(&feats, &input, false),
+            m.decoder.forward_t(&feats, &changed, false),
+        )
+    });
+    assert_eq!(a.size(), vec![2, m.classes(), 4, 4]);
+    let diff = (&a - &b).abs().amax([1], false);
+    for i in 0..4 {
+        for j in 0..4 {
+            let d = diff.double_value(&[0, i, j]);
+            if (i, j) == (1, 2) {
+                assert!(d > 1e-4, "cell ({i}, {j}) did not change: {d}");
+            } else {
+                assert!(d < 1e-6, "cell ({i}, {j}) changed by {d}");
+            }
+        }
+    }
+    // Without the skip: no `mix` variables, and the lightness is not read.
+    let plain = small(&tiny());
+    assert!(!plain.vs.variables().keys().any(|k| k.contains("mix")));
+    let feats = Tensor::randn([2, plain.encoder.out_dim()], (Kind::Float, Device::Cpu));
+    let (a, b) = tch::no_grad(|| {
+        (
+            plain.decoder.forward_t(&feats, &input, false),
+            plain.decoder.forward_t(&feats, &changed, false),
+        )
+    });
+    assert!(a.equal(&b));
+    let parsed = toml::from_str::<ColorizationConfig>("lightness_skip = true\n").unwrap();
+    assert!(parsed.lightness_skip);
+}
