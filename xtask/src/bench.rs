@@ -359,14 +359,16 @@ pub fn bench(quick: bool) -> Result<()> {
     Ok(())
 }
 
-/// Pre-trains every vision method on its CPU preset (the same encoder,
-/// batch, images and epochs) and prints one markdown table: final-epoch kNN
-/// and linear probe on the test split beside the same encoder's random
-/// weights (each preset's own architecture, through the same code), wall
-/// time, training images/s, peak RSS, and the raw-pixel baselines. Written to `target/bench/methods.md`.
+/// Pre-trains every vision method on its CPU preset and prints one markdown
+/// table per dataset: Fashion-MNIST presets (the same encoder, batch, images
+/// and epochs) and the colour emoji presets. Each row: final-epoch kNN and
+/// linear probe on the test split beside the same encoder's random weights
+/// (each preset's own architecture, through the same code), wall time,
+/// training images/s, peak RSS; then the raw-pixel baselines. BEiT predicts
+/// the codes of the bench's own `vq_tokenizer` run, trained first. Written to
+/// `target/bench/methods.md`.
 pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
     let env = torch_env::ensure()?;
-    let data = fetch::fetch("fashion-mnist", false)?;
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
     let mut presets: Vec<String> = std::fs::read_dir(workspace_root().join("configs/vision"))?
@@ -387,15 +389,35 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
         }
         presets.retain(|p| wanted.contains(&p.as_str()));
     }
+    // A method that predicts a tokenizer's codes runs after the tokenizer.
+    let needs_tokenizer = |m: &str| m == "beit";
+    if presets.iter().any(|m| needs_tokenizer(m)) && !presets.iter().any(|m| m == "vq_tokenizer") {
+        presets.push("vq_tokenizer".into());
+    }
+    presets.sort_by_key(|m| (needs_tokenizer(m), m.clone()));
     let bin = crate::build_cli(&env)?;
-    let mut rows = Vec::new();
+    let mut tables: Vec<(&str, Vec<(String, Value)>)> =
+        vec![("fashion-mnist", Vec::new()), ("emoji", Vec::new())];
     for m in &presets {
         let config = workspace_root().join(format!("configs/vision/{m}-cpu.toml"));
         let text = std::fs::read_to_string(&config)?;
-        if !text.contains("format = \"fashion-mnist\"") {
-            println!("\n== {m}: skipped (its preset is not a Fashion-MNIST run)");
+        let Some(t) = tables
+            .iter()
+            .position(|(format, _)| text.contains(&format!("format = \"{format}\"")))
+        else {
+            println!(
+                "\n== {m}: skipped (its preset reads neither Fashion-MNIST nor the emoji images)"
+            );
             continue;
-        }
+        };
+        let data = fetch::fetch(
+            if t == 0 {
+                "fashion-mnist"
+            } else {
+                "emoji-google"
+            },
+            false,
+        )?;
         let run_dir = out_dir.join(format!("methods/{m}"));
         let _ = std::fs::remove_dir_all(&run_dir);
         let opts = crate::PretrainArgs {
@@ -403,13 +425,41 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
             ..Default::default()
         };
         let mut cmd = crate::selfsup_pretrain(&bin, &config, &data, &run_dir, &opts);
+        if needs_tokenizer(m) {
+            let tok = out_dir.join("methods/vq_tokenizer");
+            cmd.arg("--set")
+                .arg(format!("method.tokenizer={:?}", tok.display().to_string()));
+        }
         env.apply(&mut cmd);
         println!("\n== {m}");
         run(&mut cmd)?;
         let v: Value =
             serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json"))?)?;
-        rows.push((m.clone(), v));
+        tables[t].1.push((m.clone(), v));
     }
+    let budget = epochs.map_or("each preset's epochs".to_string(), |e| {
+        format!("{e} epochs")
+    });
+    let mut md = String::new();
+    for (format, rows) in &tables {
+        if rows.is_empty() {
+            continue;
+        }
+        md += &match *format {
+            "fashion-mnist" => format!("Fashion-MNIST, small CNN (ViT for mae / ijepa / dinov2 / beit; vq_tokenizer's own patch encoder), batch 256, 20000 images, {budget}; kNN k=200 and linear probe on the 10000 test images.\n\n"),
+            _ => format!("Google's emoji (9 categories, 32 px colour), small CNN, {budget}; kNN and linear probe on the 379 test images.\n\n"),
+        };
+        md += &methods_rows(rows, format, epochs);
+    }
+    println!("\n{md}");
+    let path = out_dir.join("methods.md");
+    std::fs::write(&path, &md)?;
+    println!("written {}", path.display());
+    Ok(())
+}
+
+/// One dataset's table of [`methods_table`], its raw-pixel row last.
+fn methods_rows(rows: &[(String, Value)], format: &str, epochs: Option<usize>) -> String {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let pct = |x: f64| {
         if x.is_finite() {
@@ -418,19 +468,18 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
             "n/a".into()
         }
     };
-    let budget = epochs.map_or("each preset's epochs".to_string(), |e| {
-        format!("{e} epochs")
-    });
-    let mut md = format!(
-        "Fashion-MNIST, small CNN (ViT for mae / ijepa / dinov2), batch 256, 20000 images, {budget}; kNN k=200 and linear probe on the 10000 test images.\n\n"
-    );
-    md += &String::from(
+    let data = if format == "fashion-mnist" {
+        "<fashion-mnist>"
+    } else {
+        "<emoji-google>"
+    };
+    let mut md = String::from(
         "| method | kNN top-1 % | random-weights kNN % | linear top-1 % | random-weights linear % | wall s | train img/s | peak RSS MB | collapse warnings | command |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (m, v) in &rows {
+    for (m, v) in rows {
         let warnings = v["collapse_warnings"].as_array().map_or(0, Vec::len);
         md += &format!(
-            "| {m} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {warnings} | `selfsup pretrain --config configs/vision/{m}-cpu.toml --data <fashion-mnist>{}` |\n",
+            "| {m} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {warnings} | `selfsup pretrain --config configs/vision/{m}-cpu.toml --data {data}{}` |\n",
             pct(f(v, "knn_top1")),
             pct(f(v, "random_knn_top1")),
             pct(f(v, "linear_top1")),
@@ -438,21 +487,22 @@ pub fn methods_table(which: &str, epochs: Option<usize>) -> Result<()> {
             f(v, "wall_seconds"),
             f(v, "train_images_per_s"),
             f(v, "peak_rss_mb"),
-            epochs.map_or(String::new(), |e| format!(" --epochs {e}")),
+            epochs.map_or(String::new(), |e| format!(" --epochs {e}"))
+                + if m == "beit" {
+                    " --set method.tokenizer='\"<the vq_tokenizer row's run>\"'"
+                } else {
+                    ""
+                },
         );
     }
     if let Some((_, v)) = rows.first() {
         md += &format!(
-            "| raw pixels (baseline) | {} | | {} | | | | | | same code, no encoder |\n",
+            "| raw pixels (baseline) | {} | | {} | | | | | | same code, no encoder |\n\n",
             pct(f(v, "raw_knn_top1")),
             pct(f(v, "raw_linear_top1"))
         );
     }
-    println!("\n{md}");
-    let path = out_dir.join("methods.md");
-    std::fs::write(&path, &md)?;
-    println!("written {}", path.display());
-    Ok(())
+    md
 }
 
 /// What `benchmarks/hf_mlm.py` must share with selfsup's MLM run, read from
