@@ -15,6 +15,8 @@ use tch::{Device, Kind, Tensor};
 
 fn small() -> CpcArch {
     CpcArch {
+        feat_extract_norm: Default::default(),
+        conv_bias: false,
         conv_dim: vec![16, 16, 16, 16, 24],
         conv_kernel: vec![10, 3, 3, 3, 2],
         conv_stride: vec![5, 2, 2, 2, 2],

@@ -7,13 +7,16 @@
 //! every hidden state equals selfsup's within 1e-4.
 use selfsup_audio::export::{export_wav2vec2, load_export};
 use selfsup_audio::methods::{Wav2Vec2Method, Wav2Vec2MethodConfig};
-use selfsup_audio::model::Wav2Vec2Config;
+use selfsup_audio::model::{FeatExtractNorm, Wav2Vec2Config};
 use selfsup_core::method::Method;
 use selfsup_core::tensor_io;
 use tch::{Device, Kind, Tensor};
 
-fn small() -> Wav2Vec2Config {
+fn small(feat_extract_norm: FeatExtractNorm) -> Wav2Vec2Config {
     Wav2Vec2Config {
+        feat_extract_norm,
+        // the layer-norm encoder as wav2vec 2.0 LARGE-LV60 has it
+        conv_bias: feat_extract_norm == FeatExtractNorm::Layer,
         conv_dim: vec![32, 32, 32, 32, 32, 32, 48],
         hidden_size: 32,
         num_hidden_layers: 2,
@@ -55,10 +58,26 @@ print(f"PASS: loaded with no missing/unexpected keys, max |hidden diff| {diff:.2
 
 #[test]
 fn the_export_loads_in_transformers_with_the_same_hidden_states() {
+    check_export(FeatExtractNorm::Group);
+}
+
+/// `feat_extract_norm = "layer"`: a LayerNorm after every conv, under
+/// transformers' `conv_layers.{i}.layer_norm` names.
+#[test]
+fn the_layer_norm_encoder_exports_as_transformers_names_it() {
+    check_export(FeatExtractNorm::Layer);
+}
+
+fn check_export(norm: FeatExtractNorm) {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("export");
     tch::manual_seed(11);
-    let a = Wav2Vec2Method::new(&small(), &Wav2Vec2MethodConfig::default(), 0, Device::Cpu);
+    let a = Wav2Vec2Method::new(
+        &small(norm),
+        &Wav2Vec2MethodConfig::default(),
+        0,
+        Device::Cpu,
+    );
     export_wav2vec2(&a, &export).unwrap();
     for f in [
         "config.json",
@@ -75,6 +94,15 @@ fn the_export_loads_in_transformers_with_the_same_hidden_states() {
         .tensors
         .contains_key("wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1"));
     assert!(saved.tensors.contains_key("wav2vec2.masked_spec_embed"));
+    let last_norm = "wav2vec2.feature_extractor.conv_layers.6.layer_norm.weight";
+    let last_bias = "wav2vec2.feature_extractor.conv_layers.6.conv.bias";
+    for key in [last_norm, last_bias] {
+        assert_eq!(
+            saved.tensors.contains_key(key),
+            norm == FeatExtractNorm::Layer,
+            "{key}"
+        );
+    }
 
     let wave = (Tensor::arange(2 * 6000, (Kind::Float, Device::Cpu)) * 0.013)
         .sin()
@@ -89,7 +117,12 @@ fn the_export_loads_in_transformers_with_the_same_hidden_states() {
         )
     });
     tch::manual_seed(12);
-    let mut b = Wav2Vec2Method::new(&small(), &Wav2Vec2MethodConfig::default(), 0, Device::Cpu);
+    let mut b = Wav2Vec2Method::new(
+        &small(norm),
+        &Wav2Vec2MethodConfig::default(),
+        0,
+        Device::Cpu,
+    );
     load_export(&mut b, &export).unwrap();
     let again = tch::no_grad(|| {
         Tensor::stack(

@@ -77,6 +77,8 @@ impl CpcMethodConfig {
     /// The network `[model]`'s conv layers and this table describe.
     pub fn arch(&self, model: &Wav2Vec2Config) -> CpcArch {
         CpcArch {
+            feat_extract_norm: model.feat_extract_norm,
+            conv_bias: model.conv_bias,
             conv_dim: model.conv_dim.clone(),
             conv_kernel: model.conv_kernel.clone(),
             conv_stride: model.conv_stride.clone(),

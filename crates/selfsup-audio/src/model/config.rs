@@ -1,7 +1,25 @@
 //! The `[model]` table: transformers' `Wav2Vec2Config` field names, so the
 //! export's `config.json` is this struct plus the fixed architecture fields
-//! (post-norm transformer, group-norm first conv layer, no conv bias, GELU).
+//! (post-norm transformer, GELU).
 use serde::{Deserialize, Serialize};
+
+/// How the feature encoder's conv layers are normalised: transformers'
+/// `feat_extract_norm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatExtractNorm {
+    /// wav2vec 2.0 BASE: a GroupNorm with one group per channel after the
+    /// first conv only. Its statistics run over the time of one clip, so
+    /// each channel comes out at unit energy whatever the clip's spectrum:
+    /// which channels are loud over the clip is divided away.
+    #[default]
+    Group,
+    /// wav2vec 2.0 LARGE-LV60: a LayerNorm over the channels of each frame
+    /// after every conv. Each frame keeps the relative energy of its
+    /// channels (its spectral shape); only its overall level is divided
+    /// away.
+    Layer,
+}
 
 /// The most distractors per masked frame (`num_negatives`).
 pub const MAX_NEGATIVES: i64 = 10_000;
@@ -10,6 +28,13 @@ pub const MAX_NEGATIVES: i64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Wav2Vec2Config {
+    /// Normalisation of the conv feature encoder (`"group"` or `"layer"`).
+    pub feat_extract_norm: FeatExtractNorm,
+    /// A bias on every conv of the feature encoder (transformers'
+    /// `conv_bias`; wav2vec 2.0 LARGE-LV60 sets it with the `"layer"` norm:
+    /// without it a silent or padded frame is all zeros, and a layer norm
+    /// over zeros multiplies its gradient by `1 / sqrt(eps)`).
+    pub conv_bias: bool,
     pub conv_dim: Vec<i64>,
     pub conv_kernel: Vec<i64>,
     pub conv_stride: Vec<i64>,
@@ -42,6 +67,8 @@ impl Default for Wav2Vec2Config {
     /// The tiny CPU model.
     fn default() -> Self {
         Self {
+            feat_extract_norm: FeatExtractNorm::Group,
+            conv_bias: false,
             conv_dim: vec![64; 7],
             conv_kernel: vec![10, 3, 3, 3, 3, 2, 2],
             conv_stride: vec![5, 2, 2, 2, 2, 2, 2],
@@ -206,10 +233,8 @@ impl Wav2Vec2Config {
         let fixed = serde_json::json!({
             "architectures": ["Wav2Vec2ForPreTraining"],
             "model_type": "wav2vec2",
-            "feat_extract_norm": "group",
             "feat_extract_activation": "gelu",
             "hidden_act": "gelu",
-            "conv_bias": false,
             "do_stable_layer_norm": false,
             "num_feat_extract_layers": self.conv_dim.len(),
             "feat_extract_dropout": 0.0,

@@ -6,12 +6,14 @@
 //! (`W_k c_t` predicts `z_{t+k}`, `k = 1 .. K`).
 //!
 //! Variable names (also the export's, and PyTorch's for the same modules):
-//! `encoder.conv_layers.{i}.conv.weight` (no bias),
-//! `encoder.conv_layers.0.layer_norm.{weight,bias}` (a GroupNorm with one
-//! group per channel), `feature_norm.{weight,bias}`,
+//! `encoder.conv_layers.{i}.conv.weight` (and `.bias` with `conv_bias`),
+//! `encoder.conv_layers.0.layer_norm.{weight,bias}` (`feat_extract_norm =
+//! "group"`: a GroupNorm with one group per channel) or
+//! `encoder.conv_layers.{i}.layer_norm.{weight,bias}` (`"layer"`: a
+//! LayerNorm over each frame's channels), `feature_norm.{weight,bias}`,
 //! `context.{weight_ih,weight_hh,bias_ih,bias_hh}_l{n}` (`torch.nn.GRU`,
 //! `batch_first`), `predictors.{k-1}.{weight,bias}`.
-use super::{FeatureEncoder, Wav2Vec2Config};
+use super::{FeatExtractNorm, FeatureEncoder, Wav2Vec2Config};
 use crate::batch::attention_mask;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, RNN};
@@ -21,6 +23,13 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CpcArch {
+    /// Normalisation of the conv encoder (`"group"`, the default of earlier
+    /// exports, or `"layer"`).
+    #[serde(default)]
+    pub feat_extract_norm: FeatExtractNorm,
+    /// A bias on every conv of the encoder (default `false`).
+    #[serde(default)]
+    pub conv_bias: bool,
     /// Channels of each conv layer of the encoder.
     pub conv_dim: Vec<i64>,
     pub conv_kernel: Vec<i64>,
@@ -40,6 +49,8 @@ impl CpcArch {
     /// are unused by CPC).
     pub fn conv_config(&self) -> Wav2Vec2Config {
         Wav2Vec2Config {
+            feat_extract_norm: self.feat_extract_norm,
+            conv_bias: self.conv_bias,
             conv_dim: self.conv_dim.clone(),
             conv_kernel: self.conv_kernel.clone(),
             conv_stride: self.conv_stride.clone(),
@@ -79,15 +90,13 @@ impl CpcArch {
     }
 
     /// `config.json`: this struct plus `model_type = "cpc"` and the fixed
-    /// choices (GELU convs, group norm on the first, no conv bias, GRU).
+    /// choices (GELU convs, GRU).
     pub fn config_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(m) = v.as_object_mut() {
             m.insert("model_type".into(), "cpc".into());
             m.insert("architectures".into(), serde_json::json!(["CPC"]));
             m.insert("feat_extract_activation".into(), "gelu".into());
-            m.insert("feat_extract_norm".into(), "group".into());
-            m.insert("conv_bias".into(), false.into());
             m.insert("context_network".into(), "gru".into());
             m.insert("sampling_rate".into(), 16_000.into());
         }
@@ -151,8 +160,9 @@ impl CpcModel {
 
     /// Encodes `[B, L]` waveforms with `lengths` valid samples.
     ///
-    /// A padded row is encoded alone on its valid samples: the first conv
-    /// layer's group norm takes its statistics over time, so zeros after
+    /// With `feat_extract_norm = "group"` a padded row is encoded alone on
+    /// its valid samples: the first conv layer's group norm takes its
+    /// statistics over time, so zeros after
     /// the clip would shift every one of its frames, and a clip would then
     /// be encoded differently in a padded training batch than alone (as the
     /// probes read it). Its frames are zero-padded to the batch's `T` after
@@ -161,7 +171,8 @@ impl CpcModel {
     pub fn forward(&self, wave: &Tensor, lengths: &Tensor) -> CpcForward {
         let (b, l) = (wave.size()[0], wave.size().get(1).copied().unwrap_or(0));
         let ls = Vec::<i64>::try_from(lengths.to_device(Device::Cpu)).unwrap_or_default();
-        let conv = if ls.len() as i64 == b && ls.iter().any(|&n| n < l) {
+        let padded = ls.len() as i64 == b && ls.iter().any(|&n| n < l);
+        let conv = if padded && self.encoder.mixes_time() {
             let t = self.arch.frames(l);
             let rows: Vec<Tensor> = ls
                 .iter()

@@ -1,18 +1,28 @@
 //! The convolutional feature encoder (raw waveform -> one latent frame per
 //! 20 ms) and the feature projection into the transformer's width, under
 //! transformers' names: `feature_extractor.conv_layers.{i}.conv.weight`
-//! (no bias), `conv_layers.0.layer_norm` (a GroupNorm with one group per
-//! channel, `feat_extract_norm = "group"`), `feature_projection.{layer_norm,
-//! projection}`.
-use super::Wav2Vec2Config;
+//! (and `.conv.bias` with `conv_bias`), `conv_layers.0.layer_norm` (`feat_extract_norm = "group"`: a
+//! GroupNorm with one group per channel) or `conv_layers.{i}.layer_norm`
+//! (`"layer"`: a LayerNorm over each frame's channels after every conv),
+//! `feature_projection.{layer_norm, projection}`.
+use super::{FeatExtractNorm, Wav2Vec2Config};
 use tch::nn::{self, Module};
 use tch::Tensor;
+
+/// The normalisation layers of a [`FeatureEncoder`].
+#[derive(Debug)]
+enum ConvNorm {
+    /// After the first conv, over time, per channel.
+    Group(nn::GroupNorm),
+    /// After every conv, over channels, per frame.
+    Layer(Vec<nn::LayerNorm>),
+}
 
 /// Seven (by default) 1-D convolutions with GELU.
 #[derive(Debug)]
 pub struct FeatureEncoder {
     convs: Vec<nn::Conv1D>,
-    group_norm: nn::GroupNorm,
+    norm: ConvNorm,
 }
 
 impl FeatureEncoder {
@@ -27,18 +37,48 @@ impl FeatureEncoder {
             .zip(&cfg.conv_stride)
             .enumerate()
         {
+            // transformers' init of a conv bias: U(-b, b), b = 1 / sqrt(fan_in)
+            let bound = 1.0 / ((in_dim * k) as f64).sqrt();
             let conv_cfg = nn::ConvConfig {
                 stride: s,
-                bias: false,
+                bias: cfg.conv_bias,
                 ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
+                bs_init: nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
                 ..Default::default()
             };
             convs.push(nn::conv1d(&layers / i / "conv", in_dim, d, k, conv_cfg));
             in_dim = d;
         }
-        let d0 = cfg.conv_dim[0];
-        let group_norm = nn::group_norm(&layers / 0 / "layer_norm", d0, d0, Default::default());
-        Self { convs, group_norm }
+        let norm = match cfg.feat_extract_norm {
+            FeatExtractNorm::Group => {
+                let d0 = cfg.conv_dim.first().copied().unwrap_or(1);
+                ConvNorm::Group(nn::group_norm(
+                    &layers / 0 / "layer_norm",
+                    d0,
+                    d0,
+                    Default::default(),
+                ))
+            }
+            FeatExtractNorm::Layer => ConvNorm::Layer(
+                cfg.conv_dim
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| {
+                        nn::layer_norm(&layers / i / "layer_norm", vec![d], Default::default())
+                    })
+                    .collect(),
+            ),
+        };
+        Self { convs, norm }
+    }
+
+    /// Whether a frame depends on samples outside its receptive field (the
+    /// group norm's statistics run over the whole clip, padding included).
+    pub fn mixes_time(&self) -> bool {
+        matches!(self.norm, ConvNorm::Group(_))
     }
 
     /// `[B, L]` waveforms -> `[B, C, T]` features.
@@ -46,8 +86,14 @@ impl FeatureEncoder {
         let mut x = wave.unsqueeze(1);
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv.forward(&x);
-            if i == 0 {
-                x = self.group_norm.forward(&x);
+            match &self.norm {
+                ConvNorm::Group(g) if i == 0 => x = g.forward(&x),
+                ConvNorm::Layer(norms) => {
+                    if let Some(ln) = norms.get(i) {
+                        x = ln.forward(&x.transpose(1, 2)).transpose(1, 2);
+                    }
+                }
+                ConvNorm::Group(_) => {}
             }
             x = x.gelu("none");
         }
@@ -98,5 +144,67 @@ impl FeatureProjection {
             .forward(&normed)
             .dropout(self.dropout, train);
         (hidden, normed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// The first frames of two clips that share their first half but not
+    /// their second: their largest difference.
+    fn first_half_difference(norm: FeatExtractNorm) -> f64 {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = Wav2Vec2Config {
+            feat_extract_norm: norm,
+            ..Wav2Vec2Config::default()
+        };
+        let enc = FeatureEncoder::new(&vs.root(), &cfg);
+        let t = Tensor::arange(8000, (Kind::Float, Device::Cpu));
+        let head = (&t * 0.05).sin();
+        let quiet = (&t * 0.31).sin() * 0.1;
+        let loud = (&t * 0.11).sin() * 5.0;
+        let a = Tensor::cat(&[&head, &quiet], 0).view([1, -1]);
+        let b = Tensor::cat(&[&head, &loud], 0).view([1, -1]);
+        // frames whose 400-sample receptive field (stride 320) ends in the head
+        let n = cfg.frames(8000);
+        let (fa, fb) = tch::no_grad(|| (enc.forward(&a), enc.forward(&b)));
+        (fa.narrow(2, 0, n) - fb.narrow(2, 0, n))
+            .abs()
+            .max()
+            .double_value(&[])
+    }
+
+    #[test]
+    fn a_layer_norm_frame_depends_on_its_receptive_field_only() {
+        assert!(first_half_difference(FeatExtractNorm::Layer) < 1e-5);
+        // the group norm's statistics run over the whole clip
+        assert!(first_half_difference(FeatExtractNorm::Group) > 1e-2);
+    }
+
+    #[test]
+    fn the_layer_norm_encoder_names_a_norm_after_every_conv() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = Wav2Vec2Config {
+            feat_extract_norm: FeatExtractNorm::Layer,
+            ..Wav2Vec2Config::default()
+        };
+        let _enc = FeatureEncoder::new(&(vs.root() / "feature_extractor"), &cfg);
+        let names = vs.variables();
+        for i in 0..7 {
+            for w in ["weight", "bias"] {
+                let key = format!("feature_extractor.conv_layers.{i}.layer_norm.{w}");
+                assert!(names.contains_key(&key), "{key}");
+            }
+        }
+        assert!(mixes_time_is(&cfg, false));
+        assert!(mixes_time_is(&Wav2Vec2Config::default(), true));
+    }
+
+    fn mixes_time_is(cfg: &Wav2Vec2Config, want: bool) -> bool {
+        let vs = nn::VarStore::new(Device::Cpu);
+        FeatureEncoder::new(&vs.root(), cfg).mixes_time() == want
     }
 }

@@ -8,7 +8,7 @@ mod feature_encoder;
 mod quantizer;
 mod transformer;
 
-pub use config::Wav2Vec2Config;
+pub use config::{FeatExtractNorm, Wav2Vec2Config};
 pub use cpc::{CpcArch, CpcForward, CpcModel};
 pub use feature_encoder::{FeatureEncoder, FeatureProjection};
 pub use quantizer::{Quantized, Quantizer};
