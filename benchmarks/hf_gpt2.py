@@ -18,16 +18,21 @@ winning:
     OMP_NUM_THREADS=2 ~/.cache/selfsup/bench-venv/bin/python benchmarks/hf_gpt2.py \
         --from-run runs/gpt-cpu --steps 100
 
-The JSON line then also carries the run's own `train_tokens_per_s` (read
-from its summary, not measured here: selfsup's whole training loop, data
-batching and the end-of-epoch validation included), so both figures come
-from the same machine only when both were run on it, one after the other.
+The JSON line then also carries the run's own figures, read from its
+summary, not measured here: `step_tokens_per_s` (its median training step:
+batching, forward, backward, clipping, optimiser, logging; the figure to set
+beside this script's timed steps), `train_tokens_per_s` (its training epochs,
+checkpoints included, the per-epoch validation excluded) and
+`loop_tokens_per_s` (its whole training loop, validation included). Both
+sides' figures come from the same machine only when both were run on it, one
+after the other.
 
 The model is transformers' `GPT2LMHeadModel` from a `GPT2Config` (pre-LN
 blocks, gelu_new, learned positions, LM head tied to the token embeddings,
 dropout `--dropout`) with `attn_implementation="sdpa"`, trained in float32
 with AdamW (`--lr`, constant, betas 0.9/0.95, weight decay 0.01 on matrices
-only, as selfsup skips 1-D parameters).
+only, as selfsup skips 1-D parameters) and the gradients clipped to a global
+norm of `--grad-clip` (selfsup's `[trainer] grad_clip`; 0: no clipping).
 
 Data is the same shape of work as selfsup's: every sequence is `[CLS]=2`,
 `max_len - 2` random ids in `[5, vocab)`, `[SEP]=3`; the model sees the first
@@ -87,10 +92,13 @@ def run_defaults(run_dir):
         out["threads"] = s["threads"]
     try:
         with open(os.path.join(run_dir, "config.toml"), "rb") as f:
-            out["dropout"] = tomllib.load(f).get("model", {}).get("dropout", 0.0)
+            cfg = tomllib.load(f)
+        out["dropout"] = cfg.get("model", {}).get("dropout", 0.0)
+        out["grad_clip"] = cfg.get("trainer", {}).get("grad_clip", 0.0) or 0.0
     except (OSError, tomllib.TOMLDecodeError):
         pass
-    return out, s.get("train_tokens_per_s")
+    figures = {k: s.get(k) for k in ("step_tokens_per_s", "train_tokens_per_s", "loop_tokens_per_s")}
+    return out, figures
 
 
 def main():
@@ -108,11 +116,13 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="global gradient-norm clip, as selfsup's [trainer] grad_clip (0: none)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    run_tokens_per_s = None
+    run_figures = {}
     if a.from_run:
-        defaults, run_tokens_per_s = run_defaults(a.from_run)
+        defaults, run_figures = run_defaults(a.from_run)
         p.set_defaults(**defaults)
         a = p.parse_args()
     if a.max_len < 3 or a.vocab_size <= FIRST_ORDINARY or a.hidden % a.heads:
@@ -152,6 +162,8 @@ def main():
         loss = model(input_ids=inputs, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if a.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
         opt.step()
         return loss.item()
 
@@ -182,10 +194,12 @@ def main():
         "warmup_steps": a.warmup_steps,
         "layers": a.layers, "hidden": a.hidden, "heads": a.heads, "intermediate": a.intermediate,
         "vocab_size": a.vocab_size, "max_len": a.max_len, "batch_size": a.batch_size,
-        "threads": a.threads, "lr": a.lr, "dropout": a.dropout, "seed": a.seed,
+        "threads": a.threads, "lr": a.lr, "dropout": a.dropout, "grad_clip": a.grad_clip,
+        "seed": a.seed,
         "parameters": n_params, "attn_implementation": model.config._attn_implementation,
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "from_run": a.from_run, "selfsup_run_train_tokens_per_s": run_tokens_per_s,
+        "from_run": a.from_run,
+        **{f"selfsup_run_{k}": v for k, v in run_figures.items()},
     }))
 
 

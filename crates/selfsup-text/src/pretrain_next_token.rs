@@ -7,12 +7,14 @@
 //! features (beside random weights and bag of words), a few generated
 //! continuations, and the `GPT2LMHeadModel` export. It also answers `eval
 //! validation` / `eval test` / `eval linear` and `export` on a next-token
-//! checkpoint ([`evaluate`], [`export_checkpoint`]). The test split
-//! ([`test_documents`]) is the validation documents the validation
-//! sequences never reach: read once, for the final choice of settings.
+//! checkpoint ([`evaluate`], [`export_checkpoint`]). The held-out documents
+//! are split in two ([`held_out`]): the validation sequences are drawn from
+//! the packing of one half, the test split ([`test_documents`]) is the other
+//! half, which no validation sequence reaches: read once, for the final
+//! choice of settings.
 use crate::causal_eval::{validate_lm, LmValidation, NextTokenEpochEval};
 use crate::config::TextRunConfig;
-use crate::corpus::{Document, ReadReport};
+use crate::corpus::{stable_hash, Document, ReadReport};
 use crate::eval::ProbeRow;
 use crate::export_gpt2::export_gpt2;
 use crate::generate::{generate, model_config, restore, Sampling};
@@ -26,11 +28,14 @@ use crate::pretrain::{
 use crate::tokenizer::TextTokenizer;
 use selfsup_core::device::describe;
 use selfsup_core::method::Method;
+use selfsup_core::monitor::CollapseStats;
 use selfsup_core::run::{seed_weights, trainable_parameters, Run};
+use selfsup_core::trainer::{EpochReport, Observer, StepReport};
 use selfsup_core::{Error, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 use tch::Device;
 
 /// The prompts every run continues (greedy and top-k) in its summary.
@@ -56,9 +61,15 @@ pub struct NextTokenRunSummary {
     pub threads: Option<usize>,
     pub corpus: ReadReport,
     pub train_documents: usize,
+    /// The held-out documents (validation and test).
     pub validation_documents: usize,
+    /// The held-out documents no validation sequence reaches ([`HeldOut`]).
+    pub test_documents: usize,
     pub train: PackStats,
+    /// The packing of the validation documents ([`HeldOut::val_packed`]).
     pub validation: PackStats,
+    /// The validation sequences drawn from it ([`HeldOut::val`]).
+    pub validation_sequences: PackStats,
     pub vocab_size: usize,
     pub max_len: usize,
     pub batch_size: usize,
@@ -68,10 +79,23 @@ pub struct NextTokenRunSummary {
     pub steps: u64,
     pub final_loss: f64,
     pub tokenizer_seconds: f64,
+    /// Seconds of the training epochs: every step with its batching,
+    /// logging and checkpoints; the per-epoch validation excluded.
     pub train_seconds: f64,
     pub train_sequences_per_s: f64,
-    /// Input tokens per second (`max_len - 1` per sequence).
+    /// Input tokens per second (`max_len - 1` per sequence) over
+    /// `train_seconds`.
     pub train_tokens_per_s: f64,
+    /// Input tokens per second of the median training step (one batch:
+    /// batching, forward, backward, clipping, the optimiser, logging; the
+    /// steps that also wrote a checkpoint are the slow tail the median
+    /// leaves out). The figure to set beside a timed-steps benchmark.
+    pub step_tokens_per_s: f64,
+    /// Seconds of the whole training loop (`Trainer::fit`: the epochs, the
+    /// per-epoch validation and collapse monitors, the checkpoints).
+    pub loop_seconds: f64,
+    /// Input tokens trained per second of `loop_seconds`.
+    pub loop_tokens_per_s: f64,
     pub train_peak_rss_mb: Option<f64>,
     pub wall_seconds: f64,
     pub val: Option<LmValidation>,
@@ -104,51 +128,130 @@ fn baselines(train: &Packed, val: &Packed, tok: &TextTokenizer) -> NgramBaseline
 /// `eval test`: perplexity on the test documents ([`test_documents`]).
 pub const TEST: &str = "test";
 
-/// The test documents of a next-token run: the validation documents that
-/// none of the first `val_sequences` packed validation sequences (the
-/// validation set of every epoch, on which settings are chosen) contains a
-/// token of. Packing fills its sequences in document order, so when
-/// `docs[..j]` alone packs into more than `val_sequences` sequences,
-/// `docs[j..]` starts at sequence `val_sequences` or later; this is the
-/// smallest such `j`. `Err` when every validation document reaches the
-/// validation sequences.
-pub fn test_documents<'a>(
-    docs: &'a [Document],
+/// The share of the held-out documents that validation draws its sequences
+/// from; the others are the test documents.
+pub const VALIDATION_DOCUMENT_SHARE: f64 = 0.5;
+
+/// Seeds the partition of the held-out documents and the draw of the
+/// validation sequences. Fixed, not `[trainer] seed`: the validation and
+/// test sets stay the same when only the training seed changes.
+const HELD_OUT_SEED: u64 = 0x7E57_5EED;
+
+/// The held-out documents of a next-token run as validation and test. The
+/// held-out documents are ranked by a seeded hash of their ids (so the
+/// partition never depends on their order or on the other documents);
+/// the first [`VALIDATION_DOCUMENT_SHARE`] of them (at least one, and at
+/// least one left for test when there are two or more) are the validation
+/// documents, the rest the test documents. The validation sequences are
+/// `val_sequences` rows drawn (seeded) from the packing of the validation
+/// documents alone, so they spread over all of them, and no validation
+/// sequence holds a token of a test document.
+#[derive(Debug, Clone)]
+pub struct HeldOut {
+    /// The validation documents, in their corpus order.
+    pub val_documents: Vec<Document>,
+    /// The test documents, in their corpus order: `eval test` reads them once.
+    pub test_documents: Vec<Document>,
+    /// Every packed sequence of the validation documents (the collapse
+    /// monitors read its first rows).
+    pub val_packed: Packed,
+    /// The validation sequences: every epoch's validation, the targets the
+    /// baselines' smoothing is chosen on. All of `val_packed` when it has at
+    /// most `val_sequences` rows, else that many rows drawn from it, kept in
+    /// packed order.
+    pub val: Packed,
+}
+
+/// Splits the held-out documents `docs` into validation and test
+/// ([`HeldOut`]) and packs the validation documents into sequences of
+/// `max_len`.
+pub fn held_out(
+    docs: &[Document],
     tok: &TextTokenizer,
     max_len: usize,
     val_sequences: usize,
-) -> Result<&'a [Document]> {
-    let packed = |j: usize| -> Result<usize> { Ok(pack(&docs[..j], tok, max_len)?.len()) };
-    let all = packed(docs.len())?;
-    if all <= val_sequences {
+) -> Result<HeldOut> {
+    let n = docs.len();
+    let n_val = if n < 2 {
+        n
+    } else {
+        ((n as f64 * VALIDATION_DOCUMENT_SHARE).round() as usize).clamp(1, n - 1)
+    };
+    let mut ranked: Vec<(u64, usize)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (stable_hash(&format!("{HELD_OUT_SEED}:{}", d.id)), i))
+        .collect();
+    ranked.sort_unstable();
+    let mut is_val = vec![false; n];
+    for &(_, i) in ranked.iter().take(n_val) {
+        is_val[i] = true;
+    }
+    let pick = |val: bool| -> Vec<Document> {
+        docs.iter()
+            .zip(&is_val)
+            .filter(|(_, &v)| v == val)
+            .map(|(d, _)| d.clone())
+            .collect()
+    };
+    let (val_documents, test_documents) = (pick(true), pick(false));
+    let val_packed = pack(&val_documents, tok, max_len)?;
+    let val = if val_packed.len() <= val_sequences {
+        val_packed.clone()
+    } else {
+        let mut rows = crate::packing::epoch_order(val_packed.len(), HELD_OUT_SEED, 0x7A1, 0);
+        rows.truncate(val_sequences);
+        rows.sort_unstable();
+        select_rows(&val_packed, &rows, tok)
+    };
+    Ok(HeldOut {
+        val_documents,
+        test_documents,
+        val_packed,
+        val,
+    })
+}
+
+/// Rows `rows` (each below `p.len()`) of `p`. Sequences, text tokens and
+/// unknown tokens are counted on those rows; `documents` and `long_lines`
+/// stay those of the whole of `p`.
+fn select_rows(p: &Packed, rows: &[usize], tok: &TextTokenizer) -> Packed {
+    let mut ids = Vec::with_capacity(rows.len() * p.max_len);
+    for &r in rows {
+        ids.extend_from_slice(p.row(r));
+    }
+    let special = |t: i64| {
+        usize::try_from(t)
+            .ok()
+            .and_then(|t| tok.is_special.get(t))
+            .copied()
+            .unwrap_or(true)
+    };
+    let stats = PackStats {
+        sequences: rows.len(),
+        text_tokens: ids.iter().filter(|&&t| !special(t)).count(),
+        unknown_tokens: ids.iter().filter(|&&t| t == tok.unk_id).count(),
+        ..p.stats.clone()
+    };
+    Packed {
+        ids,
+        max_len: p.max_len,
+        stats,
+    }
+}
+
+/// The test documents of `held` ([`HeldOut::test_documents`]): the
+/// held-out documents no validation sequence holds a token of. `Err` when
+/// there is none (fewer than two held-out documents).
+pub fn test_documents(held: &HeldOut) -> Result<&[Document]> {
+    if held.test_documents.is_empty() {
         return Err(Error::Config(format!(
-            "eval {TEST}: the {} validation documents pack into {all} sequence(s), all of them \
-             validation sequences ([eval] val_sequences = {val_sequences}): no document is left \
-             for a test split (raise [data] validation_fraction or lower [eval] val_sequences)",
-            docs.len()
+            "eval {TEST}: the {} held-out document(s) are all validation documents: no \
+             document is left for a test split (raise [data] validation_fraction)",
+            held.val_documents.len()
         )));
     }
-    // Smallest j with packed(j) > val_sequences: packed(0) = 0 and
-    // packed(len) > val_sequences, and packed only grows with j.
-    let (mut lo, mut hi) = (0, docs.len());
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if packed(mid)? > val_sequences {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    let rest = &docs[hi..];
-    if rest.is_empty() {
-        return Err(Error::Config(format!(
-            "eval {TEST}: the last of the {} validation documents already reaches the \
-             {val_sequences} validation sequences ([eval] val_sequences): no document is left \
-             for a test split (raise [data] validation_fraction or lower [eval] val_sequences)",
-            docs.len()
-        )));
-    }
-    Ok(rest)
+    Ok(&held.test_documents)
 }
 
 /// The baselines of `counts` on the test targets `test`, with the add-k and
@@ -169,6 +272,43 @@ pub fn test_baselines(
         on_val.bigram_add_k,
         on_val.interpolated_lambda,
     )
+}
+
+/// An observer that passes everything on to `inner` and keeps each step's
+/// rate (sequences per second, [`StepReport::samples_per_s`]).
+struct StepClock<'a> {
+    inner: &'a mut dyn Observer,
+    rates: Vec<f64>,
+}
+
+impl Observer for StepClock<'_> {
+    fn on_start(&mut self, start_step: u64, total_steps: u64) {
+        self.inner.on_start(start_step, total_steps);
+    }
+    fn on_init(&mut self, collapse: &CollapseStats) {
+        self.inner.on_init(collapse);
+    }
+    fn on_step(&mut self, r: &StepReport) {
+        self.rates.push(r.samples_per_s);
+        self.inner.on_step(r);
+    }
+    fn on_epoch(&mut self, r: &EpochReport) {
+        self.inner.on_epoch(r);
+    }
+    fn phase(&mut self, name: &str, done: usize, total: usize) {
+        self.inner.phase(name, done, total);
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count; 0 when
+/// empty); sorts `v`.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Greedy and top-k continuations of [`PROMPTS`].
@@ -218,11 +358,21 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
         split,
         tok,
         train,
-        val_all,
+        val_all: _,
         tokenizer_seconds,
     } = prepare(cfg, &mut run)?;
     let max_len = cfg.model.max_len;
-    let val = val_all.take(cfg.eval.val_sequences);
+    let held = held_out(&split.val, &tok, max_len, cfg.eval.val_sequences)?;
+    run.log(&format!(
+        "validation: {} sequences drawn from the {} of {} of the {} held-out documents; test: the \
+         other {} documents",
+        held.val.len(),
+        held.val_packed.len(),
+        held.val_documents.len(),
+        split.val.len(),
+        held.test_documents.len()
+    ));
+    let val = held.val.clone();
     let base = baselines(&train, &val, &tok);
     run.log(&format!(
         "baselines on {} validation targets: {}",
@@ -244,7 +394,7 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
     .with_shard(run.shard);
     let mut evaluator = NextTokenEpochEval {
         val,
-        monitor: val_all.take(cfg.eval.monitor_sequences),
+        monitor: held.val_packed.take(cfg.eval.monitor_sequences),
         batch: cfg.run.batch_size,
         device,
         baselines: base,
@@ -259,13 +409,16 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
         params as f64 / 1e6,
         describe(device)
     ));
-    let summary = trainer.fit(
-        &mut model,
-        &batches,
-        &mut evaluator,
-        &mut *run.observer,
-        run.resume,
-    )?;
+    let loop_started = Instant::now();
+    let mut clock = StepClock {
+        inner: &mut *run.observer,
+        rates: Vec::new(),
+    };
+    let summary = trainer.fit(&mut model, &batches, &mut evaluator, &mut clock, run.resume)?;
+    let step_sequences_per_s = median(&mut clock.rates);
+    let loop_seconds = loop_started.elapsed().as_secs_f64();
+    let tokens_per_sequence = max_len as f64 - 1.0;
+    let trained_sequences = summary.samples_per_s * summary.train_seconds;
     let train_peak_rss_mb = selfsup_core::metrics::peak_rss_mb();
     let (downstream, samples) = if primary {
         let random = || NextToken::new(&model.gpt.cfg, device);
@@ -288,7 +441,9 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
         train_documents: split.train.len(),
         validation_documents: split.val.len(),
         train: train.stats.clone(),
-        validation: val_all.stats.clone(),
+        validation: held.val_packed.stats.clone(),
+        validation_sequences: held.val.stats.clone(),
+        test_documents: held.test_documents.len(),
         vocab_size: tok.vocab_size,
         max_len,
         batch_size: cfg.run.batch_size,
@@ -306,7 +461,10 @@ pub fn pretrain(cfg: &TextRunConfig, opts: RunOptions) -> Result<NextTokenRunSum
         tokenizer_seconds,
         train_seconds: summary.train_seconds,
         train_sequences_per_s: summary.samples_per_s,
-        train_tokens_per_s: summary.samples_per_s * (max_len as f64 - 1.0),
+        train_tokens_per_s: summary.samples_per_s * tokens_per_sequence,
+        step_tokens_per_s: step_sequences_per_s * tokens_per_sequence,
+        loop_seconds,
+        loop_tokens_per_s: trained_sequences * tokens_per_sequence / loop_seconds.max(1e-9),
         train_peak_rss_mb,
         wall_seconds: run.seconds(),
         val: evaluator.last,
@@ -351,9 +509,17 @@ pub fn summary_lines(
             s.epochs, s.steps, s.batch_size, s.final_loss
         ),
         format!(
-            "  training {:.1} s ({:.0} tokens/s), tokenizer + packing {:.1} s, whole run {:.1} s, peak memory {} ({} when training ended)",
-            s.train_seconds,
+            "  tokens/s: median training step {:.0}; training epochs {:.0} ({:.1} s: batching, \
+             logging, checkpoints; validation excluded); whole training loop {:.0} ({:.1} s: \
+             per-epoch validation included)",
+            s.step_tokens_per_s,
             s.train_tokens_per_s,
+            s.train_seconds,
+            s.loop_tokens_per_s,
+            s.loop_seconds
+        ),
+        format!(
+            "  tokenizer + packing {:.1} s, whole run {:.1} s, peak memory {} ({} when training ended)",
             s.tokenizer_seconds,
             s.wall_seconds,
             mb(peak_rss_mb),
@@ -419,14 +585,17 @@ pub fn evaluate(
             let split = read_split(cfg, root, &mut |_: &str| {})?;
             let max_len = cfg.model.max_len;
             let mut train = pack(&split.train, &tok, max_len)?;
-            let val = pack(&split.val, &tok, max_len)?.take(cfg.eval.val_sequences);
+            let held = held_out(&split.val, &tok, max_len, cfg.eval.val_sequences)?;
+            let val = held.val;
             subsample(&mut train, cfg.data.max_train_sequences, cfg.trainer.seed);
             let b = baselines(&train, &val, &tok);
             let v = validate_lm(&model, &val, cfg.run.batch_size, device);
             Ok(vec![
                 format!(
-                    "validation ({} sequences of {} documents): loss {:.4}, next-token accuracy {:.2}%, perplexity {:.1} ({} predicted tokens)",
+                    "validation ({} sequences drawn from {} of the {} held-out documents): loss \
+                     {:.4}, next-token accuracy {:.2}%, perplexity {:.1} ({} predicted tokens)",
                     val.len(),
+                    held.val_documents.len(),
                     split.val.len(),
                     v.loss,
                     v.token_acc * 100.0,
@@ -439,18 +608,19 @@ pub fn evaluate(
         TEST => {
             let split = read_split(cfg, root, &mut |_: &str| {})?;
             let max_len = cfg.model.max_len;
-            let docs = test_documents(&split.val, &tok, max_len, cfg.eval.val_sequences)?;
+            let held = held_out(&split.val, &tok, max_len, cfg.eval.val_sequences)?;
+            let docs = test_documents(&held)?;
             let mut train = pack(&split.train, &tok, max_len)?;
-            let val = pack(&split.val, &tok, max_len)?.take(cfg.eval.val_sequences);
+            let val = &held.val;
             let test = pack(docs, &tok, max_len)?;
             subsample(&mut train, cfg.data.max_train_sequences, cfg.trainer.seed);
             let counts = NgramCounts::fit(&train, tok.vocab_size, tok.pad_id, tok.sep_id);
-            let on_val = fit_bigram_k(&counts, &val, tok.pad_id, tok.sep_id);
+            let on_val = fit_bigram_k(&counts, val, tok.pad_id, tok.sep_id);
             let b = test_baselines(&counts, &on_val, &test, tok.pad_id, tok.sep_id);
             let v = validate_lm(&model, &test, cfg.run.batch_size, device);
             Ok(vec![
                 format!(
-                    "test ({} sequences of the {} validation documents that no validation \
+                    "test ({} sequences of the {} held-out documents that no validation \
                      sequence reaches, of {}): loss {:.4}, next-token accuracy {:.2}%, \
                      perplexity {:.1} ({} predicted tokens)",
                     test.len(),
@@ -519,39 +689,71 @@ mod tests {
         (docs, tok, ids)
     }
 
+    /// The word ids a packed set holds.
+    fn words_in(p: &Packed, ids: &[i64]) -> HashSet<i64> {
+        let held: HashSet<i64> = p.ids.iter().copied().collect();
+        ids.iter().copied().filter(|i| held.contains(i)).collect()
+    }
+
     #[test]
-    fn test_documents_never_reach_the_validation_sequences() {
+    fn validation_spreads_over_half_the_held_out_documents_and_never_reaches_test() {
         let (docs, tok, ids) = corpus();
+        let word = |d: &Document| ids[WORDS.iter().position(|w| d.text.starts_with(w)).unwrap()];
         let max_len = 8;
-        let all = pack(&docs, &tok, max_len).unwrap();
-        assert!(all.len() > 30, "{} sequences", all.len());
-        for n in 1..all.len() {
-            let seen: HashSet<i64> = (0..n).flat_map(|r| all.row(r).to_vec()).collect();
-            let unseen = ids.iter().filter(|i| !seen.contains(i)).count();
-            match test_documents(&docs, &tok, max_len, n) {
-                Ok(test) => {
-                    let first = docs.len() - test.len();
-                    for (k, id) in ids.iter().enumerate().skip(first) {
-                        assert!(
-                            !seen.contains(id),
-                            "n = {n}: test document {k} is in validation"
-                        );
-                    }
-                    // At most the one document starting right at sequence n is given up.
-                    assert!(
-                        test.len() + 1 >= unseen,
-                        "n = {n}: {} of {unseen}",
-                        test.len()
-                    );
-                }
-                Err(e) => {
-                    assert!(unseen <= 1, "n = {n}: {unseen} unseen documents, yet {e}");
-                    assert!(e.to_string().contains("val_sequences"), "{e}");
-                }
-            }
+        let all = held_out(&docs, &tok, max_len, usize::MAX).unwrap();
+        assert_eq!(all.val_documents.len(), 5);
+        assert_eq!(all.test_documents.len(), 5);
+        let val_words: HashSet<i64> = all.val_documents.iter().map(word).collect();
+        let test_words: HashSet<i64> = all.test_documents.iter().map(word).collect();
+        assert_eq!(
+            val_words.len() + test_words.len(),
+            docs.len(),
+            "a partition"
+        );
+        assert!(val_words.is_disjoint(&test_words));
+        // Every validation sequence of every size holds validation words only.
+        assert_eq!(all.val.len(), all.val_packed.len());
+        assert!(
+            all.val_packed.len() > 16,
+            "{} sequences",
+            all.val_packed.len()
+        );
+        for n in 1..=all.val_packed.len() + 2 {
+            let h = held_out(&docs, &tok, max_len, n).unwrap();
+            assert_eq!(h.val.len(), n.min(all.val_packed.len()), "n = {n}");
+            assert!(words_in(&h.val, &ids).is_subset(&val_words), "n = {n}");
+            assert!(!words_in(&h.val, &ids).is_empty(), "n = {n}");
+            assert_eq!(test_documents(&h).unwrap().len(), 5);
+            // Drawn rows are rows of the validation packing, in its order.
+            let rows: Vec<usize> = (0..h.val.len())
+                .map(|r| {
+                    (0..h.val_packed.len())
+                        .find(|&k| h.val_packed.row(k) == h.val.row(r))
+                        .unwrap()
+                })
+                .collect();
+            assert!(rows.windows(2).all(|w| w[0] <= w[1]), "n = {n}: {rows:?}");
         }
-        assert_eq!(test_documents(&docs, &tok, max_len, 1).unwrap().len(), 9);
-        let err = test_documents(&docs, &tok, max_len, all.len()).unwrap_err();
+        // Eight drawn sequences reach more validation documents than the
+        // first eight sequences do (the old validation set's shortfall).
+        let eight = held_out(&docs, &tok, max_len, 8).unwrap();
+        let first = all.val_packed.take(8);
+        assert!(
+            words_in(&eight.val, &ids).len() > words_in(&first, &ids).len(),
+            "{} against {}",
+            words_in(&eight.val, &ids).len(),
+            words_in(&first, &ids).len()
+        );
+        // The partition depends on the ids, not on their order.
+        let mut reversed = docs.clone();
+        reversed.reverse();
+        let r = held_out(&reversed, &tok, max_len, 8).unwrap();
+        let r_words: HashSet<i64> = r.val_documents.iter().map(word).collect();
+        assert_eq!(r_words, val_words);
+        // One held-out document: validation only, and eval test refuses.
+        let one = held_out(&docs[..1], &tok, max_len, 8).unwrap();
+        assert_eq!(one.val_documents.len(), 1);
+        let err = test_documents(&one).unwrap_err();
         assert!(err.to_string().contains("no document is left"), "{err}");
     }
 

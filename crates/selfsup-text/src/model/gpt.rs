@@ -242,4 +242,9 @@ impl Gpt2 {
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         hidden.matmul(&self.wte.ws.tr())
     }
+
+    /// The LM head's weight `[V, H]`: the token embedding matrix (tied).
+    pub fn head_weight(&self) -> &Tensor {
+        &self.wte.ws
+    }
 }
