@@ -261,6 +261,7 @@ pub(crate) mod tests {
             "vjepa-cpu.toml",
             "vjepa-gpu.toml",
             "temporal-order-cpu.toml",
+            "vjepa-future-cpu.toml",
         ] {
             let (text, path) = preset(name);
             let cfg =

@@ -287,6 +287,21 @@ pub struct VideoEpochEval {
 }
 
 impl VideoEpochEval {
+    /// The method's pretext accuracy on the validation clips (unaugmented),
+    /// weighted by chunk size; `None` when it has none or there are no
+    /// validation clips.
+    fn held_out_pretext(&self, method: &dyn VideoMethod) -> Option<(String, f64)> {
+        let (mut name, mut hits, mut count) = (None, 0.0, 0usize);
+        for (k, chunk) in self.val_idx.chunks(self.batch.max(1)).enumerate() {
+            let x = plain_clips(&self.set, chunk, self.frames).to_device(self.device);
+            let (n, acc) = method.held_out_pretext(&x, k as u64)?;
+            name = Some(n);
+            hits += acc * chunk.len() as f64;
+            count += chunk.len();
+        }
+        Some((name?.to_string(), hits / count.max(1) as f64))
+    }
+
     fn views(&self, method: &dyn VideoMethod) -> Option<(Tensor, Tensor)> {
         if self.monitor_idx.len() < 2 {
             return None;
@@ -366,6 +381,9 @@ impl EpochEvaluator<dyn VideoMethod> for VideoEpochEval {
                     hit_rate(&probe, &val, &pick(sets, &self.val_idx))?,
                 ));
             }
+        }
+        if let Some(m) = self.held_out_pretext(method) {
+            metrics.push(m);
         }
         Ok(EpochEval {
             metrics,

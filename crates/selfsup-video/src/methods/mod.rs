@@ -7,6 +7,7 @@ use crate::model::{TubeletVit, VitConfig};
 use selfsup_core::method::Method;
 use selfsup_core::Result;
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 pub use temporal_order::{TemporalOrder, TemporalOrderConfig};
 pub use vjepa::{Vjepa, VjepaConfig};
 
@@ -54,6 +55,12 @@ pub trait VideoMethod: Method {
     fn encoder(&self) -> &TubeletVit;
     /// Its variables' prefix in the method's var store.
     fn encoder_prefix(&self) -> &'static str;
+    /// A pretext task's accuracy on held-out `clips` (chunk `chunk` of the
+    /// validation clips), with the metric's name; `None` (the default)
+    /// for a method without a classification pretext.
+    fn held_out_pretext(&self, _clips: &Tensor, _chunk: u64) -> Option<(&'static str, f64)> {
+        None
+    }
 }
 
 impl VideoMethod for Vjepa {
@@ -71,6 +78,9 @@ impl VideoMethod for TemporalOrder {
     }
     fn encoder_prefix(&self) -> &'static str {
         TemporalOrder::ENCODER_PREFIX
+    }
+    fn held_out_pretext(&self, clips: &Tensor, chunk: u64) -> Option<(&'static str, f64)> {
+        Some(("val_order_accuracy", self.held_out_accuracy(clips, chunk)))
     }
 }
 

@@ -2,11 +2,18 @@
 //! is a triple of frames of one clip in temporal order?
 //!
 //! Per clip of the batch (draws from ChaCha8 seeded by `(seed, step)`):
-//! frames `a < b < c` of the clip window, at least two apart at the ends;
-//! with probability 1/2 the triple is in order, `(a, b, c)` or reversed
-//! `(c, b, a)` (the paper counts both directions as ordered), label 1;
-//! otherwise the middle frame is replaced by a frame `d` outside `[a, c]`,
-//! `(a, d, c)` or `(c, d, a)`, label 0 (the paper's negatives).
+//! frames `a < b < c` of the clip window, at least `min_gap` apart at the
+//! ends (2 by default); with probability 1/2 the triple is in order,
+//! `(a, b, c)` or reversed `(c, b, a)` (the paper counts both directions as
+//! ordered), label 1; otherwise the middle frame is replaced by a frame `d`
+//! at least `margin` frames outside `[a, c]` (`d <= a - margin` or
+//! `d >= c + margin`; 1 by default), `(a, d, c)` or `(c, d, a)`, label 0
+//! (the paper's negatives). Larger gaps and margins mean larger
+//! displacements between the frames the head compares.
+//!
+//! [`TemporalOrder::held_out_accuracy`] scores the head on clips it did not
+//! train on, with triples from a fixed seed: what the per-epoch evaluator
+//! logs as `val_order_accuracy` (chance 0.5).
 //!
 //! Each frame is encoded alone by the tubelet ViT under `encoder.`, as a
 //! still clip (the frame repeated over the model's `frames`), mean final
@@ -65,6 +72,15 @@ pub struct TemporalOrderConfig {
     pub still: Still,
     /// What the head reads of a frame (see [`HeadInput`]).
     pub head: HeadInput,
+    /// Least distance between a triple's end frames (2: the paper's
+    /// smallest; larger: larger displacements).
+    pub min_gap: i64,
+    /// Least distance of a negative's middle frame from the interval of its
+    /// end frames (1: any frame outside).
+    pub margin: i64,
+    /// Triples drawn per clip and step (1: the paper's one; more: more
+    /// labelled triples from each decoded clip, each encoded on its own).
+    pub triples_per_clip: usize,
 }
 
 impl Default for TemporalOrderConfig {
@@ -73,6 +89,9 @@ impl Default for TemporalOrderConfig {
             hidden: 128,
             still: Still::Clip,
             head: HeadInput::Mean,
+            min_gap: 2,
+            margin: 1,
+            triples_per_clip: 1,
         }
     }
 }
@@ -93,6 +112,26 @@ impl TemporalOrderConfig {
                 model.frames
             ));
         }
+        if !(1..=64).contains(&self.triples_per_clip) {
+            return Err(format!(
+                "[method] triples_per_clip = {}: give 1 to 64",
+                self.triples_per_clip
+            ));
+        }
+        if !(2..=model.frames).contains(&self.min_gap) {
+            return Err(format!(
+                "[method] min_gap = {}: give 2 to [model] frames = {}",
+                self.min_gap, model.frames
+            ));
+        }
+        if self.margin < 1 || self.min_gap + self.margin > model.frames - 1 {
+            return Err(format!(
+                "[method] margin = {}: give at least 1, with min_gap + margin <= [model] frames \
+                 - 1 = {} (a window must hold the triple and a frame that far outside it)",
+                self.margin,
+                model.frames - 1
+            ));
+        }
         Ok(())
     }
 }
@@ -104,12 +143,16 @@ pub struct Triple {
     pub ordered: bool,
 }
 
-/// A triple from a window of `t >= 4` frames (see the module documentation).
-pub fn draw_triple<R: Rng>(t: i64, rng: &mut R) -> Triple {
+/// A triple from a window of `t` frames, ends at least `min_gap` apart, a
+/// negative's middle frame at least `margin` outside (see the module
+/// documentation); `t >= 4`, `2 <= min_gap`, `1 <= margin`,
+/// `min_gap + margin <= t - 1` (what [`TemporalOrderConfig::validate`]
+/// checks).
+pub fn draw_triple<R: Rng>(t: i64, min_gap: i64, margin: i64, rng: &mut R) -> Triple {
     let (a, c) = loop {
-        let a = rng.gen_range(0..t - 2);
-        let c = rng.gen_range(a + 2..t);
-        if a > 0 || c < t - 1 {
+        let a = rng.gen_range(0..t - min_gap);
+        let c = rng.gen_range(a + min_gap..t);
+        if a >= margin || c + margin < t {
             break (a, c);
         }
     };
@@ -117,12 +160,15 @@ pub fn draw_triple<R: Rng>(t: i64, rng: &mut R) -> Triple {
     let mid = if ordered {
         rng.gen_range(a + 1..c)
     } else {
-        // A frame outside [a, c]: a of the frames before a, or t - 1 - c after.
-        let k = rng.gen_range(0..a + (t - 1 - c));
-        if k < a {
+        // A frame at least `margin` outside [a, c]: before = a - margin + 1
+        // frames 0..=a-margin, after = t - c - margin frames c+margin..t.
+        let before = (a - margin + 1).max(0);
+        let after = (t - c - margin).max(0);
+        let k = rng.gen_range(0..before + after);
+        if k < before {
             k
         } else {
-            c + 1 + (k - a)
+            c + margin + (k - before)
         }
     };
     let frames = if rng.gen_bool(0.5) {
@@ -142,6 +188,9 @@ pub struct TemporalOrder {
     frames: i64,
     still: Still,
     head: HeadInput,
+    min_gap: i64,
+    margin: i64,
+    triples_per_clip: usize,
     seed: u64,
 }
 
@@ -176,6 +225,9 @@ impl TemporalOrder {
             frames: vit.frames,
             still: cfg.still,
             head: cfg.head,
+            min_gap: cfg.min_gap,
+            margin: cfg.margin,
+            triples_per_clip: cfg.triples_per_clip,
             seed,
         })
     }
@@ -191,8 +243,42 @@ impl TemporalOrder {
             self.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x0D4E,
         );
         (0..batch)
-            .map(|_| draw_triple(self.frames, &mut rng))
+            .map(|_| draw_triple(self.frames, self.min_gap, self.margin, &mut rng))
             .collect()
+    }
+
+    /// The triples [`Self::held_out_accuracy`] scores `batch` clips of
+    /// chunk `chunk` with (a generator of their own, not the training
+    /// steps').
+    pub fn held_out_triples(&self, batch: usize, chunk: u64) -> Vec<Triple> {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ 0x4E1D_0417 ^ chunk.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
+        (0..batch)
+            .map(|_| draw_triple(self.frames, self.min_gap, self.margin, &mut rng))
+            .collect()
+    }
+
+    /// Order accuracy of the head on `clips` `[B, 1, T, S, S]` (clips it
+    /// did not train on), the triples drawn from a generator keyed by the
+    /// seed and `chunk` alone, so every epoch is scored on the same triples;
+    /// chance is 0.5. NaN for an empty batch.
+    pub fn held_out_accuracy(&self, clips: &Tensor, chunk: u64) -> f64 {
+        let b = clips.size().first().copied().unwrap_or(0).max(0) as usize;
+        if b == 0 {
+            return f64::NAN;
+        }
+        let triples = self.held_out_triples(b, chunk);
+        let labels: Vec<i64> = triples.iter().map(|t| i64::from(t.ordered)).collect();
+        let labels = Tensor::from_slice(&labels).to_device(clips.device());
+        tch::no_grad(|| {
+            self.logits(clips, &triples)
+                .argmax(1, false)
+                .eq_tensor(&labels)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[])
+        })
     }
 
     /// Logits `[B, 2]` of `clips` `[B, 1, T, S, S]` under `triples`.
@@ -248,10 +334,17 @@ impl Method for TemporalOrder {
                 "temporal order needs one view per batch".into(),
             ));
         };
+        // `triples_per_clip` copies of the batch, one triple for each.
+        let k = self.triples_per_clip.max(1);
+        let clips = if k > 1 {
+            clips.repeat([k as i64, 1, 1, 1, 1])
+        } else {
+            clips.shallow_clone()
+        };
         let triples = self.triples(ctx.step, clips.size()[0] as usize);
         let labels: Vec<i64> = triples.iter().map(|t| i64::from(t.ordered)).collect();
         let labels = Tensor::from_slice(&labels).to_device(clips.device());
-        let logits = self.logits(clips, &triples).to_kind(Kind::Float);
+        let logits = self.logits(&clips, &triples).to_kind(Kind::Float);
         let loss = logits.cross_entropy_for_logits(&labels);
         let acc = tch::no_grad(|| {
             logits
@@ -283,7 +376,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut positives = 0;
         for _ in 0..500 {
-            let tr = draw_triple(6, &mut rng);
+            let tr = draw_triple(6, 2, 1, &mut rng);
             let [x, m, y] = tr.frames;
             let (lo, hi) = (x.min(y), x.max(y));
             assert!(hi - lo >= 2 && (0..6).contains(&m) && lo >= 0 && hi < 6);
@@ -291,6 +384,58 @@ mod tests {
             positives += usize::from(tr.ordered);
         }
         assert!((200..300).contains(&positives), "{positives}");
+    }
+
+    #[test]
+    fn gaps_and_margins_bound_the_ends_and_the_negatives() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (mut least_gap, mut least_out) = (i64::MAX, i64::MAX);
+        let mut seen_after = false;
+        for _ in 0..2000 {
+            let tr = draw_triple(16, 6, 3, &mut rng);
+            let [x, m, y] = tr.frames;
+            let (lo, hi) = (x.min(y), x.max(y));
+            assert!(lo >= 0 && hi < 16 && (0..16).contains(&m), "{tr:?}");
+            least_gap = least_gap.min(hi - lo);
+            if tr.ordered {
+                assert!(lo < m && m < hi, "{tr:?}");
+            } else {
+                let out = if m < lo { lo - m } else { m - hi };
+                assert!(m < lo || m > hi, "{tr:?}");
+                least_out = least_out.min(out);
+                seen_after |= m > hi;
+            }
+        }
+        // The bounds are reached, never crossed; negatives fall on both sides.
+        assert_eq!((least_gap, least_out), (6, 3));
+        assert!(seen_after);
+        // The tightest window that still fits: t - 1 = min_gap + margin.
+        for _ in 0..200 {
+            let tr = draw_triple(8, 5, 2, &mut rng);
+            let [x, m, y] = tr.frames;
+            let (lo, hi) = (x.min(y), x.max(y));
+            if !tr.ordered {
+                assert!(m <= lo - 2 || m >= hi + 2, "{tr:?}");
+            }
+        }
+        let vit = VitConfig {
+            frames: 8,
+            ..VitConfig::default()
+        };
+        let cfg = |min_gap, margin| TemporalOrderConfig {
+            min_gap,
+            margin,
+            ..TemporalOrderConfig::default()
+        };
+        assert!(cfg(5, 2).validate(&vit).is_ok());
+        assert!(cfg(5, 3)
+            .validate(&vit)
+            .unwrap_err()
+            .contains("[method] margin = 3"));
+        assert!(cfg(1, 1)
+            .validate(&vit)
+            .unwrap_err()
+            .contains("[method] min_gap = 1"));
     }
 
     #[test]
@@ -311,6 +456,7 @@ mod tests {
             hidden: 8,
             still: Still::Clip,
             head: HeadInput::Mean,
+            ..TemporalOrderConfig::default()
         };
         let m = TemporalOrder::new(Device::Cpu, &vit, &cfg, 0).unwrap();
         let clips = Tensor::randn([2, 1, 4, 8, 8], (Kind::Float, Device::Cpu));
@@ -382,6 +528,21 @@ mod tests {
             .forward(&step.fc1.forward(&Tensor::cat(&feats, 0)).relu());
         let got_step = step.logits(&clips, &tr);
         assert!(got_step.allclose(&want_step, 1e-5, 1e-5, false));
+        // The held-out accuracy: the argmax of these logits on the held-out
+        // triples against their labels, the same on every call.
+        let held = step.held_out_triples(2, 7);
+        assert_eq!(held, step.held_out_triples(2, 7));
+        let hits = step
+            .logits(&clips, &held)
+            .argmax(1, false)
+            .iter::<i64>()
+            .unwrap()
+            .zip(&held)
+            .filter(|(p, t)| (*p == 1) == t.ordered)
+            .count();
+        let acc = step.held_out_accuracy(&clips, 7);
+        assert!((acc - hits as f64 / 2.0).abs() < 1e-12, "{acc} {hits}");
+        assert!(step.held_out_accuracy(&clips.narrow(0, 0, 0), 7).is_nan());
         assert!(!got_step.allclose(&logits, 1e-3, 1e-3, false));
         // `head = "cells"`: the first time step's 4 tokens of each frame,
         // flattened, 3 x 4 x 16 inputs to fc1.

@@ -13,6 +13,10 @@
 //!   context tokens is dropped. Per batch, contexts and targets are cut to
 //!   the smallest count by a random subset (V-JEPA's collator keeps the
 //!   minimum too). Randomness: ChaCha8 seeded from `(seed, step)`.
+//!   `future > 0` replaces the blocks with a future mask: the target is
+//!   every token of the last `round(T' x future)` time steps (at least one,
+//!   at most `T' - 1`), the context every earlier token, so the predictor
+//!   must extrapolate the motion it sees.
 //! - Context encoder: the [`TubeletVit`] under `encoder.` on the context
 //!   tokens only.
 //! - Target encoder: the same ViT under `target_encoder.`, an EMA of the
@@ -25,7 +29,14 @@
 //!   `predictor_blocks.{i}`, `predictor_norm`, `predictor_proj` (D_pred ->
 //!   D). It sees the context tokens and one mask token per target token.
 //! - Loss: `mean |prediction - target|` over every target token and
-//!   feature (V-JEPA's `loss_exp = 1`).
+//!   feature (V-JEPA's `loss_exp = 1`). With `content_weight = a > 0` each
+//!   target token's mean L1 distance `l_i` is weighted by
+//!   `w_i = (1 - a) + a c_i / mean(c)` and the loss is
+//!   `sum w_i l_i / sum w_i`, where `c_i` is how much its tubelet differs
+//!   from the clip's background: the mean over the tubelet's input pixels
+//!   of `(x - min of the clip) / 2` (`mean(c)` over the batch's target
+//!   tokens). Black background tubelets, most of a Moving Fashion-MNIST
+//!   clip, then count less than the garments.
 //!
 //! One mask family per step (V-JEPA averages a short-range and a long-range
 //! family; the preset's blocks are its short-range ones). [`Method::embed`]
@@ -57,6 +68,9 @@ pub struct MaskConfig {
     pub aspect_ratio: (f64, f64),
     /// Context tokens a block may not eat into.
     pub min_context: usize,
+    /// Fraction of the time steps hidden at the end of the clip (0: block
+    /// masks; `> 0`: the future mask, blocks unused).
+    pub future: f64,
 }
 
 impl Default for MaskConfig {
@@ -67,6 +81,7 @@ impl Default for MaskConfig {
             temporal_scale: (1.0, 1.0),
             aspect_ratio: (0.75, 1.5),
             min_context: 4,
+            future: 0.0,
         }
     }
 }
@@ -78,6 +93,13 @@ impl MaskConfig {
             return Err(format!(
                 "[method.masks] blocks = {}: give 1 to 64",
                 self.blocks
+            ));
+        }
+        if !(self.future.is_finite() && (0.0..1.0).contains(&self.future)) {
+            return Err(format!(
+                "[method.masks] future = {}: give 0 (block masks) or a fraction below 1 of the \
+                 time steps to hide at the end",
+                self.future
             ));
         }
         if self.min_context == 0 {
@@ -130,6 +152,13 @@ impl MaskSampler {
     pub fn new(cfg: MaskConfig, grid: (i64, i64, i64)) -> Result<Self> {
         cfg.validate().map_err(Error::Config)?;
         let n = grid.0 * grid.1 * grid.2;
+        if cfg.future > 0.0 && grid.0 < 2 {
+            return Err(Error::Config(format!(
+                "[method.masks] future = {}: the future mask needs at least 2 time steps, the \
+                 grid has {} (more [model] frames or a shorter tubelet)",
+                cfg.future, grid.0
+            )));
+        }
         if n <= cfg.min_context as i64 {
             return Err(Error::Config(format!(
                 "[method.masks] min_context = {} leaves nothing to predict on a grid of {n} tokens: \
@@ -197,8 +226,25 @@ impl MaskSampler {
         (context, target)
     }
 
+    /// The future mask of one clip: the last `round(T' x future)` time
+    /// steps (clamped to `1..T'`) are the target, the earlier ones the
+    /// context.
+    pub fn future_mask(&self) -> (Vec<i64>, Vec<i64>) {
+        let (t, h, w) = self.grid;
+        let hidden = ((t as f64 * self.cfg.future).round() as i64).clamp(1, (t - 1).max(1));
+        let split = (t - hidden) * h * w;
+        ((0..split).collect(), (split..t * h * w).collect())
+    }
+
     /// The masks of a batch of `batch` clips.
     pub fn sample<R: Rng>(&self, batch: usize, rng: &mut R) -> Masks {
+        if self.cfg.future > 0.0 {
+            let (context, target) = self.future_mask();
+            return Masks {
+                context: vec![context; batch],
+                target: vec![target; batch],
+            };
+        }
         let size = self.block_size(rng);
         let (mut context, mut target): (Vec<Vec<i64>>, Vec<Vec<i64>>) =
             (0..batch).map(|_| self.sample_one(size, rng)).unzip();
@@ -229,6 +275,10 @@ pub struct VjepaConfig {
     pub predictor_heads: i64,
     /// Target-encoder momentum (V-JEPA: 0.998 -> 1).
     pub ema: EmaConfig,
+    /// How much the loss weights target tokens by their tubelet's content
+    /// (0: uniform, V-JEPA's; 1: in proportion to it); see the module
+    /// documentation.
+    pub content_weight: f64,
 }
 
 impl Default for VjepaConfig {
@@ -242,6 +292,7 @@ impl Default for VjepaConfig {
                 base: 0.998,
                 end: 1.0,
             },
+            content_weight: 0.0,
         }
     }
 }
@@ -251,6 +302,12 @@ impl VjepaConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.masks.validate()?;
         self.ema.validate("[method.ema]")?;
+        if !(self.content_weight.is_finite() && (0.0..=1.0).contains(&self.content_weight)) {
+            return Err(format!(
+                "[method] content_weight = {}: give 0 (uniform) to 1",
+                self.content_weight
+            ));
+        }
         if !(1..=64).contains(&self.predictor_depth) {
             return Err(format!(
                 "[method] predictor_depth = {}: give 1 to 64",
@@ -334,13 +391,35 @@ impl Predictor {
     }
 }
 
+/// How much each tubelet of `clips` (`[B, C, T, S, S]`) differs from its
+/// clip's background: the mean over the tubelet's pixels (and channels) of
+/// `(x - min of the clip) / 2` (normalised pixels span 2), `[B, tokens]` in
+/// the ViT's time-major token order.
+pub fn tubelet_content(clips: &Tensor, tubelet: i64, patch: i64) -> Tensor {
+    let b = clips.size().first().copied().unwrap_or(0);
+    let x = clips.to_kind(Kind::Float);
+    let (min, _) = x.reshape([b, -1]).min_dim(1, true);
+    ((x - min.view([b, 1, 1, 1, 1])) / 2.0)
+        .avg_pool3d(
+            [tubelet, patch, patch],
+            [tubelet, patch, patch],
+            [0, 0, 0],
+            false,
+            true,
+            None::<i64>,
+        )
+        .mean_dim(1, false, Kind::Float)
+        .flatten(1, 3)
+}
+
 /// What one V-JEPA step computes, for tests and diagnostics.
 pub struct Parts {
     /// Predictions `[B, Kt, D]`.
     pub prediction: Tensor,
     /// The target encoder's tokens `[B, N, D]`, before the extra layer norm.
     pub target_tokens: Tensor,
-    /// `mean |prediction - layer_norm(target_tokens)[target]|`.
+    /// `mean |prediction - layer_norm(target_tokens)[target]|` (weighted
+    /// by content under `content_weight`).
     pub loss: Tensor,
 }
 
@@ -352,6 +431,9 @@ pub struct Vjepa {
     predictor: Predictor,
     teacher: EmaTeacher,
     sampler: MaskSampler,
+    content_weight: f64,
+    tubelet: i64,
+    patch: i64,
     seed: u64,
 }
 
@@ -379,6 +461,9 @@ impl Vjepa {
             predictor,
             teacher,
             sampler,
+            content_weight: cfg.content_weight,
+            tubelet: vit.tubelet,
+            patch: vit.patch_size,
             seed,
         })
     }
@@ -410,9 +495,18 @@ impl Vjepa {
         });
         let context = self.encoder.tokens(clips, Some(&ctx));
         let prediction = self.predictor.forward(&context, &ctx, &tgt);
-        let loss = (prediction.to_kind(Kind::Float) - h)
-            .abs()
-            .mean(Kind::Float);
+        let dist = (prediction.to_kind(Kind::Float) - h).abs();
+        let loss = if self.content_weight > 0.0 {
+            let a = self.content_weight;
+            let c = tch::no_grad(|| {
+                tubelet_content(clips, self.tubelet, self.patch).gather(1, &tgt, false)
+            });
+            let w = (c.shallow_clone() / (c.mean(Kind::Float) + 1e-6)) * a + (1.0 - a);
+            let per_token = dist.mean_dim(-1, false, Kind::Float);
+            (per_token * &w).sum(Kind::Float) / w.sum(Kind::Float).clamp_min(1e-12)
+        } else {
+            dist.mean(Kind::Float)
+        };
         Parts {
             prediction,
             target_tokens,
@@ -525,6 +619,140 @@ mod tests {
             assert!(m.context[b].iter().all(|i| !m.target[b].contains(i)));
             assert!(m.context[b].windows(2).all(|w| w[0] < w[1]));
         }
+    }
+
+    #[test]
+    fn the_future_mask_hides_only_the_last_time_steps() {
+        let cfg = MaskConfig {
+            future: 0.25,
+            ..MaskConfig::default()
+        };
+        let sampler = MaskSampler::new(cfg.clone(), (8, 4, 4)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let m = sampler.sample(3, &mut rng);
+        for b in 0..3 {
+            // 8 x 0.25 = the last 2 time steps, every cell; the rest visible.
+            assert_eq!(m.target[b], (96..128).collect::<Vec<i64>>());
+            assert_eq!(m.context[b], (0..96).collect::<Vec<i64>>());
+        }
+        // At least one step hidden, at least one visible.
+        for (future, hidden) in [(0.01, 1), (0.99, 7), (0.5, 4)] {
+            let s = MaskSampler::new(
+                MaskConfig {
+                    future,
+                    ..cfg.clone()
+                },
+                (8, 4, 4),
+            )
+            .unwrap();
+            let (ctx, tgt) = s.future_mask();
+            assert_eq!(tgt.len(), hidden * 16, "{future}");
+            assert_eq!(ctx.len() + tgt.len(), 128);
+            assert!(tgt.iter().all(|&i| i / 16 >= 8 - hidden as i64));
+        }
+        for bad in [1.0, -0.1, f64::NAN] {
+            let e = MaskConfig {
+                future: bad,
+                ..cfg.clone()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(e.contains("[method.masks] future"), "{e}");
+        }
+        assert!(MaskSampler::new(cfg, (1, 4, 4)).is_err());
+    }
+
+    #[test]
+    fn content_weighting_matches_a_hand_computation() {
+        let _g = crate::TORCH_RNG.lock();
+        // The content of each tubelet: one clip of 4 frames of 8x8, the
+        // background 0.2 (normalised), one bright 4x4 square in frames 0-1.
+        let mut clip = vec![0.2f32; 4 * 64];
+        for t in 0..2 {
+            for r in 0..4 {
+                for c in 4..8 {
+                    clip[t * 64 + r * 8 + c] = 1.0;
+                }
+            }
+        }
+        // A second clip: a ramp, so the minimum is not the background value.
+        let ramp: Vec<f32> = (0..4 * 64).map(|i| -1.0 + i as f32 / 128.0).collect();
+        let clips =
+            Tensor::from_slice(&[clip.clone(), ramp.clone()].concat()).view([2, 1, 4, 8, 8]);
+        let c = tubelet_content(&clips, 2, 4);
+        assert_eq!(c.size(), vec![2, 8]);
+        // Token 1 = time step 0, row 0, col 1: the square, (1 - 0.2) / 2.
+        assert!((c.double_value(&[0, 1]) - 0.4).abs() < 1e-6);
+        for tok in [0, 2, 3, 4, 5, 6, 7] {
+            assert!(c.double_value(&[0, tok]).abs() < 1e-6, "{tok}");
+        }
+        // The ramp: a tubelet's mean pixel, less the clip's minimum, halved.
+        for tok in 0..8i64 {
+            let (t0, r0, c0) = (tok / 4 * 2, tok % 4 / 2 * 4, tok % 2 * 4);
+            let mut sum = 0.0f64;
+            for t in t0..t0 + 2 {
+                for r in r0..r0 + 4 {
+                    for col in c0..c0 + 4 {
+                        sum += f64::from(ramp[(t * 64 + r * 8 + col) as usize]) + 1.0;
+                    }
+                }
+            }
+            let want = sum / 32.0 / 2.0;
+            assert!((c.double_value(&[1, tok]) - want).abs() < 1e-5, "{tok}");
+        }
+        // The weighted loss, by hand from the parts.
+        tch::manual_seed(3);
+        let cfg = VjepaConfig {
+            content_weight: 0.5,
+            ..tiny_cfg()
+        };
+        let m = Vjepa::new(Device::Cpu, &tiny_vit(), &cfg, 5).unwrap();
+        let masks = m.masks(0, 2);
+        let parts = m.parts(&clips, &masks);
+        let raw = &parts.target_tokens;
+        let mut per_token = Vec::new();
+        let mut contents = Vec::new();
+        for (b, tgt) in masks.target.iter().enumerate() {
+            for (k, &tok) in tgt.iter().enumerate() {
+                let h: Vec<f64> = (0..16)
+                    .map(|d| raw.double_value(&[b as i64, tok, d]))
+                    .collect();
+                let mean = h.iter().sum::<f64>() / 16.0;
+                let var = h.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 16.0;
+                let l: f64 = h
+                    .iter()
+                    .enumerate()
+                    .map(|(d, v)| {
+                        let z = parts
+                            .prediction
+                            .double_value(&[b as i64, k as i64, d as i64]);
+                        (z - (v - mean) / (var + 1e-5).sqrt()).abs()
+                    })
+                    .sum::<f64>()
+                    / 16.0;
+                per_token.push(l);
+                contents.push(c.double_value(&[b as i64, tok]));
+            }
+        }
+        let mean_c = contents.iter().sum::<f64>() / contents.len() as f64;
+        let w: Vec<f64> = contents
+            .iter()
+            .map(|c| 0.5 + 0.5 * c / (mean_c + 1e-6))
+            .collect();
+        let want =
+            w.iter().zip(&per_token).map(|(w, l)| w * l).sum::<f64>() / w.iter().sum::<f64>();
+        let got = parts.loss.double_value(&[]);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // Uniform weighting (the default) is a different figure here.
+        let uniform = per_token.iter().sum::<f64>() / per_token.len() as f64;
+        assert!((uniform - want).abs() > 1e-4, "{uniform} {want}");
+        assert!(VjepaConfig {
+            content_weight: 1.5,
+            ..tiny_cfg()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("content_weight"));
     }
 
     #[test]
