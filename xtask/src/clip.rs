@@ -153,15 +153,28 @@ pub(crate) fn bench(epochs: Option<usize>) -> Result<()> {
         &std::fs::read_to_string(run_dir.join("config.toml"))
             .context("reading the run's config.toml")?,
     )?;
-    let args = peer_args(&ours, &config)?;
+    let mut args = peer_args(&ours, &config)?;
     let steps = ours["steps"].as_u64().unwrap_or(40).clamp(20, 60);
-    let peer = bench::json_of(
-        Command::new(&py)
-            .arg(workspace_root().join("benchmarks/openclip_clip.py"))
+    // The peer twice, in both memory orders of its CNN; its faster run is
+    // the one compared (a peer gets its best settings).
+    let mut peers = Vec::new();
+    for channels_last in [false, true] {
+        let mut cmd = Command::new(&py);
+        cmd.arg(workspace_root().join("benchmarks/openclip_clip.py"))
             .args(&args)
             .args(["--steps", &steps.to_string()])
-            .env("OMP_NUM_THREADS", "2"),
-    )?;
+            .env("OMP_NUM_THREADS", "2");
+        if channels_last {
+            cmd.arg("--channels-last");
+        }
+        peers.push(bench::json_of(&mut cmd)?);
+    }
+    let rate = |v: &Value| v["pairs_per_s"].as_f64().unwrap_or(0.0);
+    let best = usize::from(rate(&peers[1]) > rate(&peers[0]));
+    let peer = peers[best].clone();
+    if best == 1 {
+        args.push("--channels-last".into());
+    }
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let (ours_pps, peer_pps) = (f(&ours, "train_pairs_per_s"), f(&peer, "pairs_per_s"));
     let ratio = ours_pps / peer_pps;
@@ -208,6 +221,11 @@ pub(crate) fn bench(epochs: Option<usize>) -> Result<()> {
         f(&peer, "peak_rss_mb"),
         args.join(" "),
     );
+    md += &format!(
+        "| (the peer's other memory order: {}) | {:.0} | | |\n",
+        if best == 1 { "NCHW" } else { "channels-last" },
+        rate(&peers[1 - best])
+    );
     md += &format!("| ratio selfsup / peer | {ratio:.2}x | | |\n");
     md += &format!(
         "\nselfsup: pairs/s over its whole training (augmentation, caption sampling and batch building included; evaluation excluded), wall time of the run {:.0} s. Peer: {} timed steps after {} untimed on pre-made random tensors of the same shapes, captions padded to the longest training caption ({} tokens).\n",
@@ -225,6 +243,7 @@ pub(crate) fn bench(epochs: Option<usize>) -> Result<()> {
         serde_json::to_string_pretty(&serde_json::json!({
             "selfsup": ours,
             "open_clip": peer,
+            "open_clip_runs": peers,
             "ratio_pairs_per_s": ratio,
         }))?,
     )?;
