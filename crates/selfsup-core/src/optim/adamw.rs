@@ -56,7 +56,6 @@ impl AdamW {
         lr: f64,
     ) -> std::result::Result<(), fused::KernelError> {
         let grads = params.grads();
-        let n = params.tensors.len();
         let counts = match self.step_counts.take() {
             Some(c) => {
                 fused::add_scalar_(&c, 1.0)?;
@@ -68,11 +67,7 @@ impl AdamW {
                 .map(|p| Tensor::full([], self.steps as f64, (tch::Kind::Float, p.device())))
                 .collect(),
         };
-        let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
-        for i in 0..n {
-            let decay = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));
-            groups[usize::from(decay)].push(i);
-        }
+        let groups = params.decay_groups(self.exclude_bias_and_norm);
         for (decay, idx) in groups.iter().enumerate() {
             if idx.is_empty() {
                 continue;

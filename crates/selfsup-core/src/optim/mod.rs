@@ -108,14 +108,29 @@ impl Params {
         self.tensors[i].dim() <= 1
     }
 
-    /// Sets every gradient to zero (one multi-tensor kernel; a loop if it fails).
-    pub fn zero_grad(&mut self) {
-        let grads: Vec<Tensor> = self
-            .tensors
+    /// The gradients that exist (parameters backward reached).
+    fn defined_grads(&self) -> Vec<Tensor> {
+        self.tensors
             .iter()
             .map(|t| t.grad())
             .filter(|g| g.defined())
-            .collect();
+            .collect()
+    }
+
+    /// Parameter indices in two groups: `[no weight decay, weight decay]`
+    /// (1-D parameters skip decay when `exclude_bias_and_norm`).
+    pub(crate) fn decay_groups(&self, exclude_bias_and_norm: bool) -> [Vec<usize>; 2] {
+        let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for i in 0..self.tensors.len() {
+            let decay = !(exclude_bias_and_norm && self.is_bias_or_norm(i));
+            groups[usize::from(decay)].push(i);
+        }
+        groups
+    }
+
+    /// Sets every gradient to zero (one multi-tensor kernel; a loop if it fails).
+    pub fn zero_grad(&mut self) {
+        let grads = self.defined_grads();
         if tch::no_grad(|| fused::zero_(&grads)).is_ok() {
             return;
         }
@@ -143,12 +158,7 @@ impl Params {
     /// scales every gradient down to it. Returns the norm before clipping.
     pub fn clip_grad_norm(&self, max_norm: Option<f64>) -> f64 {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = self
-                .tensors
-                .iter()
-                .map(|t| t.grad())
-                .filter(|g| g.defined())
-                .collect();
+            let grads = self.defined_grads();
             if grads.is_empty() {
                 return 0.0;
             }
@@ -180,12 +190,7 @@ impl Params {
     /// host queues the optimiser without waiting for the backward pass).
     /// Multi-tensor kernels; the loop of [`Params::clip_grad_norm`] if they fail.
     pub fn clip_grad_norm_on_device(&self, max_norm: Option<f64>) -> Tensor {
-        let grads: Vec<Tensor> = self
-            .tensors
-            .iter()
-            .map(|t| t.grad())
-            .filter(|g| g.defined())
-            .collect();
+        let grads = self.defined_grads();
         let Some(first) = grads.first() else {
             return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
         };

@@ -46,11 +46,7 @@ impl Sgd {
         lr: f64,
     ) -> std::result::Result<(), fused::KernelError> {
         let grads = params.grads();
-        let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
-        for i in 0..params.tensors.len() {
-            let decay = !(self.exclude_bias_and_norm && params.is_bias_or_norm(i));
-            groups[usize::from(decay)].push(i);
-        }
+        let groups = params.decay_groups(self.exclude_bias_and_norm);
         for (decay, idx) in groups.iter().enumerate() {
             if idx.is_empty() {
                 continue;
